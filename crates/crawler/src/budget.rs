@@ -1,0 +1,189 @@
+//! One rate budget per token, shared by every request made with it.
+//!
+//! Requests are paced evenly at the budget's rate (no bursts), so a budget that matches the
+//! service's never meets a 429. When the service answers 429 anyway (a budget set too high, other
+//! integrations spending the same token, a storm), the pace drops multiplicatively and then climbs
+//! back additively (AIMD), slowly near the rate where the last 429 was met. `Retry-After` and
+//! `X-RateLimit-*` are honoured when present and never needed.
+//!
+//! This is hand-rolled rather than `governor` because the rate must change while requests wait.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use parking_lot::Mutex;
+
+/// A request budget: `requests` per `per`, of which idgraph takes `share` (0 < share <= 1) so that
+/// the org's other integrations keep the rest.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetConfig {
+    pub requests: u32,
+    pub per: Duration,
+    pub share: f64,
+}
+
+impl BudgetConfig {
+    pub fn per_second(&self) -> f64 {
+        f64::from(self.requests.max(1)) / self.per.as_secs_f64().max(0.001) * self.share.clamp(0.01, 1.0)
+    }
+}
+
+impl Default for BudgetConfig {
+    /// Drift's documented budget: about 200 requests a minute per token.
+    fn default() -> Self {
+        BudgetConfig { requests: 200, per: Duration::from_secs(60), share: 1.0 }
+    }
+}
+
+impl std::str::FromStr for BudgetConfig {
+    type Err = String;
+    /// `200/min`, `50/s`, `1000/20s`, optionally followed by `@0.8` for an 80% share.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (rate, share) = match s.split_once('@') {
+            Some((r, sh)) => {
+                let share: f64 = sh.trim().parse().map_err(|_| format!("rate {s:?}: share {sh:?} is not a number"))?;
+                if !(share > 0.0 && share <= 1.0) {
+                    return Err(format!("rate {s:?}: share must be in (0, 1]"));
+                }
+                (r, share)
+            }
+            None => (s, 1.0),
+        };
+        let (n, unit) = rate.split_once('/').ok_or_else(|| format!("rate {s:?}: expected N/UNIT, e.g. 200/min"))?;
+        let requests: u32 = n.trim().parse().map_err(|_| format!("rate {s:?}: {n:?} is not a number"))?;
+        if requests == 0 {
+            return Err(format!("rate {s:?}: must allow at least one request"));
+        }
+        let unit = unit.trim();
+        let digits: String = unit.chars().take_while(char::is_ascii_digit).collect();
+        let mult: u64 = if digits.is_empty() { 1 } else { digits.parse().map_err(|_| format!("rate {s:?}: bad unit"))? };
+        let base = match &unit[digits.len()..] {
+            "s" | "sec" | "second" => 1,
+            "m" | "min" | "minute" => 60,
+            "h" | "hour" => 3600,
+            other => return Err(format!("rate {s:?}: unknown unit {other:?} (s, min or h)")),
+        };
+        Ok(BudgetConfig { requests, per: Duration::from_secs(base * mult.max(1)), share })
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    rate_max: f64,
+    rate: f64,
+    /// The rate at which the last 429 was met; growth is slow near it.
+    ceiling: f64,
+    next_slot: Instant,
+    last_decrease: Option<Instant>,
+}
+
+/// The shared pacer. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Budget {
+    state: Mutex<State>,
+}
+
+/// The slowest the pacer will go, as a fraction of the configured rate.
+const RATE_FLOOR: f64 = 0.02;
+
+impl Budget {
+    pub fn new(cfg: BudgetConfig) -> Budget {
+        let r = cfg.per_second();
+        Budget {
+            state: Mutex::new(State { rate_max: r, rate: r, ceiling: r, next_slot: Instant::now(), last_decrease: None }),
+        }
+    }
+
+    /// Waits for this request's slot. Slots are handed out in order, one every `1/rate` seconds.
+    pub async fn acquire(&self) {
+        let wait = {
+            let mut s = self.state.lock();
+            let now = Instant::now();
+            let slot = s.next_slot.max(now);
+            s.next_slot = slot + Duration::from_secs_f64(1.0 / s.rate);
+            slot.saturating_duration_since(now)
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// A request succeeded: grow back towards the configured rate.
+    pub fn on_success(&self) {
+        let mut s = self.state.lock();
+        if s.rate >= s.rate_max {
+            return;
+        }
+        let step = if s.rate < 0.9 * s.ceiling { 0.01 * s.rate_max } else { 0.0005 * s.rate_max };
+        s.rate = (s.rate + step).min(s.rate_max);
+    }
+
+    /// The service said 429: slow down (at most once a second, so a storm is one signal) and wait
+    /// out `retry_after` when it was given.
+    pub fn on_rate_limited(&self, retry_after: Option<Duration>) {
+        let mut s = self.state.lock();
+        let now = Instant::now();
+        if s.last_decrease.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+            s.ceiling = s.rate;
+            s.rate = (s.rate * 0.7).max(s.rate_max * RATE_FLOOR);
+            s.last_decrease = Some(now);
+        }
+        let pause = retry_after.unwrap_or_else(|| Duration::from_secs_f64(2.0 / s.rate)).min(Duration::from_secs(120));
+        s.next_slot = s.next_slot.max(now + pause);
+    }
+
+    /// The service said how many requests remain and when the window resets.
+    pub fn on_limit_headers(&self, remaining: u64, reset: Duration) {
+        if remaining == 0 {
+            let mut s = self.state.lock();
+            let at = Instant::now() + reset.min(Duration::from_secs(120));
+            s.next_slot = s.next_slot.max(at);
+        }
+    }
+
+    /// The current pace, requests per second.
+    pub fn rate(&self) -> f64 {
+        self.state.lock().rate
+    }
+
+    pub fn rate_max(&self) -> f64 {
+        self.state.lock().rate_max
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rates_and_shares() {
+        let b: BudgetConfig = "200/min".parse().unwrap();
+        assert!((b.per_second() - 200.0 / 60.0).abs() < 1e-9);
+        let b: BudgetConfig = "1000/20s@0.5".parse().unwrap();
+        assert!((b.per_second() - 25.0).abs() < 1e-9);
+        assert!("0/s".parse::<BudgetConfig>().is_err());
+        assert!("10/fortnight".parse::<BudgetConfig>().is_err());
+        assert!("10/s@2".parse::<BudgetConfig>().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paces_evenly_and_backs_off() {
+        let b = Budget::new("10/s".parse().unwrap());
+        let t0 = tokio::time::Instant::now();
+        for _ in 0..11 {
+            b.acquire().await;
+        }
+        // 11 slots at 10/s: the last is 1 s after the first.
+        let el = t0.elapsed().as_secs_f64();
+        assert!((0.99..1.05).contains(&el), "{el}");
+        b.on_rate_limited(None);
+        assert!((b.rate() - 7.0).abs() < 1e-9);
+        b.on_rate_limited(None); // within the same second: one signal
+        assert!((b.rate() - 7.0).abs() < 1e-9);
+        for _ in 0..1000 {
+            b.on_success();
+        }
+        assert!((b.rate() - 10.0).abs() < 1e-9);
+    }
+}

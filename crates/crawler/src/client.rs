@@ -1,0 +1,229 @@
+//! One Drift HTTP client: auth, the shared budget, bounded jittered retries, tolerant errors.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::auth::TokenSource;
+use crate::budget::Budget;
+use crate::CrawlError;
+
+/// Bounds on retrying one request.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts for 5xx, timeouts, dropped connections and malformed bodies.
+    pub max_attempts: u32,
+    /// Extra attempts for 429s (each one also slows the budget down).
+    pub max_rate_limited: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 8,
+            max_rate_limited: 60,
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Counters for progress bars, metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    pub requests: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub retries: AtomicU64,
+    pub server_errors: AtomicU64,
+    pub malformed: AtomicU64,
+    pub transport_errors: AtomicU64,
+}
+
+/// A client for one token: every request it makes spends that token's budget.
+#[derive(Debug, Clone)]
+pub struct DriftClient {
+    http: reqwest::Client,
+    auth: Arc<TokenSource>,
+    budget: Arc<Budget>,
+    retry: RetryPolicy,
+    pub stats: Arc<ClientStats>,
+}
+
+/// What a request gave back: the status (2xx or 404) and the parsed body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+/// The path of a URL, without its query: endpoints are named in logs and errors this way, so
+/// that no email (a query parameter) reaches them.
+pub fn endpoint_of(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => u.path().to_string(),
+        Err(_) => url.split('?').next().unwrap_or_default().to_string(),
+    }
+}
+
+fn error_message(body: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    // Drift's envelope, a bare string, an `errors` list, or SCIM's `detail`.
+    let msg = match v.get("error") {
+        Some(Value::Object(e)) => e.get("message").and_then(Value::as_str).map(str::to_string),
+        Some(Value::String(s)) => Some(s.clone()),
+        _ => None,
+    }
+    .or_else(|| {
+        v.get("errors")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+            .map(|e| e.get("message").and_then(Value::as_str).map_or_else(|| e.to_string(), str::to_string))
+    })
+    .or_else(|| v.get("detail").and_then(Value::as_str).map(str::to_string));
+    msg.unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
+}
+
+impl DriftClient {
+    pub fn new(http: reqwest::Client, auth: Arc<TokenSource>, budget: Arc<Budget>, retry: RetryPolicy) -> DriftClient {
+        DriftClient { http, auth, budget, retry, stats: Arc::new(ClientStats::default()) }
+    }
+
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
+    }
+
+    pub fn token_refreshes(&self) -> u64 {
+        self.auth.refreshes.load(Ordering::Relaxed)
+    }
+
+    pub async fn get(&self, url: &str) -> Result<Reply, CrawlError> {
+        self.request(Method::GET, url, None).await
+    }
+
+    /// Sends one request until it succeeds, is refused for good, or runs out of attempts.
+    /// A 404 is returned as a reply, not an error: for a lookup, "gone" is an answer.
+    pub async fn request(&self, method: Method, url: &str, body: Option<&Value>) -> Result<Reply, CrawlError> {
+        let endpoint = endpoint_of(url);
+        let mut attempts = 0u32;
+        let mut limited = 0u32;
+        let mut refreshed = false;
+        let mut last = String::new();
+        loop {
+            if attempts >= self.retry.max_attempts {
+                return Err(CrawlError::Exhausted { endpoint, attempts, last });
+            }
+            if limited > self.retry.max_rate_limited {
+                return Err(CrawlError::RateLimited { endpoint, times: limited });
+            }
+            self.budget.acquire().await;
+            let (token, gen) = self.auth.bearer().await?;
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let mut req = self.http.request(method.clone(), url).bearer_auth(token.expose());
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let outcome = match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let headers = resp.headers().clone();
+                    match resp.bytes().await {
+                        Ok(bytes) => Ok((status, headers, bytes)),
+                        Err(e) => Err(format!("connection lost reading the body: {}", e.without_url())),
+                    }
+                }
+                Err(e) => Err(format!("transport: {}", e.without_url())),
+            };
+            let (status, headers, bytes) = match outcome {
+                Ok(x) => x,
+                Err(e) => {
+                    self.stats.transport_errors.fetch_add(1, Ordering::Relaxed);
+                    last = e;
+                    attempts += 1;
+                    self.backoff(attempts).await;
+                    continue;
+                }
+            };
+            let header_num = |name: &str| -> Option<u64> { headers.get(name)?.to_str().ok()?.trim().parse().ok() };
+            if let (Some(rem), Some(reset)) = (header_num("x-ratelimit-remaining"), header_num("x-ratelimit-reset")) {
+                self.budget.on_limit_headers(rem, Duration::from_secs(reset));
+            }
+            match status.as_u16() {
+                200..=299 | 404 => {
+                    let parsed: Result<Value, _> =
+                        if bytes.is_empty() { Ok(Value::Null) } else { serde_json::from_slice(&bytes) };
+                    match parsed {
+                        Ok(body) => {
+                            self.budget.on_success();
+                            return Ok(Reply { status, body });
+                        }
+                        Err(e) => {
+                            // A malformed or truncated body: the request is retried, then reported.
+                            self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                            last = format!("malformed JSON body ({} bytes): {e}", bytes.len());
+                            attempts += 1;
+                            self.backoff(attempts).await;
+                        }
+                    }
+                }
+                429 => {
+                    self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    limited += 1;
+                    let retry_after = header_num("retry-after").map(Duration::from_secs);
+                    self.budget.on_rate_limited(retry_after);
+                    last = "429 rate limited".into();
+                }
+                401 | 403 => {
+                    let msg = error_message(&bytes);
+                    if !refreshed && self.auth.refresh_after_refusal(gen).await? {
+                        refreshed = true;
+                        continue;
+                    }
+                    if status.as_u16() == 403 && msg.to_ascii_lowercase().contains("scope") {
+                        return Err(CrawlError::Forbidden { endpoint, message: msg });
+                    }
+                    return Err(CrawlError::Unauthorized { endpoint, status: status.as_u16(), message: msg });
+                }
+                500..=599 | 408 => {
+                    self.stats.server_errors.fetch_add(1, Ordering::Relaxed);
+                    last = format!("HTTP {status}");
+                    attempts += 1;
+                    self.backoff(attempts).await;
+                }
+                _ => {
+                    return Err(CrawlError::Http { endpoint, status: status.as_u16(), message: error_message(&bytes) });
+                }
+            }
+        }
+    }
+
+    async fn backoff(&self, attempt: u32) {
+        self.stats.retries.fetch_add(1, Ordering::Relaxed);
+        let exp = self.retry.backoff_base.saturating_mul(1 << attempt.min(10)).min(self.retry.backoff_max);
+        // Full jitter: spread retries so that many failing requests do not come back together.
+        let ms = rand::rng().random_range(0..=exp.as_millis().max(1) as u64);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_drop_the_query() {
+        assert_eq!(endpoint_of("http://h/contacts?email=a%40b.c"), "/contacts");
+    }
+
+    #[test]
+    fn error_messages_in_three_shapes() {
+        assert_eq!(error_message(br#"{"error":{"type":"x","message":"m1"}}"#), "m1");
+        assert_eq!(error_message(br#"{"error":"m2"}"#), "m2");
+        assert_eq!(error_message(br#"{"errors":[{"message":"m3"}]}"#), "m3");
+    }
+}

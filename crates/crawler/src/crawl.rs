@@ -1,0 +1,572 @@
+//! The sources of a crawl, run concurrently under one budget.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::stream::{self, StreamExt};
+use idgraph_model::{Account, Contact, Record, RecordError, ScimUser, User};
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::auth::TokenSource;
+use crate::budget::Budget;
+use crate::client::{DriftClient, Reply};
+use crate::{
+    Checkpoint, CheckpointUpdate, ContactsMode, CrawlConfig, CrawlError, CrawlEvent, CrawlSummary, Credentials, Source,
+};
+
+/// The most SCIM users a crawl will page through before it calls the source broken.
+const SCIM_USERS_MAX: usize = 1_000_000;
+
+#[derive(Default)]
+struct Counts {
+    contacts: AtomicU64,
+    users: AtomicU64,
+    scim: AtomicU64,
+    accounts: AtomicU64,
+    bad: AtomicU64,
+}
+
+/// A crawler for one org.
+#[derive(Debug, Clone)]
+pub struct Crawler {
+    cfg: CrawlConfig,
+    rest: DriftClient,
+    scim: Option<DriftClient>,
+}
+
+fn base(url: &str) -> String {
+    url.trim_end_matches('/').to_string()
+}
+
+impl Crawler {
+    pub fn new(cfg: CrawlConfig) -> Result<Crawler, CrawlError> {
+        if !(1..=100).contains(&cfg.page_size) {
+            return Err(CrawlError::Config(format!("page size {} is not in 1..=100", cfg.page_size)));
+        }
+        url::Url::parse(&cfg.drift_url).map_err(|e| CrawlError::Config(format!("drift url: {e}")))?;
+        let http = reqwest::Client::builder()
+            .timeout(cfg.request_timeout)
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .user_agent(concat!("idgraph/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| CrawlError::Config(format!("http client: {e}")))?;
+        let budget = Arc::new(Budget::new(cfg.budget));
+        let auth = Arc::new(TokenSource::new(cfg.credentials.clone(), http.clone())?);
+        let rest = DriftClient::new(http.clone(), auth, budget.clone(), cfg.retry);
+        let scim = match (&cfg.scim_url, &cfg.scim_credentials) {
+            (None, _) => None,
+            (Some(_), None) => Some(rest.clone()),
+            (Some(_), Some(creds)) => {
+                // A separate token has a budget of its own.
+                let auth = Arc::new(TokenSource::new(creds.clone(), http.clone())?);
+                Some(DriftClient::new(http, auth, Arc::new(Budget::new(cfg.budget)), cfg.retry))
+            }
+        };
+        Ok(Crawler { cfg, rest, scim })
+    }
+
+    /// The REST client, for writes made under the same budget (reassignment).
+    pub fn client(&self) -> &DriftClient {
+        &self.rest
+    }
+
+    pub fn config(&self) -> &CrawlConfig {
+        &self.cfg
+    }
+
+    pub fn uses_oauth(&self) -> bool {
+        matches!(self.cfg.credentials, Credentials::OAuth(_))
+    }
+
+    /// A full crawl: agents, SCIM users, accounts and contacts, concurrently. `resume` is the last
+    /// stored checkpoint (default for a fresh crawl) and `known` the contact ids already stored
+    /// by the interrupted run, so discovery does not fetch them again.
+    pub async fn run(
+        &self,
+        resume: Checkpoint,
+        known: HashSet<u64>,
+        tx: mpsc::Sender<CrawlEvent>,
+    ) -> Result<CrawlSummary, CrawlError> {
+        self.run_sources(&[Source::Users, Source::Scim, Source::Accounts, Source::Contacts], resume, known, tx)
+            .await
+    }
+
+    /// An agents-only refresh: REST users and SCIM users (a few requests).
+    pub async fn run_agents(&self, tx: mpsc::Sender<CrawlEvent>) -> Result<CrawlSummary, CrawlError> {
+        self.run_sources(&[Source::Users, Source::Scim], Checkpoint::default(), HashSet::new(), tx).await
+    }
+
+    async fn run_sources(
+        &self,
+        sources: &[Source],
+        resume: Checkpoint,
+        known: HashSet<u64>,
+        tx: mpsc::Sender<CrawlEvent>,
+    ) -> Result<CrawlSummary, CrawlError> {
+        let started = Instant::now();
+        let counts = Arc::new(Counts::default());
+        let want = |s: Source| sources.contains(&s) && !resume.is_done(s);
+        let scim_available = Arc::new(Mutex::new(resume.scim_available.unwrap_or(false)));
+        let high_water = Arc::new(Mutex::new(resume.high_water_ms));
+        let mode = Arc::new(Mutex::new(resume.mode));
+        let users = async {
+            if want(Source::Users) {
+                self.crawl_users(&tx, &counts).await?;
+            }
+            Ok::<_, CrawlError>(())
+        };
+        let scim = async {
+            if want(Source::Scim) {
+                let ok = self.crawl_scim(&tx, &counts).await?;
+                *scim_available.lock() = ok;
+            }
+            Ok::<_, CrawlError>(())
+        };
+        let accounts = async {
+            if want(Source::Accounts) {
+                self.crawl_accounts(&tx, &counts).await?;
+            }
+            Ok::<_, CrawlError>(())
+        };
+        let contacts = async {
+            if want(Source::Contacts) {
+                let (m, hw) = self.crawl_contacts(&resume, known, &tx, &counts).await?;
+                *mode.lock() = Some(m);
+                if hw.is_some() {
+                    *high_water.lock() = hw;
+                }
+            }
+            Ok::<_, CrawlError>(())
+        };
+        tokio::try_join!(users, scim, accounts, contacts)?;
+        let s = &self.rest.stats;
+        let mut summary = CrawlSummary {
+            contacts: counts.contacts.load(Ordering::Relaxed),
+            users: counts.users.load(Ordering::Relaxed),
+            scim_users: counts.scim.load(Ordering::Relaxed),
+            accounts: counts.accounts.load(Ordering::Relaxed),
+            bad_records: counts.bad.load(Ordering::Relaxed),
+            requests: s.requests.load(Ordering::Relaxed),
+            rate_limited: s.rate_limited.load(Ordering::Relaxed),
+            retries: s.retries.load(Ordering::Relaxed),
+            scim_available: *scim_available.lock(),
+            mode: *mode.lock(),
+            high_water_ms: *high_water.lock(),
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        };
+        if let Some(sc) = &self.scim {
+            if !Arc::ptr_eq(&sc.stats, &self.rest.stats) {
+                summary.requests += sc.stats.requests.load(Ordering::Relaxed);
+                summary.rate_limited += sc.stats.rate_limited.load(Ordering::Relaxed);
+                summary.retries += sc.stats.retries.load(Ordering::Relaxed);
+            }
+        }
+        Ok(summary)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", base(&self.cfg.drift_url))
+    }
+
+    /// Resolves a `next` link that may be absolute or relative to the REST base.
+    fn resolve(&self, link: &str) -> String {
+        match url::Url::parse(link) {
+            Ok(u) => u.to_string(),
+            Err(_) => match url::Url::parse(&base(&self.cfg.drift_url)).and_then(|b| b.join(link)) {
+                Ok(u) => u.to_string(),
+                Err(_) => self.url(link),
+            },
+        }
+    }
+
+    async fn send(tx: &mpsc::Sender<CrawlEvent>, ev: CrawlEvent) -> Result<(), CrawlError> {
+        tx.send(ev).await.map_err(|_| CrawlError::Closed)
+    }
+
+    /// Parses each element of a page; a bad one is reported and skipped, the rest kept.
+    async fn parse_page<T>(
+        tx: &mpsc::Sender<CrawlEvent>,
+        counts: &Counts,
+        source: Source,
+        items: &[Value],
+        parse: impl Fn(&Value) -> Result<T, RecordError>,
+    ) -> Result<Vec<T>, CrawlError> {
+        let mut out = Vec::with_capacity(items.len());
+        for v in items {
+            match parse(v) {
+                Ok(r) => out.push(r),
+                Err(e) => {
+                    counts.bad.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(?source, error = %e, "skipping a record that cannot be read");
+                    Self::send(tx, CrawlEvent::BadRecord { source, error: e.to_string() }).await?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A reply whose body lacks the expected list is retried like a malformed body, then reported.
+    async fn get_list(
+        &self,
+        client: &DriftClient,
+        url: &str,
+        extract: impl Fn(&Value) -> Option<Vec<Value>>,
+    ) -> Result<(Reply, Vec<Value>), CrawlError> {
+        let mut tries = 0;
+        loop {
+            let reply = client.get(url).await?;
+            if reply.status.as_u16() == 404 {
+                return Err(CrawlError::Http {
+                    endpoint: crate::client::endpoint_of(url),
+                    status: 404,
+                    message: "not found".into(),
+                });
+            }
+            if let Some(items) = extract(&reply.body) {
+                return Ok((reply, items));
+            }
+            tries += 1;
+            if tries >= 3 {
+                return Err(CrawlError::Shape {
+                    endpoint: crate::client::endpoint_of(url),
+                    detail: "the body has no list where one was expected".into(),
+                });
+            }
+        }
+    }
+
+    async fn crawl_users(&self, tx: &mpsc::Sender<CrawlEvent>, counts: &Counts) -> Result<(), CrawlError> {
+        let data_list = |v: &Value| v.get("data").and_then(Value::as_array).cloned();
+        let items = match self.get_list(&self.rest, &self.url("/users/list"), data_list).await {
+            Ok((_, items)) => items,
+            // The brief calls it `/users`.
+            Err(CrawlError::Http { status: 404, .. }) => {
+                self.get_list(&self.rest, &self.url("/users"), data_list).await?.1
+            }
+            Err(e) => return Err(e),
+        };
+        let users = Self::parse_page(tx, counts, Source::Users, &items, User::from_json).await?;
+        counts.users.fetch_add(users.len() as u64, Ordering::Relaxed);
+        let records = users.into_iter().map(Record::User).collect();
+        Self::send(
+            tx,
+            CrawlEvent::Page { source: Source::Users, records, checkpoint: vec![CheckpointUpdate::Done(Source::Users)] },
+        )
+        .await
+    }
+
+    /// Pages SCIM users from `startIndex=1` until `totalResults`, never trusting `itemsPerPage`.
+    /// Returns false when SCIM is refused (not Enterprise): a REST-only crawl, with one warning.
+    async fn crawl_scim(&self, tx: &mpsc::Sender<CrawlEvent>, counts: &Counts) -> Result<bool, CrawlError> {
+        let (Some(client), Some(scim_url)) = (&self.scim, &self.cfg.scim_url) else {
+            return Ok(false);
+        };
+        let scim_url = base(scim_url);
+        let mut start = 1usize;
+        let mut first = true;
+        let mut pages = 0usize;
+        loop {
+            let url = format!("{scim_url}/Users?startIndex={start}&count=100");
+            let resources = |v: &Value| {
+                v.get("Resources").and_then(Value::as_array).cloned().or_else(|| {
+                    // An empty ListResponse may omit Resources.
+                    v.get("totalResults").map(|_| Vec::new())
+                })
+            };
+            let (reply, items) = match self.get_list(client, &url, resources).await {
+                Ok(x) => x,
+                Err(
+                    e @ (CrawlError::Unauthorized { .. }
+                    | CrawlError::Forbidden { .. }
+                    | CrawlError::Http { status: 403 | 404 | 401, .. }),
+                ) if first => {
+                    let msg = format!("SCIM is not available ({e}); crawling REST only: deactivations will show only once Drift deletes the user");
+                    tracing::warn!("{msg}");
+                    Self::send(tx, CrawlEvent::Warning(msg)).await?;
+                    Self::send(
+                        tx,
+                        CrawlEvent::Page {
+                            source: Source::Scim,
+                            records: vec![],
+                            checkpoint: vec![CheckpointUpdate::ScimAvailable(false), CheckpointUpdate::Done(Source::Scim)],
+                        },
+                    )
+                    .await?;
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            };
+            first = false;
+            pages += 1;
+            let total = reply.body.get("totalResults").and_then(Value::as_u64).unwrap_or(0) as usize;
+            let received = items.len();
+            let users = Self::parse_page(tx, counts, Source::Scim, &items, ScimUser::from_json).await?;
+            counts.scim.fetch_add(users.len() as u64, Ordering::Relaxed);
+            let done = received == 0 || start - 1 + received >= total;
+            let mut checkpoint = vec![CheckpointUpdate::ScimAvailable(true)];
+            if done {
+                checkpoint.push(CheckpointUpdate::Done(Source::Scim));
+            }
+            Self::send(tx, CrawlEvent::Page { source: Source::Scim, records: users.into_iter().map(Record::ScimUser).collect(), checkpoint })
+                .await?;
+            if done {
+                return Ok(true);
+            }
+            start += received;
+            if start > SCIM_USERS_MAX || pages >= self.cfg.max_pages {
+                return Err(CrawlError::Bound("SCIM Users".into()));
+            }
+        }
+    }
+
+    async fn crawl_accounts(&self, tx: &mpsc::Sender<CrawlEvent>, counts: &Counts) -> Result<(), CrawlError> {
+        let mut url = self.url("/accounts?index=0&size=100");
+        let mut pages = 0usize;
+        let mut index = 0usize;
+        loop {
+            let accounts_of = |v: &Value| v.get("data")?.get("accounts")?.as_array().cloned();
+            let (reply, items) = match self.get_list(&self.rest, &url, accounts_of).await {
+                Ok(x) => x,
+                Err(e @ (CrawlError::Forbidden { .. } | CrawlError::Http { status: 403 | 404, .. })) if pages == 0 => {
+                    let msg = format!("accounts are not available ({e}); crawling without them");
+                    tracing::warn!("{msg}");
+                    Self::send(tx, CrawlEvent::Warning(msg)).await?;
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            pages += 1;
+            let data = reply.body.get("data").cloned().unwrap_or(Value::Null);
+            let total = data.get("total").and_then(Value::as_u64).unwrap_or(0) as usize;
+            let n = items.len();
+            let accounts = Self::parse_page(tx, counts, Source::Accounts, &items, Account::from_json).await?;
+            counts.accounts.fetch_add(accounts.len() as u64, Ordering::Relaxed);
+            index += n;
+            let next = data.get("next").and_then(Value::as_str).map(|l| self.resolve(l));
+            let done = n == 0 || index >= total || next.is_none();
+            Self::send(
+                tx,
+                CrawlEvent::Page {
+                    source: Source::Accounts,
+                    records: accounts.into_iter().map(Record::Account).collect(),
+                    checkpoint: vec![],
+                },
+            )
+            .await?;
+            if done {
+                break;
+            }
+            if pages >= self.cfg.max_pages {
+                return Err(CrawlError::Bound("accounts".into()));
+            }
+            url = next.unwrap_or_else(|| self.url(&format!("/accounts?index={index}&size=100")));
+        }
+        Self::send(
+            tx,
+            CrawlEvent::Page { source: Source::Accounts, records: vec![], checkpoint: vec![CheckpointUpdate::Done(Source::Accounts)] },
+        )
+        .await
+    }
+
+    async fn crawl_contacts(
+        &self,
+        resume: &Checkpoint,
+        known: HashSet<u64>,
+        tx: &mpsc::Sender<CrawlEvent>,
+        counts: &Counts,
+    ) -> Result<(ContactsMode, Option<i64>), CrawlError> {
+        let mode = match resume.mode {
+            Some(m) => m,
+            None => self.probe_listing().await?,
+        };
+        match mode {
+            ContactsMode::Listing => {
+                self.list_contacts(resume.contacts_next.clone(), tx, counts).await?;
+                Ok((mode, None))
+            }
+            ContactsMode::Discovery => {
+                let hw = self.discover_contacts(resume, known, tx, counts).await?;
+                Ok((mode, hw))
+            }
+        }
+    }
+
+    /// Asks for the cursor listing once: a list means it is offered, a 400 means Drift's documented
+    /// API without one.
+    async fn probe_listing(&self) -> Result<ContactsMode, CrawlError> {
+        match self.rest.get(&self.url("/contacts?limit=1")).await {
+            Ok(r) if r.body.get("data").is_some_and(Value::is_array) => Ok(ContactsMode::Listing),
+            Ok(_) | Err(CrawlError::Http { status: 400 | 404 | 405, .. }) => {
+                tracing::info!("the contact listing is refused: discovering contacts through conversations");
+                Ok(ContactsMode::Discovery)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn list_contacts(
+        &self,
+        mut cursor: Option<String>,
+        tx: &mpsc::Sender<CrawlEvent>,
+        counts: &Counts,
+    ) -> Result<(), CrawlError> {
+        let limit = self.cfg.page_size;
+        for _ in 0..self.cfg.max_pages {
+            let url = match &cursor {
+                Some(c) => self.url(&format!("/contacts?limit={limit}&next={}", urlencoding::encode(c))),
+                None => self.url(&format!("/contacts?limit={limit}")),
+            };
+            let (reply, items) =
+                self.get_list(&self.rest, &url, |v| v.get("data").and_then(Value::as_array).cloned()).await?;
+            let contacts = Self::parse_page(tx, counts, Source::Contacts, &items, Contact::from_json).await?;
+            counts.contacts.fetch_add(contacts.len() as u64, Ordering::Relaxed);
+            let next = reply.body.get("next").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+            let mut checkpoint = vec![CheckpointUpdate::Listing { next: next.clone() }];
+            if next.is_none() {
+                checkpoint.push(CheckpointUpdate::Done(Source::Contacts));
+            }
+            Self::send(
+                tx,
+                CrawlEvent::Page { source: Source::Contacts, records: contacts.into_iter().map(Record::Contact).collect(), checkpoint },
+            )
+            .await?;
+            match next {
+                None => return Ok(()),
+                Some(n) => cursor = Some(n),
+            }
+        }
+        Err(CrawlError::Bound("contacts listing".into()))
+    }
+
+    /// Conversations newest first, then each contact id not yet known; then the known-ids file.
+    async fn discover_contacts(
+        &self,
+        resume: &Checkpoint,
+        mut known: HashSet<u64>,
+        tx: &mpsc::Sender<CrawlEvent>,
+        counts: &Counts,
+    ) -> Result<Option<i64>, CrawlError> {
+        let mut url = resume
+            .conversations_next
+            .clone()
+            .unwrap_or_else(|| self.url(&format!("/conversations/list?limit={}", self.cfg.page_size)));
+        let mut high_water = None;
+        let mut pages = 0usize;
+        loop {
+            let (reply, items) =
+                self.get_list(&self.rest, &url, |v| v.get("data").and_then(Value::as_array).cloned()).await?;
+            pages += 1;
+            let mut ids = Vec::new();
+            let mut reached_since = false;
+            for conv in &items {
+                let updated = conv.get("updatedAt").and_then(Value::as_i64).unwrap_or(0);
+                if high_water.is_none_or(|h| updated > h) {
+                    high_water = Some(updated);
+                }
+                if self.cfg.since_ms.is_some_and(|s| updated < s) {
+                    reached_since = true;
+                    break;
+                }
+                if let Some(id) = conv.get("contactId").and_then(idgraph_model::id_from_value) {
+                    if known.insert(id) {
+                        ids.push(id);
+                    }
+                }
+            }
+            let fetched = self.fetch_contacts(&ids, tx, counts).await?;
+            counts.contacts.fetch_add(fetched.len() as u64, Ordering::Relaxed);
+            let next = reply
+                .body
+                .get("links")
+                .and_then(|l| l.get("next"))
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(|l| self.resolve(l));
+            let finished = next.is_none() || reached_since || items.is_empty();
+            let checkpoint = vec![CheckpointUpdate::Conversations {
+                next: if finished { None } else { next.clone() },
+                high_water_ms: high_water,
+            }];
+            Self::send(
+                tx,
+                CrawlEvent::Page { source: Source::Contacts, records: fetched.into_iter().map(Record::Contact).collect(), checkpoint },
+            )
+            .await?;
+            if finished {
+                break;
+            }
+            if pages >= self.cfg.max_pages {
+                return Err(CrawlError::Bound("conversations".into()));
+            }
+            url = next.unwrap_or_default();
+        }
+        self.known_ids(&mut known, tx, counts).await?;
+        Self::send(
+            tx,
+            CrawlEvent::Page { source: Source::Contacts, records: vec![], checkpoint: vec![CheckpointUpdate::Done(Source::Contacts)] },
+        )
+        .await?;
+        Ok(high_water)
+    }
+
+    /// Fetches contacts by id, a few at a time; a 404 (deleted since) is skipped.
+    async fn fetch_contacts(
+        &self,
+        ids: &[u64],
+        tx: &mpsc::Sender<CrawlEvent>,
+        counts: &Counts,
+    ) -> Result<Vec<Contact>, CrawlError> {
+        let results: Vec<Result<Option<Value>, CrawlError>> = stream::iter(ids.iter().copied())
+            .map(|id| async move {
+                let r = self.rest.get(&self.url(&format!("/contacts/{id}"))).await?;
+                Ok(if r.status.as_u16() == 404 { None } else { r.body.get("data").cloned() })
+            })
+            .buffered(self.cfg.concurrency.max(1))
+            .collect()
+            .await;
+        let mut values = Vec::with_capacity(results.len());
+        for r in results {
+            if let Some(v) = r? {
+                values.push(v);
+            }
+        }
+        Self::parse_page(tx, counts, Source::Contacts, &values, Contact::from_json).await
+    }
+
+    /// Looks up every email (and `ext:` external id) of the known-ids file.
+    async fn known_ids(
+        &self,
+        known: &mut HashSet<u64>,
+        tx: &mpsc::Sender<CrawlEvent>,
+        counts: &Counts,
+    ) -> Result<(), CrawlError> {
+        let Some(path) = &self.cfg.known_ids_file else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CrawlError::Config(format!("known ids file {}: {e}", path.display())))?;
+        for chunk in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect::<Vec<_>>().chunks(20) {
+            let mut records = Vec::new();
+            for line in chunk {
+                let url = match line.strip_prefix("ext:") {
+                    Some(x) => self.url(&format!("/contacts?idType=external&id={}", urlencoding::encode(x))),
+                    None => self.url(&format!("/contacts?email={}", urlencoding::encode(line))),
+                };
+                let (_, items) =
+                    self.get_list(&self.rest, &url, |v| v.get("data").and_then(Value::as_array).cloned()).await?;
+                for c in Self::parse_page(tx, counts, Source::Contacts, &items, Contact::from_json).await? {
+                    if known.insert(c.id) {
+                        counts.contacts.fetch_add(1, Ordering::Relaxed);
+                        records.push(Record::Contact(c));
+                    }
+                }
+            }
+            Self::send(tx, CrawlEvent::Page { source: Source::Contacts, records, checkpoint: vec![] }).await?;
+        }
+        Ok(())
+    }
+}
