@@ -1,1 +1,478 @@
+//! The identity graph of a Drift org: who owns whom, identities, orphans and history.
+//!
+//! Built with petgraph from crawled records, persisted in sled. The crawled records are the
+//! ground truth; the graph and every index are derived from them and rebuilt at start. A reindex
+//! writes a new generation and switches to it atomically, and every switch records what changed.
+//!
+//! This crate knows nothing of HTTP, GraphQL or the crawler: it takes [`Record`]s and opaque
+//! checkpoints, and answers queries.
 
+mod codec;
+pub mod index;
+pub mod store;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use idgraph_model::{Contact, Record, ScimUser, User};
+use parking_lot::{RwLock, RwLockReadGuard};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use index::{
+    AccountView, AgentMemory, AgentStatus, AgentView, ContactView, Index, OrphanKey, OrphanReason, OrphanView,
+    OwnershipRow,
+};
+pub use store::{GenInfo, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store at {0} is in use by another process (is `idgraph serve` running? ask it over HTTP instead)")]
+    Locked(String),
+    #[error("the store was written in format {found}, this idgraph reads format {expected}: reindex into a new data directory")]
+    Version { found: u8, expected: u8 },
+    #[error("stored data failed its check: {0}")]
+    Corrupt(String),
+    #[error("cannot encode a value: {0}")]
+    Encode(String),
+    #[error("sled: {0}")]
+    Sled(String),
+    #[error("refusing to switch: {0}")]
+    Shrink(String),
+    #[error("no index yet: run a crawl first")]
+    Empty,
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Sled(e.to_string())
+    }
+}
+
+/// How a change came about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Via {
+    Crawl,
+    AgentsRefresh,
+    Webhook,
+    Reassignment,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ChangeKind {
+    /// A generation became current (the first one records only this, not a million additions).
+    Generation { contacts: u64, agents: u64, accounts: u64, initial: bool },
+    AgentAppeared { agent: u64, name: Option<String>, email: Option<String> },
+    AgentDeactivated { agent: u64 },
+    AgentDeparted { agent: u64 },
+    AgentReactivated { agent: u64 },
+    ContactAdded { contact: u64, owner: Option<u64> },
+    ContactRemoved { contact: u64, owner: Option<u64> },
+    ContactMoved { contact: u64, from: Option<u64>, to: Option<u64> },
+}
+
+impl ChangeKind {
+    pub fn concerns(&self, agent: u64) -> bool {
+        match self {
+            ChangeKind::Generation { .. } => false,
+            ChangeKind::AgentAppeared { agent: a, .. }
+            | ChangeKind::AgentDeactivated { agent: a }
+            | ChangeKind::AgentDeparted { agent: a }
+            | ChangeKind::AgentReactivated { agent: a } => *a == agent,
+            ChangeKind::ContactAdded { owner, .. } | ChangeKind::ContactRemoved { owner, .. } => *owner == Some(agent),
+            ChangeKind::ContactMoved { from, to, .. } => *from == Some(agent) || *to == Some(agent),
+        }
+    }
+}
+
+/// One recorded change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub seq: u64,
+    pub generation: u64,
+    pub at_ms: i64,
+    pub via: Via,
+    pub kind: ChangeKind,
+}
+
+/// An incremental update (a webhook, a reassignment).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Update {
+    Upsert(Contact),
+    Delete { id: u64, at_ms: i64 },
+    SetOwner { id: u64, owner: Option<u64>, at_ms: i64 },
+}
+
+/// An update with the id that makes applying it idempotent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: String,
+    pub update: Update,
+    pub via: Via,
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ApplyReport {
+    pub applied: usize,
+    pub duplicates: usize,
+    pub stale: usize,
+    pub unknown: usize,
+}
+
+/// How far a reindex may shrink the index before it is refused (a broken crawl must never
+/// silently replace a good index).
+#[derive(Debug, Clone, Copy)]
+pub struct ShrinkGuard {
+    /// The largest fraction of contacts a new generation may lose.
+    pub max_contact_loss: f64,
+    /// The largest fraction of known agents that one refresh may mark departed.
+    pub max_departures: f64,
+}
+
+impl Default for ShrinkGuard {
+    fn default() -> Self {
+        ShrinkGuard { max_contact_loss: 0.5, max_departures: 0.5 }
+    }
+}
+
+impl ShrinkGuard {
+    pub fn off() -> Self {
+        ShrinkGuard { max_contact_loss: 1.0, max_departures: 1.0 }
+    }
+}
+
+/// A generation being written.
+#[derive(Debug)]
+pub struct Staging {
+    pub generation: u64,
+    /// Whether this continues an interrupted crawl.
+    pub resumed: bool,
+    pub started_at_ms: i64,
+}
+
+/// The graph: the store and the index derived from its current generation. Readers never wait
+/// for a crawl: a new generation is built aside and swapped in.
+#[derive(Debug)]
+pub struct Graph {
+    store: Store,
+    index: RwLock<Index>,
+    info: RwLock<Option<GenInfo>>,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Graph {
+    /// Opens the store and loads the current generation, checking it against its info.
+    pub fn open(path: &Path) -> Result<Graph, StoreError> {
+        let store = Store::open(path)?;
+        let (index, info) = match store.current()? {
+            Some(g) => {
+                let info = store.info(g)?.ok_or_else(|| StoreError::Corrupt(format!("generation {g} has no info")))?;
+                let inputs = store.inputs(g)?;
+                if inputs.contacts.len() as u64 != info.contacts {
+                    return Err(StoreError::Corrupt(format!(
+                        "generation {g} holds {} contacts, its info says {}",
+                        inputs.contacts.len(),
+                        info.contacts
+                    )));
+                }
+                (Index::build(g, inputs), Some(info))
+            }
+            None => (Index::default(), None),
+        };
+        Ok(Graph { store, index: RwLock::new(index), info: RwLock::new(info) })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The current index, for reading. Hold the guard briefly.
+    pub fn read(&self) -> RwLockReadGuard<'_, Index> {
+        self.index.read()
+    }
+
+    pub fn info(&self) -> Option<GenInfo> {
+        self.info.read().clone()
+    }
+
+    /// Starts (or, with `resume`, continues) a generation.
+    pub fn begin(&self, resume: bool) -> Result<Staging, StoreError> {
+        let (generation, resumed) = self.store.begin(resume)?;
+        Ok(Staging { generation, resumed, started_at_ms: now_ms() })
+    }
+
+    pub fn write(&self, s: &Staging, records: &[Record], checkpoint: Option<&Value>) -> Result<(), StoreError> {
+        self.store.write_records(s.generation, records, checkpoint)
+    }
+
+    pub fn checkpoint(&self, s: &Staging) -> Result<Option<Value>, StoreError> {
+        self.store.checkpoint(s.generation)
+    }
+
+    pub fn staged_contact_ids(&self, s: &Staging) -> Result<HashSet<u64>, StoreError> {
+        self.store.contact_ids(s.generation)
+    }
+
+    /// Seeds a staging generation with the current generation's contacts.
+    pub fn carry_over_contacts(&self, s: &Staging) -> Result<u64, StoreError> {
+        match self.store.current()? {
+            Some(g) => self.store.copy_contacts(g, s.generation),
+            None => Ok(0),
+        }
+    }
+
+    pub fn abandon(&self, s: Staging) -> Result<(), StoreError> {
+        self.store.abandon(s.generation)
+    }
+
+    /// Builds the staged generation, checks it, records what changed and switches to it.
+    pub fn commit(&self, s: Staging, crawl: Value, scim_available: bool, guard: ShrinkGuard) -> Result<Vec<Change>, StoreError> {
+        let now = now_ms();
+        let mut inputs = self.store.inputs(s.generation)?;
+        let mut memory = self.read().memory.clone();
+        let before: HashMap<u64, AgentStatus> = memory.keys().filter_map(|id| Some((*id, self.read().agent(*id)?.status))).collect();
+        let scim = if scim_available { inputs.scim.clone() } else { Vec::new() };
+        let statuses = index::remember(&mut memory, &inputs.users, &scim, now);
+        let old_contacts = self.info().map_or(0, |i| i.contacts);
+        let new_contacts = inputs.contacts.len() as u64;
+        if old_contacts > 0 && (new_contacts as f64) < (old_contacts as f64) * (1.0 - guard.max_contact_loss) {
+            return Err(StoreError::Shrink(format!(
+                "the new generation has {new_contacts} contacts, the current one {old_contacts}"
+            )));
+        }
+        check_departures(&before, &statuses, guard)?;
+        let info = GenInfo {
+            generation: s.generation,
+            started_at_ms: s.started_at_ms,
+            finished_at_ms: now,
+            contacts: new_contacts,
+            users: inputs.users.len() as u64,
+            scim_users: inputs.scim.len() as u64,
+            accounts: inputs.accounts.len() as u64,
+            scim_available,
+            crawl,
+            agents_refreshed_at_ms: now,
+        };
+        if !scim_available {
+            inputs.scim.clear();
+        }
+        inputs.memory = memory.clone();
+        let new_index = Index::build(s.generation, inputs);
+        let initial = self.info().is_none();
+        let mut kinds = Vec::new();
+        let (c, a, acc) = new_index.counts();
+        kinds.push(ChangeKind::Generation { contacts: c as u64, agents: a as u64, accounts: acc as u64, initial });
+        kinds.extend(agent_changes(&before, &statuses, &memory));
+        if !initial {
+            let old = self.read().owner_map();
+            let new = new_index.owner_map();
+            for (id, owner) in &new {
+                match old.get(id) {
+                    None => kinds.push(ChangeKind::ContactAdded { contact: *id, owner: *owner }),
+                    Some(o) if o != owner => kinds.push(ChangeKind::ContactMoved { contact: *id, from: *o, to: *owner }),
+                    _ => {}
+                }
+            }
+            for (id, owner) in &old {
+                if !new.contains_key(id) {
+                    kinds.push(ChangeKind::ContactRemoved { contact: *id, owner: *owner });
+                }
+            }
+        }
+        let changes = self.changes_from(kinds, s.generation, now, Via::Crawl)?;
+        self.store.switch(s.generation, &memory, &info, &changes)?;
+        let old = {
+            let mut ix = self.index.write();
+            *self.info.write() = Some(info);
+            std::mem::replace(&mut *ix, new_index)
+        };
+        // The old index is dropped here, outside the lock.
+        drop(old);
+        Ok(changes)
+    }
+
+    fn changes_from(&self, kinds: Vec<ChangeKind>, generation: u64, at_ms: i64, via: Via) -> Result<Vec<Change>, StoreError> {
+        if kinds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let first = self.store.next_seq(kinds.len() as u64)?;
+        Ok(kinds
+            .into_iter()
+            .enumerate()
+            .map(|(i, kind)| Change { seq: first + i as u64, generation, at_ms, via, kind })
+            .collect())
+    }
+
+    /// An agents-only refresh: new users and SCIM users applied to the current generation in place.
+    /// `scim` is `None` when SCIM was not available.
+    pub fn refresh_agents(&self, users: Vec<User>, scim: Option<Vec<ScimUser>>, guard: ShrinkGuard) -> Result<Vec<Change>, StoreError> {
+        let Some(mut info) = self.info() else {
+            return Err(StoreError::Empty);
+        };
+        let now = now_ms();
+        let mut memory = self.read().memory.clone();
+        let before: HashMap<u64, AgentStatus> = memory.keys().filter_map(|id| Some((*id, self.read().agent(*id)?.status))).collect();
+        // Without SCIM this refresh says nothing about deactivation: keep the stored SCIM view.
+        let scim_now = match &scim {
+            Some(s) => s.clone(),
+            None if info.scim_available => self.store.inputs(info.generation)?.scim,
+            None => Vec::new(),
+        };
+        let statuses = index::remember(&mut memory, &users, &scim_now, now);
+        check_departures(&before, &statuses, guard)?;
+        let kinds = agent_changes(&before, &statuses, &memory);
+        let changes = self.changes_from(kinds, info.generation, now, Via::AgentsRefresh)?;
+        info.users = users.len() as u64;
+        if let Some(s) = &scim {
+            info.scim_users = s.len() as u64;
+        }
+        info.agents_refreshed_at_ms = now;
+        self.store.replace_agents(info.generation, &users, scim.as_deref(), &memory, &info)?;
+        self.store.append_history(&changes)?;
+        let mut ix = self.index.write();
+        ix.apply_agents(&users, &scim_now, memory);
+        *self.info.write() = Some(info);
+        Ok(changes)
+    }
+
+    /// Applies incremental updates: each at most once (by event id), none rolling a contact back.
+    pub fn apply(&self, events: Vec<Event>) -> Result<ApplyReport, StoreError> {
+        let mut report = ApplyReport::default();
+        let Some(info) = self.info() else {
+            return Err(StoreError::Empty);
+        };
+        let now = now_ms();
+        let mut kinds: Vec<(ChangeKind, Via)> = Vec::new();
+        let mut upserts: Vec<Contact> = Vec::new();
+        let mut deletes = Vec::new();
+        {
+            let mut ix = self.index.write();
+            for ev in events {
+                if !self.store.first_time(&ev.id, now)? {
+                    report.duplicates += 1;
+                    continue;
+                }
+                match ev.update {
+                    Update::Upsert(c) => {
+                        let before = ix.contact(c.id);
+                        if ix.upsert_contact(&c) {
+                            report.applied += 1;
+                            match before {
+                                None => kinds.push((ChangeKind::ContactAdded { contact: c.id, owner: c.owner_id }, ev.via)),
+                                Some(b) if b.owner_id != c.owner_id => kinds
+                                    .push((ChangeKind::ContactMoved { contact: c.id, from: b.owner_id, to: c.owner_id }, ev.via)),
+                                _ => {}
+                            }
+                            upserts.push(c);
+                        } else {
+                            report.stale += 1;
+                        }
+                    }
+                    Update::Delete { id, at_ms } => match ix.contact(id) {
+                        Some(c) if c.updated_at_ms <= at_ms => {
+                            ix.delete_contact(id);
+                            report.applied += 1;
+                            kinds.push((ChangeKind::ContactRemoved { contact: id, owner: c.owner_id }, ev.via));
+                            deletes.push(id);
+                        }
+                        Some(_) => report.stale += 1,
+                        None => report.unknown += 1,
+                    },
+                    Update::SetOwner { id, owner, at_ms } => {
+                        if ix.contact(id).is_none() {
+                            report.unknown += 1;
+                            continue;
+                        }
+                        match ix.set_owner(id, owner, at_ms) {
+                            Some(from) => {
+                                report.applied += 1;
+                                if from != owner {
+                                    kinds.push((ChangeKind::ContactMoved { contact: id, from, to: owner }, ev.via));
+                                }
+                                let mut c = match self.store.contact(info.generation, id)? {
+                                    Some(c) => c,
+                                    None => continue,
+                                };
+                                c.owner_id = owner;
+                                c.updated_at = at_ms;
+                                upserts.retain(|u| u.id != id);
+                                upserts.push(c);
+                            }
+                            None => report.stale += 1,
+                        }
+                    }
+                }
+            }
+            ix.finish_batch();
+        }
+        // The contacts and the info that counts them go in one batch, so a restart's check holds.
+        let mut info = info;
+        info.contacts = self.read().counts().0 as u64;
+        self.store.put_contacts(info.generation, &upserts, &deletes, &info)?;
+        *self.info.write() = Some(info.clone());
+        let mut changes = Vec::new();
+        for (kind, via) in kinds {
+            changes.extend(self.changes_from(vec![kind], info.generation, now, via)?);
+        }
+        self.store.append_history(&changes)?;
+        Ok(report)
+    }
+
+    pub fn changes(&self, since: u64, after_seq: Option<u64>, first: usize) -> Result<Vec<Change>, StoreError> {
+        self.store.changes(since, after_seq, first)
+    }
+
+    pub fn agent_history(&self, agent: u64) -> Result<Vec<Change>, StoreError> {
+        self.store.changes_of_agent(agent)
+    }
+}
+
+fn check_departures(before: &HashMap<u64, AgentStatus>, after: &HashMap<u64, AgentStatus>, guard: ShrinkGuard) -> Result<(), StoreError> {
+    let known = before.values().filter(|s| **s != AgentStatus::Departed).count();
+    let departing = after
+        .iter()
+        .filter(|(id, s)| **s == AgentStatus::Departed && before.get(id).is_some_and(|b| *b != AgentStatus::Departed))
+        .count();
+    if known >= 10 && (departing as f64) > (known as f64) * guard.max_departures {
+        return Err(StoreError::Shrink(format!(
+            "{departing} of {known} agents would be marked departed at once; check the crawl's credentials and scopes"
+        )));
+    }
+    Ok(())
+}
+
+fn agent_changes(
+    before: &HashMap<u64, AgentStatus>,
+    after: &HashMap<u64, AgentStatus>,
+    memory: &HashMap<u64, AgentMemory>,
+) -> Vec<ChangeKind> {
+    let mut out = Vec::new();
+    let mut ids: Vec<&u64> = after.keys().collect();
+    ids.sort();
+    for id in ids {
+        let new = after[id];
+        let old = before.get(id).copied();
+        let kind = match (old, new) {
+            (None | Some(AgentStatus::Unknown), _) => {
+                let m = memory.get(id);
+                Some(ChangeKind::AgentAppeared { agent: *id, name: m.and_then(|m| m.name.clone()), email: m.and_then(|m| m.email.clone()) })
+            }
+            (Some(o), n) if o == n => None,
+            (_, AgentStatus::Deactivated) => Some(ChangeKind::AgentDeactivated { agent: *id }),
+            (_, AgentStatus::Departed) => Some(ChangeKind::AgentDeparted { agent: *id }),
+            (Some(AgentStatus::Deactivated | AgentStatus::Departed), AgentStatus::Active) => {
+                Some(ChangeKind::AgentReactivated { agent: *id })
+            }
+            _ => None,
+        };
+        out.extend(kind);
+    }
+    out
+}

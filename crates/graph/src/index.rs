@@ -1,0 +1,852 @@
+//! The in-memory identity graph, derived from stored records, and its queries.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use idgraph_model::{normalize_email, Account, Contact, ScimUser, User};
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
+use serde::{Deserialize, Serialize};
+
+/// What idgraph knows of an agent's standing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum AgentStatus {
+    Active,
+    /// SCIM says `active: false`.
+    Deactivated,
+    /// Gone from REST and SCIM; idgraph keeps a tombstone.
+    Departed,
+    /// An owner id never seen as an agent.
+    Unknown,
+    Bot,
+}
+
+impl AgentStatus {
+    /// Whether things owned by an agent in this status are orphans.
+    pub fn orphans(self) -> Option<OrphanReason> {
+        match self {
+            AgentStatus::Active | AgentStatus::Bot => None,
+            AgentStatus::Deactivated => Some(OrphanReason::OwnerDeactivated),
+            AgentStatus::Departed => Some(OrphanReason::OwnerDeparted),
+            AgentStatus::Unknown => Some(OrphanReason::OwnerUnknown),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum OrphanReason {
+    OwnerDeactivated,
+    OwnerDeparted,
+    OwnerUnknown,
+}
+
+/// idgraph's own memory of an agent, kept across generations: it is what still names an agent
+/// after Drift has forgotten it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentMemory {
+    pub id: u64,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub bot: bool,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub deactivated_at_ms: Option<i64>,
+    pub departed_at_ms: Option<i64>,
+}
+
+/// An agent as queries return it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentView {
+    pub id: u64,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub status: AgentStatus,
+    pub role: Option<String>,
+    pub first_seen_ms: Option<i64>,
+    pub deactivated_at_ms: Option<i64>,
+    pub departed_at_ms: Option<i64>,
+    /// Seen in REST `/users` and in SCIM in the last crawl.
+    pub in_rest: bool,
+    pub in_scim: bool,
+}
+
+/// A contact as queries return it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContactView {
+    pub id: u64,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub owner_id: Option<u64>,
+    pub external_id: Option<String>,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountView {
+    pub id: String,
+    pub name: Option<String>,
+    pub domain: Option<String>,
+    pub owner_id: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Node {
+    Contact(ContactView),
+    Agent(AgentView),
+    Account(AccountView),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edge {
+    /// agent -> contact or account
+    Owns,
+    /// contact -> agent: the same email, the same person
+    SamePerson,
+}
+
+/// The key orphans are kept in: by reason, then when the owner went (deactivated or departed),
+/// then owner, then contact. Pages are keyset pages over it.
+pub type OrphanKey = (OrphanReason, i64, u64, u64);
+
+/// One row of who-owns-whom.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnershipRow {
+    pub agent: AgentView,
+    pub contacts: usize,
+    pub accounts: usize,
+}
+
+/// An orphan as queries return it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrphanView {
+    pub contact: ContactView,
+    pub reason: OrphanReason,
+    pub owner: AgentView,
+    pub key: OrphanKey,
+}
+
+/// The identity graph of one generation.
+#[derive(Debug, Default)]
+pub struct Index {
+    pub generation: u64,
+    graph: StableDiGraph<Node, Edge>,
+    contacts: HashMap<u64, NodeIndex>,
+    agents: HashMap<u64, NodeIndex>,
+    accounts: HashMap<String, NodeIndex>,
+    /// Normalised email -> contact ids (sorted), for lookups and prefix search.
+    contact_emails: BTreeMap<String, Vec<u64>>,
+    agent_emails: HashMap<String, u64>,
+    /// Agent id -> its contacts, sorted by id: stable pages.
+    owned: HashMap<u64, BTreeSet<u64>>,
+    owned_accounts: HashMap<u64, BTreeSet<String>>,
+    orphans: BTreeSet<OrphanKey>,
+    /// Orphans by reason, kept with the set so that counts cost nothing.
+    orphan_by_reason: [usize; 3],
+    orphan_accounts: BTreeSet<(OrphanReason, u64, String)>,
+    unowned: BTreeSet<u64>,
+    /// Agents by the number of things they own, most first.
+    ranking: Vec<(usize, u64)>,
+    pub memory: HashMap<u64, AgentMemory>,
+}
+
+/// The inputs of an index: one generation's records and memory.
+#[derive(Debug, Default)]
+pub struct Inputs {
+    pub contacts: Vec<Contact>,
+    pub users: Vec<User>,
+    pub scim: Vec<ScimUser>,
+    pub accounts: Vec<Account>,
+    pub memory: HashMap<u64, AgentMemory>,
+}
+
+fn contact_view(c: &Contact) -> ContactView {
+    ContactView {
+        id: c.id,
+        email: c.email.clone(),
+        name: c.name.clone(),
+        owner_id: c.owner_id,
+        external_id: c.external_id.clone(),
+        updated_at_ms: c.updated_at,
+    }
+}
+
+/// Merges REST users and SCIM users into agents: by id, then by normalised email/userName.
+/// Returns `(id, rest, scim)` triples.
+pub fn merge_agents<'a>(users: &'a [User], scim: &'a [ScimUser]) -> Vec<(u64, Option<&'a User>, Option<&'a ScimUser>)> {
+    let mut by_id: BTreeMap<u64, (Option<&User>, Option<&ScimUser>)> = BTreeMap::new();
+    let mut email_to_id: HashMap<String, u64> = HashMap::new();
+    for u in users {
+        by_id.entry(u.id).or_default().0 = Some(u);
+        if let Some(e) = &u.email {
+            email_to_id.insert(normalize_email(e), u.id);
+        }
+    }
+    for s in scim {
+        let id = if by_id.contains_key(&s.id) {
+            s.id
+        } else {
+            std::iter::once(&s.user_name)
+                .chain(s.emails.iter())
+                .find_map(|e| email_to_id.get(&normalize_email(e)).copied())
+                .unwrap_or(s.id)
+        };
+        by_id.entry(id).or_default().1 = Some(s);
+    }
+    by_id.into_iter().map(|(id, (r, s))| (id, r, s)).collect()
+}
+
+/// Updates the memory of agents from what one crawl saw; returns the new statuses.
+pub fn remember(
+    memory: &mut HashMap<u64, AgentMemory>,
+    users: &[User],
+    scim: &[ScimUser],
+    now_ms: i64,
+) -> HashMap<u64, AgentStatus> {
+    let mut status = HashMap::new();
+    for (id, rest, sc) in merge_agents(users, scim) {
+        let name = rest.and_then(|u| u.name.clone()).or_else(|| sc.and_then(|s| s.display_name.clone()));
+        let email = rest.and_then(|u| u.email.clone()).or_else(|| sc.map(|s| s.user_name.clone()).filter(|s| !s.is_empty()));
+        let bot = rest.is_some_and(|u| u.bot);
+        let m = memory.entry(id).or_insert_with(|| AgentMemory {
+            id,
+            name: None,
+            email: None,
+            bot,
+            first_seen_ms: now_ms,
+            last_seen_ms: now_ms,
+            deactivated_at_ms: None,
+            departed_at_ms: None,
+        });
+        if name.is_some() {
+            m.name = name;
+        }
+        if email.is_some() {
+            m.email = email;
+        }
+        m.bot = bot;
+        m.last_seen_ms = now_ms;
+        m.departed_at_ms = None;
+        let st = if bot {
+            AgentStatus::Bot
+        } else if sc.is_some_and(|s| !s.active) {
+            m.deactivated_at_ms.get_or_insert(now_ms);
+            AgentStatus::Deactivated
+        } else {
+            m.deactivated_at_ms = None;
+            AgentStatus::Active
+        };
+        status.insert(id, st);
+    }
+    for (id, m) in memory.iter_mut() {
+        if !status.contains_key(id) {
+            m.departed_at_ms.get_or_insert(now_ms);
+            status.insert(*id, AgentStatus::Departed);
+        }
+    }
+    status
+}
+
+impl Index {
+    /// Builds the graph from one generation's records. Memory must already reflect `users` and
+    /// `scim` (see [`remember`]).
+    pub fn build(generation: u64, inputs: Inputs) -> Index {
+        let Inputs { contacts, users, scim, accounts, memory } = inputs;
+        let mut ix = Index { generation, ..Index::default() };
+        ix.contacts.reserve(contacts.len());
+        let merged = merge_agents(&users, &scim);
+        let mut present = HashMap::new();
+        for (id, rest, sc) in &merged {
+            present.insert(*id, (rest.is_some(), sc.is_some(), rest.and_then(|u| u.role.clone())));
+        }
+        for m in memory.values() {
+            let (in_rest, in_scim, role) = present.get(&m.id).cloned().unwrap_or((false, false, None));
+            let status = if m.bot {
+                AgentStatus::Bot
+            } else if !in_rest && !in_scim {
+                AgentStatus::Departed
+            } else if m.deactivated_at_ms.is_some() {
+                AgentStatus::Deactivated
+            } else {
+                AgentStatus::Active
+            };
+            ix.add_agent(AgentView {
+                id: m.id,
+                name: m.name.clone(),
+                email: m.email.clone(),
+                status,
+                role,
+                first_seen_ms: Some(m.first_seen_ms),
+                deactivated_at_ms: m.deactivated_at_ms,
+                departed_at_ms: if status == AgentStatus::Departed { m.departed_at_ms } else { None },
+                in_rest,
+                in_scim,
+            });
+        }
+        ix.memory = memory;
+        for c in &contacts {
+            ix.insert_contact(contact_view(c));
+        }
+        for a in &accounts {
+            ix.insert_account(a);
+        }
+        ix.rerank();
+        ix
+    }
+
+    fn add_agent(&mut self, a: AgentView) -> NodeIndex {
+        if let Some(e) = &a.email {
+            self.agent_emails.insert(normalize_email(e), a.id);
+        }
+        let id = a.id;
+        let n = self.graph.add_node(Node::Agent(a));
+        self.agents.insert(id, n);
+        n
+    }
+
+    /// The agent node for an owner id, made as UNKNOWN when the id was never seen as an agent.
+    fn owner_node(&mut self, id: u64) -> NodeIndex {
+        if let Some(n) = self.agents.get(&id) {
+            return *n;
+        }
+        self.add_agent(AgentView {
+            id,
+            name: None,
+            email: None,
+            status: AgentStatus::Unknown,
+            role: None,
+            first_seen_ms: None,
+            deactivated_at_ms: None,
+            departed_at_ms: None,
+            in_rest: false,
+            in_scim: false,
+        })
+    }
+
+    fn agent_ref(&self, id: u64) -> Option<&AgentView> {
+        match self.graph.node_weight(*self.agents.get(&id)?) {
+            Some(Node::Agent(a)) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn orphan_key(&self, owner: u64, contact: u64) -> Option<OrphanKey> {
+        let a = self.agent_ref(owner)?;
+        let reason = a.status.orphans()?;
+        let gone = a.departed_at_ms.or(a.deactivated_at_ms).unwrap_or(0);
+        Some((reason, gone, owner, contact))
+    }
+
+    fn orphan_insert(&mut self, k: OrphanKey) {
+        if self.orphans.insert(k) {
+            self.orphan_by_reason[k.0 as usize] += 1;
+        }
+    }
+
+    fn orphan_remove(&mut self, k: &OrphanKey) {
+        if self.orphans.remove(k) {
+            self.orphan_by_reason[k.0 as usize] -= 1;
+        }
+    }
+
+    fn insert_contact(&mut self, c: ContactView) {
+        let id = c.id;
+        let email = c.email.as_deref().map(normalize_email);
+        let owner = c.owner_id;
+        let n = self.graph.add_node(Node::Contact(c));
+        self.contacts.insert(id, n);
+        if let Some(e) = email {
+            if let Some(agent) = self.agent_emails.get(&e).and_then(|a| self.agents.get(a)).copied() {
+                self.graph.add_edge(n, agent, Edge::SamePerson);
+            }
+            let ids = self.contact_emails.entry(e).or_default();
+            if let Err(pos) = ids.binary_search(&id) {
+                ids.insert(pos, id);
+            }
+        }
+        match owner {
+            Some(o) => {
+                let a = self.owner_node(o);
+                self.graph.add_edge(a, n, Edge::Owns);
+                self.owned.entry(o).or_default().insert(id);
+                if let Some(k) = self.orphan_key(o, id) {
+                    self.orphan_insert(k);
+                }
+            }
+            None => {
+                self.unowned.insert(id);
+            }
+        }
+    }
+
+    fn remove_contact(&mut self, id: u64) -> Option<ContactView> {
+        let n = self.contacts.remove(&id)?;
+        let Some(Node::Contact(c)) = self.graph.remove_node(n) else {
+            return None;
+        };
+        if let Some(e) = c.email.as_deref().map(normalize_email) {
+            if let Some(ids) = self.contact_emails.get_mut(&e) {
+                ids.retain(|x| *x != id);
+                if ids.is_empty() {
+                    self.contact_emails.remove(&e);
+                }
+            }
+        }
+        match c.owner_id {
+            Some(o) => {
+                if let Some(set) = self.owned.get_mut(&o) {
+                    set.remove(&id);
+                }
+                if let Some(k) = self.orphan_key(o, id) {
+                    self.orphan_remove(&k);
+                }
+            }
+            None => {
+                self.unowned.remove(&id);
+            }
+        }
+        Some(c)
+    }
+
+    fn insert_account(&mut self, a: &Account) {
+        if a.deleted {
+            return;
+        }
+        let view = AccountView { id: a.id.clone(), name: a.name.clone(), domain: a.domain.clone(), owner_id: a.owner_id };
+        let n = self.graph.add_node(Node::Account(view));
+        self.accounts.insert(a.id.clone(), n);
+        if let Some(o) = a.owner_id {
+            let agent = self.owner_node(o);
+            self.graph.add_edge(agent, n, Edge::Owns);
+            self.owned_accounts.entry(o).or_default().insert(a.id.clone());
+            if let Some(reason) = self.agent_ref(o).and_then(|x| x.status.orphans()) {
+                self.orphan_accounts.insert((reason, o, a.id.clone()));
+            }
+        }
+    }
+
+    fn rerank(&mut self) {
+        let mut ranking: Vec<(usize, u64)> = self
+            .agents
+            .keys()
+            .map(|id| {
+                let n = self.owned.get(id).map_or(0, BTreeSet::len) + self.owned_accounts.get(id).map_or(0, BTreeSet::len);
+                (n, *id)
+            })
+            .collect();
+        ranking.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        self.ranking = ranking;
+    }
+
+    // ---- incremental updates ----
+
+    /// Inserts or replaces a contact unless the stored one is newer. Returns whether it applied.
+    pub fn upsert_contact(&mut self, c: &Contact) -> bool {
+        if let Some(old) = self.contact(c.id) {
+            if old.updated_at_ms > c.updated_at {
+                return false;
+            }
+        }
+        self.remove_contact(c.id);
+        self.insert_contact(contact_view(c));
+        true
+    }
+
+    /// Deletes a contact; returns it.
+    pub fn delete_contact(&mut self, id: u64) -> Option<ContactView> {
+        self.remove_contact(id)
+    }
+
+    /// Changes a contact's owner if `at_ms` is not older than the contact. Returns the old owner.
+    pub fn set_owner(&mut self, id: u64, owner: Option<u64>, at_ms: i64) -> Option<Option<u64>> {
+        let mut c = self.contact(id)?;
+        if c.updated_at_ms > at_ms {
+            return None;
+        }
+        let old = c.owner_id;
+        c.owner_id = owner;
+        c.updated_at_ms = at_ms;
+        self.remove_contact(id);
+        self.insert_contact(c);
+        Some(old)
+    }
+
+    /// Re-derives agents' statuses after an agents-only refresh, updating the orphan sets of the
+    /// agents whose status changed. Memory must already be updated (see [`remember`]).
+    pub fn apply_agents(&mut self, users: &[User], scim: &[ScimUser], memory: HashMap<u64, AgentMemory>) {
+        let merged = merge_agents(users, scim);
+        let present: HashMap<u64, (bool, bool, Option<String>)> =
+            merged.iter().map(|(id, r, s)| (*id, (r.is_some(), s.is_some(), r.and_then(|u| u.role.clone())))).collect();
+        for m in memory.values() {
+            let (in_rest, in_scim, role) = present.get(&m.id).cloned().unwrap_or((false, false, None));
+            let status = if m.bot {
+                AgentStatus::Bot
+            } else if !in_rest && !in_scim {
+                AgentStatus::Departed
+            } else if m.deactivated_at_ms.is_some() {
+                AgentStatus::Deactivated
+            } else {
+                AgentStatus::Active
+            };
+            let new = AgentView {
+                id: m.id,
+                name: m.name.clone(),
+                email: m.email.clone(),
+                status,
+                role,
+                first_seen_ms: Some(m.first_seen_ms),
+                deactivated_at_ms: m.deactivated_at_ms,
+                departed_at_ms: if status == AgentStatus::Departed { m.departed_at_ms } else { None },
+                in_rest,
+                in_scim,
+            };
+            let changed = self.agent_ref(m.id) != Some(&new);
+            if !changed {
+                continue;
+            }
+            // Take this agent's orphans out under the old status, then put them back under the new.
+            let contacts: Vec<u64> = self.owned.get(&m.id).map(|s| s.iter().copied().collect()).unwrap_or_default();
+            let accounts: Vec<String> = self.owned_accounts.get(&m.id).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+            for c in &contacts {
+                if let Some(k) = self.orphan_key(m.id, *c) {
+                    self.orphan_remove(&k);
+                }
+            }
+            self.orphan_accounts.retain(|(_, o, _)| *o != m.id);
+            if let Some(e) = &new.email {
+                self.agent_emails.insert(normalize_email(e), m.id);
+            }
+            match self.agents.get(&m.id).copied() {
+                Some(n) => {
+                    if let Some(w) = self.graph.node_weight_mut(n) {
+                        *w = Node::Agent(new);
+                    }
+                }
+                None => {
+                    self.add_agent(new);
+                }
+            }
+            for c in &contacts {
+                if let Some(k) = self.orphan_key(m.id, *c) {
+                    self.orphan_insert(k);
+                }
+            }
+            if let Some(reason) = self.agent_ref(m.id).and_then(|a| a.status.orphans()) {
+                for a in accounts {
+                    self.orphan_accounts.insert((reason, m.id, a));
+                }
+            }
+        }
+        self.memory = memory;
+        self.rerank();
+    }
+
+    /// Call after a batch of incremental updates.
+    pub fn finish_batch(&mut self) {
+        self.rerank();
+    }
+
+    // ---- queries ----
+
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let agents = self
+            .agents
+            .values()
+            .filter(|n| matches!(self.graph.node_weight(**n), Some(Node::Agent(a)) if a.status != AgentStatus::Unknown))
+            .count();
+        (self.contacts.len(), agents, self.accounts.len())
+    }
+
+    pub fn contact(&self, id: u64) -> Option<ContactView> {
+        match self.graph.node_weight(*self.contacts.get(&id)?) {
+            Some(Node::Contact(c)) => Some(c.clone()),
+            _ => None,
+        }
+    }
+
+    /// Contacts with this email (emails are not unique in Drift), lowest id first.
+    pub fn contacts_by_email(&self, email: &str) -> Vec<ContactView> {
+        self.contact_emails
+            .get(&normalize_email(email))
+            .map(|ids| ids.iter().filter_map(|id| self.contact(*id)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The owner of a contact, through the graph's ownership edge.
+    pub fn owner_of(&self, contact_id: u64) -> Option<&AgentView> {
+        let n = *self.contacts.get(&contact_id)?;
+        self.graph
+            .edges_directed(n, Direction::Incoming)
+            .find(|e| *e.weight() == Edge::Owns)
+            .and_then(|e| match self.graph.node_weight(e.source()) {
+                Some(Node::Agent(a)) => Some(a),
+                _ => None,
+            })
+    }
+
+    pub fn agent(&self, id: u64) -> Option<AgentView> {
+        self.agent_ref(id).cloned()
+    }
+
+    pub fn agent_by_email(&self, email: &str) -> Option<AgentView> {
+        self.agent(*self.agent_emails.get(&normalize_email(email))?)
+    }
+
+    /// The agent that is the same person as a contact (same email), if any.
+    pub fn same_person(&self, contact_id: u64) -> Option<AgentView> {
+        let n = *self.contacts.get(&contact_id)?;
+        self.graph
+            .edges_directed(n, Direction::Outgoing)
+            .find(|e| *e.weight() == Edge::SamePerson)
+            .and_then(|e| match self.graph.node_weight(e.target()) {
+                Some(Node::Agent(a)) => Some(a.clone()),
+                _ => None,
+            })
+    }
+
+    /// A page of an agent's contacts in id order after `after`; and the total.
+    pub fn owned_contacts(&self, agent: u64, after: Option<u64>, first: usize) -> (Vec<ContactView>, usize) {
+        let Some(set) = self.owned.get(&agent) else {
+            return (Vec::new(), 0);
+        };
+        let iter: Box<dyn Iterator<Item = &u64>> = match after {
+            Some(a) => Box::new(set.range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))),
+            None => Box::new(set.iter()),
+        };
+        (iter.take(first).filter_map(|id| self.contact(*id)).collect(), set.len())
+    }
+
+    pub fn owned_contact_ids(&self, agent: u64) -> Vec<u64> {
+        self.owned.get(&agent).map(|s| s.iter().copied().collect()).unwrap_or_default()
+    }
+
+    pub fn owned_accounts(&self, agent: u64, after: Option<&str>, first: usize) -> (Vec<AccountView>, usize) {
+        let Some(set) = self.owned_accounts.get(&agent) else {
+            return (Vec::new(), 0);
+        };
+        let iter: Box<dyn Iterator<Item = &String>> = match after {
+            Some(a) => Box::new(set.range::<str, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))),
+            None => Box::new(set.iter()),
+        };
+        let page = iter
+            .take(first)
+            .filter_map(|id| match self.graph.node_weight(*self.accounts.get(id)?) {
+                Some(Node::Account(a)) => Some(a.clone()),
+                _ => None,
+            })
+            .collect();
+        (page, set.len())
+    }
+
+    pub fn account_count_of(&self, agent: u64) -> usize {
+        self.owned_accounts.get(&agent).map_or(0, BTreeSet::len)
+    }
+
+    pub fn contact_count_of(&self, agent: u64) -> usize {
+        self.owned.get(&agent).map_or(0, BTreeSet::len)
+    }
+
+    /// Agents by the number of things they own, most first: a page from `offset`, and the total.
+    pub fn who_owns_whom(&self, offset: usize, first: usize) -> (Vec<OwnershipRow>, usize) {
+        let rows = self
+            .ranking
+            .iter()
+            .skip(offset)
+            .take(first)
+            .filter_map(|(_, id)| {
+                Some(OwnershipRow {
+                    agent: self.agent(*id)?,
+                    contacts: self.contact_count_of(*id),
+                    accounts: self.account_count_of(*id),
+                })
+            })
+            .collect();
+        (rows, self.ranking.len())
+    }
+
+    /// A keyset page of orphaned contacts, optionally of one reason and with owners gone since
+    /// `since_ms`. Cost: O(log n + first), whatever the number of contacts.
+    pub fn orphans(
+        &self,
+        reason: Option<OrphanReason>,
+        since_ms: Option<i64>,
+        after: Option<OrphanKey>,
+        first: usize,
+    ) -> Vec<OrphanView> {
+        let mut page = Vec::new();
+        for r in Self::reasons(reason) {
+            if page.len() >= first {
+                break;
+            }
+            let lo = (r, since_ms.unwrap_or(i64::MIN), 0, 0);
+            let hi = (r, i64::MAX, u64::MAX, u64::MAX);
+            let start = match after {
+                Some(a) if a > hi => continue,
+                Some(a) if a >= lo => std::ops::Bound::Excluded(a),
+                _ => std::ops::Bound::Included(lo),
+            };
+            for k in self.orphans.range((start, std::ops::Bound::Included(hi))).take(first - page.len()) {
+                let (Some(contact), Some(owner)) = (self.contact(k.3), self.agent(k.2)) else {
+                    continue;
+                };
+                page.push(OrphanView { contact, reason: k.0, owner, key: *k });
+            }
+        }
+        page
+    }
+
+    fn reasons(reason: Option<OrphanReason>) -> Vec<OrphanReason> {
+        match reason {
+            Some(r) => vec![r],
+            None => vec![OrphanReason::OwnerDeactivated, OrphanReason::OwnerDeparted, OrphanReason::OwnerUnknown],
+        }
+    }
+
+    /// How many orphans match: O(1) without `since_ms`, else counted over the matching range.
+    pub fn orphan_count(&self, reason: Option<OrphanReason>, since_ms: Option<i64>) -> usize {
+        Self::reasons(reason)
+            .into_iter()
+            .map(|r| match since_ms {
+                None => self.orphan_by_reason[r as usize],
+                Some(s) => self.orphans.range((r, s, 0, 0)..=(r, i64::MAX, u64::MAX, u64::MAX)).count(),
+            })
+            .sum()
+    }
+
+    pub fn orphan_total(&self) -> usize {
+        self.orphans.len()
+    }
+
+    /// Orphaned accounts: `(reason, owner, account)`.
+    pub fn orphan_accounts(&self) -> Vec<(OrphanReason, AgentView, AccountView)> {
+        self.orphan_accounts
+            .iter()
+            .filter_map(|(r, o, a)| {
+                let acc = match self.graph.node_weight(*self.accounts.get(a)?) {
+                    Some(Node::Account(x)) => x.clone(),
+                    _ => return None,
+                };
+                Some((*r, self.agent(*o)?, acc))
+            })
+            .collect()
+    }
+
+    /// Contacts without an owner (not orphans): a page after `after`, and the total.
+    pub fn unowned(&self, after: Option<u64>, first: usize) -> (Vec<ContactView>, usize) {
+        let iter: Box<dyn Iterator<Item = &u64>> = match after {
+            Some(a) => Box::new(self.unowned.range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))),
+            None => Box::new(self.unowned.iter()),
+        };
+        (iter.take(first).filter_map(|id| self.contact(*id)).collect(), self.unowned.len())
+    }
+
+    /// Every agent, by id.
+    pub fn agents(&self) -> Vec<AgentView> {
+        let mut v: Vec<AgentView> = self.agents.keys().filter_map(|id| self.agent(*id)).collect();
+        v.sort_by_key(|a| a.id);
+        v
+    }
+
+    /// Contacts whose email starts with `prefix`, and agents whose email or name does.
+    pub fn search(&self, prefix: &str, first: usize) -> (Vec<ContactView>, Vec<AgentView>) {
+        let p = prefix.trim().to_ascii_lowercase();
+        if p.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
+        let contacts = self
+            .contact_emails
+            .range(p.clone()..)
+            .take_while(|(k, _)| k.starts_with(&p))
+            .flat_map(|(_, ids)| ids.iter())
+            .take(first)
+            .filter_map(|id| self.contact(*id))
+            .collect();
+        let mut agents: Vec<AgentView> = self
+            .agents()
+            .into_iter()
+            .filter(|a| {
+                a.email.as_deref().is_some_and(|e| e.to_ascii_lowercase().starts_with(&p))
+                    || a.name.as_deref().is_some_and(|n| {
+                        let n = n.to_ascii_lowercase();
+                        n.starts_with(&p) || n.split_whitespace().any(|w| w.starts_with(&p))
+                    })
+            })
+            .collect();
+        agents.truncate(first);
+        (contacts, agents)
+    }
+
+    /// Every contact's owner, for diffs between generations.
+    pub fn owner_map(&self) -> HashMap<u64, Option<u64>> {
+        self.contacts.keys().filter_map(|id| Some((*id, self.contact(*id)?.owner_id))).collect()
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.graph.node_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: u64, email: &str) -> User {
+        User { id, email: Some(email.into()), name: Some(format!("U{id}")), role: None, bot: false, created_at: 0, updated_at: 0 }
+    }
+    fn contact(id: u64, owner: Option<u64>) -> Contact {
+        Contact {
+            id,
+            email: Some(format!("c{id}@x.io")),
+            name: None,
+            owner_id: owner,
+            external_id: None,
+            created_at: 0,
+            updated_at: 10,
+            extra: Default::default(),
+        }
+    }
+
+    #[test]
+    fn statuses_orphans_and_pages() {
+        let mut memory = HashMap::new();
+        let users = vec![user(1, "a@x.io"), user(2, "b@x.io"), user(3, "c@x.io")];
+        remember(&mut memory, &users, &[], 100);
+        // 3 leaves; 2 is deactivated in SCIM.
+        let users2 = vec![user(1, "a@x.io"), user(2, "b@x.io")];
+        let scim = vec![ScimUser { id: 2, user_name: "B@x.io".into(), display_name: None, active: false, emails: vec![] }];
+        let st = remember(&mut memory, &users2, &scim, 200);
+        assert_eq!(st[&3], AgentStatus::Departed);
+        assert_eq!(st[&2], AgentStatus::Deactivated);
+        let contacts = vec![contact(10, Some(1)), contact(11, Some(2)), contact(12, Some(3)), contact(13, Some(99)), contact(14, None)];
+        let ix = Index::build(1, Inputs { contacts, users: users2, scim, accounts: vec![], memory });
+        assert_eq!(ix.owner_of(10).unwrap().status, AgentStatus::Active);
+        assert_eq!(ix.owner_of(13).unwrap().status, AgentStatus::Unknown);
+        assert_eq!(ix.agent(3).unwrap().departed_at_ms, Some(200));
+        let all = ix.orphans(None, None, None, 10);
+        assert_eq!(ix.orphan_count(None, None), 3);
+        assert_eq!(all.iter().map(|o| o.contact.id).collect::<Vec<_>>(), vec![11, 12, 13]);
+        let p1 = ix.orphans(None, None, None, 2);
+        let p2 = ix.orphans(None, None, Some(p1[1].key), 2);
+        assert_eq!(p2.iter().map(|o| o.contact.id).collect::<Vec<_>>(), vec![13]);
+        let dep = ix.orphans(Some(OrphanReason::OwnerDeparted), None, None, 10);
+        assert_eq!((dep.len(), ix.orphan_count(Some(OrphanReason::OwnerDeparted), None)), (1, 1));
+        assert_eq!(ix.orphan_count(Some(OrphanReason::OwnerDeparted), Some(201)), 0);
+        assert_eq!(ix.unowned(None, 10).1, 1);
+        assert_eq!(ix.who_owns_whom(0, 1).0[0].contacts, 1);
+    }
+
+    #[test]
+    fn late_updates_never_roll_back() {
+        let mut memory = HashMap::new();
+        let users = vec![user(1, "a@x.io"), user(2, "b@x.io")];
+        remember(&mut memory, &users, &[], 0);
+        let mut ix = Index::build(1, Inputs { contacts: vec![contact(10, Some(1))], users, memory, ..Default::default() });
+        assert_eq!(ix.set_owner(10, Some(2), 20), Some(Some(1)));
+        assert_eq!(ix.set_owner(10, Some(1), 15), None, "an older change is ignored");
+        assert_eq!(ix.owner_of(10).unwrap().id, 2);
+        let mut stale = contact(10, Some(1));
+        stale.updated_at = 5;
+        assert!(!ix.upsert_contact(&stale));
+        assert_eq!(ix.owned_contacts(2, None, 10).1, 1);
+        assert_eq!(ix.owned_contacts(1, None, 10).1, 0);
+    }
+}
