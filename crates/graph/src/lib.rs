@@ -7,8 +7,10 @@
 //! This crate knows nothing of HTTP, GraphQL or the crawler: it takes [`Record`]s and opaque
 //! checkpoints, and answers queries.
 
+pub mod audit;
 mod codec;
 pub mod index;
+pub mod reassign;
 pub mod store;
 
 use std::collections::{HashMap, HashSet};

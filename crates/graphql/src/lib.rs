@@ -1,1 +1,79 @@
+//! The GraphQL schema and the axum router: GraphQL, GraphiQL, webhooks, health and metrics.
+//!
+//! This is the only crate that knows async-graphql. It reads the graph, and reaches the crawler
+//! and scheduler (which live in the binary) only through the [`Operations`] trait.
 
+mod graphiql;
+pub mod metrics;
+mod schema;
+mod server;
+mod webhooks;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+pub use metrics::Metrics;
+pub use schema::{build_schema, sdl, AppSchema};
+pub use server::{router, ApiTokens, AppState, ServerConfig};
+pub use webhooks::WebhookConfig;
+
+/// What a reindex covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Scope {
+    Full,
+    Agents,
+}
+
+/// The scheduler's state, for `indexStatus` and `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleStatus {
+    pub crawling: bool,
+    pub crawling_scope: Option<Scope>,
+    pub next_crawl_at_ms: Option<i64>,
+    pub next_agents_at_ms: Option<i64>,
+    pub last_result: Option<String>,
+    pub last_error: Option<String>,
+    pub last_finished_at_ms: Option<i64>,
+}
+
+/// A reassignment asked for through GraphQL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReassignRequest {
+    pub from_agent: u64,
+    pub to_agents: Vec<u64>,
+    pub dry_run: bool,
+}
+
+/// What a reassignment did (or, in a dry run, would do).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReassignOutcome {
+    pub dry_run: bool,
+    pub moves: Vec<idgraph_graph::reassign::Move>,
+    pub applied: usize,
+    pub already_done: usize,
+    pub failed: Vec<(u64, String)>,
+}
+
+/// The binary's side: the scheduler and the writes to Drift.
+pub trait Operations: Send + Sync + 'static {
+    fn schedule(&self) -> ScheduleStatus;
+    /// Asks for a run; false when one of that scope is already running or queued.
+    fn trigger(&self, scope: Scope) -> bool;
+    fn reassign(&self, req: ReassignRequest) -> BoxFuture<'static, Result<ReassignOutcome, String>>;
+}
+
+/// Operations for a read-only server (an audit, a test): nothing can be triggered.
+#[derive(Debug, Default)]
+pub struct NoOperations;
+
+impl Operations for NoOperations {
+    fn schedule(&self) -> ScheduleStatus {
+        ScheduleStatus::default()
+    }
+    fn trigger(&self, _: Scope) -> bool {
+        false
+    }
+    fn reassign(&self, _: ReassignRequest) -> BoxFuture<'static, Result<ReassignOutcome, String>> {
+        Box::pin(async { Err("this server cannot write to Drift".to_string()) })
+    }
+}

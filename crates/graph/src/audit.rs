@@ -1,0 +1,238 @@
+//! Offboarding audits: what a departed or deactivated agent owned, what it owns now, what its
+//! departure orphaned and what has been reassigned since; and the same for a whole org, with
+//! evidence (generation, crawl time, freshness) and a digest of the report.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::index::{AccountView, AgentStatus, AgentView, ContactView, OrphanReason};
+use crate::{now_ms, Change, ChangeKind, Graph, StoreError};
+
+/// One dated step of an agent's standing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusEvent {
+    pub status: String,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub generation: u64,
+    pub crawl_finished_at_ms: i64,
+    pub agents_refreshed_at_ms: i64,
+    pub generated_at_ms: i64,
+    /// How old the freshest data is, in seconds.
+    pub data_age_s: i64,
+    pub scim_available: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reassignment {
+    pub contact_id: u64,
+    pub to: Option<u64>,
+    pub at_ms: i64,
+    pub via: String,
+}
+
+/// The audit of one agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentAudit {
+    pub agent: AgentView,
+    pub timeline: Vec<StatusEvent>,
+    pub contacts_now: usize,
+    pub accounts_now: usize,
+    /// Contacts it owned when it went (deactivated or departed): those it still owns plus those
+    /// moved away since.
+    pub contacts_at_departure: Option<usize>,
+    /// Its contacts that are orphans now.
+    pub orphaned_contacts: Vec<ContactView>,
+    pub orphaned_accounts: Vec<AccountView>,
+    pub orphan_reason: Option<OrphanReason>,
+    pub reassigned_since: Vec<Reassignment>,
+    pub evidence: Evidence,
+}
+
+/// One row of the org audit: an agent that is gone or deactivated and still owns something.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExposureRow {
+    pub agent: AgentView,
+    pub contacts: usize,
+    pub accounts: usize,
+    pub gone_at_ms: Option<i64>,
+}
+
+/// One orphaned contact, flat for CSV.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrphanRow {
+    pub contact_id: u64,
+    pub contact_email: Option<String>,
+    pub contact_name: Option<String>,
+    pub owner_id: u64,
+    pub owner_email: Option<String>,
+    pub owner_name: Option<String>,
+    pub owner_status: AgentStatus,
+    pub reason: OrphanReason,
+    pub owner_gone_at_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrgAudit {
+    pub rows: Vec<ExposureRow>,
+    pub total_agents: usize,
+    pub total_contacts: usize,
+    pub total_accounts: usize,
+    pub unowned_contacts: usize,
+    pub orphans: Vec<OrphanRow>,
+    pub evidence: Evidence,
+}
+
+/// The SHA-256 of a report's canonical JSON: a reviewer recomputes it to see it was not edited.
+pub fn digest<T: Serialize>(report: &T) -> String {
+    let bytes = serde_json::to_vec(report).unwrap_or_default();
+    hex::encode(Sha256::digest(&bytes))
+}
+
+fn evidence(graph: &Graph) -> Result<Evidence, StoreError> {
+    let info = graph.info().ok_or(StoreError::Empty)?;
+    let now = now_ms();
+    let freshest = info.finished_at_ms.max(info.agents_refreshed_at_ms);
+    Ok(Evidence {
+        generation: info.generation,
+        crawl_finished_at_ms: info.finished_at_ms,
+        agents_refreshed_at_ms: info.agents_refreshed_at_ms,
+        generated_at_ms: now,
+        data_age_s: (now - freshest).max(0) / 1000,
+        scim_available: info.scim_available,
+    })
+}
+
+fn status_name(s: AgentStatus) -> String {
+    match s {
+        AgentStatus::Active => "ACTIVE",
+        AgentStatus::Deactivated => "DEACTIVATED",
+        AgentStatus::Departed => "DEPARTED",
+        AgentStatus::Unknown => "UNKNOWN",
+        AgentStatus::Bot => "BOT",
+    }
+    .to_string()
+}
+
+/// Finds an agent by id or email, also one Drift no longer knows.
+pub fn find_agent(graph: &Graph, id_or_email: &str) -> Option<AgentView> {
+    let ix = graph.read();
+    match id_or_email.trim().parse::<u64>() {
+        Ok(id) => ix.agent(id),
+        Err(_) => ix.agent_by_email(id_or_email),
+    }
+}
+
+pub fn agent_audit(graph: &Graph, agent_id: u64) -> Result<Option<AgentAudit>, StoreError> {
+    let evidence = evidence(graph)?;
+    let history = graph.agent_history(agent_id)?;
+    let ix = graph.read();
+    let Some(agent) = ix.agent(agent_id) else {
+        return Ok(None);
+    };
+    let mut timeline = Vec::new();
+    if let Some(t) = agent.first_seen_ms {
+        timeline.push(StatusEvent { status: "FIRST_SEEN".into(), at_ms: t });
+    }
+    for c in &history {
+        let s = match c.kind {
+            ChangeKind::AgentDeactivated { .. } => "DEACTIVATED",
+            ChangeKind::AgentDeparted { .. } => "DEPARTED",
+            ChangeKind::AgentReactivated { .. } => "REACTIVATED",
+            _ => continue,
+        };
+        timeline.push(StatusEvent { status: s.into(), at_ms: c.at_ms });
+    }
+    // Memory carries the dates even where history began later than the agent's departure.
+    for (s, t) in [("DEACTIVATED", agent.deactivated_at_ms), ("DEPARTED", agent.departed_at_ms)] {
+        if let Some(t) = t {
+            if !timeline.iter().any(|e| e.status == s) {
+                timeline.push(StatusEvent { status: s.into(), at_ms: t });
+            }
+        }
+    }
+    timeline.sort_by_key(|e| e.at_ms);
+    let gone_at = agent.departed_at_ms.or(agent.deactivated_at_ms);
+    let reassigned_since: Vec<Reassignment> = history
+        .iter()
+        .filter(|c| gone_at.is_some_and(|g| c.at_ms >= g))
+        .filter_map(|c: &Change| match c.kind {
+            ChangeKind::ContactMoved { contact, from: Some(f), to } if f == agent_id => Some(Reassignment {
+                contact_id: contact,
+                to,
+                at_ms: c.at_ms,
+                via: format!("{:?}", c.via),
+            }),
+            _ => None,
+        })
+        .collect();
+    let contacts_now = ix.contact_count_of(agent_id);
+    let reason = agent.status.orphans();
+    let orphaned_contacts = if reason.is_some() {
+        ix.owned_contact_ids(agent_id).into_iter().filter_map(|id| ix.contact(id)).collect()
+    } else {
+        Vec::new()
+    };
+    let orphaned_accounts = if reason.is_some() { ix.owned_accounts(agent_id, None, usize::MAX).0 } else { Vec::new() };
+    Ok(Some(AgentAudit {
+        contacts_at_departure: gone_at.map(|_| contacts_now + reassigned_since.len()),
+        accounts_now: ix.account_count_of(agent_id),
+        timeline,
+        contacts_now,
+        orphaned_contacts,
+        orphaned_accounts,
+        orphan_reason: reason,
+        reassigned_since,
+        agent,
+        evidence,
+    }))
+}
+
+pub fn org_audit(graph: &Graph) -> Result<OrgAudit, StoreError> {
+    let evidence = evidence(graph)?;
+    let ix = graph.read();
+    let mut rows: Vec<ExposureRow> = ix
+        .agents()
+        .into_iter()
+        .filter(|a| matches!(a.status, AgentStatus::Departed | AgentStatus::Deactivated | AgentStatus::Unknown))
+        .map(|a| ExposureRow {
+            contacts: ix.contact_count_of(a.id),
+            accounts: ix.account_count_of(a.id),
+            gone_at_ms: a.departed_at_ms.or(a.deactivated_at_ms),
+            agent: a,
+        })
+        .filter(|r| r.contacts + r.accounts > 0)
+        .collect();
+    rows.sort_by(|a, b| (b.contacts + b.accounts).cmp(&(a.contacts + a.accounts)).then(a.agent.id.cmp(&b.agent.id)));
+    let orphans = ix
+        .orphans(None, None, None, usize::MAX)
+        .into_iter()
+        .map(|o| OrphanRow {
+            contact_id: o.contact.id,
+            contact_email: o.contact.email,
+            contact_name: o.contact.name,
+            owner_id: o.owner.id,
+            owner_email: o.owner.email.clone(),
+            owner_name: o.owner.name.clone(),
+            owner_status: o.owner.status,
+            reason: o.reason,
+            owner_gone_at_ms: o.owner.departed_at_ms.or(o.owner.deactivated_at_ms),
+        })
+        .collect();
+    Ok(OrgAudit {
+        total_agents: rows.len(),
+        total_contacts: rows.iter().map(|r| r.contacts).sum(),
+        total_accounts: rows.iter().map(|r| r.accounts).sum(),
+        unowned_contacts: ix.unowned(None, 0).1,
+        rows,
+        orphans,
+        evidence,
+    })
+}
+
+pub fn status_label(s: AgentStatus) -> String {
+    status_name(s)
+}

@@ -1,0 +1,817 @@
+//! The GraphQL schema. Field names listed in the serving issue are a contract: keep them.
+
+use std::sync::Arc;
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{
+    Context, EmptySubscription, Enum, Error, Guard, Object, Result, Schema, SimpleObject, ID,
+};
+use chrono::{DateTime, Utc};
+use idgraph_graph::audit::{self, AgentAudit};
+use idgraph_graph::{
+    AccountView, AgentStatus as GStatus, AgentView, Change, ChangeKind, ContactView, Graph, OrphanKey,
+    OrphanReason as GReason, OrphanView, OwnershipRow,
+};
+
+use crate::{Operations, ReassignRequest, Scope};
+
+/// The most items one page may ask for.
+pub const PAGE_MAX: i32 = 100;
+const PAGE_DEFAULT: i32 = 20;
+/// The deepest query accepted.
+pub const DEPTH_MAX: usize = 12;
+/// The most complex query accepted (connections count `first` times their children).
+pub const COMPLEXITY_MAX: usize = 20_000;
+
+pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// What resolvers reach.
+pub struct Ctx {
+    pub graph: Arc<Graph>,
+    pub ops: Arc<dyn Operations>,
+}
+
+/// The caller's rights, set per request from its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Read,
+    Admin,
+}
+
+struct AdminGuard;
+
+impl Guard for AdminGuard {
+    async fn check(&self, ctx: &Context<'_>) -> Result<()> {
+        match ctx.data_opt::<Role>() {
+            Some(Role::Admin) => Ok(()),
+            _ => Err(Error::new("this mutation needs the admin token")),
+        }
+    }
+}
+
+pub fn build_schema(graph: Arc<Graph>, ops: Arc<dyn Operations>) -> AppSchema {
+    Schema::build(Query, Mutation, EmptySubscription)
+        .limit_depth(DEPTH_MAX)
+        .limit_complexity(COMPLEXITY_MAX)
+        .data(Ctx { graph, ops })
+        .finish()
+}
+
+/// The schema in SDL, as checked in at `schema.graphql`.
+pub fn sdl() -> String {
+    Schema::build(Query, Mutation, EmptySubscription).finish().sdl()
+}
+
+fn ctx<'a>(c: &'a Context<'_>) -> Result<&'a Ctx> {
+    c.data::<Ctx>()
+}
+
+fn time(ms: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms)
+}
+
+fn page_size(first: Option<i32>) -> Result<usize> {
+    match first.unwrap_or(PAGE_DEFAULT) {
+        n if (0..=PAGE_MAX).contains(&n) => Ok(n as usize),
+        n => Err(Error::new(format!("first must be between 0 and {PAGE_MAX}, not {n}"))),
+    }
+}
+
+fn parse_id(id: &ID, what: &str) -> Result<u64> {
+    id.parse::<u64>().map_err(|_| Error::new(format!("{what} id {:?} is not a Drift id", id.as_str())))
+}
+
+fn bad_cursor() -> Error {
+    Error::new("after: not a cursor this list gave out")
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(name = "AgentStatus")]
+pub enum AgentStatus {
+    Active,
+    Deactivated,
+    Departed,
+    Unknown,
+    Bot,
+}
+
+impl From<GStatus> for AgentStatus {
+    fn from(s: GStatus) -> Self {
+        match s {
+            GStatus::Active => AgentStatus::Active,
+            GStatus::Deactivated => AgentStatus::Deactivated,
+            GStatus::Departed => AgentStatus::Departed,
+            GStatus::Unknown => AgentStatus::Unknown,
+            GStatus::Bot => AgentStatus::Bot,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(name = "OrphanReason")]
+pub enum OrphanReason {
+    OwnerDeactivated,
+    OwnerDeparted,
+    OwnerUnknown,
+}
+
+impl From<GReason> for OrphanReason {
+    fn from(r: GReason) -> Self {
+        match r {
+            GReason::OwnerDeactivated => OrphanReason::OwnerDeactivated,
+            GReason::OwnerDeparted => OrphanReason::OwnerDeparted,
+            GReason::OwnerUnknown => OrphanReason::OwnerUnknown,
+        }
+    }
+}
+
+impl From<OrphanReason> for GReason {
+    fn from(r: OrphanReason) -> Self {
+        match r {
+            OrphanReason::OwnerDeactivated => GReason::OwnerDeactivated,
+            OrphanReason::OwnerDeparted => GReason::OwnerDeparted,
+            OrphanReason::OwnerUnknown => GReason::OwnerUnknown,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, Default)]
+pub enum ReindexScope {
+    #[default]
+    Full,
+    Agents,
+}
+
+#[derive(SimpleObject, Debug, Clone, Default)]
+pub struct TotalCount {
+    /// How many items the whole list holds.
+    total_count: usize,
+}
+
+pub type Conn<N> = Connection<String, N, TotalCount>;
+
+fn connection<N: async_graphql::OutputType>(
+    has_prev: bool,
+    has_next: bool,
+    total: usize,
+    edges: Vec<(String, N)>,
+) -> Conn<N> {
+    let mut c = Connection::with_additional_fields(has_prev, has_next, TotalCount { total_count: total });
+    c.edges.extend(edges.into_iter().map(|(cur, n)| Edge::new(cur, n)));
+    c
+}
+
+/// A Drift contact (an end user).
+pub struct Contact(pub ContactView);
+
+#[Object]
+impl Contact {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn email(&self) -> Option<&str> {
+        self.0.email.as_deref()
+    }
+    async fn name(&self) -> Option<&str> {
+        self.0.name.as_deref()
+    }
+    async fn external_id(&self) -> Option<&str> {
+        self.0.external_id.as_deref()
+    }
+    /// The owner's Drift user id, as the contact carries it.
+    async fn owner_id(&self) -> Option<ID> {
+        self.0.owner_id.map(|o| ID(o.to_string()))
+    }
+    async fn updated_at(&self) -> Option<DateTime<Utc>> {
+        time(self.0.updated_at_ms)
+    }
+    /// The agent who owns this contact (also a departed or unknown one).
+    async fn owner(&self, c: &Context<'_>) -> Result<Option<Agent>> {
+        Ok(ctx(c)?.graph.read().owner_of(self.0.id).cloned().map(Agent))
+    }
+    /// The owner's status; null when the contact has no owner.
+    async fn owner_status(&self, c: &Context<'_>) -> Result<Option<AgentStatus>> {
+        Ok(ctx(c)?.graph.read().owner_of(self.0.id).map(|a| a.status.into()))
+    }
+    /// The agent with the same email: the same person, on the other side.
+    async fn same_person_agent(&self, c: &Context<'_>) -> Result<Option<Agent>> {
+        Ok(ctx(c)?.graph.read().same_person(self.0.id).map(Agent))
+    }
+}
+
+/// A Drift user: an agent or a bot, also one Drift has forgotten.
+pub struct Agent(pub AgentView);
+
+#[Object]
+impl Agent {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn email(&self) -> Option<&str> {
+        self.0.email.as_deref()
+    }
+    async fn name(&self) -> Option<&str> {
+        self.0.name.as_deref()
+    }
+    async fn status(&self) -> AgentStatus {
+        self.0.status.into()
+    }
+    async fn role(&self) -> Option<&str> {
+        self.0.role.as_deref()
+    }
+    async fn first_seen_at(&self) -> Option<DateTime<Utc>> {
+        self.0.first_seen_ms.and_then(time)
+    }
+    async fn deactivated_at(&self) -> Option<DateTime<Utc>> {
+        self.0.deactivated_at_ms.and_then(time)
+    }
+    /// When idgraph first saw the agent gone from REST and SCIM.
+    async fn departed_at(&self) -> Option<DateTime<Utc>> {
+        self.0.departed_at_ms.and_then(time)
+    }
+    /// Seen in REST `/users` in the last crawl.
+    async fn in_rest(&self) -> bool {
+        self.0.in_rest
+    }
+    /// Seen in SCIM Users in the last crawl.
+    async fn in_scim(&self) -> bool {
+        self.0.in_scim
+    }
+    async fn contact_count(&self, c: &Context<'_>) -> Result<usize> {
+        Ok(ctx(c)?.graph.read().contact_count_of(self.0.id))
+    }
+    async fn account_count(&self, c: &Context<'_>) -> Result<usize> {
+        Ok(ctx(c)?.graph.read().account_count_of(self.0.id))
+    }
+    /// The contacts this agent owns, by contact id.
+    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    async fn owned_contacts(&self, c: &Context<'_>, first: Option<i32>, after: Option<String>) -> Result<Conn<Contact>> {
+        let n = page_size(first)?;
+        let after = after.map(|a| a.parse::<u64>().map_err(|_| bad_cursor())).transpose()?;
+        let (page, total) = ctx(c)?.graph.read().owned_contacts(self.0.id, after, n + 1);
+        let has_next = page.len() > n;
+        let edges = page.into_iter().take(n).map(|x| (x.id.to_string(), Contact(x))).collect();
+        Ok(connection(after.is_some(), has_next, total, edges))
+    }
+    /// The accounts this agent owns, by account id.
+    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    async fn owned_accounts(&self, c: &Context<'_>, first: Option<i32>, after: Option<String>) -> Result<Conn<Account>> {
+        let n = page_size(first)?;
+        let (page, total) = ctx(c)?.graph.read().owned_accounts(self.0.id, after.as_deref(), n + 1);
+        let has_next = page.len() > n;
+        let edges = page.into_iter().take(n).map(|x| (x.id.clone(), Account(x))).collect();
+        Ok(connection(after.is_some(), has_next, total, edges))
+    }
+    /// Everything recorded about this agent, oldest first.
+    #[graphql(complexity = "100 * child_complexity")]
+    async fn history(&self, c: &Context<'_>, first: Option<i32>) -> Result<Vec<ChangeObj>> {
+        let n = page_size(first.or(Some(PAGE_MAX)))?;
+        let h = ctx(c)?.graph.agent_history(self.0.id).map_err(|e| Error::new(e.to_string()))?;
+        Ok(h.into_iter().take(n).map(ChangeObj).collect())
+    }
+}
+
+/// A Drift account (a company).
+pub struct Account(pub AccountView);
+
+#[Object]
+impl Account {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+    async fn name(&self) -> Option<&str> {
+        self.0.name.as_deref()
+    }
+    async fn domain(&self) -> Option<&str> {
+        self.0.domain.as_deref()
+    }
+    async fn owner(&self, c: &Context<'_>) -> Result<Option<Agent>> {
+        Ok(self.0.owner_id.and_then(|o| ctx(c).ok()?.graph.read().agent(o)).map(Agent))
+    }
+}
+
+/// A contact whose owner is not active.
+pub struct Orphan(pub OrphanView);
+
+#[Object]
+impl Orphan {
+    async fn contact(&self) -> Contact {
+        Contact(self.0.contact.clone())
+    }
+    async fn reason(&self) -> OrphanReason {
+        self.0.reason.into()
+    }
+    async fn owner(&self) -> Agent {
+        Agent(self.0.owner.clone())
+    }
+}
+
+/// An account whose owner is not active.
+#[derive(SimpleObject)]
+pub struct OrphanAccount {
+    account: AccountObjFlat,
+    reason: OrphanReason,
+    owner_id: ID,
+    owner_email: Option<String>,
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "AccountSummary")]
+pub struct AccountObjFlat {
+    id: ID,
+    name: Option<String>,
+    domain: Option<String>,
+}
+
+/// One agent and how much it owns.
+pub struct Ownership(pub OwnershipRow);
+
+#[Object]
+impl Ownership {
+    async fn agent(&self) -> Agent {
+        Agent(self.0.agent.clone())
+    }
+    /// Contacts owned.
+    async fn contacts(&self) -> usize {
+        self.0.contacts
+    }
+    /// Accounts owned.
+    async fn accounts(&self) -> usize {
+        self.0.accounts
+    }
+}
+
+/// A recorded change.
+pub struct ChangeObj(pub Change);
+
+#[Object(name = "Change")]
+impl ChangeObj {
+    async fn seq(&self) -> u64 {
+        self.0.seq
+    }
+    async fn generation(&self) -> u64 {
+        self.0.generation
+    }
+    async fn at(&self) -> Option<DateTime<Utc>> {
+        time(self.0.at_ms)
+    }
+    /// CRAWL, AGENTS_REFRESH, WEBHOOK or REASSIGNMENT.
+    async fn via(&self) -> String {
+        match self.0.via {
+            idgraph_graph::Via::Crawl => "CRAWL",
+            idgraph_graph::Via::AgentsRefresh => "AGENTS_REFRESH",
+            idgraph_graph::Via::Webhook => "WEBHOOK",
+            idgraph_graph::Via::Reassignment => "REASSIGNMENT",
+        }
+        .to_string()
+    }
+    /// GENERATION, AGENT_APPEARED, AGENT_DEACTIVATED, AGENT_DEPARTED, AGENT_REACTIVATED,
+    /// CONTACT_ADDED, CONTACT_REMOVED or CONTACT_MOVED.
+    async fn kind(&self) -> &'static str {
+        match self.0.kind {
+            ChangeKind::Generation { .. } => "GENERATION",
+            ChangeKind::AgentAppeared { .. } => "AGENT_APPEARED",
+            ChangeKind::AgentDeactivated { .. } => "AGENT_DEACTIVATED",
+            ChangeKind::AgentDeparted { .. } => "AGENT_DEPARTED",
+            ChangeKind::AgentReactivated { .. } => "AGENT_REACTIVATED",
+            ChangeKind::ContactAdded { .. } => "CONTACT_ADDED",
+            ChangeKind::ContactRemoved { .. } => "CONTACT_REMOVED",
+            ChangeKind::ContactMoved { .. } => "CONTACT_MOVED",
+        }
+    }
+    async fn agent_id(&self) -> Option<ID> {
+        match &self.0.kind {
+            ChangeKind::AgentAppeared { agent, .. }
+            | ChangeKind::AgentDeactivated { agent }
+            | ChangeKind::AgentDeparted { agent }
+            | ChangeKind::AgentReactivated { agent } => Some(ID(agent.to_string())),
+            _ => None,
+        }
+    }
+    async fn contact_id(&self) -> Option<ID> {
+        match &self.0.kind {
+            ChangeKind::ContactAdded { contact, .. }
+            | ChangeKind::ContactRemoved { contact, .. }
+            | ChangeKind::ContactMoved { contact, .. } => Some(ID(contact.to_string())),
+            _ => None,
+        }
+    }
+    /// The owner before (moves and removals).
+    async fn from_owner_id(&self) -> Option<ID> {
+        match &self.0.kind {
+            ChangeKind::ContactMoved { from, .. } => from.map(|x| ID(x.to_string())),
+            ChangeKind::ContactRemoved { owner, .. } => owner.map(|x| ID(x.to_string())),
+            _ => None,
+        }
+    }
+    /// The owner after (moves and additions).
+    async fn to_owner_id(&self) -> Option<ID> {
+        match &self.0.kind {
+            ChangeKind::ContactMoved { to, .. } => to.map(|x| ID(x.to_string())),
+            ChangeKind::ContactAdded { owner, .. } => owner.map(|x| ID(x.to_string())),
+            _ => None,
+        }
+    }
+}
+
+/// The index being served and the schedule that keeps it fresh.
+#[derive(SimpleObject, Default)]
+pub struct IndexStatus {
+    generation: u64,
+    contacts: usize,
+    agents: usize,
+    accounts: usize,
+    orphans: usize,
+    last_crawl_at: Option<DateTime<Utc>>,
+    agents_refreshed_at: Option<DateTime<Utc>>,
+    next_crawl_at: Option<DateTime<Utc>>,
+    next_agents_refresh_at: Option<DateTime<Utc>>,
+    crawling: bool,
+    last_result: Option<String>,
+    last_error: Option<String>,
+    scim_available: bool,
+}
+
+fn index_status(c: &Ctx) -> IndexStatus {
+    let ix = c.graph.read();
+    let (contacts, agents, accounts) = ix.counts();
+    let orphans = ix.orphan_total();
+    drop(ix);
+    let info = c.graph.info();
+    let s = c.ops.schedule();
+    IndexStatus {
+        generation: info.as_ref().map_or(0, |i| i.generation),
+        contacts,
+        agents,
+        accounts,
+        orphans,
+        last_crawl_at: info.as_ref().and_then(|i| time(i.finished_at_ms)),
+        agents_refreshed_at: info.as_ref().and_then(|i| time(i.agents_refreshed_at_ms)),
+        next_crawl_at: s.next_crawl_at_ms.and_then(time),
+        next_agents_refresh_at: s.next_agents_at_ms.and_then(time),
+        crawling: s.crawling,
+        last_result: s.last_result,
+        last_error: s.last_error,
+        scim_available: info.is_some_and(|i| i.scim_available),
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct StatusEvent {
+    status: String,
+    at: Option<DateTime<Utc>>,
+}
+
+#[derive(SimpleObject)]
+pub struct Reassignment {
+    contact_id: ID,
+    to_agent_id: Option<ID>,
+    at: Option<DateTime<Utc>>,
+    via: String,
+}
+
+#[derive(SimpleObject)]
+pub struct Evidence {
+    generation: u64,
+    crawl_finished_at: Option<DateTime<Utc>>,
+    agents_refreshed_at: Option<DateTime<Utc>>,
+    generated_at: Option<DateTime<Utc>>,
+    data_age_seconds: i64,
+    scim_available: bool,
+}
+
+/// What an agent owned, what its departure orphaned and what was done about it.
+pub struct OffboardingAudit(pub AgentAudit);
+
+#[Object]
+impl OffboardingAudit {
+    async fn agent(&self) -> Agent {
+        Agent(self.0.agent.clone())
+    }
+    /// First seen, deactivated, departed, reactivated: with dates.
+    async fn timeline(&self) -> Vec<StatusEvent> {
+        self.0.timeline.iter().map(|e| StatusEvent { status: e.status.clone(), at: time(e.at_ms) }).collect()
+    }
+    async fn contacts_now(&self) -> usize {
+        self.0.contacts_now
+    }
+    async fn accounts_now(&self) -> usize {
+        self.0.accounts_now
+    }
+    /// Contacts owned when the agent was deactivated or departed.
+    async fn contacts_at_departure(&self) -> Option<usize> {
+        self.0.contacts_at_departure
+    }
+    async fn orphan_reason(&self) -> Option<OrphanReason> {
+        self.0.orphan_reason.map(Into::into)
+    }
+    /// The orphans its departure left: its contacts that still point at it.
+    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    async fn orphaned_contacts(&self, first: Option<i32>, after: Option<String>) -> Result<Conn<Contact>> {
+        let n = page_size(first)?;
+        let after = after.map(|a| a.parse::<u64>().map_err(|_| bad_cursor())).transpose()?;
+        let all = &self.0.orphaned_contacts;
+        let start = after.map_or(0, |a| all.partition_point(|c| c.id <= a));
+        let page: Vec<_> = all.iter().skip(start).take(n + 1).cloned().collect();
+        let has_next = page.len() > n;
+        let edges = page.into_iter().take(n).map(|x| (x.id.to_string(), Contact(x))).collect();
+        Ok(connection(start > 0, has_next, all.len(), edges))
+    }
+    async fn orphaned_account_count(&self) -> usize {
+        self.0.orphaned_accounts.len()
+    }
+    async fn reassigned_since(&self) -> Vec<Reassignment> {
+        self.0
+            .reassigned_since
+            .iter()
+            .map(|r| Reassignment {
+                contact_id: ID(r.contact_id.to_string()),
+                to_agent_id: r.to.map(|t| ID(t.to_string())),
+                at: time(r.at_ms),
+                via: r.via.clone(),
+            })
+            .collect()
+    }
+    async fn evidence(&self) -> Evidence {
+        let e = &self.0.evidence;
+        Evidence {
+            generation: e.generation,
+            crawl_finished_at: time(e.crawl_finished_at_ms),
+            agents_refreshed_at: time(e.agents_refreshed_at_ms),
+            generated_at: time(e.generated_at_ms),
+            data_age_seconds: e.data_age_s,
+            scim_available: e.scim_available,
+        }
+    }
+    /// SHA-256 of the audit's canonical JSON.
+    async fn digest(&self) -> String {
+        audit::digest(&self.0)
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct Move {
+    contact_id: ID,
+    from_agent_id: ID,
+    to_agent_id: ID,
+}
+
+#[derive(SimpleObject)]
+pub struct ReassignResult {
+    dry_run: bool,
+    planned: usize,
+    applied: usize,
+    already_done: usize,
+    failed: usize,
+    /// The first 1,000 moves of the plan.
+    moves: Vec<Move>,
+    errors: Vec<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct SearchResult {
+    contacts: Vec<SearchContact>,
+    agents: Vec<SearchAgent>,
+}
+
+#[derive(SimpleObject)]
+pub struct SearchContact {
+    id: ID,
+    email: Option<String>,
+    name: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct SearchAgent {
+    id: ID,
+    email: Option<String>,
+    name: Option<String>,
+    status: AgentStatus,
+}
+
+fn orphan_cursor(k: &OrphanKey) -> String {
+    format!("o1.{}.{}.{}.{}", k.0 as u8, k.1, k.2, k.3)
+}
+
+fn parse_orphan_cursor(s: &str) -> Option<OrphanKey> {
+    let mut it = s.strip_prefix("o1.")?.split('.');
+    let r = match it.next()?.parse::<u8>().ok()? {
+        0 => GReason::OwnerDeactivated,
+        1 => GReason::OwnerDeparted,
+        2 => GReason::OwnerUnknown,
+        _ => return None,
+    };
+    let gone = it.next()?.parse().ok()?;
+    let owner = it.next()?.parse().ok()?;
+    let contact = it.next()?.parse().ok()?;
+    it.next().is_none().then_some((r, gone, owner, contact))
+}
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// A contact by Drift id or by email (the lowest id when several share the email).
+    async fn contact(&self, c: &Context<'_>, id: Option<ID>, email: Option<String>) -> Result<Option<Contact>> {
+        let ix = ctx(c)?.graph.read();
+        match (id, email) {
+            (Some(id), _) => Ok(ix.contact(parse_id(&id, "contact")?).map(Contact)),
+            (None, Some(e)) => Ok(ix.contacts_by_email(&e).into_iter().next().map(Contact)),
+            (None, None) => Err(Error::new("give id or email")),
+        }
+    }
+
+    /// Every contact with this email (Drift does not keep emails unique).
+    async fn contacts_by_email(&self, c: &Context<'_>, email: String) -> Result<Vec<Contact>> {
+        Ok(ctx(c)?.graph.read().contacts_by_email(&email).into_iter().take(PAGE_MAX as usize).map(Contact).collect())
+    }
+
+    /// An agent by Drift user id or email, also a departed one.
+    async fn agent(&self, c: &Context<'_>, id: Option<ID>, email: Option<String>) -> Result<Option<Agent>> {
+        let ix = ctx(c)?.graph.read();
+        match (id, email) {
+            (Some(id), _) => Ok(ix.agent(parse_id(&id, "agent")?).map(Agent)),
+            (None, Some(e)) => Ok(ix.agent_by_email(&e).map(Agent)),
+            (None, None) => Err(Error::new("give id or email")),
+        }
+    }
+
+    /// Contacts whose owner is not active, with the reason; `departedSince` keeps those whose
+    /// owner went (deactivated or departed) at or after that time.
+    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    async fn orphans(
+        &self,
+        c: &Context<'_>,
+        reason: Option<OrphanReason>,
+        departed_since: Option<DateTime<Utc>>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Conn<Orphan>> {
+        let n = page_size(first)?;
+        let after = after.map(|a| parse_orphan_cursor(&a).ok_or_else(bad_cursor)).transpose()?;
+        let since = departed_since.map(|d| d.timestamp_millis());
+        let reason = reason.map(GReason::from);
+        let ix = ctx(c)?.graph.read();
+        let page = ix.orphans(reason, since, after, n + 1);
+        let total = ix.orphan_count(reason, since);
+        drop(ix);
+        let has_next = page.len() > n;
+        let edges = page.into_iter().take(n).map(|o| (orphan_cursor(&o.key), Orphan(o))).collect();
+        Ok(connection(after.is_some(), has_next, total, edges))
+    }
+
+    /// Accounts whose owner is not active.
+    async fn orphan_accounts(&self, c: &Context<'_>, first: Option<i32>) -> Result<Vec<OrphanAccount>> {
+        let n = page_size(first)?;
+        Ok(ctx(c)?
+            .graph
+            .read()
+            .orphan_accounts()
+            .into_iter()
+            .take(n)
+            .map(|(r, o, a)| OrphanAccount {
+                account: AccountObjFlat { id: ID(a.id), name: a.name, domain: a.domain },
+                reason: r.into(),
+                owner_id: ID(o.id.to_string()),
+                owner_email: o.email,
+            })
+            .collect())
+    }
+
+    /// Contacts without any owner (not orphans: nobody was ever assigned).
+    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    async fn unowned_contacts(&self, c: &Context<'_>, first: Option<i32>, after: Option<String>) -> Result<Conn<Contact>> {
+        let n = page_size(first)?;
+        let after = after.map(|a| a.parse::<u64>().map_err(|_| bad_cursor())).transpose()?;
+        let (page, total) = ctx(c)?.graph.read().unowned(after, n + 1);
+        let has_next = page.len() > n;
+        let edges = page.into_iter().take(n).map(|x| (x.id.to_string(), Contact(x))).collect();
+        Ok(connection(after.is_some(), has_next, total, edges))
+    }
+
+    /// Agents by how much they own, most first.
+    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    async fn who_owns_whom(&self, c: &Context<'_>, first: Option<i32>, after: Option<String>) -> Result<Conn<Ownership>> {
+        let n = page_size(first)?;
+        let offset = match after {
+            Some(a) => a.parse::<usize>().map_err(|_| bad_cursor())? + 1,
+            None => 0,
+        };
+        let (rows, total) = ctx(c)?.graph.read().who_owns_whom(offset, n);
+        let has_next = offset + rows.len() < total;
+        let edges = rows.into_iter().enumerate().map(|(i, r)| ((offset + i).to_string(), Ownership(r))).collect();
+        Ok(connection(offset > 0, has_next, total, edges))
+    }
+
+    /// Contacts and agents whose email (or agent name) starts with `prefix`.
+    async fn search(&self, c: &Context<'_>, prefix: String, first: Option<i32>) -> Result<SearchResult> {
+        let n = page_size(first)?;
+        let (contacts, agents) = ctx(c)?.graph.read().search(&prefix, n);
+        Ok(SearchResult {
+            contacts: contacts.into_iter().map(|c| SearchContact { id: ID(c.id.to_string()), email: c.email, name: c.name }).collect(),
+            agents: agents
+                .into_iter()
+                .map(|a| SearchAgent { id: ID(a.id.to_string()), email: a.email, name: a.name, status: a.status.into() })
+                .collect(),
+        })
+    }
+
+    /// The offboarding audit of one agent, by id or email.
+    async fn offboarding_audit(&self, c: &Context<'_>, agent_id: Option<ID>, email: Option<String>) -> Result<Option<OffboardingAudit>> {
+        let g = &ctx(c)?.graph;
+        let id = match (agent_id, email) {
+            (Some(id), _) => parse_id(&id, "agent")?,
+            (None, Some(e)) => match g.read().agent_by_email(&e) {
+                Some(a) => a.id,
+                None => return Ok(None),
+            },
+            (None, None) => return Err(Error::new("give agentId or email")),
+        };
+        let a = audit::agent_audit(g, id).map_err(|e| Error::new(e.to_string()))?;
+        Ok(a.map(OffboardingAudit))
+    }
+
+    /// What changed after generation `sinceGeneration` (agents appearing, deactivated or departed;
+    /// contacts added, removed or moved), oldest first.
+    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    async fn changes(
+        &self,
+        c: &Context<'_>,
+        since_generation: Option<i32>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Conn<ChangeObj>> {
+        let n = page_size(first)?;
+        let after_seq = after.map(|a| a.parse::<u64>().map_err(|_| bad_cursor())).transpose()?;
+        let since = since_generation.unwrap_or(0).max(0) as u64;
+        let mut rows = ctx(c)?.graph.changes(since, after_seq, n + 1).map_err(|e| Error::new(e.to_string()))?;
+        let has_next = rows.len() > n;
+        rows.truncate(n);
+        let edges = rows.into_iter().map(|ch| (ch.seq.to_string(), ChangeObj(ch))).collect();
+        // The total of a history is not counted: it may be long, and a count would read it all.
+        Ok(connection(after_seq.is_some(), has_next, 0, edges))
+    }
+
+    async fn index_status(&self, c: &Context<'_>) -> Result<IndexStatus> {
+        Ok(index_status(ctx(c)?))
+    }
+}
+
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// Starts a reindex now (FULL) or an agents-only refresh (AGENTS). Needs the admin token.
+    #[graphql(guard = "AdminGuard")]
+    async fn reindex(&self, c: &Context<'_>, #[graphql(default)] scope: ReindexScope) -> Result<IndexStatus> {
+        let cx = ctx(c)?;
+        let s = match scope {
+            ReindexScope::Full => Scope::Full,
+            ReindexScope::Agents => Scope::Agents,
+        };
+        if !cx.ops.trigger(s) {
+            return Err(Error::new("a run of that scope is already under way or queued"));
+        }
+        let mut st = index_status(cx);
+        st.crawling = true;
+        Ok(st)
+    }
+
+    /// Moves an agent's contacts to one or several active agents, through Drift's
+    /// `PATCH /contacts/{id}`. Dry run by default. Needs the admin token.
+    #[graphql(guard = "AdminGuard")]
+    async fn reassign_contacts(
+        &self,
+        c: &Context<'_>,
+        from_agent_id: ID,
+        to_agent_ids: Vec<ID>,
+        #[graphql(default = true)] dry_run: bool,
+    ) -> Result<ReassignResult> {
+        let cx = ctx(c)?;
+        let from = parse_id(&from_agent_id, "agent")?;
+        let to = to_agent_ids.iter().map(|t| parse_id(t, "agent")).collect::<Result<Vec<_>>>()?;
+        let out = cx
+            .ops
+            .reassign(ReassignRequest { from_agent: from, to_agents: to, dry_run })
+            .await
+            .map_err(Error::new)?;
+        Ok(ReassignResult {
+            dry_run: out.dry_run,
+            planned: out.moves.len(),
+            applied: out.applied,
+            already_done: out.already_done,
+            failed: out.failed.len(),
+            moves: out
+                .moves
+                .iter()
+                .take(1000)
+                .map(|m| Move {
+                    contact_id: ID(m.contact_id.to_string()),
+                    from_agent_id: ID(m.from.to_string()),
+                    to_agent_id: ID(m.to.to_string()),
+                })
+                .collect(),
+            errors: out.failed.iter().take(100).map(|(id, e)| format!("contact {id}: {e}")).collect(),
+        })
+    }
+}

@@ -1,0 +1,172 @@
+//! `POST /webhooks/drift`: verified in constant time, bounded, answered at once, queued with a
+//! bound and applied in batches, idempotent by event id.
+//!
+//! Drift's deliveries carry no id, are neither ordered nor deduplicated. The event id is the
+//! SHA-256 of the delivery body, so a duplicate delivery is applied once; ordering comes from the
+//! record's own timestamp, checked by the graph, so a late delivery never rolls a contact back.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use idgraph_graph::{Event, Graph, Update, Via};
+use idgraph_model::{id_from_value, Contact};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::mpsc;
+
+use crate::server::AppState;
+use crate::Metrics;
+
+/// Webhook settings.
+#[derive(Clone)]
+pub struct WebhookConfig {
+    pub verification_token: String,
+    /// Events waiting to be applied before deliveries are refused with 503.
+    pub queue_max: usize,
+    /// Events applied in one batch.
+    pub batch_max: usize,
+    pub body_max_bytes: usize,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("verification_token", &"***")
+            .field("queue_max", &self.queue_max)
+            .field("batch_max", &self.batch_max)
+            .finish()
+    }
+}
+
+impl WebhookConfig {
+    pub fn new(token: impl Into<String>) -> Self {
+        WebhookConfig { verification_token: token.into(), queue_max: 10_000, batch_max: 500, body_max_bytes: 256 * 1024 }
+    }
+}
+
+pub(crate) fn start_applier(graph: Arc<Graph>, metrics: Arc<Metrics>, cfg: &WebhookConfig) -> mpsc::Sender<Event> {
+    let (tx, mut rx) = mpsc::channel::<Event>(cfg.queue_max.max(1));
+    let batch_max = cfg.batch_max.max(1);
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            // Gather what arrived meanwhile, up to the batch bound, after a short pause.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            while batch.len() < batch_max {
+                match rx.try_recv() {
+                    Ok(ev) => batch.push(ev),
+                    Err(_) => break,
+                }
+            }
+            metrics.webhook_queue_depth.fetch_sub(batch.len() as i64, Ordering::Relaxed);
+            let g = graph.clone();
+            match tokio::task::spawn_blocking(move || g.apply(batch)).await {
+                Ok(Ok(r)) => {
+                    metrics.webhooks_applied.fetch_add(r.applied as u64, Ordering::Relaxed);
+                    metrics.webhooks_duplicates.fetch_add(r.duplicates as u64, Ordering::Relaxed);
+                    tracing::debug!(?r, "applied a webhook batch");
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "a webhook batch could not be applied"),
+                Err(e) => tracing::error!(error = %e, "the webhook applier panicked"),
+            }
+        }
+    });
+    tx
+}
+
+fn token_ok(expected: &str, given: &str) -> bool {
+    expected.as_bytes().ct_eq(given.as_bytes()).into()
+}
+
+/// Turns a delivery into an update; `None` for events that change nothing idgraph keeps.
+pub(crate) fn to_update(body: &Value) -> Result<Option<Update>, String> {
+    let kind = body.get("type").and_then(Value::as_str).ok_or("no type")?;
+    let data = body.get("data").ok_or("no data")?;
+    match kind {
+        "contact_identified" => Contact::from_json(data).map(|c| Some(Update::Upsert(c))).map_err(|e| e.to_string()),
+        "contact_updated" => {
+            let id = data.get("endUserId").and_then(id_from_value).ok_or("no endUserId")?;
+            let at = data.get("timestamp").and_then(Value::as_i64).ok_or("no timestamp")?;
+            let diff = data.get("diff").and_then(Value::as_array).cloned().unwrap_or_default();
+            for d in diff {
+                let name = d.get("name").and_then(Value::as_str).unwrap_or("");
+                if matches!(name, "attributes.ownerId" | "ownerId" | "attributes.owner_id") {
+                    let owner = match d.get("updated") {
+                        None | Some(Value::Null) => None,
+                        Some(v) => Some(id_from_value(v).ok_or("ownerId is not a user id")?),
+                    };
+                    return Ok(Some(Update::SetOwner { id, owner, at_ms: at }));
+                }
+            }
+            Ok(None)
+        }
+        _ => Ok(None),
+    }
+}
+
+pub(crate) async fn receive(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (Some(cfg), Some(tx)) = (&st.webhook, &st.webhook_tx) else {
+        return (StatusCode::NOT_FOUND, "webhooks are not configured").into_response();
+    };
+    let m = &st.metrics;
+    let reject = |code: StatusCode, msg: &str| {
+        m.webhooks_rejected.fetch_add(1, Ordering::Relaxed);
+        (code, Json(json!({"error": msg}))).into_response()
+    };
+    if body.len() > cfg.body_max_bytes {
+        return reject(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+    }
+    let parsed: Result<Value, _> = serde_json::from_slice(&body);
+    let header_token = headers.get("x-verification-token").and_then(|v| v.to_str().ok());
+    let body_token = parsed.as_ref().ok().and_then(|v| v.get("token")).and_then(Value::as_str);
+    let given = header_token.or(body_token).unwrap_or("");
+    if !token_ok(&cfg.verification_token, given) {
+        return reject(StatusCode::UNAUTHORIZED, "bad verification token");
+    }
+    let Ok(v) = parsed else {
+        return reject(StatusCode::BAD_REQUEST, "body is not JSON");
+    };
+    m.webhooks_received.fetch_add(1, Ordering::Relaxed);
+    let update = match to_update(&v) {
+        Ok(Some(u)) => u,
+        Ok(None) => return (StatusCode::ACCEPTED, Json(json!({"accepted": true, "applied": false}))).into_response(),
+        Err(e) => return reject(StatusCode::BAD_REQUEST, &e),
+    };
+    let id = hex::encode(&Sha256::digest(&body)[..16]);
+    match tx.try_send(Event { id, update, via: Via::Webhook }) {
+        Ok(()) => {
+            m.webhook_queue_depth.fetch_add(1, Ordering::Relaxed);
+            (StatusCode::ACCEPTED, Json(json!({"accepted": true}))).into_response()
+        }
+        Err(_) => reject(StatusCode::SERVICE_UNAVAILABLE, "queue full, retry later"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_diffs_become_owner_changes() {
+        let v = json!({"type": "contact_updated", "data": {"endUserId": 5, "timestamp": 9,
+            "diff": [{"name": "attributes.ownerId", "previous": 1, "updated": "2"}]}});
+        assert_eq!(to_update(&v).unwrap(), Some(Update::SetOwner { id: 5, owner: Some(2), at_ms: 9 }));
+        let other = json!({"type": "new_message", "data": {}});
+        assert_eq!(to_update(&other).unwrap(), None);
+        assert!(to_update(&json!({"data": {}})).is_err());
+    }
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(token_ok("abc", "abc"));
+        assert!(!token_ok("abc", "abd"));
+        assert!(!token_ok("abc", "ab"));
+    }
+}
