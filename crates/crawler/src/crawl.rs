@@ -467,7 +467,7 @@ impl Crawler {
                 if high_water.is_none_or(|h| updated > h) {
                     high_water = Some(updated);
                 }
-                if self.cfg.since_ms.is_some_and(|s| updated < s) {
+                if resume.since_ms.or(self.cfg.since_ms).is_some_and(|s| updated < s) {
                     reached_since = true;
                     break;
                 }

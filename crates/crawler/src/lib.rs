@@ -78,6 +78,9 @@ pub struct Checkpoint {
     pub done: Vec<Source>,
     /// Whether SCIM answered (false: a REST-only crawl).
     pub scim_available: Option<bool>,
+    /// Incremental discovery: read conversations back to this time only (epoch ms).
+    #[serde(default)]
+    pub since_ms: Option<i64>,
 }
 
 impl Checkpoint {

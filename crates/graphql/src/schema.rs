@@ -731,6 +731,23 @@ impl Query {
         Ok(a.map(OffboardingAudit))
     }
 
+    /// An audit report as one JSON document, `{kind, report, digest}`: one agent's (by id or
+    /// email) or, with `all: true`, the org's. This is what `idgraph audit --server` renders.
+    async fn audit_report(&self, c: &Context<'_>, agent: Option<String>, all: Option<bool>) -> Result<async_graphql::Json<serde_json::Value>> {
+        let g = &ctx(c)?.graph;
+        let err = |e: idgraph_graph::StoreError| Error::new(e.to_string());
+        let doc = if all.unwrap_or(false) {
+            let r = audit::org_audit(g).map_err(err)?;
+            serde_json::json!({"kind": "org", "digest": audit::digest(&r), "report": r})
+        } else {
+            let key = agent.ok_or_else(|| Error::new("give agent (an id or email) or all: true"))?;
+            let a = audit::find_agent(g, &key).ok_or_else(|| Error::new(format!("no agent {key:?} in the index")))?;
+            let r = audit::agent_audit(g, a.id).map_err(err)?.ok_or_else(|| Error::new("agent vanished"))?;
+            serde_json::json!({"kind": "agent", "digest": audit::digest(&r), "report": r})
+        };
+        Ok(async_graphql::Json(doc))
+    }
+
     /// What changed after generation `sinceGeneration` (agents appearing, deactivated or departed;
     /// contacts added, removed or moved), oldest first.
     #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
