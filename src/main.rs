@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use drift_sim::{DeprovisionPolicy, DuplicateEmail, Faults, Profile, RateLimit, Sim, SimConfig, WebhookConfig};
+use drift_sim::{
+    DeprovisionPolicy, DuplicateEmail, Faults, Profile, RateLimit, Sim, SimConfig, WebhookConfig,
+};
 use idgraph_crawler::{Crawler, Secret, StoredTokens};
 use idgraph_graph::{Graph, ShrinkGuard, StoreError};
 use idgraph_graphql::Metrics;
@@ -25,10 +27,20 @@ use idgraph_graphql::Metrics;
 use crate::config::DriftSettings;
 
 #[derive(Parser)]
-#[command(name = "idgraph", version, about = "Who owns whom in your Drift org: crawl, graph, GraphQL, audits.")]
+#[command(
+    name = "idgraph",
+    version,
+    about = "Who owns whom in your Drift org: crawl, graph, GraphQL, audits."
+)]
 struct Cli {
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "IDGRAPH_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "IDGRAPH_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -86,7 +98,11 @@ pub struct DriftArgs {
 
 impl DriftArgs {
     pub fn settings(&self, file: &config::FileConfig) -> DriftSettings {
-        let drift_url = self.drift_url.clone().or(file.drift_url.clone()).unwrap_or_else(|| "https://driftapi.com".into());
+        let drift_url = self
+            .drift_url
+            .clone()
+            .or(file.drift_url.clone())
+            .unwrap_or_else(|| "https://driftapi.com".into());
         let scim_url = self
             .scim_url
             .clone()
@@ -97,13 +113,19 @@ impl DriftArgs {
             drift_url,
             token: self.token.clone().or(file.token.clone()),
             scim_token: self.scim_token.clone().or(file.scim_token.clone()),
-            rate_limit: self.rate_limit.clone().or(file.rate_limit.clone()).unwrap_or_else(|| "200/min".into()),
+            rate_limit: self
+                .rate_limit
+                .clone()
+                .or(file.rate_limit.clone())
+                .unwrap_or_else(|| "200/min".into()),
             oauth: file.oauth.as_ref().map(|o| {
                 (
                     o.client_id.clone(),
                     o.client_secret.clone(),
                     o.token_file.clone(),
-                    o.token_url.clone().unwrap_or_else(|| "https://driftapi.com/oauth2/token".into()),
+                    o.token_url
+                        .clone()
+                        .unwrap_or_else(|| "https://driftapi.com/oauth2/token".into()),
                 )
             }),
             known_ids_file: self.known_ids_file.clone().or(file.known_ids_file.clone()),
@@ -247,7 +269,14 @@ pub struct SimArgs {
 
 impl SimArgs {
     pub fn sim_config(&self) -> Result<SimConfig> {
-        let mut faults = if self.faults { Faults::all(self.fault_seed) } else { Faults { seed: self.fault_seed, ..Faults::default() } };
+        let mut faults = if self.faults {
+            Faults::all(self.fault_seed)
+        } else {
+            Faults {
+                seed: self.fault_seed,
+                ..Faults::default()
+            }
+        };
         let set = |dst: &mut f64, v: Option<f64>| {
             if let Some(v) = v {
                 *dst = v;
@@ -275,7 +304,11 @@ impl SimArgs {
             rate_limit: self.rate_limit,
             rate_headers: self.rate_headers,
             deprovision: self.deprovision,
-            duplicate_email: if self.duplicate_email_conflict { DuplicateEmail::Conflict } else { DuplicateEmail::Update },
+            duplicate_email: if self.duplicate_email_conflict {
+                DuplicateEmail::Conflict
+            } else {
+                DuplicateEmail::Update
+            },
             scim_enabled: !self.no_scim,
             faults,
             oauth_client_id: self.client_id.clone(),
@@ -322,7 +355,9 @@ struct LoginArgs {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sled=warn,hyper=warn"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().init(),
@@ -332,7 +367,10 @@ fn init_logging(format: LogFormat) {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
     rt.block_on(async move {
         match cli.command {
             Command::Demo(a) => serve::demo(a).await,
@@ -352,12 +390,13 @@ fn main() -> Result<()> {
 
 /// Opens the graph, turning a locked store into advice.
 pub fn open_graph(dir: &std::path::Path, hint: &str) -> Result<Graph> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
     match Graph::open(dir) {
         Ok(g) => Ok(g),
-        Err(StoreError::Locked(p)) => anyhow::bail!(
-            "the index at {p} is held by a running server; ask it instead: {hint}"
-        ),
+        Err(StoreError::Locked(p)) => {
+            anyhow::bail!("the index at {p} is held by a running server; ask it instead: {hint}")
+        }
         Err(e) => Err(e).with_context(|| format!("cannot open the index at {}", dir.display())),
     }
 }
@@ -365,16 +404,34 @@ pub fn open_graph(dir: &std::path::Path, hint: &str) -> Result<Graph> {
 async fn crawl(a: CrawlArgs) -> Result<()> {
     let file = config::FileConfig::load(a.config.as_deref())?;
     let settings = a.drift.settings(&file);
-    let data_dir = a.data_dir.or(file.data_dir.clone()).unwrap_or_else(|| PathBuf::from("idgraph-data"));
+    let data_dir = a
+        .data_dir
+        .or(file.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("idgraph-data"));
     let cfg = settings.crawl_config()?;
     let per_s = cfg.budget.per_second();
     let crawler = Crawler::new(cfg)?;
-    let graph = Arc::new(open_graph(&data_dir, "stop the server or trigger `mutation { reindex }` there")?);
+    let graph = Arc::new(open_graph(
+        &data_dir,
+        "stop the server or trigger `mutation { reindex }` there",
+    )?);
     let metrics = Arc::new(Metrics::default());
     let expected = graph.info().map(|i| i.contacts);
     let progress = progress::Progress::new(expected, per_s);
-    let guard = if a.force { ShrinkGuard::off() } else { ShrinkGuard::default() };
-    let report = pipeline::reindex(&graph, &crawler, &metrics, &progress, guard, file.incremental.unwrap_or(true)).await?;
+    let guard = if a.force {
+        ShrinkGuard::off()
+    } else {
+        ShrinkGuard::default()
+    };
+    let report = pipeline::reindex(
+        &graph,
+        &crawler,
+        &metrics,
+        &progress,
+        guard,
+        file.incremental.unwrap_or(true),
+    )
+    .await?;
     let s = &report.summary;
     eprintln!(
         "generation {} is live: {} contacts, {} users, {} SCIM users, {} accounts; {} requests ({} answered 429, {} retried), {} bad records skipped, {:.1}s{}",
@@ -397,17 +454,37 @@ async fn crawl(a: CrawlArgs) -> Result<()> {
 }
 
 /// Runs a GraphQL query against a server.
-async fn remote_query(server: &str, token: Option<&str>, query: &str, variables: serde_json::Value) -> Result<serde_json::Value> {
+async fn remote_query(
+    server: &str,
+    token: Option<&str>,
+    query: &str,
+    variables: serde_json::Value,
+) -> Result<serde_json::Value> {
     let url = format!("{}/graphql", server.trim_end_matches('/'));
-    let mut req = reqwest::Client::new().post(&url).json(&serde_json::json!({"query": query, "variables": variables}));
+    let mut req = reqwest::Client::new()
+        .post(&url)
+        .json(&serde_json::json!({"query": query, "variables": variables}));
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
-    let resp = req.send().await.with_context(|| format!("cannot reach {url}"))?;
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
     let status = resp.status();
-    let v: serde_json::Value = resp.json().await.with_context(|| format!("{url} did not answer JSON ({status})"))?;
-    if let Some(errs) = v.get("errors").and_then(|e| e.as_array()).filter(|e| !e.is_empty()) {
-        let msgs: Vec<&str> = errs.iter().filter_map(|e| e.get("message").and_then(|m| m.as_str())).collect();
+    let v: serde_json::Value = resp
+        .json()
+        .await
+        .with_context(|| format!("{url} did not answer JSON ({status})"))?;
+    if let Some(errs) = v
+        .get("errors")
+        .and_then(|e| e.as_array())
+        .filter(|e| !e.is_empty())
+    {
+        let msgs: Vec<&str> = errs
+            .iter()
+            .filter_map(|e| e.get("message").and_then(|m| m.as_str()))
+            .collect();
         anyhow::bail!("the server refused: {}", msgs.join("; "));
     }
     Ok(v.get("data").cloned().unwrap_or_default())
@@ -417,32 +494,63 @@ async fn audit(a: AuditArgs) -> Result<()> {
     use idgraph_graph::audit as au;
     let doc = match &a.server {
         Some(server) => {
-            let q = "query($agent: String, $all: Boolean) { auditReport(agent: $agent, all: $all) }";
-            let d = remote_query(server, a.token.as_deref(), q, serde_json::json!({"agent": a.agent, "all": a.all})).await?;
+            let q =
+                "query($agent: String, $all: Boolean) { auditReport(agent: $agent, all: $all) }";
+            let d = remote_query(
+                server,
+                a.token.as_deref(),
+                q,
+                serde_json::json!({"agent": a.agent, "all": a.all}),
+            )
+            .await?;
             let r = d.get("auditReport").cloned().unwrap_or_default();
             audit_cmd::Doc {
-                kind: r.get("kind").and_then(|k| k.as_str()).unwrap_or("org").to_string(),
-                digest: r.get("digest").and_then(|k| k.as_str()).unwrap_or_default().to_string(),
+                kind: r
+                    .get("kind")
+                    .and_then(|k| k.as_str())
+                    .unwrap_or("org")
+                    .to_string(),
+                digest: r
+                    .get("digest")
+                    .and_then(|k| k.as_str())
+                    .unwrap_or_default()
+                    .to_string(),
                 report: r.get("report").cloned().unwrap_or_default(),
             }
         }
         None => {
             let hint = format!(
                 "idgraph audit {} --server http://127.0.0.1:8080 --token READ_TOKEN",
-                a.agent.as_ref().map(|x| format!("--agent {x}")).unwrap_or_else(|| "--all".into())
+                a.agent
+                    .as_ref()
+                    .map(|x| format!("--agent {x}"))
+                    .unwrap_or_else(|| "--all".into())
             );
             let graph = open_graph(&a.data_dir, &hint)?;
             if graph.info().is_none() {
-                anyhow::bail!("no index in {} yet: run `idgraph crawl` first", a.data_dir.display());
+                anyhow::bail!(
+                    "no index in {} yet: run `idgraph crawl` first",
+                    a.data_dir.display()
+                );
             }
             if a.all {
                 let r = au::org_audit(&graph)?;
-                audit_cmd::Doc { kind: "org".into(), digest: au::digest(&r), report: serde_json::to_value(r)? }
+                audit_cmd::Doc {
+                    kind: "org".into(),
+                    digest: au::digest(&r),
+                    report: serde_json::to_value(r)?,
+                }
             } else {
                 let key = a.agent.clone().unwrap_or_default();
-                let agent = au::find_agent(&graph, &key).with_context(|| format!("no agent {key:?} in the index"))?;
-                let r = au::agent_audit(&graph, agent.id)?.context("the agent vanished from the index")?;
-                audit_cmd::Doc { kind: "agent".into(), digest: au::digest(&r), report: serde_json::to_value(r)? }
+                let agent = au::find_agent(&graph, &key)
+                    .with_context(|| format!("no agent {key:?} in the index"))?;
+                let r = au::agent_audit(&graph, agent.id)?
+                    .context("the agent vanished from the index")?;
+                audit_cmd::Doc {
+                    kind: "agent".into(),
+                    digest: au::digest(&r),
+                    report: serde_json::to_value(r)?,
+                }
             }
         }
     };
@@ -451,22 +559,39 @@ async fn audit(a: AuditArgs) -> Result<()> {
 }
 
 fn resolve_agent(graph: &Graph, key: &str) -> Result<u64> {
-    idgraph_graph::audit::find_agent(graph, key).map(|a| a.id).with_context(|| format!("no agent {key:?} in the index"))
+    idgraph_graph::audit::find_agent(graph, key)
+        .map(|a| a.id)
+        .with_context(|| format!("no agent {key:?} in the index"))
 }
 
 async fn reassign(a: ReassignArgs) -> Result<()> {
     if let Some(server) = &a.server {
         let q = "mutation($from: ID!, $to: [ID!]!, $dry: Boolean!) { reassignContacts(fromAgentId: $from, toAgentIds: $to, dryRun: $dry) { dryRun planned applied alreadyDone failed errors moves { contactId fromAgentId toAgentId } } }";
-        let d = remote_query(server, a.admin_token.as_deref(), q, serde_json::json!({"from": a.from, "to": a.to, "dry": !a.apply})).await?;
+        let d = remote_query(
+            server,
+            a.admin_token.as_deref(),
+            q,
+            serde_json::json!({"from": a.from, "to": a.to, "dry": !a.apply}),
+        )
+        .await?;
         println!("{}", serde_json::to_string_pretty(&d["reassignContacts"])?);
         return Ok(());
     }
-    let graph = Arc::new(open_graph(&a.data_dir, "idgraph reassign --server http://127.0.0.1:8080 --admin-token ADMIN_TOKEN ...")?);
+    let graph = Arc::new(open_graph(
+        &a.data_dir,
+        "idgraph reassign --server http://127.0.0.1:8080 --admin-token ADMIN_TOKEN ...",
+    )?);
     let from = resolve_agent(&graph, &a.from)?;
-    let to = a.to.iter().map(|t| resolve_agent(&graph, t)).collect::<Result<Vec<_>>>()?;
+    let to =
+        a.to.iter()
+            .map(|t| resolve_agent(&graph, t))
+            .collect::<Result<Vec<_>>>()?;
     let moves = idgraph_graph::reassign::plan(&graph.read(), from, &to, None)?;
     if !a.apply {
-        println!("dry run: {} contacts would move (pass --apply to carry it out)", moves.len());
+        println!(
+            "dry run: {} contacts would move (pass --apply to carry it out)",
+            moves.len()
+        );
         for m in moves.iter().take(50) {
             println!("  contact {} : {} -> {}", m.contact_id, m.from, m.to);
         }
@@ -488,7 +613,10 @@ async fn reassign(a: ReassignArgs) -> Result<()> {
         println!("  contact {id}: {e}");
     }
     if !out.failed.is_empty() {
-        anyhow::bail!("{} moves failed; rerun to retry them (done moves are not repeated)", out.failed.len());
+        anyhow::bail!(
+            "{} moves failed; rerun to retry them (done moves are not repeated)",
+            out.failed.len()
+        );
     }
     Ok(())
 }
@@ -497,8 +625,12 @@ async fn sim(a: SimArgs) -> Result<()> {
     let cfg = a.sim_config()?;
     let started = std::time::Instant::now();
     let sim = Sim::new(cfg.clone());
-    let addr: SocketAddr = format!("{}:{}", a.host, a.port).parse().context("bad --host/--port")?;
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot bind {addr}"))?;
+    let addr: SocketAddr = format!("{}:{}", a.host, a.port)
+        .parse()
+        .context("bad --host/--port")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind {addr}"))?;
     let local = listener.local_addr()?;
     eprintln!(
         "drift-sim: {} contacts, {} agents (seed {}) generated in {:.2}s, profile {:?}",
@@ -510,15 +642,35 @@ async fn sim(a: SimArgs) -> Result<()> {
     );
     eprintln!("  REST   http://{local}        (also under /v1)");
     eprintln!("  SCIM   http://{local}/scim/v2  and  http://{local}/scim");
-    eprintln!("  OAuth  http://{local}/oauth2/authorize  http://{local}/oauth2/token  (client {} / {})", cfg.oauth_client_id, cfg.oauth_client_secret);
-    eprintln!("  token  {}   (every scope; `Authorization: Bearer {}`)", cfg.token, cfg.token);
+    eprintln!(
+        "  OAuth  http://{local}/oauth2/authorize  http://{local}/oauth2/token  (client {} / {})",
+        cfg.oauth_client_id, cfg.oauth_client_secret
+    );
+    eprintln!(
+        "  token  {}   (every scope; `Authorization: Bearer {}`)",
+        cfg.token, cfg.token
+    );
     eprintln!(
         "  rate limit {}; deprovision {:?}; faults {}",
-        cfg.rate_limit.map(|r| format!("{}/{}s", r.requests, r.per.as_secs())).unwrap_or_else(|| "none".into()),
+        cfg.rate_limit
+            .map(|r| format!("{}/{}s", r.requests, r.per.as_secs()))
+            .unwrap_or_else(|| "none".into()),
         cfg.deprovision,
-        if cfg.faults == (Faults { seed: cfg.faults.seed, ..Faults::default() }) { "off".to_string() } else { format!("{:?}", cfg.faults) }
+        if cfg.faults
+            == (Faults {
+                seed: cfg.faults.seed,
+                ..Faults::default()
+            })
+        {
+            "off".to_string()
+        } else {
+            format!("{:?}", cfg.faults)
+        }
     );
-    eprintln!("  try: curl -H 'Authorization: Bearer {}' 'http://{local}/contacts?limit=2'", cfg.token);
+    eprintln!(
+        "  try: curl -H 'Authorization: Bearer {}' 'http://{local}/contacts?limit=2'",
+        cfg.token
+    );
     eprintln!("Ctrl-C to stop.");
     sim.serve(listener, async {
         let _ = tokio::signal::ctrl_c().await;
@@ -532,13 +684,19 @@ async fn login(a: LoginArgs) -> Result<()> {
     use axum::extract::Query;
     use axum::routing::get;
     let timeout = config::duration(&a.timeout)?;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", a.port)).await.context("cannot bind the loopback redirect")?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", a.port))
+        .await
+        .context("cannot bind the loopback redirect")?;
     let port = listener.local_addr()?.port();
     let redirect = format!("http://127.0.0.1:{port}/callback");
     let state: String = {
         use rand::distr::Alphanumeric;
         use rand::Rng;
-        rand::rng().sample_iter(&Alphanumeric).take(24).map(char::from).collect()
+        rand::rng()
+            .sample_iter(&Alphanumeric)
+            .take(24)
+            .map(char::from)
+            .collect()
     };
     let url = format!(
         "{}?response_type=code&client_id={}&redirect_uri={}&state={}",
@@ -552,19 +710,21 @@ async fn login(a: LoginArgs) -> Result<()> {
     let tx = Arc::new(parking_lot::Mutex::new(Some(tx)));
     let app = axum::Router::new().route(
         "/callback",
-        get(move |Query(q): Query<std::collections::HashMap<String, String>>| {
-            let tx = tx.clone();
-            async move {
-                if let (Some(code), Some(st)) = (q.get("code"), q.get("state")) {
-                    if let Some(tx) = tx.lock().take() {
-                        let _ = tx.send((code.clone(), st.clone()));
+        get(
+            move |Query(q): Query<std::collections::HashMap<String, String>>| {
+                let tx = tx.clone();
+                async move {
+                    if let (Some(code), Some(st)) = (q.get("code"), q.get("state")) {
+                        if let Some(tx) = tx.lock().take() {
+                            let _ = tx.send((code.clone(), st.clone()));
+                        }
+                        "idgraph is authorized; you can close this tab."
+                    } else {
+                        "missing code or state"
                     }
-                    "idgraph is authorized; you can close this tab."
-                } else {
-                    "missing code or state"
                 }
-            }
-        }),
+            },
+        ),
     );
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let (code, got_state) = tokio::time::timeout(timeout, rx)
@@ -575,9 +735,18 @@ async fn login(a: LoginArgs) -> Result<()> {
     if got_state != state {
         anyhow::bail!("the redirect's state does not match: refusing the code");
     }
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-    let tokens: StoredTokens =
-        idgraph_crawler::auth::exchange_code(&http, &a.token_url, &a.client_id, &Secret::new(a.client_secret.clone()), &code, &redirect).await?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let tokens: StoredTokens = idgraph_crawler::auth::exchange_code(
+        &http,
+        &a.token_url,
+        &a.client_id,
+        &Secret::new(a.client_secret.clone()),
+        &code,
+        &redirect,
+    )
+    .await?;
     tokens.write(&a.token_file)?;
     println!(
         "Stored the tokens in {} (mode 0600). Point idgraph at them with an [oauth] section:\n\n[oauth]\nclient_id = \"{}\"\nclient_secret = \"…\"\ntoken_file = \"{}\"\ntoken_url = \"{}\"",

@@ -35,16 +35,23 @@ impl Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = ProgressBar::new_spinner();
             b.set_style(
-                ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             b.enable_steady_tick(Duration::from_millis(120));
             b
         });
-        Progress { bar, inner: Arc::new(Inner::new(expected_contacts, budget_per_s, true)) }
+        Progress {
+            bar,
+            inner: Arc::new(Inner::new(expected_contacts, budget_per_s, true)),
+        }
     }
 
     pub fn quiet() -> Progress {
-        Progress { bar: None, inner: Arc::new(Inner::new(None, 1.0, false)) }
+        Progress {
+            bar: None,
+            inner: Arc::new(Inner::new(None, 1.0, false)),
+        }
     }
 
     pub fn page(&self, source: Source, records: usize, stats: &ClientStats) {
@@ -80,7 +87,13 @@ impl Progress {
             let mut last = i.last_log.lock();
             if last.elapsed() >= Duration::from_secs(5) {
                 *last = Instant::now();
-                tracing::info!(contacts, pages = i.pages.load(Ordering::Relaxed), requests, rate_limited = limited, "crawling");
+                tracing::info!(
+                    contacts,
+                    pages = i.pages.load(Ordering::Relaxed),
+                    requests,
+                    rate_limited = limited,
+                    "crawling"
+                );
             }
         }
     }

@@ -12,7 +12,9 @@ use futures::future::BoxFuture;
 use idgraph_crawler::Crawler;
 use idgraph_graph::reassign::{self, Move};
 use idgraph_graph::{now_ms, Event, Graph, ShrinkGuard, Update, Via};
-use idgraph_graphql::{Metrics, Operations, ReassignOutcome, ReassignRequest, ScheduleStatus, Scope};
+use idgraph_graphql::{
+    Metrics, Operations, ReassignOutcome, ReassignRequest, ScheduleStatus, Scope,
+};
 use idgraph_model::Contact;
 use parking_lot::Mutex;
 use rand::Rng;
@@ -86,7 +88,13 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// Starts the loop. `full_now` runs a full reindex first (no index yet).
-    pub fn start(graph: Arc<Graph>, crawler: Crawler, metrics: Arc<Metrics>, cfg: ScheduleConfig, full_now: bool) -> Arc<Scheduler> {
+    pub fn start(
+        graph: Arc<Graph>,
+        crawler: Crawler,
+        metrics: Arc<Metrics>,
+        cfg: ScheduleConfig,
+        full_now: bool,
+    ) -> Arc<Scheduler> {
         let (trigger_tx, trigger_rx) = mpsc::channel(2);
         let s = Arc::new(Scheduler {
             graph,
@@ -104,7 +112,11 @@ impl Scheduler {
 
     async fn run_loop(self: Arc<Self>, mut triggers: mpsc::Receiver<Scope>, full_now: bool) {
         let now = now_ms();
-        let mut next_full = if full_now { now } else { self.cfg.full.next_after(now, self.cfg.jitter) };
+        let mut next_full = if full_now {
+            now
+        } else {
+            self.cfg.full.next_after(now, self.cfg.jitter)
+        };
         let mut next_agents = now + self.agents_interval_ms();
         loop {
             self.set_next(next_full, next_agents);
@@ -139,8 +151,12 @@ impl Scheduler {
         let mut st = self.status.lock();
         st.next_crawl_at_ms = Some(full);
         st.next_agents_at_ms = Some(agents);
-        self.metrics.next_crawl_s.store(full / 1000, Ordering::Relaxed);
-        self.metrics.next_agents_refresh_s.store(agents / 1000, Ordering::Relaxed);
+        self.metrics
+            .next_crawl_s
+            .store(full / 1000, Ordering::Relaxed);
+        self.metrics
+            .next_agents_refresh_s
+            .store(agents / 1000, Ordering::Relaxed);
     }
 
     async fn run(&self, scope: Scope) {
@@ -151,17 +167,24 @@ impl Scheduler {
             st.crawling_scope = Some(scope);
         }
         let result = match scope {
-            Scope::Full => pipeline::reindex(&self.graph, &self.crawler, &self.metrics, &Progress::quiet(), self.cfg.guard, self.cfg.incremental)
-                .await
-                .map(|r| {
-                    format!(
-                        "full reindex: generation {} ({} contacts, {} requests, {} changes)",
-                        r.generation,
-                        r.summary.contacts,
-                        r.summary.requests,
-                        r.changes.len()
-                    )
-                }),
+            Scope::Full => pipeline::reindex(
+                &self.graph,
+                &self.crawler,
+                &self.metrics,
+                &Progress::quiet(),
+                self.cfg.guard,
+                self.cfg.incremental,
+            )
+            .await
+            .map(|r| {
+                format!(
+                    "full reindex: generation {} ({} contacts, {} requests, {} changes)",
+                    r.generation,
+                    r.summary.contacts,
+                    r.summary.requests,
+                    r.changes.len()
+                )
+            }),
             Scope::Agents => pipeline::refresh_agents(&self.graph, &self.crawler, self.cfg.guard)
                 .await
                 .map(|c| format!("agents refresh: {} changes", c.len())),
@@ -178,10 +201,14 @@ impl Scheduler {
                 match scope {
                     Scope::Full => {
                         self.metrics.crawls_ok.fetch_add(1, Ordering::Relaxed);
-                        self.metrics.last_crawl_success_s.store(now_ms() / 1000, Ordering::Relaxed);
+                        self.metrics
+                            .last_crawl_success_s
+                            .store(now_ms() / 1000, Ordering::Relaxed);
                     }
                     Scope::Agents => {
-                        self.metrics.agent_refreshes_ok.fetch_add(1, Ordering::Relaxed);
+                        self.metrics
+                            .agent_refreshes_ok
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
@@ -191,7 +218,10 @@ impl Scheduler {
                 st.last_error = Some(msg);
                 match scope {
                     Scope::Full => self.metrics.crawls_failed.fetch_add(1, Ordering::Relaxed),
-                    Scope::Agents => self.metrics.agent_refreshes_failed.fetch_add(1, Ordering::Relaxed),
+                    Scope::Agents => self
+                        .metrics
+                        .agent_refreshes_failed
+                        .fetch_add(1, Ordering::Relaxed),
                 };
             }
         }
@@ -203,7 +233,11 @@ impl Scheduler {
     pub async fn reassign(&self, req: ReassignRequest) -> Result<ReassignOutcome> {
         let moves = reassign::plan(&self.graph.read(), req.from_agent, &req.to_agents, None)?;
         if req.dry_run {
-            return Ok(ReassignOutcome { dry_run: true, moves, ..Default::default() });
+            return Ok(ReassignOutcome {
+                dry_run: true,
+                moves,
+                ..Default::default()
+            });
         }
         let _guard = self.run_lock.lock().await;
         execute_moves(&self.graph, &self.crawler, moves).await
@@ -211,8 +245,15 @@ impl Scheduler {
 }
 
 /// Applies moves through Drift and into the graph.
-pub async fn execute_moves(graph: &Arc<Graph>, crawler: &Crawler, moves: Vec<Move>) -> Result<ReassignOutcome> {
-    let mut out = ReassignOutcome { dry_run: false, ..Default::default() };
+pub async fn execute_moves(
+    graph: &Arc<Graph>,
+    crawler: &Crawler,
+    moves: Vec<Move>,
+) -> Result<ReassignOutcome> {
+    let mut out = ReassignOutcome {
+        dry_run: false,
+        ..Default::default()
+    };
     let base = crawler.config().drift_url.trim_end_matches('/').to_string();
     for m in &moves {
         // The graph may have moved on (a webhook, a concurrent run): skip what is done already.
@@ -222,7 +263,11 @@ pub async fn execute_moves(graph: &Arc<Graph>, crawler: &Crawler, moves: Vec<Mov
         }
         let body = serde_json::json!({"attributes": {"ownerId": m.to}});
         let url = format!("{base}/contacts/{}", m.contact_id);
-        let reply = match crawler.client().request(Method::PATCH, &url, Some(&body)).await {
+        let reply = match crawler
+            .client()
+            .request(Method::PATCH, &url, Some(&body))
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 out.failed.push((m.contact_id, e.to_string()));
@@ -230,7 +275,8 @@ pub async fn execute_moves(graph: &Arc<Graph>, crawler: &Crawler, moves: Vec<Mov
             }
         };
         if reply.status.as_u16() == 404 {
-            out.failed.push((m.contact_id, "the contact no longer exists in Drift".into()));
+            out.failed
+                .push((m.contact_id, "the contact no longer exists in Drift".into()));
             continue;
         }
         let at_ms = reply
@@ -242,7 +288,11 @@ pub async fn execute_moves(graph: &Arc<Graph>, crawler: &Crawler, moves: Vec<Mov
             .unwrap_or_else(now_ms);
         let ev = Event {
             id: format!("reassign:{}:{}:{}", m.contact_id, m.to, at_ms),
-            update: Update::SetOwner { id: m.contact_id, owner: Some(m.to), at_ms },
+            update: Update::SetOwner {
+                id: m.contact_id,
+                owner: Some(m.to),
+                at_ms,
+            },
             via: Via::Reassignment,
         };
         let g = graph.clone();
@@ -271,7 +321,10 @@ impl Operations for SchedulerOps {
         self.0.trigger_tx.try_send(scope).is_ok()
     }
 
-    fn reassign(&self, req: ReassignRequest) -> BoxFuture<'static, Result<ReassignOutcome, String>> {
+    fn reassign(
+        &self,
+        req: ReassignRequest,
+    ) -> BoxFuture<'static, Result<ReassignOutcome, String>> {
         let me = self.0.clone();
         Box::pin(async move { me.reassign(req).await.map_err(|e| format!("{e:#}")) })
     }

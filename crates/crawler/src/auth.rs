@@ -76,17 +76,22 @@ pub struct StoredTokens {
 
 impl StoredTokens {
     pub fn read(path: &std::path::Path) -> Result<StoredTokens, CrawlError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| CrawlError::Auth(format!("cannot read token file {}: {e}", path.display())))?;
-        serde_json::from_str(&text)
-            .map_err(|e| CrawlError::Auth(format!("token file {} is not valid: {e}", path.display())))
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            CrawlError::Auth(format!("cannot read token file {}: {e}", path.display()))
+        })?;
+        serde_json::from_str(&text).map_err(|e| {
+            CrawlError::Auth(format!("token file {} is not valid: {e}", path.display()))
+        })
     }
 
     /// Writes atomically (temporary file, then rename) with mode 0600.
     pub fn write(&self, path: &std::path::Path) -> Result<(), CrawlError> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| CrawlError::Auth(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(self).map_err(|e| CrawlError::Auth(e.to_string()))?;
         let tmp = path.with_extension("tmp");
-        let io = |e: std::io::Error| CrawlError::Auth(format!("cannot write token file {}: {e}", path.display()));
+        let io = |e: std::io::Error| {
+            CrawlError::Auth(format!("cannot write token file {}: {e}", path.display()))
+        };
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(io)?;
@@ -131,10 +136,16 @@ pub struct TokenSource {
     pub(crate) refreshes: AtomicU64,
 }
 
+// One value per token source, made once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Kind {
     Static(Secret),
-    OAuth { cfg: OAuthConfig, http: reqwest::Client, state: tokio::sync::Mutex<OAuthState> },
+    OAuth {
+        cfg: OAuthConfig,
+        http: reqwest::Client,
+        state: tokio::sync::Mutex<OAuthState>,
+    },
 }
 
 impl TokenSource {
@@ -153,13 +164,27 @@ impl TokenSource {
                         (st.refresh_token, st.access_token, exp)
                     }
                     (None, None) => {
-                        return Err(CrawlError::Auth("OAuth needs a refresh token or a token file".into()));
+                        return Err(CrawlError::Auth(
+                            "OAuth needs a refresh token or a token file".into(),
+                        ));
                     }
                 };
-                Kind::OAuth { cfg, http, state: tokio::sync::Mutex::new(OAuthState { access, refresh, expires_at }) }
+                Kind::OAuth {
+                    cfg,
+                    http,
+                    state: tokio::sync::Mutex::new(OAuthState {
+                        access,
+                        refresh,
+                        expires_at,
+                    }),
+                }
             }
         };
-        Ok(TokenSource { kind, generation: AtomicU64::new(0), refreshes: AtomicU64::new(0) })
+        Ok(TokenSource {
+            kind,
+            generation: AtomicU64::new(0),
+            refreshes: AtomicU64::new(0),
+        })
     }
 
     /// The bearer token to send now, and the generation it belongs to.
@@ -169,11 +194,16 @@ impl TokenSource {
             Kind::OAuth { cfg, state, .. } => {
                 let mut st = state.lock().await;
                 let stale = st.access.is_none()
-                    || st.expires_at.is_some_and(|t| Instant::now() + cfg.refresh_ahead >= t);
+                    || st
+                        .expires_at
+                        .is_some_and(|t| Instant::now() + cfg.refresh_ahead >= t);
                 if stale {
                     self.refresh_locked(&mut st).await?;
                 }
-                let tok = st.access.clone().ok_or_else(|| CrawlError::Auth("no access token".into()))?;
+                let tok = st
+                    .access
+                    .clone()
+                    .ok_or_else(|| CrawlError::Auth("no access token".into()))?;
                 Ok((tok, self.generation.load(Ordering::SeqCst)))
             }
         }
@@ -226,7 +256,9 @@ impl TokenSource {
             let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             if !status.is_success() {
                 let why = v.get("error").and_then(Value::as_str).unwrap_or("refused");
-                return Err(CrawlError::Auth(format!("token refresh refused ({status}): {why}")));
+                return Err(CrawlError::Auth(format!(
+                    "token refresh refused ({status}): {why}"
+                )));
             }
             let Some(access) = v.get("access_token").and_then(Value::as_str) else {
                 last = "token response has no access_token".into();
@@ -237,18 +269,23 @@ impl TokenSource {
                 st.refresh = Secret::new(r);
             }
             let expires_in = v.get("expires_in").and_then(Value::as_u64).unwrap_or(0);
-            st.expires_at = (expires_in > 0).then(|| Instant::now() + Duration::from_secs(expires_in));
+            st.expires_at =
+                (expires_in > 0).then(|| Instant::now() + Duration::from_secs(expires_in));
             self.generation.fetch_add(1, Ordering::SeqCst);
             self.refreshes.fetch_add(1, Ordering::Relaxed);
             if let Some(path) = &cfg.token_file {
                 StoredTokens {
                     refresh_token: st.refresh.clone(),
                     access_token: st.access.clone(),
-                    expires_at_epoch_s: (expires_in > 0).then(|| chrono_now_s() + expires_in as i64),
+                    expires_at_epoch_s: (expires_in > 0)
+                        .then(|| chrono_now_s() + expires_in as i64),
                 }
                 .write(path)?;
             }
-            tracing::info!(expires_in_s = expires_in, "refreshed the OAuth access token");
+            tracing::info!(
+                expires_in_s = expires_in,
+                "refreshed the OAuth access token"
+            );
             return Ok(());
         }
         Err(CrawlError::Auth(format!("token refresh failed: {last}")))
@@ -278,17 +315,16 @@ pub async fn exchange_code(
         ("client_secret", client_secret.expose()),
         ("redirect_uri", redirect_uri),
     ];
-    let resp = http
-        .post(token_url)
-        .form(&form)
-        .send()
-        .await
-        .map_err(|e| CrawlError::Auth(format!("token endpoint unreachable: {}", e.without_url())))?;
+    let resp = http.post(token_url).form(&form).send().await.map_err(|e| {
+        CrawlError::Auth(format!("token endpoint unreachable: {}", e.without_url()))
+    })?;
     let status = resp.status();
     let v: Value = resp.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
         let why = v.get("error").and_then(Value::as_str).unwrap_or("refused");
-        return Err(CrawlError::Auth(format!("code exchange refused ({status}): {why}")));
+        return Err(CrawlError::Auth(format!(
+            "code exchange refused ({status}): {why}"
+        )));
     }
     let refresh = v
         .get("refresh_token")
@@ -297,7 +333,10 @@ pub async fn exchange_code(
     let expires_in = v.get("expires_in").and_then(Value::as_u64).unwrap_or(0);
     Ok(StoredTokens {
         refresh_token: Secret::new(refresh),
-        access_token: v.get("access_token").and_then(Value::as_str).map(Secret::new),
+        access_token: v
+            .get("access_token")
+            .and_then(Value::as_str)
+            .map(Secret::new),
         expires_at_epoch_s: (expires_in > 0).then(|| chrono_now_s() + expires_in as i64),
     })
 }

@@ -15,7 +15,8 @@ use crate::auth::TokenSource;
 use crate::budget::Budget;
 use crate::client::{DriftClient, Reply};
 use crate::{
-    Checkpoint, CheckpointUpdate, ContactsMode, CrawlConfig, CrawlError, CrawlEvent, CrawlSummary, Credentials, Source,
+    Checkpoint, CheckpointUpdate, ContactsMode, CrawlConfig, CrawlError, CrawlEvent, CrawlSummary,
+    Credentials, Source,
 };
 
 /// The most SCIM users a crawl will page through before it calls the source broken.
@@ -45,9 +46,13 @@ fn base(url: &str) -> String {
 impl Crawler {
     pub fn new(cfg: CrawlConfig) -> Result<Crawler, CrawlError> {
         if !(1..=100).contains(&cfg.page_size) {
-            return Err(CrawlError::Config(format!("page size {} is not in 1..=100", cfg.page_size)));
+            return Err(CrawlError::Config(format!(
+                "page size {} is not in 1..=100",
+                cfg.page_size
+            )));
         }
-        url::Url::parse(&cfg.drift_url).map_err(|e| CrawlError::Config(format!("drift url: {e}")))?;
+        url::Url::parse(&cfg.drift_url)
+            .map_err(|e| CrawlError::Config(format!("drift url: {e}")))?;
         let http = reqwest::Client::builder()
             .timeout(cfg.request_timeout)
             .connect_timeout(std::time::Duration::from_secs(10))
@@ -63,7 +68,12 @@ impl Crawler {
             (Some(_), Some(creds)) => {
                 // A separate token has a budget of its own.
                 let auth = Arc::new(TokenSource::new(creds.clone(), http.clone())?);
-                Some(DriftClient::new(http, auth, Arc::new(Budget::new(cfg.budget)), cfg.retry))
+                Some(DriftClient::new(
+                    http,
+                    auth,
+                    Arc::new(Budget::new(cfg.budget)),
+                    cfg.retry,
+                ))
             }
         };
         Ok(Crawler { cfg, rest, scim })
@@ -91,13 +101,32 @@ impl Crawler {
         known: HashSet<u64>,
         tx: mpsc::Sender<CrawlEvent>,
     ) -> Result<CrawlSummary, CrawlError> {
-        self.run_sources(&[Source::Users, Source::Scim, Source::Accounts, Source::Contacts], resume, known, tx)
-            .await
+        self.run_sources(
+            &[
+                Source::Users,
+                Source::Scim,
+                Source::Accounts,
+                Source::Contacts,
+            ],
+            resume,
+            known,
+            tx,
+        )
+        .await
     }
 
     /// An agents-only refresh: REST users and SCIM users (a few requests).
-    pub async fn run_agents(&self, tx: mpsc::Sender<CrawlEvent>) -> Result<CrawlSummary, CrawlError> {
-        self.run_sources(&[Source::Users, Source::Scim], Checkpoint::default(), HashSet::new(), tx).await
+    pub async fn run_agents(
+        &self,
+        tx: mpsc::Sender<CrawlEvent>,
+    ) -> Result<CrawlSummary, CrawlError> {
+        self.run_sources(
+            &[Source::Users, Source::Scim],
+            Checkpoint::default(),
+            HashSet::new(),
+            tx,
+        )
+        .await
     }
 
     async fn run_sources(
@@ -176,10 +205,12 @@ impl Crawler {
     fn resolve(&self, link: &str) -> String {
         match url::Url::parse(link) {
             Ok(u) => u.to_string(),
-            Err(_) => match url::Url::parse(&base(&self.cfg.drift_url)).and_then(|b| b.join(link)) {
-                Ok(u) => u.to_string(),
-                Err(_) => self.url(link),
-            },
+            Err(_) => {
+                match url::Url::parse(&base(&self.cfg.drift_url)).and_then(|b| b.join(link)) {
+                    Ok(u) => u.to_string(),
+                    Err(_) => self.url(link),
+                }
+            }
         }
     }
 
@@ -202,7 +233,14 @@ impl Crawler {
                 Err(e) => {
                     counts.bad.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(?source, error = %e, "skipping a record that cannot be read");
-                    Self::send(tx, CrawlEvent::BadRecord { source, error: e.to_string() }).await?;
+                    Self::send(
+                        tx,
+                        CrawlEvent::BadRecord {
+                            source,
+                            error: e.to_string(),
+                        },
+                    )
+                    .await?;
                 }
             }
         }
@@ -239,29 +277,48 @@ impl Crawler {
         }
     }
 
-    async fn crawl_users(&self, tx: &mpsc::Sender<CrawlEvent>, counts: &Counts) -> Result<(), CrawlError> {
+    async fn crawl_users(
+        &self,
+        tx: &mpsc::Sender<CrawlEvent>,
+        counts: &Counts,
+    ) -> Result<(), CrawlError> {
         let data_list = |v: &Value| v.get("data").and_then(Value::as_array).cloned();
-        let items = match self.get_list(&self.rest, &self.url("/users/list"), data_list).await {
+        let items = match self
+            .get_list(&self.rest, &self.url("/users/list"), data_list)
+            .await
+        {
             Ok((_, items)) => items,
             // The brief calls it `/users`.
             Err(CrawlError::Http { status: 404, .. }) => {
-                self.get_list(&self.rest, &self.url("/users"), data_list).await?.1
+                self.get_list(&self.rest, &self.url("/users"), data_list)
+                    .await?
+                    .1
             }
             Err(e) => return Err(e),
         };
         let users = Self::parse_page(tx, counts, Source::Users, &items, User::from_json).await?;
-        counts.users.fetch_add(users.len() as u64, Ordering::Relaxed);
+        counts
+            .users
+            .fetch_add(users.len() as u64, Ordering::Relaxed);
         let records = users.into_iter().map(Record::User).collect();
         Self::send(
             tx,
-            CrawlEvent::Page { source: Source::Users, records, checkpoint: vec![CheckpointUpdate::Done(Source::Users)] },
+            CrawlEvent::Page {
+                source: Source::Users,
+                records,
+                checkpoint: vec![CheckpointUpdate::Done(Source::Users)],
+            },
         )
         .await
     }
 
     /// Pages SCIM users from `startIndex=1` until `totalResults`, never trusting `itemsPerPage`.
     /// Returns false when SCIM is refused (not Enterprise): a REST-only crawl, with one warning.
-    async fn crawl_scim(&self, tx: &mpsc::Sender<CrawlEvent>, counts: &Counts) -> Result<bool, CrawlError> {
+    async fn crawl_scim(
+        &self,
+        tx: &mpsc::Sender<CrawlEvent>,
+        counts: &Counts,
+    ) -> Result<bool, CrawlError> {
         let (Some(client), Some(scim_url)) = (&self.scim, &self.cfg.scim_url) else {
             return Ok(false);
         };
@@ -272,17 +329,23 @@ impl Crawler {
         loop {
             let url = format!("{scim_url}/Users?startIndex={start}&count=100");
             let resources = |v: &Value| {
-                v.get("Resources").and_then(Value::as_array).cloned().or_else(|| {
-                    // An empty ListResponse may omit Resources.
-                    v.get("totalResults").map(|_| Vec::new())
-                })
+                v.get("Resources")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .or_else(|| {
+                        // An empty ListResponse may omit Resources.
+                        v.get("totalResults").map(|_| Vec::new())
+                    })
             };
             let (reply, items) = match self.get_list(client, &url, resources).await {
                 Ok(x) => x,
                 Err(
                     e @ (CrawlError::Unauthorized { .. }
                     | CrawlError::Forbidden { .. }
-                    | CrawlError::Http { status: 403 | 404 | 401, .. }),
+                    | CrawlError::Http {
+                        status: 403 | 404 | 401,
+                        ..
+                    }),
                 ) if first => {
                     let msg = format!("SCIM is not available ({e}); crawling REST only: deactivations will show only once Drift deletes the user");
                     tracing::warn!("{msg}");
@@ -292,7 +355,10 @@ impl Crawler {
                         CrawlEvent::Page {
                             source: Source::Scim,
                             records: vec![],
-                            checkpoint: vec![CheckpointUpdate::ScimAvailable(false), CheckpointUpdate::Done(Source::Scim)],
+                            checkpoint: vec![
+                                CheckpointUpdate::ScimAvailable(false),
+                                CheckpointUpdate::Done(Source::Scim),
+                            ],
                         },
                     )
                     .await?;
@@ -302,17 +368,29 @@ impl Crawler {
             };
             first = false;
             pages += 1;
-            let total = reply.body.get("totalResults").and_then(Value::as_u64).unwrap_or(0) as usize;
+            let total = reply
+                .body
+                .get("totalResults")
+                .and_then(Value::as_u64)
+                .unwrap_or(0) as usize;
             let received = items.len();
-            let users = Self::parse_page(tx, counts, Source::Scim, &items, ScimUser::from_json).await?;
+            let users =
+                Self::parse_page(tx, counts, Source::Scim, &items, ScimUser::from_json).await?;
             counts.scim.fetch_add(users.len() as u64, Ordering::Relaxed);
             let done = received == 0 || start - 1 + received >= total;
             let mut checkpoint = vec![CheckpointUpdate::ScimAvailable(true)];
             if done {
                 checkpoint.push(CheckpointUpdate::Done(Source::Scim));
             }
-            Self::send(tx, CrawlEvent::Page { source: Source::Scim, records: users.into_iter().map(Record::ScimUser).collect(), checkpoint })
-                .await?;
+            Self::send(
+                tx,
+                CrawlEvent::Page {
+                    source: Source::Scim,
+                    records: users.into_iter().map(Record::ScimUser).collect(),
+                    checkpoint,
+                },
+            )
+            .await?;
             if done {
                 return Ok(true);
             }
@@ -323,7 +401,11 @@ impl Crawler {
         }
     }
 
-    async fn crawl_accounts(&self, tx: &mpsc::Sender<CrawlEvent>, counts: &Counts) -> Result<(), CrawlError> {
+    async fn crawl_accounts(
+        &self,
+        tx: &mpsc::Sender<CrawlEvent>,
+        counts: &Counts,
+    ) -> Result<(), CrawlError> {
         let mut url = self.url("/accounts?index=0&size=100");
         let mut pages = 0usize;
         let mut index = 0usize;
@@ -331,7 +413,12 @@ impl Crawler {
             let accounts_of = |v: &Value| v.get("data")?.get("accounts")?.as_array().cloned();
             let (reply, items) = match self.get_list(&self.rest, &url, accounts_of).await {
                 Ok(x) => x,
-                Err(e @ (CrawlError::Forbidden { .. } | CrawlError::Http { status: 403 | 404, .. })) if pages == 0 => {
+                Err(
+                    e @ (CrawlError::Forbidden { .. }
+                    | CrawlError::Http {
+                        status: 403 | 404, ..
+                    }),
+                ) if pages == 0 => {
                     let msg = format!("accounts are not available ({e}); crawling without them");
                     tracing::warn!("{msg}");
                     Self::send(tx, CrawlEvent::Warning(msg)).await?;
@@ -343,10 +430,16 @@ impl Crawler {
             let data = reply.body.get("data").cloned().unwrap_or(Value::Null);
             let total = data.get("total").and_then(Value::as_u64).unwrap_or(0) as usize;
             let n = items.len();
-            let accounts = Self::parse_page(tx, counts, Source::Accounts, &items, Account::from_json).await?;
-            counts.accounts.fetch_add(accounts.len() as u64, Ordering::Relaxed);
+            let accounts =
+                Self::parse_page(tx, counts, Source::Accounts, &items, Account::from_json).await?;
+            counts
+                .accounts
+                .fetch_add(accounts.len() as u64, Ordering::Relaxed);
             index += n;
-            let next = data.get("next").and_then(Value::as_str).map(|l| self.resolve(l));
+            let next = data
+                .get("next")
+                .and_then(Value::as_str)
+                .map(|l| self.resolve(l));
             let done = n == 0 || index >= total || next.is_none();
             Self::send(
                 tx,
@@ -367,7 +460,11 @@ impl Crawler {
         }
         Self::send(
             tx,
-            CrawlEvent::Page { source: Source::Accounts, records: vec![], checkpoint: vec![CheckpointUpdate::Done(Source::Accounts)] },
+            CrawlEvent::Page {
+                source: Source::Accounts,
+                records: vec![],
+                checkpoint: vec![CheckpointUpdate::Done(Source::Accounts)],
+            },
         )
         .await
     }
@@ -385,7 +482,8 @@ impl Crawler {
         };
         match mode {
             ContactsMode::Listing => {
-                self.list_contacts(resume.contacts_next.clone(), tx, counts).await?;
+                self.list_contacts(resume.contacts_next.clone(), tx, counts)
+                    .await?;
                 Ok((mode, None))
             }
             ContactsMode::Discovery => {
@@ -400,8 +498,14 @@ impl Crawler {
     async fn probe_listing(&self) -> Result<ContactsMode, CrawlError> {
         match self.rest.get(&self.url("/contacts?limit=1")).await {
             Ok(r) if r.body.get("data").is_some_and(Value::is_array) => Ok(ContactsMode::Listing),
-            Ok(_) | Err(CrawlError::Http { status: 400 | 404 | 405, .. }) => {
-                tracing::info!("the contact listing is refused: discovering contacts through conversations");
+            Ok(_)
+            | Err(CrawlError::Http {
+                status: 400 | 404 | 405,
+                ..
+            }) => {
+                tracing::info!(
+                    "the contact listing is refused: discovering contacts through conversations"
+                );
                 Ok(ContactsMode::Discovery)
             }
             Err(e) => Err(e),
@@ -417,21 +521,39 @@ impl Crawler {
         let limit = self.cfg.page_size;
         for _ in 0..self.cfg.max_pages {
             let url = match &cursor {
-                Some(c) => self.url(&format!("/contacts?limit={limit}&next={}", urlencoding::encode(c))),
+                Some(c) => self.url(&format!(
+                    "/contacts?limit={limit}&next={}",
+                    urlencoding::encode(c)
+                )),
                 None => self.url(&format!("/contacts?limit={limit}")),
             };
-            let (reply, items) =
-                self.get_list(&self.rest, &url, |v| v.get("data").and_then(Value::as_array).cloned()).await?;
-            let contacts = Self::parse_page(tx, counts, Source::Contacts, &items, Contact::from_json).await?;
-            counts.contacts.fetch_add(contacts.len() as u64, Ordering::Relaxed);
-            let next = reply.body.get("next").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+            let (reply, items) = self
+                .get_list(&self.rest, &url, |v| {
+                    v.get("data").and_then(Value::as_array).cloned()
+                })
+                .await?;
+            let contacts =
+                Self::parse_page(tx, counts, Source::Contacts, &items, Contact::from_json).await?;
+            counts
+                .contacts
+                .fetch_add(contacts.len() as u64, Ordering::Relaxed);
+            let next = reply
+                .body
+                .get("next")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string);
             let mut checkpoint = vec![CheckpointUpdate::Listing { next: next.clone() }];
             if next.is_none() {
                 checkpoint.push(CheckpointUpdate::Done(Source::Contacts));
             }
             Self::send(
                 tx,
-                CrawlEvent::Page { source: Source::Contacts, records: contacts.into_iter().map(Record::Contact).collect(), checkpoint },
+                CrawlEvent::Page {
+                    source: Source::Contacts,
+                    records: contacts.into_iter().map(Record::Contact).collect(),
+                    checkpoint,
+                },
             )
             .await?;
             match next {
@@ -450,15 +572,17 @@ impl Crawler {
         tx: &mpsc::Sender<CrawlEvent>,
         counts: &Counts,
     ) -> Result<Option<i64>, CrawlError> {
-        let mut url = resume
-            .conversations_next
-            .clone()
-            .unwrap_or_else(|| self.url(&format!("/conversations/list?limit={}", self.cfg.page_size)));
+        let mut url = resume.conversations_next.clone().unwrap_or_else(|| {
+            self.url(&format!("/conversations/list?limit={}", self.cfg.page_size))
+        });
         let mut high_water = None;
         let mut pages = 0usize;
         loop {
-            let (reply, items) =
-                self.get_list(&self.rest, &url, |v| v.get("data").and_then(Value::as_array).cloned()).await?;
+            let (reply, items) = self
+                .get_list(&self.rest, &url, |v| {
+                    v.get("data").and_then(Value::as_array).cloned()
+                })
+                .await?;
             pages += 1;
             let mut ids = Vec::new();
             let mut reached_since = false;
@@ -467,7 +591,11 @@ impl Crawler {
                 if high_water.is_none_or(|h| updated > h) {
                     high_water = Some(updated);
                 }
-                if resume.since_ms.or(self.cfg.since_ms).is_some_and(|s| updated < s) {
+                if resume
+                    .since_ms
+                    .or(self.cfg.since_ms)
+                    .is_some_and(|s| updated < s)
+                {
                     reached_since = true;
                     break;
                 }
@@ -478,7 +606,9 @@ impl Crawler {
                 }
             }
             let fetched = self.fetch_contacts(&ids, tx, counts).await?;
-            counts.contacts.fetch_add(fetched.len() as u64, Ordering::Relaxed);
+            counts
+                .contacts
+                .fetch_add(fetched.len() as u64, Ordering::Relaxed);
             let next = reply
                 .body
                 .get("links")
@@ -493,7 +623,11 @@ impl Crawler {
             }];
             Self::send(
                 tx,
-                CrawlEvent::Page { source: Source::Contacts, records: fetched.into_iter().map(Record::Contact).collect(), checkpoint },
+                CrawlEvent::Page {
+                    source: Source::Contacts,
+                    records: fetched.into_iter().map(Record::Contact).collect(),
+                    checkpoint,
+                },
             )
             .await?;
             if finished {
@@ -507,7 +641,11 @@ impl Crawler {
         self.known_ids(&mut known, tx, counts).await?;
         Self::send(
             tx,
-            CrawlEvent::Page { source: Source::Contacts, records: vec![], checkpoint: vec![CheckpointUpdate::Done(Source::Contacts)] },
+            CrawlEvent::Page {
+                source: Source::Contacts,
+                records: vec![],
+                checkpoint: vec![CheckpointUpdate::Done(Source::Contacts)],
+            },
         )
         .await?;
         Ok(high_water)
@@ -523,7 +661,11 @@ impl Crawler {
         let results: Vec<Result<Option<Value>, CrawlError>> = stream::iter(ids.iter().copied())
             .map(|id| async move {
                 let r = self.rest.get(&self.url(&format!("/contacts/{id}"))).await?;
-                Ok(if r.status.as_u16() == 404 { None } else { r.body.get("data").cloned() })
+                Ok(if r.status.as_u16() == 404 {
+                    None
+                } else {
+                    r.body.get("data").cloned()
+                })
             })
             .buffered(self.cfg.concurrency.max(1))
             .collect()
@@ -549,23 +691,45 @@ impl Crawler {
         };
         let text = std::fs::read_to_string(path)
             .map_err(|e| CrawlError::Config(format!("known ids file {}: {e}", path.display())))?;
-        for chunk in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect::<Vec<_>>().chunks(20) {
+        for chunk in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .chunks(20)
+        {
             let mut records = Vec::new();
             for line in chunk {
                 let url = match line.strip_prefix("ext:") {
-                    Some(x) => self.url(&format!("/contacts?idType=external&id={}", urlencoding::encode(x))),
+                    Some(x) => self.url(&format!(
+                        "/contacts?idType=external&id={}",
+                        urlencoding::encode(x)
+                    )),
                     None => self.url(&format!("/contacts?email={}", urlencoding::encode(line))),
                 };
-                let (_, items) =
-                    self.get_list(&self.rest, &url, |v| v.get("data").and_then(Value::as_array).cloned()).await?;
-                for c in Self::parse_page(tx, counts, Source::Contacts, &items, Contact::from_json).await? {
+                let (_, items) = self
+                    .get_list(&self.rest, &url, |v| {
+                        v.get("data").and_then(Value::as_array).cloned()
+                    })
+                    .await?;
+                for c in Self::parse_page(tx, counts, Source::Contacts, &items, Contact::from_json)
+                    .await?
+                {
                     if known.insert(c.id) {
                         counts.contacts.fetch_add(1, Ordering::Relaxed);
                         records.push(Record::Contact(c));
                     }
                 }
             }
-            Self::send(tx, CrawlEvent::Page { source: Source::Contacts, records, checkpoint: vec![] }).await?;
+            Self::send(
+                tx,
+                CrawlEvent::Page {
+                    source: Source::Contacts,
+                    records,
+                    checkpoint: vec![],
+                },
+            )
+            .await?;
         }
         Ok(())
     }

@@ -28,13 +28,25 @@ pub enum CrawlError {
     #[error("authentication failed: {0}")]
     Auth(String),
     #[error("{endpoint}: refused with HTTP {status} after a token refresh: {message}")]
-    Unauthorized { endpoint: String, status: u16, message: String },
+    Unauthorized {
+        endpoint: String,
+        status: u16,
+        message: String,
+    },
     #[error("{endpoint}: the token lacks a scope: {message}")]
     Forbidden { endpoint: String, message: String },
     #[error("{endpoint}: HTTP {status}: {message}")]
-    Http { endpoint: String, status: u16, message: String },
+    Http {
+        endpoint: String,
+        status: u16,
+        message: String,
+    },
     #[error("{endpoint}: gave up after {attempts} attempts; last: {last}")]
-    Exhausted { endpoint: String, attempts: u32, last: String },
+    Exhausted {
+        endpoint: String,
+        attempts: u32,
+        last: String,
+    },
     #[error("{endpoint}: still rate limited after {times} tries")]
     RateLimited { endpoint: String, times: u32 },
     #[error("{endpoint}: unexpected response shape: {detail}")]
@@ -93,7 +105,10 @@ impl Checkpoint {
                 self.mode = Some(ContactsMode::Listing);
                 self.contacts_next = next.clone();
             }
-            CheckpointUpdate::Conversations { next, high_water_ms } => {
+            CheckpointUpdate::Conversations {
+                next,
+                high_water_ms,
+            } => {
                 self.mode = Some(ContactsMode::Discovery);
                 self.conversations_next = next.clone();
                 if let Some(h) = high_water_ms {
@@ -113,8 +128,13 @@ impl Checkpoint {
 /// A change to the checkpoint that becomes true once the records sent with it are stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CheckpointUpdate {
-    Listing { next: Option<String> },
-    Conversations { next: Option<String>, high_water_ms: Option<i64> },
+    Listing {
+        next: Option<String>,
+    },
+    Conversations {
+        next: Option<String>,
+        high_water_ms: Option<i64>,
+    },
     Done(Source),
     ScimAvailable(bool),
 }
@@ -123,9 +143,16 @@ pub enum CheckpointUpdate {
 #[derive(Debug)]
 pub enum CrawlEvent {
     /// A page of records, and the checkpoint that holds once they are stored.
-    Page { source: Source, records: Vec<Record>, checkpoint: Vec<CheckpointUpdate> },
+    Page {
+        source: Source,
+        records: Vec<Record>,
+        checkpoint: Vec<CheckpointUpdate>,
+    },
     /// One record that could not be read; the rest of its page was kept.
-    BadRecord { source: Source, error: String },
+    BadRecord {
+        source: Source,
+        error: String,
+    },
     Warning(String),
 }
 

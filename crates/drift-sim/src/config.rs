@@ -19,7 +19,9 @@ impl std::str::FromStr for Profile {
         match s {
             "seed" => Ok(Profile::Seed),
             "drift" => Ok(Profile::Drift),
-            other => Err(format!("unknown profile {other:?} (expected seed or drift)")),
+            other => Err(format!(
+                "unknown profile {other:?} (expected seed or drift)"
+            )),
         }
     }
 }
@@ -40,7 +42,9 @@ impl std::str::FromStr for DeprovisionPolicy {
         match s {
             "delete" => Ok(DeprovisionPolicy::Delete),
             "deactivate" => Ok(DeprovisionPolicy::Deactivate),
-            other => Err(format!("unknown deprovision policy {other:?} (expected delete or deactivate)")),
+            other => Err(format!(
+                "unknown deprovision policy {other:?} (expected delete or deactivate)"
+            )),
         }
     }
 }
@@ -86,7 +90,13 @@ impl std::str::FromStr for RateLimit {
         }
         let unit = unit.trim();
         let digits: String = unit.chars().take_while(|c| c.is_ascii_digit()).collect();
-        let mult: u64 = if digits.is_empty() { 1 } else { digits.parse().map_err(|_| format!("rate {s:?}: bad unit"))? };
+        let mult: u64 = if digits.is_empty() {
+            1
+        } else {
+            digits
+                .parse()
+                .map_err(|_| format!("rate {s:?}: bad unit"))?
+        };
         let base = match &unit[digits.len()..] {
             "s" | "sec" | "second" => 1,
             "m" | "min" | "minute" => 60,
@@ -95,7 +105,11 @@ impl std::str::FromStr for RateLimit {
         };
         let per = Duration::from_secs(base * mult.max(1));
         let burst = (requests / 20).max(5).min(requests.max(1));
-        Ok(RateLimit { requests, per, burst })
+        Ok(RateLimit {
+            requests,
+            per,
+            burst,
+        })
     }
 }
 

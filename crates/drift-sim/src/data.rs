@@ -93,21 +93,89 @@ pub struct Org {
 }
 
 const FIRST: &[&str] = &[
-    "ada", "alan", "grace", "linus", "barbara", "ken", "margaret", "dennis", "frances", "edsger", "radia",
-    "tim", "katherine", "john", "hedy", "donald", "anita", "guido", "sophie", "niklaus", "leslie", "yukihiro",
-    "joan", "bjarne", "karen", "james", "rosa", "ivan", "mary", "carl",
+    "ada",
+    "alan",
+    "grace",
+    "linus",
+    "barbara",
+    "ken",
+    "margaret",
+    "dennis",
+    "frances",
+    "edsger",
+    "radia",
+    "tim",
+    "katherine",
+    "john",
+    "hedy",
+    "donald",
+    "anita",
+    "guido",
+    "sophie",
+    "niklaus",
+    "leslie",
+    "yukihiro",
+    "joan",
+    "bjarne",
+    "karen",
+    "james",
+    "rosa",
+    "ivan",
+    "mary",
+    "carl",
 ];
 const LAST: &[&str] = &[
-    "lovelace", "turing", "hopper", "torvalds", "liskov", "thompson", "hamilton", "ritchie", "allen",
-    "dijkstra", "perlman", "berners", "johnson", "mccarthy", "lamarr", "knuth", "borg", "rossum", "wilson",
-    "wirth", "lamport", "matsumoto", "clarke", "stroustrup", "jones", "gosling", "peter", "sutherland",
-    "keller", "shannon",
+    "lovelace",
+    "turing",
+    "hopper",
+    "torvalds",
+    "liskov",
+    "thompson",
+    "hamilton",
+    "ritchie",
+    "allen",
+    "dijkstra",
+    "perlman",
+    "berners",
+    "johnson",
+    "mccarthy",
+    "lamarr",
+    "knuth",
+    "borg",
+    "rossum",
+    "wilson",
+    "wirth",
+    "lamport",
+    "matsumoto",
+    "clarke",
+    "stroustrup",
+    "jones",
+    "gosling",
+    "peter",
+    "sutherland",
+    "keller",
+    "shannon",
 ];
 const COMPANIES: &[&str] = &[
-    "acme", "globex", "initech", "umbrella", "hooli", "vandelay", "stark", "wayne", "tyrell", "cyberdyne",
-    "soylent", "wonka", "aperture", "oscorp", "massive",
+    "acme",
+    "globex",
+    "initech",
+    "umbrella",
+    "hooli",
+    "vandelay",
+    "stark",
+    "wayne",
+    "tyrell",
+    "cyberdyne",
+    "soylent",
+    "wonka",
+    "aperture",
+    "oscorp",
+    "massive",
 ];
-const TITLES: &[&str] = &["CTO", "VP Sales", "Engineer", "Buyer", "CFO", "Analyst", "Founder"];
+const TITLES: &[&str] = &[
+    "CTO", "VP Sales", "Engineer", "Buyer", "CFO", "Analyst", "Founder",
+];
 
 /// Epoch ms "now" for generated data: fixed, so the same seed makes the same org.
 pub const GENERATED_NOW_MS: i64 = 1_764_000_000_000;
@@ -127,7 +195,8 @@ impl Org {
     /// Generates an org from the config's seed: the same seed and sizes give the same org.
     ///
     /// Skew: a few agents own most contacts (the owner index is drawn as `n * u^3`); about 4% of
-    /// contacts have no owner and about 2% carry their owner id as a string.
+    /// contacts have no owner, 1% an owner id never seen as an agent, and about 1% carry their
+    /// owner id as a string.
     pub fn generate(cfg: &SimConfig) -> Org {
         let mut rng = StdRng::seed_from_u64(cfg.seed);
         let mut org = Org {
@@ -145,7 +214,10 @@ impl Org {
             let (name, email) = if bot {
                 (format!("Drift Bot {i}"), format!("bot-{i}@drift.com"))
             } else {
-                (format!("{} {}", cap(given), cap(family)), format!("{given}.{family}.{i}@example-org.com"))
+                (
+                    format!("{} {}", cap(given), cap(family)),
+                    format!("{given}.{family}.{i}@example-org.com"),
+                )
             };
             if !bot {
                 humans.push(id);
@@ -187,8 +259,17 @@ impl Org {
             let roll: f64 = rng.random();
             let owner = if roll < 0.04 {
                 None
+            } else if roll < 0.05 {
+                // An owner id never seen as an agent: deleted before anyone indexed the org.
+                Some(OwnerVal::Num(FIRST_USER_ID - 1 - (i as u64 % 7)))
             } else {
-                pick_owner(&mut rng).map(|o| if roll < 0.06 { OwnerVal::Str(o.to_string()) } else { OwnerVal::Num(o) })
+                pick_owner(&mut rng).map(|o| {
+                    if roll < 0.06 {
+                        OwnerVal::Str(o.to_string())
+                    } else {
+                        OwnerVal::Num(o)
+                    }
+                })
             };
             let created = GENERATED_NOW_MS - rng.random_range(0..365 * 86_400_000i64);
             let updated = created + rng.random_range(0..86_400_000i64);
@@ -222,7 +303,11 @@ impl Org {
                 id: format!("acct-{}", 7_000_001 + i),
                 name: format!("{} {}", cap(company), i),
                 domain: format!("{company}{i}.example"),
-                owner_id: if i % 10 == 9 { None } else { pick_owner(&mut rng) },
+                owner_id: if i % 10 == 9 {
+                    None
+                } else {
+                    pick_owner(&mut rng)
+                },
                 created_at: created,
                 updated_at: created,
             });
@@ -231,7 +316,10 @@ impl Org {
     }
 
     pub fn index_email(&mut self, email: &str, id: u64) {
-        self.by_email.entry(email.to_ascii_lowercase()).or_default().push(id);
+        self.by_email
+            .entry(email.to_ascii_lowercase())
+            .or_default()
+            .push(id);
     }
 
     pub fn unindex_email(&mut self, email: &str, id: u64) {
@@ -248,7 +336,16 @@ impl Org {
         let id = self.next_conversation_id;
         self.next_conversation_id += 1;
         let status = ["open", "closed", "pending"][(id % 3) as usize];
-        self.conversations.insert((-updated_at, id), Conversation { id, contact_id, status, created_at, updated_at });
+        self.conversations.insert(
+            (-updated_at, id),
+            Conversation {
+                id,
+                contact_id,
+                status,
+                created_at,
+                updated_at,
+            },
+        );
         id
     }
 
@@ -313,7 +410,11 @@ impl SimUser {
     }
 
     pub fn to_scim_json(&self) -> Value {
-        let role = if self.role == "admin" { "ADMIN" } else { "MEMBER" };
+        let role = if self.role == "admin" {
+            "ADMIN"
+        } else {
+            "MEMBER"
+        };
         json!({
             "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
             "id": self.id.to_string(),

@@ -41,8 +41,10 @@ fn decode_raw(bytes: &[u8]) -> Result<&[u8], String> {
 }
 
 pub fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
-    let payload = decode_raw(bytes).map_err(|e| StoreError::Corrupt(format!("key {}: {e}", show_key(key))))?;
-    serde_json::from_slice(payload).map_err(|e| StoreError::Corrupt(format!("key {}: {e}", show_key(key))))
+    let payload = decode_raw(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("key {}: {e}", show_key(key))))?;
+    serde_json::from_slice(payload)
+        .map_err(|e| StoreError::Corrupt(format!("key {}: {e}", show_key(key))))
 }
 
 fn show_key(k: &[u8]) -> String {
@@ -63,7 +65,10 @@ mod tests {
         assert_eq!(decode::<Vec<u32>>(b"k", &bytes).unwrap(), v);
         let last = bytes.len() - 2;
         bytes[last] ^= 0x01;
-        assert!(matches!(decode::<Vec<u32>>(b"k", &bytes), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            decode::<Vec<u32>>(b"k", &bytes),
+            Err(StoreError::Corrupt(_))
+        ));
         let mut newer = encode(&v).unwrap();
         newer[0] = FORMAT_VERSION + 1;
         let err = decode::<Vec<u32>>(b"k", &newer).unwrap_err().to_string();

@@ -113,13 +113,11 @@ pub fn id_from_value(v: &Value) -> Option<u64> {
 }
 
 fn str_field(obj: &Map<String, Value>, keys: &[&str]) -> Option<String> {
-    keys.iter()
-        .find_map(|k| obj.get(*k))
-        .and_then(|v| match v {
-            Value::String(s) if !s.is_empty() => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        })
+    keys.iter().find_map(|k| obj.get(*k)).and_then(|v| match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
 }
 
 fn i64_field(obj: &Map<String, Value>, keys: &[&str]) -> Option<i64> {
@@ -136,10 +134,12 @@ fn owner_field(id: &str, v: Option<&Value>) -> Result<Option<u64>, RecordError> 
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(other) => id_from_value(other).map(Some).ok_or_else(|| RecordError::BadOwner {
-            id: id.to_string(),
-            value: other.to_string(),
-        }),
+        Some(other) => id_from_value(other)
+            .map(Some)
+            .ok_or_else(|| RecordError::BadOwner {
+                id: id.to_string(),
+                value: other.to_string(),
+            }),
     }
 }
 
@@ -187,7 +187,12 @@ impl Contact {
             .or_else(|| i64_field(attrs, &["createdAt", "created_at", "start_date"]))
             .unwrap_or(0);
         let updated_at = i64_field(obj, &["updatedAt", "updated_at"])
-            .or_else(|| i64_field(attrs, &["updatedAt", "updated_at", "last_updated", "lastUpdated"]))
+            .or_else(|| {
+                i64_field(
+                    attrs,
+                    &["updatedAt", "updated_at", "last_updated", "lastUpdated"],
+                )
+            })
             .unwrap_or(created_at);
         let mut extra = Map::new();
         for (k, v) in obj.iter().chain(attrs.iter()) {
@@ -254,7 +259,13 @@ impl ScimUser {
             Some(Value::String(s)) => !s.eq_ignore_ascii_case("false"),
             _ => true,
         };
-        Ok(ScimUser { id, user_name, display_name, active, emails })
+        Ok(ScimUser {
+            id,
+            user_name,
+            display_name,
+            active,
+            emails,
+        })
     }
 }
 
@@ -309,8 +320,14 @@ mod tests {
         assert_eq!(Contact::from_json(&none).unwrap().owner_id, None);
 
         let bad = json!({"id": 11, "ownerId": {"x": 1}});
-        assert!(matches!(Contact::from_json(&bad), Err(RecordError::BadOwner { .. })));
-        assert!(matches!(Contact::from_json(&json!({"email": "x"})), Err(RecordError::NoId(_))));
+        assert!(matches!(
+            Contact::from_json(&bad),
+            Err(RecordError::BadOwner { .. })
+        ));
+        assert!(matches!(
+            Contact::from_json(&json!({"email": "x"})),
+            Err(RecordError::NoId(_))
+        ));
     }
 
     #[test]
@@ -318,6 +335,9 @@ mod tests {
         let v = json!({"id": "12", "userName": "a@b.c", "active": false,
             "emails": [{"value": "a@b.c", "primary": true}], "name": {"formatted": "A B"}});
         let u = ScimUser::from_json(&v).unwrap();
-        assert_eq!((u.id, u.active, u.display_name.as_deref()), (12, false, Some("A B")));
+        assert_eq!(
+            (u.id, u.active, u.display_name.as_deref()),
+            (12, false, Some("A B"))
+        );
     }
 }

@@ -1,0 +1,30 @@
+// Opens idgraph's GraphiQL page, runs the default query and checks the answer shows.
+// Usage: node graphiql.mjs URL [SCREENSHOT.png]
+import { chromium } from 'playwright-core';
+
+const url = process.argv[2];
+const shot = process.argv[3];
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+         '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  const failed = [];
+  page.on('requestfailed', (r) => failed.push(r.url()));
+  await page.goto(url, { waitUntil: 'networkidle' });
+  await page.waitForSelector('.graphiql-container', { timeout: 20000 });
+  await page.click('.graphiql-execute-button');
+  // The result pane is a read-only editor: wait until it shows data.
+  await page.waitForFunction(() => {
+    const el = document.querySelector('.result-window');
+    return el && el.textContent.includes('indexStatus') && el.textContent.includes('generation');
+  }, null, { timeout: 20000 });
+  const text = await page.$eval('.result-window', (el) => el.textContent);
+  if (shot) await page.screenshot({ path: shot });
+  const external = failed.filter((u) => !u.startsWith(url));
+  console.log(JSON.stringify({ ok: true, resultChars: text.length, failedRequests: failed, external }));
+} finally {
+  await browser.close();
+}
