@@ -447,9 +447,8 @@ async fn crawl(a: CrawlArgs) -> Result<()> {
         s.elapsed_ms as f64 / 1000.0,
         if report.resumed { " (resumed)" } else { "" }
     );
-    for w in &report.warnings {
-        eprintln!("warning: {w}");
-    }
+    // Warnings were shown as they came.
+    let _ = report.warnings;
     Ok(())
 }
 

@@ -124,6 +124,8 @@ struct OAuthState {
     access: Option<Secret>,
     refresh: Secret,
     expires_at: Option<Instant>,
+    /// The lifetime of the last access token, to refresh a short-lived one at 90% of it.
+    lifetime: Option<Duration>,
 }
 
 /// Hands out the current bearer token and refreshes it when needed.
@@ -176,6 +178,7 @@ impl TokenSource {
                         access,
                         refresh,
                         expires_at,
+                        lifetime: None,
                     }),
                 }
             }
@@ -193,10 +196,11 @@ impl TokenSource {
             Kind::Static(t) => Ok((t.clone(), 0)),
             Kind::OAuth { cfg, state, .. } => {
                 let mut st = state.lock().await;
+                let ahead = st
+                    .lifetime
+                    .map_or(cfg.refresh_ahead, |l| cfg.refresh_ahead.min(l / 10));
                 let stale = st.access.is_none()
-                    || st
-                        .expires_at
-                        .is_some_and(|t| Instant::now() + cfg.refresh_ahead >= t);
+                    || st.expires_at.is_some_and(|t| Instant::now() + ahead >= t);
                 if stale {
                     self.refresh_locked(&mut st).await?;
                 }
@@ -271,6 +275,7 @@ impl TokenSource {
             let expires_in = v.get("expires_in").and_then(Value::as_u64).unwrap_or(0);
             st.expires_at =
                 (expires_in > 0).then(|| Instant::now() + Duration::from_secs(expires_in));
+            st.lifetime = (expires_in > 0).then(|| Duration::from_secs(expires_in));
             self.generation.fetch_add(1, Ordering::SeqCst);
             self.refreshes.fetch_add(1, Ordering::Relaxed);
             if let Some(path) = &cfg.token_file {

@@ -28,7 +28,7 @@ impl Default for RetryPolicy {
         RetryPolicy {
             max_attempts: 8,
             max_rate_limited: 60,
-            backoff_base: Duration::from_millis(200),
+            backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(20),
         }
     }

@@ -348,7 +348,6 @@ impl Crawler {
                     }),
                 ) if first => {
                     let msg = format!("SCIM is not available ({e}); crawling REST only: deactivations will show only once Drift deletes the user");
-                    tracing::warn!("{msg}");
                     Self::send(tx, CrawlEvent::Warning(msg)).await?;
                     Self::send(
                         tx,
@@ -420,7 +419,6 @@ impl Crawler {
                     }),
                 ) if pages == 0 => {
                     let msg = format!("accounts are not available ({e}); crawling without them");
-                    tracing::warn!("{msg}");
                     Self::send(tx, CrawlEvent::Warning(msg)).await?;
                     break;
                 }

@@ -27,7 +27,7 @@ pub use idgraph_model::Record;
 pub enum CrawlError {
     #[error("authentication failed: {0}")]
     Auth(String),
-    #[error("{endpoint}: refused with HTTP {status} after a token refresh: {message}")]
+    #[error("{endpoint}: refused with HTTP {status}: {message}")]
     Unauthorized {
         endpoint: String,
         status: u16,

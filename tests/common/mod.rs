@@ -1,0 +1,137 @@
+//! Helpers shared by the end-to-end tests: a simulator in the test process, the `idgraph` binary
+//! as a child process (as a user runs it), and an exactness check of a crawl against the org.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Stdio;
+
+use drift_sim::{RunningSim, Sim, SimConfig};
+use idgraph_graph::Store;
+use idgraph_model::{Account, Contact, ScimUser, User};
+
+pub const TOKEN: &str = "test-token";
+
+pub async fn sim(cfg: SimConfig) -> (Sim, RunningSim) {
+    let sim = Sim::new(SimConfig {
+        token: TOKEN.into(),
+        ..cfg
+    });
+    let running = sim.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    (sim, running)
+}
+
+pub fn idgraph() -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_idgraph"));
+    c.env_remove("DRIFT_TOKEN")
+        .env("RUST_LOG", "info,sled=warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    c
+}
+
+/// Runs `idgraph crawl` against the simulator; returns (success, stderr).
+pub async fn crawl(r: &RunningSim, data_dir: &Path, extra: &[&str]) -> (bool, String) {
+    let out = idgraph()
+        .args([
+            "crawl",
+            "--drift-url",
+            &r.url(),
+            "--scim-url",
+            &r.scim_url(),
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .args(extra)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn sorted<T, K: Ord>(mut v: Vec<T>, key: impl Fn(&T) -> K) -> Vec<T> {
+    v.sort_by_key(|x| key(x));
+    v
+}
+
+/// Asserts that the current generation holds exactly the simulator's org: nothing lost,
+/// duplicated or altered.
+pub fn assert_exact(sim: &Sim, data_dir: &Path) {
+    let store = Store::open(data_dir).unwrap();
+    let g = store.current().unwrap().expect("a current generation");
+    let got = store.inputs(g).unwrap();
+    let want_contacts = sorted(
+        sim.contacts_json()
+            .iter()
+            .map(|v| Contact::from_json(v).unwrap())
+            .collect(),
+        |c| c.id,
+    );
+    let got_contacts = sorted(got.contacts, |c| c.id);
+    assert_eq!(got_contacts.len(), want_contacts.len(), "contact count");
+    for (a, b) in got_contacts.iter().zip(&want_contacts) {
+        assert_eq!(a, b, "contact {} differs", b.id);
+    }
+    let want_users = sorted(
+        sim.users_json()
+            .iter()
+            .map(|v| User::from_json(v).unwrap())
+            .collect(),
+        |u| u.id,
+    );
+    assert_eq!(sorted(got.users, |u| u.id), want_users, "users");
+    if sim.config().scim_enabled {
+        let want_scim = sorted(
+            sim.scim_users_json()
+                .iter()
+                .map(|v| ScimUser::from_json(v).unwrap())
+                .collect(),
+            |u| u.id,
+        );
+        assert_eq!(sorted(got.scim, |u| u.id), want_scim, "SCIM users");
+    }
+    let want_accounts = sorted(
+        sim.accounts_json()
+            .iter()
+            .map(|v| Account::from_json(v).unwrap())
+            .collect(),
+        |a| a.id.clone(),
+    );
+    assert_eq!(
+        sorted(got.accounts, |a| a.id.clone()),
+        want_accounts,
+        "accounts"
+    );
+}
+
+/// Obtains OAuth tokens from the simulator and writes a config file that uses them.
+pub async fn oauth_config(r: &RunningSim, sim: &Sim, dir: &Path) -> std::path::PathBuf {
+    let code = sim.issue_code();
+    let http = reqwest::Client::new();
+    let tokens = idgraph_crawler::auth::exchange_code(
+        &http,
+        &format!("{}/oauth2/token", r.url()),
+        "sim-client",
+        &idgraph_crawler::Secret::new("sim-secret"),
+        &code,
+        "http://127.0.0.1/cb",
+    )
+    .await
+    .unwrap();
+    let token_file = dir.join("tokens.json");
+    tokens.write(&token_file).unwrap();
+    let cfg = dir.join("idgraph.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[oauth]\nclient_id = \"sim-client\"\nclient_secret = \"sim-secret\"\ntoken_file = \"{}\"\ntoken_url = \"{}/oauth2/token\"\n",
+            token_file.display(),
+            r.url()
+        ),
+    )
+    .unwrap();
+    cfg
+}
