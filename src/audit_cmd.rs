@@ -41,11 +41,7 @@ fn reason(r: OrphanReason) -> &'static str {
 
 /// One CSV cell: quoted when needed, and defused when a spreadsheet would read it as a formula.
 fn cell(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    };
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_string() };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
@@ -101,13 +97,13 @@ pub fn render(doc: &Doc, format: Format) -> Result<String> {
     }
     match doc.kind.as_str() {
         "agent" => {
-            let a: AgentAudit = serde_json::from_value(doc.report.clone())
-                .context("the agent report has an unexpected shape")?;
+            let a: AgentAudit =
+                serde_json::from_value(doc.report.clone()).context("the agent report has an unexpected shape")?;
             Ok(render_agent(&a, &doc.digest, format))
         }
         _ => {
-            let o: OrgAudit = serde_json::from_value(doc.report.clone())
-                .context("the org report has an unexpected shape")?;
+            let o: OrgAudit =
+                serde_json::from_value(doc.report.clone()).context("the org report has an unexpected shape")?;
             Ok(render_org(&o, &doc.digest, format))
         }
     }
@@ -117,11 +113,7 @@ fn render_agent(a: &AgentAudit, digest: &str, format: Format) -> String {
     let rows = agent_rows(a);
     let name = a.agent.name.clone().unwrap_or_else(|| "(no name)".into());
     let email = a.agent.email.clone().unwrap_or_else(|| "(no email)".into());
-    let timeline: Vec<String> = a
-        .timeline
-        .iter()
-        .map(|e| format!("{} {}", e.status, when(Some(e.at_ms))))
-        .collect();
+    let timeline: Vec<String> = a.timeline.iter().map(|e| format!("{} {}", e.status, when(Some(e.at_ms)))).collect();
     let e = &a.evidence;
     match format {
         Format::Csv => {
@@ -134,26 +126,14 @@ fn render_agent(a: &AgentAudit, digest: &str, format: Format) -> String {
             out
         }
         Format::Markdown => {
-            let mut out = format!(
-                "# Offboarding audit: {name} <{email}> (id {})\n\n",
-                a.agent.id
-            );
-            out.push_str(&format!(
-                "| | |\n|---|---|\n| Status | {} |\n",
-                status(a.agent.status)
-            ));
+            let mut out = format!("# Offboarding audit: {name} <{email}> (id {})\n\n", a.agent.id);
+            out.push_str(&format!("| | |\n|---|---|\n| Status | {} |\n", status(a.agent.status)));
             out.push_str(&format!("| Timeline | {} |\n", timeline.join("; ")));
-            out.push_str(&format!(
-                "| Owns now | {} contacts, {} accounts |\n",
-                a.contacts_now, a.accounts_now
-            ));
+            out.push_str(&format!("| Owns now | {} contacts, {} accounts |\n", a.contacts_now, a.accounts_now));
             if let Some(n) = a.contacts_at_departure {
                 out.push_str(&format!("| Owned when it went | {n} contacts |\n"));
             }
-            out.push_str(&format!(
-                "| Reassigned since | {} contacts |\n",
-                a.reassigned_since.len()
-            ));
+            out.push_str(&format!("| Reassigned since | {} contacts |\n", a.reassigned_since.len()));
             out.push_str(&format!(
                 "| Evidence | generation {}, crawl finished {}, agents refreshed {}, data age {}s, SCIM {} |\n",
                 e.generation,
@@ -181,10 +161,7 @@ fn render_agent(a: &AgentAudit, digest: &str, format: Format) -> String {
             let mut out = format!("Offboarding audit: {name} <{email}> (id {})\n", a.agent.id);
             out.push_str(&format!("  status            {}\n", status(a.agent.status)));
             out.push_str(&format!("  timeline          {}\n", timeline.join(", ")));
-            out.push_str(&format!(
-                "  owns now          {} contacts, {} accounts\n",
-                a.contacts_now, a.accounts_now
-            ));
+            out.push_str(&format!("  owns now          {} contacts, {} accounts\n", a.contacts_now, a.accounts_now));
             if let Some(n) = a.contacts_at_departure {
                 out.push_str(&format!("  owned when gone   {n} contacts\n"));
             }
@@ -193,10 +170,7 @@ fn render_agent(a: &AgentAudit, digest: &str, format: Format) -> String {
                 rows.len(),
                 a.orphaned_accounts.len()
             ));
-            out.push_str(&format!(
-                "  reassigned since  {} contacts\n",
-                a.reassigned_since.len()
-            ));
+            out.push_str(&format!("  reassigned since  {} contacts\n", a.reassigned_since.len()));
             out.push_str(&format!(
                 "  evidence          generation {}, crawl {}, agents {}, data age {}s, SCIM {}\n",
                 e.generation,
@@ -207,10 +181,7 @@ fn render_agent(a: &AgentAudit, digest: &str, format: Format) -> String {
             ));
             out.push_str(&format!("  digest            sha256:{digest}\n"));
             if !rows.is_empty() {
-                out.push_str(&format!(
-                    "\n  {:<12} {:<40} {}\n",
-                    "CONTACT", "EMAIL", "REASON"
-                ));
+                out.push_str(&format!("\n  {:<12} {:<40} {}\n", "CONTACT", "EMAIL", "REASON"));
                 for r in rows.iter().take(25) {
                     out.push_str(&format!(
                         "  {:<12} {:<40} {}\n",
@@ -220,10 +191,7 @@ fn render_agent(a: &AgentAudit, digest: &str, format: Format) -> String {
                     ));
                 }
                 if rows.len() > 25 {
-                    out.push_str(&format!(
-                        "  … and {} more (use --format csv for all)\n",
-                        rows.len() - 25
-                    ));
+                    out.push_str(&format!("  … and {} more (use --format csv for all)\n", rows.len() - 25));
                 }
             }
             out
@@ -272,9 +240,7 @@ fn render_org(o: &OrgAudit, digest: &str, format: Format) -> String {
             out
         }
         _ => {
-            let mut out = String::from(
-                "Org offboarding audit: agents gone or deactivated who still own something\n\n",
-            );
+            let mut out = String::from("Org offboarding audit: agents gone or deactivated who still own something\n\n");
             out.push_str(&format!(
                 "  {:<10} {:<42} {:<12} {:<21} {:>8} {:>8}\n",
                 "AGENT", "EMAIL", "STATUS", "GONE SINCE", "CONTACTS", "ACCOUNTS"

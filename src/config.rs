@@ -44,17 +44,15 @@ impl FileConfig {
         let Some(path) = path else {
             return Ok(FileConfig::default());
         };
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
-        toml::from_str(&text)
-            .with_context(|| format!("config file {} is not valid", path.display()))
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
     }
 }
 
 /// Parses a duration such as `30s`, `5m`, `6h`.
 pub fn duration(s: &str) -> Result<Duration> {
-    humantime::parse_duration(s.trim())
-        .with_context(|| format!("{s:?} is not a duration (try 30s, 5m, 6h)"))
+    humantime::parse_duration(s.trim()).with_context(|| format!("{s:?} is not a duration (try 30s, 5m, 6h)"))
 }
 
 /// The crawl settings shared by `crawl`, `serve` and `reassign`.
@@ -88,10 +86,7 @@ impl DriftSettings {
         let budget: BudgetConfig = self.rate_limit.parse().map_err(anyhow::Error::msg)?;
         let mut cfg = CrawlConfig::new(self.drift_url.clone(), creds);
         cfg.scim_url = self.scim_url.clone();
-        cfg.scim_credentials = self
-            .scim_token
-            .as_ref()
-            .map(|t| Credentials::Token(Secret::new(t.clone())));
+        cfg.scim_credentials = self.scim_token.as_ref().map(|t| Credentials::Token(Secret::new(t.clone())));
         cfg.budget = budget;
         cfg.known_ids_file = self.known_ids_file.clone();
         Ok(cfg)

@@ -17,9 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use drift_sim::{
-    DeprovisionPolicy, DuplicateEmail, Faults, Profile, RateLimit, Sim, SimConfig, WebhookConfig,
-};
+use drift_sim::{DeprovisionPolicy, DuplicateEmail, Faults, Profile, RateLimit, Sim, SimConfig, WebhookConfig};
 use idgraph_crawler::{Crawler, Secret, StoredTokens};
 use idgraph_graph::{Graph, ShrinkGuard, StoreError};
 use idgraph_graphql::Metrics;
@@ -27,20 +25,10 @@ use idgraph_graphql::Metrics;
 use crate::config::DriftSettings;
 
 #[derive(Parser)]
-#[command(
-    name = "idgraph",
-    version,
-    about = "Who owns whom in your Drift org: crawl, graph, GraphQL, audits."
-)]
+#[command(name = "idgraph", version, about = "Who owns whom in your Drift org: crawl, graph, GraphQL, audits.")]
 struct Cli {
     /// Log format.
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "text",
-        env = "IDGRAPH_LOG_FORMAT"
-    )]
+    #[arg(long, global = true, value_enum, default_value = "text", env = "IDGRAPH_LOG_FORMAT")]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -98,11 +86,8 @@ pub struct DriftArgs {
 
 impl DriftArgs {
     pub fn settings(&self, file: &config::FileConfig) -> DriftSettings {
-        let drift_url = self
-            .drift_url
-            .clone()
-            .or(file.drift_url.clone())
-            .unwrap_or_else(|| "https://driftapi.com".into());
+        let drift_url =
+            self.drift_url.clone().or(file.drift_url.clone()).unwrap_or_else(|| "https://driftapi.com".into());
         let scim_url = self
             .scim_url
             .clone()
@@ -113,19 +98,13 @@ impl DriftArgs {
             drift_url,
             token: self.token.clone().or(file.token.clone()),
             scim_token: self.scim_token.clone().or(file.scim_token.clone()),
-            rate_limit: self
-                .rate_limit
-                .clone()
-                .or(file.rate_limit.clone())
-                .unwrap_or_else(|| "200/min".into()),
+            rate_limit: self.rate_limit.clone().or(file.rate_limit.clone()).unwrap_or_else(|| "200/min".into()),
             oauth: file.oauth.as_ref().map(|o| {
                 (
                     o.client_id.clone(),
                     o.client_secret.clone(),
                     o.token_file.clone(),
-                    o.token_url
-                        .clone()
-                        .unwrap_or_else(|| "https://driftapi.com/oauth2/token".into()),
+                    o.token_url.clone().unwrap_or_else(|| "https://driftapi.com/oauth2/token".into()),
                 )
             }),
             known_ids_file: self.known_ids_file.clone().or(file.known_ids_file.clone()),
@@ -272,10 +251,7 @@ impl SimArgs {
         let mut faults = if self.faults {
             Faults::all(self.fault_seed)
         } else {
-            Faults {
-                seed: self.fault_seed,
-                ..Faults::default()
-            }
+            Faults { seed: self.fault_seed, ..Faults::default() }
         };
         let set = |dst: &mut f64, v: Option<f64>| {
             if let Some(v) = v {
@@ -355,9 +331,7 @@ struct LoginArgs {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sled=warn,hyper=warn"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().init(),
@@ -367,10 +341,7 @@ fn init_logging(format: LogFormat) {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
     rt.block_on(async move {
         match cli.command {
             Command::Demo(a) => serve::demo(a).await,
@@ -390,8 +361,7 @@ fn main() -> Result<()> {
 
 /// Opens the graph, turning a locked store into advice.
 pub fn open_graph(dir: &std::path::Path, hint: &str) -> Result<Graph> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
     match Graph::open(dir) {
         Ok(g) => Ok(g),
         Err(StoreError::Locked(p)) => {
@@ -404,34 +374,17 @@ pub fn open_graph(dir: &std::path::Path, hint: &str) -> Result<Graph> {
 async fn crawl(a: CrawlArgs) -> Result<()> {
     let file = config::FileConfig::load(a.config.as_deref())?;
     let settings = a.drift.settings(&file);
-    let data_dir = a
-        .data_dir
-        .or(file.data_dir.clone())
-        .unwrap_or_else(|| PathBuf::from("idgraph-data"));
+    let data_dir = a.data_dir.or(file.data_dir.clone()).unwrap_or_else(|| PathBuf::from("idgraph-data"));
     let cfg = settings.crawl_config()?;
     let per_s = cfg.budget.per_second();
     let crawler = Crawler::new(cfg)?;
-    let graph = Arc::new(open_graph(
-        &data_dir,
-        "stop the server or trigger `mutation { reindex }` there",
-    )?);
+    let graph = Arc::new(open_graph(&data_dir, "stop the server or trigger `mutation { reindex }` there")?);
     let metrics = Arc::new(Metrics::default());
     let expected = graph.info().map(|i| i.contacts);
     let progress = progress::Progress::new(expected, per_s);
-    let guard = if a.force {
-        ShrinkGuard::off()
-    } else {
-        ShrinkGuard::default()
-    };
-    let report = pipeline::reindex(
-        &graph,
-        &crawler,
-        &metrics,
-        &progress,
-        guard,
-        file.incremental.unwrap_or(true),
-    )
-    .await?;
+    let guard = if a.force { ShrinkGuard::off() } else { ShrinkGuard::default() };
+    let report =
+        pipeline::reindex(&graph, &crawler, &metrics, &progress, guard, file.incremental.unwrap_or(true)).await?;
     let s = &report.summary;
     eprintln!(
         "generation {} is live: {} contacts, {} users, {} SCIM users, {} accounts; {} requests ({} answered 429, {} retried), {} bad records skipped, {:.1}s{}",
@@ -460,30 +413,15 @@ async fn remote_query(
     variables: serde_json::Value,
 ) -> Result<serde_json::Value> {
     let url = format!("{}/graphql", server.trim_end_matches('/'));
-    let mut req = reqwest::Client::new()
-        .post(&url)
-        .json(&serde_json::json!({"query": query, "variables": variables}));
+    let mut req = reqwest::Client::new().post(&url).json(&serde_json::json!({"query": query, "variables": variables}));
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
-    let resp = req
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
+    let resp = req.send().await.with_context(|| format!("cannot reach {url}"))?;
     let status = resp.status();
-    let v: serde_json::Value = resp
-        .json()
-        .await
-        .with_context(|| format!("{url} did not answer JSON ({status})"))?;
-    if let Some(errs) = v
-        .get("errors")
-        .and_then(|e| e.as_array())
-        .filter(|e| !e.is_empty())
-    {
-        let msgs: Vec<&str> = errs
-            .iter()
-            .filter_map(|e| e.get("message").and_then(|m| m.as_str()))
-            .collect();
+    let v: serde_json::Value = resp.json().await.with_context(|| format!("{url} did not answer JSON ({status})"))?;
+    if let Some(errs) = v.get("errors").and_then(|e| e.as_array()).filter(|e| !e.is_empty()) {
+        let msgs: Vec<&str> = errs.iter().filter_map(|e| e.get("message").and_then(|m| m.as_str())).collect();
         anyhow::bail!("the server refused: {}", msgs.join("; "));
     }
     Ok(v.get("data").cloned().unwrap_or_default())
@@ -493,63 +431,33 @@ async fn audit(a: AuditArgs) -> Result<()> {
     use idgraph_graph::audit as au;
     let doc = match &a.server {
         Some(server) => {
-            let q =
-                "query($agent: String, $all: Boolean) { auditReport(agent: $agent, all: $all) }";
-            let d = remote_query(
-                server,
-                a.token.as_deref(),
-                q,
-                serde_json::json!({"agent": a.agent, "all": a.all}),
-            )
-            .await?;
+            let q = "query($agent: String, $all: Boolean) { auditReport(agent: $agent, all: $all) }";
+            let d = remote_query(server, a.token.as_deref(), q, serde_json::json!({"agent": a.agent, "all": a.all}))
+                .await?;
             let r = d.get("auditReport").cloned().unwrap_or_default();
             audit_cmd::Doc {
-                kind: r
-                    .get("kind")
-                    .and_then(|k| k.as_str())
-                    .unwrap_or("org")
-                    .to_string(),
-                digest: r
-                    .get("digest")
-                    .and_then(|k| k.as_str())
-                    .unwrap_or_default()
-                    .to_string(),
+                kind: r.get("kind").and_then(|k| k.as_str()).unwrap_or("org").to_string(),
+                digest: r.get("digest").and_then(|k| k.as_str()).unwrap_or_default().to_string(),
                 report: r.get("report").cloned().unwrap_or_default(),
             }
         }
         None => {
             let hint = format!(
                 "idgraph audit {} --server http://127.0.0.1:8080 --token READ_TOKEN",
-                a.agent
-                    .as_ref()
-                    .map(|x| format!("--agent {x}"))
-                    .unwrap_or_else(|| "--all".into())
+                a.agent.as_ref().map(|x| format!("--agent {x}")).unwrap_or_else(|| "--all".into())
             );
             let graph = open_graph(&a.data_dir, &hint)?;
             if graph.info().is_none() {
-                anyhow::bail!(
-                    "no index in {} yet: run `idgraph crawl` first",
-                    a.data_dir.display()
-                );
+                anyhow::bail!("no index in {} yet: run `idgraph crawl` first", a.data_dir.display());
             }
             if a.all {
                 let r = au::org_audit(&graph)?;
-                audit_cmd::Doc {
-                    kind: "org".into(),
-                    digest: au::digest(&r),
-                    report: serde_json::to_value(r)?,
-                }
+                audit_cmd::Doc { kind: "org".into(), digest: au::digest(&r), report: serde_json::to_value(r)? }
             } else {
                 let key = a.agent.clone().unwrap_or_default();
-                let agent = au::find_agent(&graph, &key)
-                    .with_context(|| format!("no agent {key:?} in the index"))?;
-                let r = au::agent_audit(&graph, agent.id)?
-                    .context("the agent vanished from the index")?;
-                audit_cmd::Doc {
-                    kind: "agent".into(),
-                    digest: au::digest(&r),
-                    report: serde_json::to_value(r)?,
-                }
+                let agent = au::find_agent(&graph, &key).with_context(|| format!("no agent {key:?} in the index"))?;
+                let r = au::agent_audit(&graph, agent.id)?.context("the agent vanished from the index")?;
+                audit_cmd::Doc { kind: "agent".into(), digest: au::digest(&r), report: serde_json::to_value(r)? }
             }
         }
     };
@@ -558,9 +466,7 @@ async fn audit(a: AuditArgs) -> Result<()> {
 }
 
 fn resolve_agent(graph: &Graph, key: &str) -> Result<u64> {
-    idgraph_graph::audit::find_agent(graph, key)
-        .map(|a| a.id)
-        .with_context(|| format!("no agent {key:?} in the index"))
+    idgraph_graph::audit::find_agent(graph, key).map(|a| a.id).with_context(|| format!("no agent {key:?} in the index"))
 }
 
 async fn reassign(a: ReassignArgs) -> Result<()> {
@@ -581,16 +487,10 @@ async fn reassign(a: ReassignArgs) -> Result<()> {
         "idgraph reassign --server http://127.0.0.1:8080 --admin-token ADMIN_TOKEN ...",
     )?);
     let from = resolve_agent(&graph, &a.from)?;
-    let to =
-        a.to.iter()
-            .map(|t| resolve_agent(&graph, t))
-            .collect::<Result<Vec<_>>>()?;
+    let to = a.to.iter().map(|t| resolve_agent(&graph, t)).collect::<Result<Vec<_>>>()?;
     let moves = idgraph_graph::reassign::plan(&graph.read(), from, &to, None)?;
     if !a.apply {
-        println!(
-            "dry run: {} contacts would move (pass --apply to carry it out)",
-            moves.len()
-        );
+        println!("dry run: {} contacts would move (pass --apply to carry it out)", moves.len());
         for m in moves.iter().take(50) {
             println!("  contact {} : {} -> {}", m.contact_id, m.from, m.to);
         }
@@ -602,20 +502,12 @@ async fn reassign(a: ReassignArgs) -> Result<()> {
     let file = config::FileConfig::load(a.config.as_deref())?;
     let crawler = Crawler::new(a.drift.settings(&file).crawl_config()?)?;
     let out = scheduler::execute_moves(&graph, &crawler, moves).await?;
-    println!(
-        "moved {} contacts ({} already done, {} failed)",
-        out.applied,
-        out.already_done,
-        out.failed.len()
-    );
+    println!("moved {} contacts ({} already done, {} failed)", out.applied, out.already_done, out.failed.len());
     for (id, e) in out.failed.iter().take(20) {
         println!("  contact {id}: {e}");
     }
     if !out.failed.is_empty() {
-        anyhow::bail!(
-            "{} moves failed; rerun to retry them (done moves are not repeated)",
-            out.failed.len()
-        );
+        anyhow::bail!("{} moves failed; rerun to retry them (done moves are not repeated)", out.failed.len());
     }
     Ok(())
 }
@@ -624,12 +516,8 @@ async fn sim(a: SimArgs) -> Result<()> {
     let cfg = a.sim_config()?;
     let started = std::time::Instant::now();
     let sim = Sim::new(cfg.clone());
-    let addr: SocketAddr = format!("{}:{}", a.host, a.port)
-        .parse()
-        .context("bad --host/--port")?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot bind {addr}"))?;
+    let addr: SocketAddr = format!("{}:{}", a.host, a.port).parse().context("bad --host/--port")?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot bind {addr}"))?;
     let local = listener.local_addr()?;
     eprintln!(
         "drift-sim: {} contacts, {} agents (seed {}) generated in {:.2}s, profile {:?}",
@@ -645,31 +533,18 @@ async fn sim(a: SimArgs) -> Result<()> {
         "  OAuth  http://{local}/oauth2/authorize  http://{local}/oauth2/token  (client {} / {})",
         cfg.oauth_client_id, cfg.oauth_client_secret
     );
-    eprintln!(
-        "  token  {}   (every scope; `Authorization: Bearer {}`)",
-        cfg.token, cfg.token
-    );
+    eprintln!("  token  {}   (every scope; `Authorization: Bearer {}`)", cfg.token, cfg.token);
     eprintln!(
         "  rate limit {}; deprovision {:?}; faults {}",
-        cfg.rate_limit
-            .map(|r| format!("{}/{}s", r.requests, r.per.as_secs()))
-            .unwrap_or_else(|| "none".into()),
+        cfg.rate_limit.map(|r| format!("{}/{}s", r.requests, r.per.as_secs())).unwrap_or_else(|| "none".into()),
         cfg.deprovision,
-        if cfg.faults
-            == (Faults {
-                seed: cfg.faults.seed,
-                ..Faults::default()
-            })
-        {
+        if cfg.faults == (Faults { seed: cfg.faults.seed, ..Faults::default() }) {
             "off".to_string()
         } else {
             format!("{:?}", cfg.faults)
         }
     );
-    eprintln!(
-        "  try: curl -H 'Authorization: Bearer {}' 'http://{local}/contacts?limit=2'",
-        cfg.token
-    );
+    eprintln!("  try: curl -H 'Authorization: Bearer {}' 'http://{local}/contacts?limit=2'", cfg.token);
     eprintln!("Ctrl-C to stop.");
     sim.serve(listener, async {
         let _ = tokio::signal::ctrl_c().await;
@@ -683,19 +558,14 @@ async fn login(a: LoginArgs) -> Result<()> {
     use axum::extract::Query;
     use axum::routing::get;
     let timeout = config::duration(&a.timeout)?;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", a.port))
-        .await
-        .context("cannot bind the loopback redirect")?;
+    let listener =
+        tokio::net::TcpListener::bind(("127.0.0.1", a.port)).await.context("cannot bind the loopback redirect")?;
     let port = listener.local_addr()?.port();
     let redirect = format!("http://127.0.0.1:{port}/callback");
     let state: String = {
         use rand::distr::Alphanumeric;
         use rand::Rng;
-        rand::rng()
-            .sample_iter(&Alphanumeric)
-            .take(24)
-            .map(char::from)
-            .collect()
+        rand::rng().sample_iter(&Alphanumeric).take(24).map(char::from).collect()
     };
     let url = format!(
         "{}?response_type=code&client_id={}&redirect_uri={}&state={}",
@@ -709,21 +579,19 @@ async fn login(a: LoginArgs) -> Result<()> {
     let tx = Arc::new(parking_lot::Mutex::new(Some(tx)));
     let app = axum::Router::new().route(
         "/callback",
-        get(
-            move |Query(q): Query<std::collections::HashMap<String, String>>| {
-                let tx = tx.clone();
-                async move {
-                    if let (Some(code), Some(st)) = (q.get("code"), q.get("state")) {
-                        if let Some(tx) = tx.lock().take() {
-                            let _ = tx.send((code.clone(), st.clone()));
-                        }
-                        "idgraph is authorized; you can close this tab."
-                    } else {
-                        "missing code or state"
+        get(move |Query(q): Query<std::collections::HashMap<String, String>>| {
+            let tx = tx.clone();
+            async move {
+                if let (Some(code), Some(st)) = (q.get("code"), q.get("state")) {
+                    if let Some(tx) = tx.lock().take() {
+                        let _ = tx.send((code.clone(), st.clone()));
                     }
+                    "idgraph is authorized; you can close this tab."
+                } else {
+                    "missing code or state"
                 }
-            },
-        ),
+            }
+        }),
     );
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let (code, got_state) = tokio::time::timeout(timeout, rx)
@@ -734,9 +602,7 @@ async fn login(a: LoginArgs) -> Result<()> {
     if got_state != state {
         anyhow::bail!("the redirect's state does not match: refusing the code");
     }
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
     let tokens: StoredTokens = idgraph_crawler::auth::exchange_code(
         &http,
         &a.token_url,

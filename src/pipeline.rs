@@ -37,18 +37,11 @@ pub async fn reindex(
     guard: ShrinkGuard,
     incremental: bool,
 ) -> Result<ReindexReport> {
-    let staging = graph
-        .begin(true)
-        .context("cannot start a generation in the store")?;
-    let mut cp: Checkpoint = graph
-        .checkpoint(&staging)?
-        .and_then(|v| serde_json::from_value(v).ok())
-        .unwrap_or_default();
+    let staging = graph.begin(true).context("cannot start a generation in the store")?;
+    let mut cp: Checkpoint =
+        graph.checkpoint(&staging)?.and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
     let known = if staging.resumed {
-        tracing::info!(
-            generation = staging.generation,
-            "resuming an interrupted crawl from its checkpoint"
-        );
+        tracing::info!(generation = staging.generation, "resuming an interrupted crawl from its checkpoint");
         graph.staged_contact_ids(&staging)?
     } else {
         Default::default()
@@ -56,17 +49,12 @@ pub async fn reindex(
     if !staging.resumed && incremental {
         // Discovery costs a request a contact: start from the last generation's contacts and read
         // conversations back to its high-water mark only.
-        let prev: Option<CrawlSummary> = graph
-            .info()
-            .and_then(|i| serde_json::from_value(i.crawl).ok());
+        let prev: Option<CrawlSummary> = graph.info().and_then(|i| serde_json::from_value(i.crawl).ok());
         if let Some(p) = prev.filter(|p| p.mode == Some(ContactsMode::Discovery)) {
             if let Some(hw) = p.high_water_ms {
                 let n = graph.carry_over_contacts(&staging)?;
                 cp.since_ms = Some(hw - HIGH_WATER_MARGIN_MS);
-                tracing::info!(
-                    carried = n,
-                    "incremental discovery from the previous high-water mark"
-                );
+                tracing::info!(carried = n, "incremental discovery from the previous high-water mark");
                 graph.write(&staging, &[], Some(&serde_json::to_value(&cp)?))?;
             }
         }
@@ -81,26 +69,16 @@ pub async fn reindex(
     let mut warnings = Vec::new();
     let stats = crawler.client().stats.clone();
     while let Some(ev) = rx.recv().await {
-        metrics
-            .crawl_queue_depth
-            .store(rx.len() as i64, Ordering::Relaxed);
+        metrics.crawl_queue_depth.store(rx.len() as i64, Ordering::Relaxed);
         match ev {
-            CrawlEvent::Page {
-                source,
-                records,
-                checkpoint,
-            } => {
+            CrawlEvent::Page { source, records, checkpoint } => {
                 for u in &checkpoint {
                     cp.apply(u);
                 }
                 let cpv = serde_json::to_value(&cp)?;
-                graph
-                    .write(&staging, &records, Some(&cpv))
-                    .context("cannot store crawled records")?;
+                graph.write(&staging, &records, Some(&cpv)).context("cannot store crawled records")?;
                 metrics.crawl_pages.fetch_add(1, Ordering::Relaxed);
-                metrics
-                    .crawl_records
-                    .fetch_add(records.len() as u64, Ordering::Relaxed);
+                metrics.crawl_records.fetch_add(records.len() as u64, Ordering::Relaxed);
                 progress.page(source, records.len(), &stats);
             }
             CrawlEvent::BadRecord { source, error } => {
@@ -115,21 +93,11 @@ pub async fn reindex(
     }
     let crawled = task.await.context("the crawl task failed")?;
     metrics.crawling.store(0, Ordering::Relaxed);
-    metrics
-        .crawl_requests
-        .store(stats.requests.load(Ordering::Relaxed), Ordering::Relaxed);
-    metrics.crawl_rate_limited.store(
-        stats.rate_limited.load(Ordering::Relaxed),
-        Ordering::Relaxed,
-    );
-    metrics
-        .crawl_retries
-        .store(stats.retries.load(Ordering::Relaxed), Ordering::Relaxed);
+    metrics.crawl_requests.store(stats.requests.load(Ordering::Relaxed), Ordering::Relaxed);
+    metrics.crawl_rate_limited.store(stats.rate_limited.load(Ordering::Relaxed), Ordering::Relaxed);
+    metrics.crawl_retries.store(stats.retries.load(Ordering::Relaxed), Ordering::Relaxed);
     let summary = crawled.with_context(|| {
-        format!(
-            "the crawl did not complete; generation {} is kept and the next run resumes it",
-            staging.generation
-        )
+        format!("the crawl did not complete; generation {} is kept and the next run resumes it", staging.generation)
     })?;
     if !cp.is_done(Source::Contacts) {
         anyhow::bail!("the crawl ended without finishing contacts; the previous index stays");
@@ -144,21 +112,11 @@ pub async fn reindex(
         .context("the switch task failed")?
         .context("the new generation was refused")?;
     progress.finish(&format!("generation {generation} is live"));
-    Ok(ReindexReport {
-        generation,
-        summary,
-        changes,
-        resumed,
-        warnings,
-    })
+    Ok(ReindexReport { generation, summary, changes, resumed, warnings })
 }
 
 /// An agents-only refresh: REST users and SCIM users, applied in place.
-pub async fn refresh_agents(
-    graph: &Arc<Graph>,
-    crawler: &Crawler,
-    guard: ShrinkGuard,
-) -> Result<Vec<Change>> {
+pub async fn refresh_agents(graph: &Arc<Graph>, crawler: &Crawler, guard: ShrinkGuard) -> Result<Vec<Change>> {
     let (tx, mut rx) = mpsc::channel(64);
     let task = {
         let crawler = crawler.clone();
@@ -176,10 +134,7 @@ pub async fn refresh_agents(
             }
         }
     }
-    let summary = task
-        .await
-        .context("the agents refresh task failed")?
-        .context("the agents refresh failed")?;
+    let summary = task.await.context("the agents refresh task failed")?.context("the agents refresh failed")?;
     let g = graph.clone();
     let scim = summary.scim_available.then_some(scim);
     tokio::task::spawn_blocking(move || g.refresh_agents(users, scim, guard))

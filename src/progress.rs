@@ -41,17 +41,11 @@ impl Progress {
             b.enable_steady_tick(Duration::from_millis(120));
             b
         });
-        Progress {
-            bar,
-            inner: Arc::new(Inner::new(expected_contacts, budget_per_s, true)),
-        }
+        Progress { bar, inner: Arc::new(Inner::new(expected_contacts, budget_per_s, true)) }
     }
 
     pub fn quiet() -> Progress {
-        Progress {
-            bar: None,
-            inner: Arc::new(Inner::new(None, 1.0, false)),
-        }
+        Progress { bar: None, inner: Arc::new(Inner::new(None, 1.0, false)) }
     }
 
     pub fn page(&self, source: Source, records: usize, stats: &ClientStats) {
@@ -79,7 +73,8 @@ impl Progress {
             i.accounts.load(Ordering::Relaxed),
             i.pages.load(Ordering::Relaxed),
             per_min,
-            eta.map(|d| format!(" · ETA {}", humantime::format_duration(Duration::from_secs(d.as_secs())))).unwrap_or_default()
+            eta.map(|d| format!(" · ETA {}", humantime::format_duration(Duration::from_secs(d.as_secs()))))
+                .unwrap_or_default()
         );
         if let Some(b) = &self.bar {
             b.set_message(msg);

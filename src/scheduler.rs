@@ -12,9 +12,7 @@ use futures::future::BoxFuture;
 use idgraph_crawler::Crawler;
 use idgraph_graph::reassign::{self, Move};
 use idgraph_graph::{now_ms, Event, Graph, ShrinkGuard, Update, Via};
-use idgraph_graphql::{
-    Metrics, Operations, ReassignOutcome, ReassignRequest, ScheduleStatus, Scope,
-};
+use idgraph_graphql::{Metrics, Operations, ReassignOutcome, ReassignRequest, ScheduleStatus, Scope};
 use idgraph_model::Contact;
 use parking_lot::Mutex;
 use rand::Rng;
@@ -55,11 +53,9 @@ impl FullSchedule {
                 let j = rand::rng().random_range(-jitter..=jitter);
                 now_ms + (base * (1.0 + j)) as i64
             }
-            FullSchedule::Cron(c) => c
-                .upcoming(chrono::Utc)
-                .next()
-                .map(|t| t.timestamp_millis())
-                .unwrap_or(now_ms + 6 * 3_600_000),
+            FullSchedule::Cron(c) => {
+                c.upcoming(chrono::Utc).next().map(|t| t.timestamp_millis()).unwrap_or(now_ms + 6 * 3_600_000)
+            }
         }
     }
 }
@@ -112,11 +108,7 @@ impl Scheduler {
 
     async fn run_loop(self: Arc<Self>, mut triggers: mpsc::Receiver<Scope>, full_now: bool) {
         let now = now_ms();
-        let mut next_full = if full_now {
-            now
-        } else {
-            self.cfg.full.next_after(now, self.cfg.jitter)
-        };
+        let mut next_full = if full_now { now } else { self.cfg.full.next_after(now, self.cfg.jitter) };
         let mut next_agents = now + self.agents_interval_ms();
         loop {
             self.set_next(next_full, next_agents);
@@ -151,12 +143,8 @@ impl Scheduler {
         let mut st = self.status.lock();
         st.next_crawl_at_ms = Some(full);
         st.next_agents_at_ms = Some(agents);
-        self.metrics
-            .next_crawl_s
-            .store(full / 1000, Ordering::Relaxed);
-        self.metrics
-            .next_agents_refresh_s
-            .store(agents / 1000, Ordering::Relaxed);
+        self.metrics.next_crawl_s.store(full / 1000, Ordering::Relaxed);
+        self.metrics.next_agents_refresh_s.store(agents / 1000, Ordering::Relaxed);
     }
 
     async fn run(&self, scope: Scope) {
@@ -201,14 +189,10 @@ impl Scheduler {
                 match scope {
                     Scope::Full => {
                         self.metrics.crawls_ok.fetch_add(1, Ordering::Relaxed);
-                        self.metrics
-                            .last_crawl_success_s
-                            .store(now_ms() / 1000, Ordering::Relaxed);
+                        self.metrics.last_crawl_success_s.store(now_ms() / 1000, Ordering::Relaxed);
                     }
                     Scope::Agents => {
-                        self.metrics
-                            .agent_refreshes_ok
-                            .fetch_add(1, Ordering::Relaxed);
+                        self.metrics.agent_refreshes_ok.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
@@ -218,10 +202,7 @@ impl Scheduler {
                 st.last_error = Some(msg);
                 match scope {
                     Scope::Full => self.metrics.crawls_failed.fetch_add(1, Ordering::Relaxed),
-                    Scope::Agents => self
-                        .metrics
-                        .agent_refreshes_failed
-                        .fetch_add(1, Ordering::Relaxed),
+                    Scope::Agents => self.metrics.agent_refreshes_failed.fetch_add(1, Ordering::Relaxed),
                 };
             }
         }
@@ -233,11 +214,7 @@ impl Scheduler {
     pub async fn reassign(&self, req: ReassignRequest) -> Result<ReassignOutcome> {
         let moves = reassign::plan(&self.graph.read(), req.from_agent, &req.to_agents, None)?;
         if req.dry_run {
-            return Ok(ReassignOutcome {
-                dry_run: true,
-                moves,
-                ..Default::default()
-            });
+            return Ok(ReassignOutcome { dry_run: true, moves, ..Default::default() });
         }
         let _guard = self.run_lock.lock().await;
         execute_moves(&self.graph, &self.crawler, moves).await
@@ -245,15 +222,8 @@ impl Scheduler {
 }
 
 /// Applies moves through Drift and into the graph.
-pub async fn execute_moves(
-    graph: &Arc<Graph>,
-    crawler: &Crawler,
-    moves: Vec<Move>,
-) -> Result<ReassignOutcome> {
-    let mut out = ReassignOutcome {
-        dry_run: false,
-        ..Default::default()
-    };
+pub async fn execute_moves(graph: &Arc<Graph>, crawler: &Crawler, moves: Vec<Move>) -> Result<ReassignOutcome> {
+    let mut out = ReassignOutcome { dry_run: false, ..Default::default() };
     let base = crawler.config().drift_url.trim_end_matches('/').to_string();
     for m in &moves {
         // The graph may have moved on (a webhook, a concurrent run): skip what is done already.
@@ -263,11 +233,7 @@ pub async fn execute_moves(
         }
         let body = serde_json::json!({"attributes": {"ownerId": m.to}});
         let url = format!("{base}/contacts/{}", m.contact_id);
-        let reply = match crawler
-            .client()
-            .request(Method::PATCH, &url, Some(&body))
-            .await
-        {
+        let reply = match crawler.client().request(Method::PATCH, &url, Some(&body)).await {
             Ok(r) => r,
             Err(e) => {
                 out.failed.push((m.contact_id, e.to_string()));
@@ -275,8 +241,7 @@ pub async fn execute_moves(
             }
         };
         if reply.status.as_u16() == 404 {
-            out.failed
-                .push((m.contact_id, "the contact no longer exists in Drift".into()));
+            out.failed.push((m.contact_id, "the contact no longer exists in Drift".into()));
             continue;
         }
         let at_ms = reply
@@ -288,11 +253,7 @@ pub async fn execute_moves(
             .unwrap_or_else(now_ms);
         let ev = Event {
             id: format!("reassign:{}:{}:{}", m.contact_id, m.to, at_ms),
-            update: Update::SetOwner {
-                id: m.contact_id,
-                owner: Some(m.to),
-                at_ms,
-            },
+            update: Update::SetOwner { id: m.contact_id, owner: Some(m.to), at_ms },
             via: Via::Reassignment,
         };
         let g = graph.clone();
@@ -321,10 +282,7 @@ impl Operations for SchedulerOps {
         self.0.trigger_tx.try_send(scope).is_ok()
     }
 
-    fn reassign(
-        &self,
-        req: ReassignRequest,
-    ) -> BoxFuture<'static, Result<ReassignOutcome, String>> {
+    fn reassign(&self, req: ReassignRequest) -> BoxFuture<'static, Result<ReassignOutcome, String>> {
         let me = self.0.clone();
         Box::pin(async move { me.reassign(req).await.map_err(|e| format!("{e:#}")) })
     }

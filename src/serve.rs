@@ -45,11 +45,7 @@ pub struct ServeArgs {
     #[arg(long, env = "IDGRAPH_AGENTS_EVERY")]
     agents_every: Option<String>,
     /// Allow browser pages from this origin (CORS is off without it). Repeatable.
-    #[arg(
-        long = "cors-origin",
-        env = "IDGRAPH_CORS_ORIGINS",
-        value_delimiter = ','
-    )]
+    #[arg(long = "cors-origin", env = "IDGRAPH_CORS_ORIGINS", value_delimiter = ',')]
     cors_origins: Vec<String>,
     /// Serve GraphQL without tokens (anyone who can reach the port can read and reindex).
     #[arg(long)]
@@ -66,16 +62,8 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     if tokens.open() && !a.insecure_no_auth {
         anyhow::bail!("set --read-token and --admin-token (or IDGRAPH_READ_TOKEN / IDGRAPH_ADMIN_TOKEN), or pass --insecure-no-auth");
     }
-    let listen = a
-        .listen
-        .clone()
-        .or(file.listen.clone())
-        .unwrap_or_else(|| "127.0.0.1:8080".into());
-    let data_dir = a
-        .data_dir
-        .clone()
-        .or(file.data_dir.clone())
-        .unwrap_or_else(|| PathBuf::from("idgraph-data"));
+    let listen = a.listen.clone().or(file.listen.clone()).unwrap_or_else(|| "127.0.0.1:8080".into());
+    let data_dir = a.data_dir.clone().or(file.data_dir.clone()).unwrap_or_else(|| PathBuf::from("idgraph-data"));
     let schedule = ScheduleConfig {
         full: a
             .full_every
@@ -85,32 +73,17 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
             .parse()
             .map_err(anyhow::Error::msg)?,
         agents_every: config::duration(
-            &a.agents_every
-                .clone()
-                .or(file.agents_every.clone())
-                .unwrap_or_else(|| "5m".into()),
+            &a.agents_every.clone().or(file.agents_every.clone()).unwrap_or_else(|| "5m".into()),
         )?,
         jitter: 0.1,
         guard: ShrinkGuard::default(),
         incremental: file.incremental.unwrap_or(true),
     };
     let crawler = Crawler::new(settings.crawl_config()?)?;
-    let webhook = a
-        .webhook_token
-        .clone()
-        .or(file.webhook_token.clone())
-        .map(WebhookConfig::new);
-    let cors = if a.cors_origins.is_empty() {
-        file.cors_origins.clone().unwrap_or_default()
-    } else {
-        a.cors_origins.clone()
-    };
-    let server_cfg = ServerConfig {
-        tokens,
-        cors_origins: cors,
-        webhook,
-        ..ServerConfig::default()
-    };
+    let webhook = a.webhook_token.clone().or(file.webhook_token.clone()).map(WebhookConfig::new);
+    let cors =
+        if a.cors_origins.is_empty() { file.cors_origins.clone().unwrap_or_default() } else { a.cors_origins.clone() };
+    let server_cfg = ServerConfig { tokens, cors_origins: cors, webhook, ..ServerConfig::default() };
     run_server(&listen, &data_dir, crawler, schedule, server_cfg, None).await
 }
 
@@ -124,10 +97,7 @@ async fn run_server(
     listener: Option<tokio::net::TcpListener>,
 ) -> Result<()> {
     let started = std::time::Instant::now();
-    let graph = Arc::new(open_graph(
-        data_dir,
-        "stop the other idgraph first: one server holds a data directory",
-    )?);
+    let graph = Arc::new(open_graph(data_dir, "stop the other idgraph first: one server holds a data directory")?);
     let first_crawl = graph.info().is_none();
     match graph.info() {
         Some(i) => tracing::info!(
@@ -139,19 +109,11 @@ async fn run_server(
         None => tracing::info!("no index yet: crawling first (/readyz says 503 until it is done)"),
     }
     let metrics = Arc::new(Metrics::default());
-    let sched = Scheduler::start(
-        graph.clone(),
-        crawler,
-        metrics.clone(),
-        schedule,
-        first_crawl,
-    );
+    let sched = Scheduler::start(graph.clone(), crawler, metrics.clone(), schedule, first_crawl);
     let app = router(graph, Arc::new(SchedulerOps(sched)), metrics, server_cfg);
     let listener = match listener {
         Some(l) => l,
-        None => tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?,
+        None => tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?,
     };
     tracing::info!(addr = %listener.local_addr()?, "serving GraphQL at /graphql and GraphiQL at /");
     axum::serve(listener, app)
@@ -197,17 +159,9 @@ const DEMO_RATE: &str = "100/s";
 pub async fn demo(a: DemoArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", a.port))
         .await
-        .with_context(|| {
-            format!(
-                "cannot listen on 127.0.0.1:{} (is something else there? try --port 8081)",
-                a.port
-            )
-        })?;
+        .with_context(|| format!("cannot listen on 127.0.0.1:{} (is something else there? try --port 8081)", a.port))?;
     let addr = listener.local_addr()?;
-    eprintln!(
-        "Generating a demo Drift org: {} contacts, {} agents …",
-        a.contacts, a.agents
-    );
+    eprintln!("Generating a demo Drift org: {} contacts, {} agents …", a.contacts, a.agents);
     let sim = Sim::new(SimConfig {
         seed: a.seed,
         contacts: a.contacts,
@@ -223,10 +177,7 @@ pub async fn demo(a: DemoArgs) -> Result<()> {
         },
         ..SimConfig::default()
     });
-    let running = sim
-        .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .context("cannot start the simulator")?;
+    let running = sim.spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await.context("cannot start the simulator")?;
     let (tmp, data_dir) = match &a.data_dir {
         Some(d) => (None, d.clone()),
         None => {
@@ -235,14 +186,9 @@ pub async fn demo(a: DemoArgs) -> Result<()> {
             (Some(t), p)
         }
     };
-    let mut cfg = CrawlConfig::new(
-        running.url(),
-        Credentials::Token(Secret::new(DEMO_DRIFT_TOKEN)),
-    );
+    let mut cfg = CrawlConfig::new(running.url(), Credentials::Token(Secret::new(DEMO_DRIFT_TOKEN)));
     cfg.scim_url = Some(running.scim_url());
-    cfg.budget = DEMO_RATE
-        .parse::<BudgetConfig>()
-        .map_err(anyhow::Error::msg)?;
+    cfg.budget = DEMO_RATE.parse::<BudgetConfig>().map_err(anyhow::Error::msg)?;
     let per_s = cfg.budget.per_second();
     let crawler = Crawler::new(cfg)?;
 
@@ -251,15 +197,9 @@ pub async fn demo(a: DemoArgs) -> Result<()> {
         let graph = Arc::new(open_graph(&data_dir, "")?);
         let progress = progress::Progress::new(Some(a.contacts as u64), per_s);
         eprintln!("Crawling it at {DEMO_RATE} (the real Drift allows about 200/min) …");
-        let r = pipeline::reindex(
-            &graph,
-            &crawler,
-            &Arc::new(Metrics::default()),
-            &progress,
-            ShrinkGuard::default(),
-            true,
-        )
-        .await?;
+        let r =
+            pipeline::reindex(&graph, &crawler, &Arc::new(Metrics::default()), &progress, ShrinkGuard::default(), true)
+                .await?;
         eprintln!(
             "Indexed {} contacts, {} agents, {} accounts in {:.1}s ({} requests).",
             r.summary.contacts,
@@ -310,10 +250,7 @@ every 3 minutes, so orphans and history (`changes`) appear live. Ctrl-C to stop.
         guard: ShrinkGuard::default(),
         incremental: true,
     };
-    let server_cfg = ServerConfig {
-        webhook: Some(WebhookConfig::new(DEMO_WEBHOOK_TOKEN)),
-        ..ServerConfig::default()
-    };
+    let server_cfg = ServerConfig { webhook: Some(WebhookConfig::new(DEMO_WEBHOOK_TOKEN)), ..ServerConfig::default() };
     let result = run_server("", &data_dir, crawler, schedule, server_cfg, Some(listener)).await;
     running.stop().await;
     drop(tmp);
@@ -329,23 +266,14 @@ async fn churn(sim_url: String, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
         tick += 1;
-        let users: serde_json::Value = match http
-            .get(format!("{sim_url}/users/list"))
-            .header("authorization", &auth)
-            .send()
-            .await
-        {
-            Ok(r) => r.json().await.unwrap_or_default(),
-            Err(_) => continue,
-        };
+        let users: serde_json::Value =
+            match http.get(format!("{sim_url}/users/list")).header("authorization", &auth).send().await {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(_) => continue,
+            };
         let humans: Vec<u64> = users["data"]
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|u| u["bot"] != true)
-                    .filter_map(|u| u["id"].as_u64())
-                    .collect()
-            })
+            .map(|a| a.iter().filter(|u| u["bot"] != true).filter_map(|u| u["id"].as_u64()).collect())
             .unwrap_or_default();
         if humans.len() < 3 {
             continue;
@@ -378,11 +306,8 @@ async fn churn(sim_url: String, every: Duration) {
                 .await;
         }
         if tick % 6 == 0 {
-            let r = http
-                .delete(format!("{sim_url}/scim/v2/Users/{victim}"))
-                .header("authorization", &auth)
-                .send()
-                .await;
+            let r =
+                http.delete(format!("{sim_url}/scim/v2/Users/{victim}")).header("authorization", &auth).send().await;
             if r.is_ok_and(|r| r.status().is_success()) {
                 tracing::info!(agent = victim, "demo: deprovisioned an agent through SCIM");
             }

@@ -14,42 +14,26 @@ async fn exact_under_faults(profile: Profile, contacts: usize, agents: usize) {
         agents,
         profile,
         // Storms more often than `Faults::all`, so that a short test meets several.
-        faults: Faults {
-            storm_rate: 0.01,
-            ..Faults::all(11)
-        },
+        faults: Faults { storm_rate: 0.01, ..Faults::all(11) },
         access_token_ttl: Some(Duration::from_secs(2)),
         ..SimConfig::default()
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = oauth_config(&r, &sim, dir.path()).await;
-    let (ok, err) = crawl(
-        &r,
-        &dir.path().join("data"),
-        &["--config", cfg.to_str().unwrap(), "--rate-limit", "400/s"],
-    )
-    .await;
+    let (ok, err) =
+        crawl(&r, &dir.path().join("data"), &["--config", cfg.to_str().unwrap(), "--rate-limit", "400/s"]).await;
     assert!(ok, "crawl failed: {err}");
     assert_exact(&sim, &dir.path().join("data"));
     let s = sim.stats();
-    assert!(
-        s.server_errors > 0 && s.malformed > 0 && s.dropped > 0 && s.rate_limited > 0,
-        "faults happened: {s:?}"
-    );
-    assert!(
-        s.token_refreshes > 0,
-        "tokens expired and were refreshed: {s:?}"
-    );
+    assert!(s.server_errors > 0 && s.malformed > 0 && s.dropped > 0 && s.rate_limited > 0, "faults happened: {s:?}");
+    assert!(s.token_refreshes > 0, "tokens expired and were refreshed: {s:?}");
     assert!(!err.contains("access-"), "no token in the output");
     // The token file was rewritten with the newest refresh token, mode 0600.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("tokens.json"))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = std::fs::metadata(dir.path().join("tokens.json")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }
@@ -66,20 +50,9 @@ async fn exact_under_every_fault_drift_profile() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scim_refused_means_rest_only_with_one_warning() {
-    let (sim, r) = sim(SimConfig {
-        contacts: 500,
-        agents: 20,
-        scim_enabled: false,
-        ..SimConfig::default()
-    })
-    .await;
+    let (sim, r) = sim(SimConfig { contacts: 500, agents: 20, scim_enabled: false, ..SimConfig::default() }).await;
     let dir = tempfile::tempdir().unwrap();
-    let (ok, err) = crawl(
-        &r,
-        dir.path(),
-        &["--token", TOKEN, "--rate-limit", "1000/s"],
-    )
-    .await;
+    let (ok, err) = crawl(&r, dir.path(), &["--token", TOKEN, "--rate-limit", "1000/s"]).await;
     assert!(ok, "{err}");
     assert_eq!(err.matches("SCIM is not available").count(), 1, "{err}");
     assert_exact(&sim, dir.path());
@@ -87,48 +60,21 @@ async fn scim_refused_means_rest_only_with_one_warning() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crawl_that_cannot_complete_fails_loudly_and_keeps_the_index() {
-    let (sim, r) = sim(SimConfig {
-        contacts: 600,
-        agents: 20,
-        ..SimConfig::default()
-    })
-    .await;
+    let (sim, r) = sim(SimConfig { contacts: 600, agents: 20, ..SimConfig::default() }).await;
     let dir = tempfile::tempdir().unwrap();
-    let (ok, err) = crawl(
-        &r,
-        dir.path(),
-        &["--token", TOKEN, "--rate-limit", "1000/s"],
-    )
-    .await;
+    let (ok, err) = crawl(&r, dir.path(), &["--token", TOKEN, "--rate-limit", "1000/s"]).await;
     assert!(ok, "{err}");
-    sim.set_faults(Faults {
-        error_rate: 1.0,
-        ..Faults::default()
-    });
-    let (ok, err) = crawl(
-        &r,
-        dir.path(),
-        &["--token", TOKEN, "--rate-limit", "1000/s"],
-    )
-    .await;
+    sim.set_faults(Faults { error_rate: 1.0, ..Faults::default() });
+    let (ok, err) = crawl(&r, dir.path(), &["--token", TOKEN, "--rate-limit", "1000/s"]).await;
     assert!(!ok, "a crawl that cannot complete must exit non-zero");
     assert!(err.contains("gave up after"), "says why: {err}");
     sim.set_faults(Faults::default());
     assert_exact(&sim, dir.path());
     let store = idgraph_graph::Store::open(dir.path()).unwrap();
-    assert_eq!(
-        store.current().unwrap(),
-        Some(1),
-        "generation 1 still served"
-    );
+    assert_eq!(store.current().unwrap(), Some(1), "generation 1 still served");
     // A wrong token is an auth failure, said clearly.
     drop(store);
-    let (ok, err) = crawl(
-        &r,
-        dir.path(),
-        &["--token", "wrong", "--rate-limit", "1000/s"],
-    )
-    .await;
+    let (ok, err) = crawl(&r, dir.path(), &["--token", "wrong", "--rate-limit", "1000/s"]).await;
     assert!(!ok);
     assert!(err.contains("refused with HTTP 40"), "{err}");
     assert!(!err.contains("wrong"), "the token is not echoed: {err}");
@@ -136,11 +82,7 @@ async fn a_crawl_that_cannot_complete_fails_loudly_and_keeps_the_index() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_after_kill_9_is_exact_and_cheap() {
-    let cfg = SimConfig {
-        contacts: 30_000,
-        agents: 50,
-        ..SimConfig::default()
-    };
+    let cfg = SimConfig { contacts: 30_000, agents: 50, ..SimConfig::default() };
     // The cost of an uninterrupted crawl, on an identical org.
     let (clean, rc) = sim(cfg.clone()).await;
     let d0 = tempfile::tempdir().unwrap();
@@ -172,17 +114,11 @@ async fn resume_after_kill_9_is_exact_and_cheap() {
     let status = child.wait().await.unwrap();
     assert!(!status.success());
     let before = sim.stats().requests;
-    assert!(
-        before < uninterrupted,
-        "killed in the middle ({before} of {uninterrupted} requests)"
-    );
+    assert!(before < uninterrupted, "killed in the middle ({before} of {uninterrupted} requests)");
     let (ok, err) = crawl(&r, dir.path(), &["--token", TOKEN, "--rate-limit", "150/s"]).await;
     assert!(ok, "{err}");
     assert!(err.contains("(resumed)"), "{err}");
     assert_exact(&sim, dir.path());
     let total = sim.stats().requests;
-    assert!(
-        (total as f64) <= uninterrupted as f64 * 1.10,
-        "{total} requests in all, uninterrupted {uninterrupted}"
-    );
+    assert!((total as f64) <= uninterrupted as f64 * 1.10, "{total} requests in all, uninterrupted {uninterrupted}");
 }

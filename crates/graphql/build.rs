@@ -9,49 +9,21 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const FILES: [(&str, &str, &str); 4] = [
-    (
-        "graphiql-3.8.3.tgz",
-        "package/graphiql.min.js",
-        "graphiql.min.js",
-    ),
-    (
-        "graphiql-3.8.3.tgz",
-        "package/graphiql.min.css",
-        "graphiql.min.css",
-    ),
-    (
-        "react-18.3.1.tgz",
-        "package/umd/react.production.min.js",
-        "react.production.min.js",
-    ),
-    (
-        "react-dom-18.3.1.tgz",
-        "package/umd/react-dom.production.min.js",
-        "react-dom.production.min.js",
-    ),
+    ("graphiql-3.8.3.tgz", "package/graphiql.min.js", "graphiql.min.js"),
+    ("graphiql-3.8.3.tgz", "package/graphiql.min.css", "graphiql.min.css"),
+    ("react-18.3.1.tgz", "package/umd/react.production.min.js", "react.production.min.js"),
+    ("react-dom-18.3.1.tgz", "package/umd/react-dom.production.min.js", "react-dom.production.min.js"),
 ];
 
 fn have_all(dir: &Path) -> bool {
-    FILES.iter().all(|(_, _, name)| {
-        dir.join(name)
-            .metadata()
-            .map(|m| m.len() > 0)
-            .unwrap_or(false)
-    })
+    FILES.iter().all(|(_, _, name)| dir.join(name).metadata().map(|m| m.len() > 0).unwrap_or(false))
 }
 
 fn fetch(dir: &Path) -> Result<(), String> {
     let work = dir.join("pack");
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
     let status = Command::new("npm")
-        .args([
-            "pack",
-            "graphiql@3.8.3",
-            "react@18.3.1",
-            "react-dom@18.3.1",
-            "--silent",
-            "--pack-destination",
-        ])
+        .args(["pack", "graphiql@3.8.3", "react@18.3.1", "react-dom@18.3.1", "--silent", "--pack-destination"])
         .arg(&work)
         .current_dir(&work)
         .status()
@@ -79,8 +51,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=IDGRAPH_GRAPHIQL_DIR");
     println!("cargo::rustc-check-cfg=cfg(graphiql_bundled)");
-    let out =
-        PathBuf::from(std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into())).join("graphiql");
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into())).join("graphiql");
     let _ = std::fs::create_dir_all(&out);
     if let Ok(src) = std::env::var("IDGRAPH_GRAPHIQL_DIR") {
         for (_, _, name) in FILES {
@@ -89,7 +60,9 @@ fn main() {
     }
     if !have_all(&out) {
         if let Err(e) = fetch(&out) {
-            println!("cargo:warning=GraphiQL assets unavailable ({e}); serving the built-in minimal query page instead");
+            println!(
+                "cargo:warning=GraphiQL assets unavailable ({e}); serving the built-in minimal query page instead"
+            );
         }
     }
     if have_all(&out) {

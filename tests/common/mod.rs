@@ -13,43 +13,27 @@ use idgraph_model::{Account, Contact, ScimUser, User};
 pub const TOKEN: &str = "test-token";
 
 pub async fn sim(cfg: SimConfig) -> (Sim, RunningSim) {
-    let sim = Sim::new(SimConfig {
-        token: TOKEN.into(),
-        ..cfg
-    });
+    let sim = Sim::new(SimConfig { token: TOKEN.into(), ..cfg });
     let running = sim.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
     (sim, running)
 }
 
 pub fn idgraph() -> tokio::process::Command {
     let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_idgraph"));
-    c.env_remove("DRIFT_TOKEN")
-        .env("RUST_LOG", "info,sled=warn")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+    c.env_remove("DRIFT_TOKEN").env("RUST_LOG", "info,sled=warn").stdin(Stdio::null()).kill_on_drop(true);
     c
 }
 
 /// Runs `idgraph crawl` against the simulator; returns (success, stderr).
 pub async fn crawl(r: &RunningSim, data_dir: &Path, extra: &[&str]) -> (bool, String) {
     let out = idgraph()
-        .args([
-            "crawl",
-            "--drift-url",
-            &r.url(),
-            "--scim-url",
-            &r.scim_url(),
-            "--data-dir",
-        ])
+        .args(["crawl", "--drift-url", &r.url(), "--scim-url", &r.scim_url(), "--data-dir"])
         .arg(data_dir)
         .args(extra)
         .output()
         .await
         .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 fn sorted<T, K: Ord>(mut v: Vec<T>, key: impl Fn(&T) -> K) -> Vec<T> {
@@ -63,48 +47,22 @@ pub fn assert_exact(sim: &Sim, data_dir: &Path) {
     let store = Store::open(data_dir).unwrap();
     let g = store.current().unwrap().expect("a current generation");
     let got = store.inputs(g).unwrap();
-    let want_contacts = sorted(
-        sim.contacts_json()
-            .iter()
-            .map(|v| Contact::from_json(v).unwrap())
-            .collect(),
-        |c| c.id,
-    );
+    let want_contacts = sorted(sim.contacts_json().iter().map(|v| Contact::from_json(v).unwrap()).collect(), |c| c.id);
     let got_contacts = sorted(got.contacts, |c| c.id);
     assert_eq!(got_contacts.len(), want_contacts.len(), "contact count");
     for (a, b) in got_contacts.iter().zip(&want_contacts) {
         assert_eq!(a, b, "contact {} differs", b.id);
     }
-    let want_users = sorted(
-        sim.users_json()
-            .iter()
-            .map(|v| User::from_json(v).unwrap())
-            .collect(),
-        |u| u.id,
-    );
+    let want_users = sorted(sim.users_json().iter().map(|v| User::from_json(v).unwrap()).collect(), |u| u.id);
     assert_eq!(sorted(got.users, |u| u.id), want_users, "users");
     if sim.config().scim_enabled {
-        let want_scim = sorted(
-            sim.scim_users_json()
-                .iter()
-                .map(|v| ScimUser::from_json(v).unwrap())
-                .collect(),
-            |u| u.id,
-        );
+        let want_scim =
+            sorted(sim.scim_users_json().iter().map(|v| ScimUser::from_json(v).unwrap()).collect(), |u| u.id);
         assert_eq!(sorted(got.scim, |u| u.id), want_scim, "SCIM users");
     }
-    let want_accounts = sorted(
-        sim.accounts_json()
-            .iter()
-            .map(|v| Account::from_json(v).unwrap())
-            .collect(),
-        |a| a.id.clone(),
-    );
-    assert_eq!(
-        sorted(got.accounts, |a| a.id.clone()),
-        want_accounts,
-        "accounts"
-    );
+    let want_accounts =
+        sorted(sim.accounts_json().iter().map(|v| Account::from_json(v).unwrap()).collect(), |a| a.id.clone());
+    assert_eq!(sorted(got.accounts, |a| a.id.clone()), want_accounts, "accounts");
 }
 
 /// Obtains OAuth tokens from the simulator and writes a config file that uses them.
@@ -134,4 +92,76 @@ pub async fn oauth_config(r: &RunningSim, sim: &Sim, dir: &Path) -> std::path::P
     )
     .unwrap();
     cfg
+}
+
+/// `idgraph serve` as a child process, and its address.
+pub struct Server {
+    pub child: tokio::process::Child,
+    pub url: String,
+}
+
+/// Starts `idgraph serve` on port 0 against the simulator and waits until it is ready.
+pub async fn serve(r: &RunningSim, data_dir: &Path, extra: &[&str]) -> Server {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = idgraph()
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--drift-url",
+            &r.url(),
+            "--scim-url",
+            &r.scim_url(),
+        ])
+        .args(["--token", TOKEN, "--rate-limit", "2000/s", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the server says where it listens")
+            .unwrap()
+            .expect("the server exited early");
+        if line.contains("serving GraphQL") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            break v["fields"]["addr"].as_str().unwrap().to_string();
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let url = format!("http://{addr}");
+    let http = reqwest::Client::new();
+    for _ in 0..600 {
+        if let Ok(r) = http.get(format!("{url}/readyz")).send().await {
+            if r.status() == 200 {
+                return Server { child, url };
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the server never became ready");
+}
+
+/// Posts a GraphQL query; returns the whole response body.
+pub async fn gql(url: &str, token: Option<&str>, query: &str, variables: serde_json::Value) -> serde_json::Value {
+    let mut req = reqwest::Client::new()
+        .post(format!("{url}/graphql"))
+        .json(&serde_json::json!({"query": query, "variables": variables}));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap().json().await.unwrap()
+}
+
+/// The data of a query that must succeed.
+pub async fn data(url: &str, token: &str, query: &str) -> serde_json::Value {
+    let v = gql(url, Some(token), query, serde_json::Value::Null).await;
+    assert!(v.get("errors").is_none(), "{query}: {v}");
+    v["data"].clone()
 }

@@ -76,22 +76,17 @@ pub struct StoredTokens {
 
 impl StoredTokens {
     pub fn read(path: &std::path::Path) -> Result<StoredTokens, CrawlError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            CrawlError::Auth(format!("cannot read token file {}: {e}", path.display()))
-        })?;
-        serde_json::from_str(&text).map_err(|e| {
-            CrawlError::Auth(format!("token file {} is not valid: {e}", path.display()))
-        })
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CrawlError::Auth(format!("cannot read token file {}: {e}", path.display())))?;
+        serde_json::from_str(&text)
+            .map_err(|e| CrawlError::Auth(format!("token file {} is not valid: {e}", path.display())))
     }
 
     /// Writes atomically (temporary file, then rename) with mode 0600.
     pub fn write(&self, path: &std::path::Path) -> Result<(), CrawlError> {
-        let text =
-            serde_json::to_string_pretty(self).map_err(|e| CrawlError::Auth(e.to_string()))?;
+        let text = serde_json::to_string_pretty(self).map_err(|e| CrawlError::Auth(e.to_string()))?;
         let tmp = path.with_extension("tmp");
-        let io = |e: std::io::Error| {
-            CrawlError::Auth(format!("cannot write token file {}: {e}", path.display()))
-        };
+        let io = |e: std::io::Error| CrawlError::Auth(format!("cannot write token file {}: {e}", path.display()));
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(io)?;
@@ -143,11 +138,7 @@ pub struct TokenSource {
 #[derive(Debug)]
 enum Kind {
     Static(Secret),
-    OAuth {
-        cfg: OAuthConfig,
-        http: reqwest::Client,
-        state: tokio::sync::Mutex<OAuthState>,
-    },
+    OAuth { cfg: OAuthConfig, http: reqwest::Client, state: tokio::sync::Mutex<OAuthState> },
 }
 
 impl TokenSource {
@@ -166,28 +157,17 @@ impl TokenSource {
                         (st.refresh_token, st.access_token, exp)
                     }
                     (None, None) => {
-                        return Err(CrawlError::Auth(
-                            "OAuth needs a refresh token or a token file".into(),
-                        ));
+                        return Err(CrawlError::Auth("OAuth needs a refresh token or a token file".into()));
                     }
                 };
                 Kind::OAuth {
                     cfg,
                     http,
-                    state: tokio::sync::Mutex::new(OAuthState {
-                        access,
-                        refresh,
-                        expires_at,
-                        lifetime: None,
-                    }),
+                    state: tokio::sync::Mutex::new(OAuthState { access, refresh, expires_at, lifetime: None }),
                 }
             }
         };
-        Ok(TokenSource {
-            kind,
-            generation: AtomicU64::new(0),
-            refreshes: AtomicU64::new(0),
-        })
+        Ok(TokenSource { kind, generation: AtomicU64::new(0), refreshes: AtomicU64::new(0) })
     }
 
     /// The bearer token to send now, and the generation it belongs to.
@@ -196,18 +176,12 @@ impl TokenSource {
             Kind::Static(t) => Ok((t.clone(), 0)),
             Kind::OAuth { cfg, state, .. } => {
                 let mut st = state.lock().await;
-                let ahead = st
-                    .lifetime
-                    .map_or(cfg.refresh_ahead, |l| cfg.refresh_ahead.min(l / 10));
-                let stale = st.access.is_none()
-                    || st.expires_at.is_some_and(|t| Instant::now() + ahead >= t);
+                let ahead = st.lifetime.map_or(cfg.refresh_ahead, |l| cfg.refresh_ahead.min(l / 10));
+                let stale = st.access.is_none() || st.expires_at.is_some_and(|t| Instant::now() + ahead >= t);
                 if stale {
                     self.refresh_locked(&mut st).await?;
                 }
-                let tok = st
-                    .access
-                    .clone()
-                    .ok_or_else(|| CrawlError::Auth("no access token".into()))?;
+                let tok = st.access.clone().ok_or_else(|| CrawlError::Auth("no access token".into()))?;
                 Ok((tok, self.generation.load(Ordering::SeqCst)))
             }
         }
@@ -260,9 +234,7 @@ impl TokenSource {
             let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             if !status.is_success() {
                 let why = v.get("error").and_then(Value::as_str).unwrap_or("refused");
-                return Err(CrawlError::Auth(format!(
-                    "token refresh refused ({status}): {why}"
-                )));
+                return Err(CrawlError::Auth(format!("token refresh refused ({status}): {why}")));
             }
             let Some(access) = v.get("access_token").and_then(Value::as_str) else {
                 last = "token response has no access_token".into();
@@ -273,8 +245,7 @@ impl TokenSource {
                 st.refresh = Secret::new(r);
             }
             let expires_in = v.get("expires_in").and_then(Value::as_u64).unwrap_or(0);
-            st.expires_at =
-                (expires_in > 0).then(|| Instant::now() + Duration::from_secs(expires_in));
+            st.expires_at = (expires_in > 0).then(|| Instant::now() + Duration::from_secs(expires_in));
             st.lifetime = (expires_in > 0).then(|| Duration::from_secs(expires_in));
             self.generation.fetch_add(1, Ordering::SeqCst);
             self.refreshes.fetch_add(1, Ordering::Relaxed);
@@ -282,15 +253,11 @@ impl TokenSource {
                 StoredTokens {
                     refresh_token: st.refresh.clone(),
                     access_token: st.access.clone(),
-                    expires_at_epoch_s: (expires_in > 0)
-                        .then(|| chrono_now_s() + expires_in as i64),
+                    expires_at_epoch_s: (expires_in > 0).then(|| chrono_now_s() + expires_in as i64),
                 }
                 .write(path)?;
             }
-            tracing::info!(
-                expires_in_s = expires_in,
-                "refreshed the OAuth access token"
-            );
+            tracing::info!(expires_in_s = expires_in, "refreshed the OAuth access token");
             return Ok(());
         }
         Err(CrawlError::Auth(format!("token refresh failed: {last}")))
@@ -298,10 +265,7 @@ impl TokenSource {
 }
 
 fn chrono_now_s() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// Exchanges an authorization code for tokens (the login flow's last step).
@@ -320,16 +284,17 @@ pub async fn exchange_code(
         ("client_secret", client_secret.expose()),
         ("redirect_uri", redirect_uri),
     ];
-    let resp = http.post(token_url).form(&form).send().await.map_err(|e| {
-        CrawlError::Auth(format!("token endpoint unreachable: {}", e.without_url()))
-    })?;
+    let resp = http
+        .post(token_url)
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| CrawlError::Auth(format!("token endpoint unreachable: {}", e.without_url())))?;
     let status = resp.status();
     let v: Value = resp.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
         let why = v.get("error").and_then(Value::as_str).unwrap_or("refused");
-        return Err(CrawlError::Auth(format!(
-            "code exchange refused ({status}): {why}"
-        )));
+        return Err(CrawlError::Auth(format!("code exchange refused ({status}): {why}")));
     }
     let refresh = v
         .get("refresh_token")
@@ -338,10 +303,7 @@ pub async fn exchange_code(
     let expires_in = v.get("expires_in").and_then(Value::as_u64).unwrap_or(0);
     Ok(StoredTokens {
         refresh_token: Secret::new(refresh),
-        access_token: v
-            .get("access_token")
-            .and_then(Value::as_str)
-            .map(Secret::new),
+        access_token: v.get("access_token").and_then(Value::as_str).map(Secret::new),
         expires_at_epoch_s: (expires_in > 0).then(|| chrono_now_s() + expires_in as i64),
     })
 }

@@ -25,19 +25,14 @@ pub struct BudgetConfig {
 
 impl BudgetConfig {
     pub fn per_second(&self) -> f64 {
-        f64::from(self.requests.max(1)) / self.per.as_secs_f64().max(0.001)
-            * self.share.clamp(0.01, 1.0)
+        f64::from(self.requests.max(1)) / self.per.as_secs_f64().max(0.001) * self.share.clamp(0.01, 1.0)
     }
 }
 
 impl Default for BudgetConfig {
     /// Drift's documented budget: about 200 requests a minute per token.
     fn default() -> Self {
-        BudgetConfig {
-            requests: 200,
-            per: Duration::from_secs(60),
-            share: 1.0,
-        }
+        BudgetConfig { requests: 200, per: Duration::from_secs(60), share: 1.0 }
     }
 }
 
@@ -47,10 +42,7 @@ impl std::str::FromStr for BudgetConfig {
     fn from_str(s: &str) -> Result<Self, String> {
         let (rate, share) = match s.split_once('@') {
             Some((r, sh)) => {
-                let share: f64 = sh
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("rate {s:?}: share {sh:?} is not a number"))?;
+                let share: f64 = sh.trim().parse().map_err(|_| format!("rate {s:?}: share {sh:?} is not a number"))?;
                 if !(share > 0.0 && share <= 1.0) {
                     return Err(format!("rate {s:?}: share must be in (0, 1]"));
                 }
@@ -58,36 +50,22 @@ impl std::str::FromStr for BudgetConfig {
             }
             None => (s, 1.0),
         };
-        let (n, unit) = rate
-            .split_once('/')
-            .ok_or_else(|| format!("rate {s:?}: expected N/UNIT, e.g. 200/min"))?;
-        let requests: u32 = n
-            .trim()
-            .parse()
-            .map_err(|_| format!("rate {s:?}: {n:?} is not a number"))?;
+        let (n, unit) = rate.split_once('/').ok_or_else(|| format!("rate {s:?}: expected N/UNIT, e.g. 200/min"))?;
+        let requests: u32 = n.trim().parse().map_err(|_| format!("rate {s:?}: {n:?} is not a number"))?;
         if requests == 0 {
             return Err(format!("rate {s:?}: must allow at least one request"));
         }
         let unit = unit.trim();
         let digits: String = unit.chars().take_while(char::is_ascii_digit).collect();
-        let mult: u64 = if digits.is_empty() {
-            1
-        } else {
-            digits
-                .parse()
-                .map_err(|_| format!("rate {s:?}: bad unit"))?
-        };
+        let mult: u64 =
+            if digits.is_empty() { 1 } else { digits.parse().map_err(|_| format!("rate {s:?}: bad unit"))? };
         let base = match &unit[digits.len()..] {
             "s" | "sec" | "second" => 1,
             "m" | "min" | "minute" => 60,
             "h" | "hour" => 3600,
             other => return Err(format!("rate {s:?}: unknown unit {other:?} (s, min or h)")),
         };
-        Ok(BudgetConfig {
-            requests,
-            per: Duration::from_secs(base * mult.max(1)),
-            share,
-        })
+        Ok(BudgetConfig { requests, per: Duration::from_secs(base * mult.max(1)), share })
     }
 }
 
@@ -144,11 +122,7 @@ impl Budget {
         if s.rate >= s.rate_max {
             return;
         }
-        let step = if s.rate < 0.9 * s.ceiling {
-            0.01 * s.rate_max
-        } else {
-            0.0005 * s.rate_max
-        };
+        let step = if s.rate < 0.9 * s.ceiling { 0.01 * s.rate_max } else { 0.0005 * s.rate_max };
         s.rate = (s.rate + step).min(s.rate_max);
     }
 
@@ -157,16 +131,12 @@ impl Budget {
     pub fn on_rate_limited(&self, retry_after: Option<Duration>) {
         let mut s = self.state.lock();
         let now = Instant::now();
-        if s.last_decrease
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-        {
+        if s.last_decrease.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
             s.ceiling = s.rate;
             s.rate = (s.rate * 0.7).max(s.rate_max * RATE_FLOOR);
             s.last_decrease = Some(now);
         }
-        let pause = retry_after
-            .unwrap_or_else(|| Duration::from_secs_f64(2.0 / s.rate))
-            .min(Duration::from_secs(120));
+        let pause = retry_after.unwrap_or_else(|| Duration::from_secs_f64(2.0 / s.rate)).min(Duration::from_secs(120));
         s.next_slot = s.next_slot.max(now + pause);
     }
 

@@ -83,30 +83,15 @@ fn error_message(body: &[u8]) -> String {
         v.get("errors")
             .and_then(Value::as_array)
             .and_then(|a| a.first())
-            .map(|e| {
-                e.get("message")
-                    .and_then(Value::as_str)
-                    .map_or_else(|| e.to_string(), str::to_string)
-            })
+            .map(|e| e.get("message").and_then(Value::as_str).map_or_else(|| e.to_string(), str::to_string))
     })
     .or_else(|| v.get("detail").and_then(Value::as_str).map(str::to_string));
     msg.unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
 }
 
 impl DriftClient {
-    pub fn new(
-        http: reqwest::Client,
-        auth: Arc<TokenSource>,
-        budget: Arc<Budget>,
-        retry: RetryPolicy,
-    ) -> DriftClient {
-        DriftClient {
-            http,
-            auth,
-            budget,
-            retry,
-            stats: Arc::new(ClientStats::default()),
-        }
+    pub fn new(http: reqwest::Client, auth: Arc<TokenSource>, budget: Arc<Budget>, retry: RetryPolicy) -> DriftClient {
+        DriftClient { http, auth, budget, retry, stats: Arc::new(ClientStats::default()) }
     }
 
     pub fn budget(&self) -> &Arc<Budget> {
@@ -123,12 +108,7 @@ impl DriftClient {
 
     /// Sends one request until it succeeds, is refused for good, or runs out of attempts.
     /// A 404 is returned as a reply, not an error: for a lookup, "gone" is an answer.
-    pub async fn request(
-        &self,
-        method: Method,
-        url: &str,
-        body: Option<&Value>,
-    ) -> Result<Reply, CrawlError> {
+    pub async fn request(&self, method: Method, url: &str, body: Option<&Value>) -> Result<Reply, CrawlError> {
         let endpoint = endpoint_of(url);
         let mut attempts = 0u32;
         let mut limited = 0u32;
@@ -136,25 +116,15 @@ impl DriftClient {
         let mut last = String::new();
         loop {
             if attempts >= self.retry.max_attempts {
-                return Err(CrawlError::Exhausted {
-                    endpoint,
-                    attempts,
-                    last,
-                });
+                return Err(CrawlError::Exhausted { endpoint, attempts, last });
             }
             if limited > self.retry.max_rate_limited {
-                return Err(CrawlError::RateLimited {
-                    endpoint,
-                    times: limited,
-                });
+                return Err(CrawlError::RateLimited { endpoint, times: limited });
             }
             self.budget.acquire().await;
             let (token, gen) = self.auth.bearer().await?;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let mut req = self
-                .http
-                .request(method.clone(), url)
-                .bearer_auth(token.expose());
+            let mut req = self.http.request(method.clone(), url).bearer_auth(token.expose());
             if let Some(b) = body {
                 req = req.json(b);
             }
@@ -164,10 +134,7 @@ impl DriftClient {
                     let headers = resp.headers().clone();
                     match resp.bytes().await {
                         Ok(bytes) => Ok((status, headers, bytes)),
-                        Err(e) => Err(format!(
-                            "connection lost reading the body: {}",
-                            e.without_url()
-                        )),
+                        Err(e) => Err(format!("connection lost reading the body: {}", e.without_url())),
                     }
                 }
                 Err(e) => Err(format!("transport: {}", e.without_url())),
@@ -182,23 +149,14 @@ impl DriftClient {
                     continue;
                 }
             };
-            let header_num = |name: &str| -> Option<u64> {
-                headers.get(name)?.to_str().ok()?.trim().parse().ok()
-            };
-            if let (Some(rem), Some(reset)) = (
-                header_num("x-ratelimit-remaining"),
-                header_num("x-ratelimit-reset"),
-            ) {
-                self.budget
-                    .on_limit_headers(rem, Duration::from_secs(reset));
+            let header_num = |name: &str| -> Option<u64> { headers.get(name)?.to_str().ok()?.trim().parse().ok() };
+            if let (Some(rem), Some(reset)) = (header_num("x-ratelimit-remaining"), header_num("x-ratelimit-reset")) {
+                self.budget.on_limit_headers(rem, Duration::from_secs(reset));
             }
             match status.as_u16() {
                 200..=299 | 404 => {
-                    let parsed: Result<Value, _> = if bytes.is_empty() {
-                        Ok(Value::Null)
-                    } else {
-                        serde_json::from_slice(&bytes)
-                    };
+                    let parsed: Result<Value, _> =
+                        if bytes.is_empty() { Ok(Value::Null) } else { serde_json::from_slice(&bytes) };
                     match parsed {
                         Ok(body) => {
                             self.budget.on_success();
@@ -227,16 +185,9 @@ impl DriftClient {
                         continue;
                     }
                     if status.as_u16() == 403 && msg.to_ascii_lowercase().contains("scope") {
-                        return Err(CrawlError::Forbidden {
-                            endpoint,
-                            message: msg,
-                        });
+                        return Err(CrawlError::Forbidden { endpoint, message: msg });
                     }
-                    return Err(CrawlError::Unauthorized {
-                        endpoint,
-                        status: status.as_u16(),
-                        message: msg,
-                    });
+                    return Err(CrawlError::Unauthorized { endpoint, status: status.as_u16(), message: msg });
                 }
                 500..=599 | 408 => {
                     self.stats.server_errors.fetch_add(1, Ordering::Relaxed);
@@ -245,11 +196,7 @@ impl DriftClient {
                     self.backoff(attempts).await;
                 }
                 _ => {
-                    return Err(CrawlError::Http {
-                        endpoint,
-                        status: status.as_u16(),
-                        message: error_message(&bytes),
-                    });
+                    return Err(CrawlError::Http { endpoint, status: status.as_u16(), message: error_message(&bytes) });
                 }
             }
         }
@@ -257,11 +204,7 @@ impl DriftClient {
 
     async fn backoff(&self, attempt: u32) {
         self.stats.retries.fetch_add(1, Ordering::Relaxed);
-        let exp = self
-            .retry
-            .backoff_base
-            .saturating_mul(1 << attempt.min(10))
-            .min(self.retry.backoff_max);
+        let exp = self.retry.backoff_base.saturating_mul(1 << attempt.min(10)).min(self.retry.backoff_max);
         // Full jitter: spread retries so that many failing requests do not come back together.
         let ms = rand::rng().random_range(0..=exp.as_millis().max(1) as u64);
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -279,10 +222,7 @@ mod tests {
 
     #[test]
     fn error_messages_in_three_shapes() {
-        assert_eq!(
-            error_message(br#"{"error":{"type":"x","message":"m1"}}"#),
-            "m1"
-        );
+        assert_eq!(error_message(br#"{"error":{"type":"x","message":"m1"}}"#), "m1");
         assert_eq!(error_message(br#"{"error":"m2"}"#), "m2");
         assert_eq!(error_message(br#"{"errors":[{"message":"m3"}]}"#), "m3");
     }

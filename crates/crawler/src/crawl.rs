@@ -15,8 +15,7 @@ use crate::auth::TokenSource;
 use crate::budget::Budget;
 use crate::client::{DriftClient, Reply};
 use crate::{
-    Checkpoint, CheckpointUpdate, ContactsMode, CrawlConfig, CrawlError, CrawlEvent, CrawlSummary,
-    Credentials, Source,
+    Checkpoint, CheckpointUpdate, ContactsMode, CrawlConfig, CrawlError, CrawlEvent, CrawlSummary, Credentials, Source,
 };
 
 /// The most SCIM users a crawl will page through before it calls the source broken.
@@ -46,13 +45,9 @@ fn base(url: &str) -> String {
 impl Crawler {
     pub fn new(cfg: CrawlConfig) -> Result<Crawler, CrawlError> {
         if !(1..=100).contains(&cfg.page_size) {
-            return Err(CrawlError::Config(format!(
-                "page size {} is not in 1..=100",
-                cfg.page_size
-            )));
+            return Err(CrawlError::Config(format!("page size {} is not in 1..=100", cfg.page_size)));
         }
-        url::Url::parse(&cfg.drift_url)
-            .map_err(|e| CrawlError::Config(format!("drift url: {e}")))?;
+        url::Url::parse(&cfg.drift_url).map_err(|e| CrawlError::Config(format!("drift url: {e}")))?;
         let http = reqwest::Client::builder()
             .timeout(cfg.request_timeout)
             .connect_timeout(std::time::Duration::from_secs(10))
@@ -68,12 +63,7 @@ impl Crawler {
             (Some(_), Some(creds)) => {
                 // A separate token has a budget of its own.
                 let auth = Arc::new(TokenSource::new(creds.clone(), http.clone())?);
-                Some(DriftClient::new(
-                    http,
-                    auth,
-                    Arc::new(Budget::new(cfg.budget)),
-                    cfg.retry,
-                ))
+                Some(DriftClient::new(http, auth, Arc::new(Budget::new(cfg.budget)), cfg.retry))
             }
         };
         Ok(Crawler { cfg, rest, scim })
@@ -101,32 +91,12 @@ impl Crawler {
         known: HashSet<u64>,
         tx: mpsc::Sender<CrawlEvent>,
     ) -> Result<CrawlSummary, CrawlError> {
-        self.run_sources(
-            &[
-                Source::Users,
-                Source::Scim,
-                Source::Accounts,
-                Source::Contacts,
-            ],
-            resume,
-            known,
-            tx,
-        )
-        .await
+        self.run_sources(&[Source::Users, Source::Scim, Source::Accounts, Source::Contacts], resume, known, tx).await
     }
 
     /// An agents-only refresh: REST users and SCIM users (a few requests).
-    pub async fn run_agents(
-        &self,
-        tx: mpsc::Sender<CrawlEvent>,
-    ) -> Result<CrawlSummary, CrawlError> {
-        self.run_sources(
-            &[Source::Users, Source::Scim],
-            Checkpoint::default(),
-            HashSet::new(),
-            tx,
-        )
-        .await
+    pub async fn run_agents(&self, tx: mpsc::Sender<CrawlEvent>) -> Result<CrawlSummary, CrawlError> {
+        self.run_sources(&[Source::Users, Source::Scim], Checkpoint::default(), HashSet::new(), tx).await
     }
 
     async fn run_sources(
@@ -205,12 +175,10 @@ impl Crawler {
     fn resolve(&self, link: &str) -> String {
         match url::Url::parse(link) {
             Ok(u) => u.to_string(),
-            Err(_) => {
-                match url::Url::parse(&base(&self.cfg.drift_url)).and_then(|b| b.join(link)) {
-                    Ok(u) => u.to_string(),
-                    Err(_) => self.url(link),
-                }
-            }
+            Err(_) => match url::Url::parse(&base(&self.cfg.drift_url)).and_then(|b| b.join(link)) {
+                Ok(u) => u.to_string(),
+                Err(_) => self.url(link),
+            },
         }
     }
 
@@ -233,14 +201,7 @@ impl Crawler {
                 Err(e) => {
                     counts.bad.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(?source, error = %e, "skipping a record that cannot be read");
-                    Self::send(
-                        tx,
-                        CrawlEvent::BadRecord {
-                            source,
-                            error: e.to_string(),
-                        },
-                    )
-                    .await?;
+                    Self::send(tx, CrawlEvent::BadRecord { source, error: e.to_string() }).await?;
                 }
             }
         }
@@ -277,29 +238,18 @@ impl Crawler {
         }
     }
 
-    async fn crawl_users(
-        &self,
-        tx: &mpsc::Sender<CrawlEvent>,
-        counts: &Counts,
-    ) -> Result<(), CrawlError> {
+    async fn crawl_users(&self, tx: &mpsc::Sender<CrawlEvent>, counts: &Counts) -> Result<(), CrawlError> {
         let data_list = |v: &Value| v.get("data").and_then(Value::as_array).cloned();
-        let items = match self
-            .get_list(&self.rest, &self.url("/users/list"), data_list)
-            .await
-        {
+        let items = match self.get_list(&self.rest, &self.url("/users/list"), data_list).await {
             Ok((_, items)) => items,
             // The brief calls it `/users`.
             Err(CrawlError::Http { status: 404, .. }) => {
-                self.get_list(&self.rest, &self.url("/users"), data_list)
-                    .await?
-                    .1
+                self.get_list(&self.rest, &self.url("/users"), data_list).await?.1
             }
             Err(e) => return Err(e),
         };
         let users = Self::parse_page(tx, counts, Source::Users, &items, User::from_json).await?;
-        counts
-            .users
-            .fetch_add(users.len() as u64, Ordering::Relaxed);
+        counts.users.fetch_add(users.len() as u64, Ordering::Relaxed);
         let records = users.into_iter().map(Record::User).collect();
         Self::send(
             tx,
@@ -314,11 +264,7 @@ impl Crawler {
 
     /// Pages SCIM users from `startIndex=1` until `totalResults`, never trusting `itemsPerPage`.
     /// Returns false when SCIM is refused (not Enterprise): a REST-only crawl, with one warning.
-    async fn crawl_scim(
-        &self,
-        tx: &mpsc::Sender<CrawlEvent>,
-        counts: &Counts,
-    ) -> Result<bool, CrawlError> {
+    async fn crawl_scim(&self, tx: &mpsc::Sender<CrawlEvent>, counts: &Counts) -> Result<bool, CrawlError> {
         let (Some(client), Some(scim_url)) = (&self.scim, &self.cfg.scim_url) else {
             return Ok(false);
         };
@@ -329,23 +275,17 @@ impl Crawler {
         loop {
             let url = format!("{scim_url}/Users?startIndex={start}&count=100");
             let resources = |v: &Value| {
-                v.get("Resources")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .or_else(|| {
-                        // An empty ListResponse may omit Resources.
-                        v.get("totalResults").map(|_| Vec::new())
-                    })
+                v.get("Resources").and_then(Value::as_array).cloned().or_else(|| {
+                    // An empty ListResponse may omit Resources.
+                    v.get("totalResults").map(|_| Vec::new())
+                })
             };
             let (reply, items) = match self.get_list(client, &url, resources).await {
                 Ok(x) => x,
                 Err(
                     e @ (CrawlError::Unauthorized { .. }
                     | CrawlError::Forbidden { .. }
-                    | CrawlError::Http {
-                        status: 403 | 404 | 401,
-                        ..
-                    }),
+                    | CrawlError::Http { status: 403 | 404 | 401, .. }),
                 ) if first => {
                     let msg = format!("SCIM is not available ({e}); crawling REST only: deactivations will show only once Drift deletes the user");
                     Self::send(tx, CrawlEvent::Warning(msg)).await?;
@@ -367,14 +307,9 @@ impl Crawler {
             };
             first = false;
             pages += 1;
-            let total = reply
-                .body
-                .get("totalResults")
-                .and_then(Value::as_u64)
-                .unwrap_or(0) as usize;
+            let total = reply.body.get("totalResults").and_then(Value::as_u64).unwrap_or(0) as usize;
             let received = items.len();
-            let users =
-                Self::parse_page(tx, counts, Source::Scim, &items, ScimUser::from_json).await?;
+            let users = Self::parse_page(tx, counts, Source::Scim, &items, ScimUser::from_json).await?;
             counts.scim.fetch_add(users.len() as u64, Ordering::Relaxed);
             let done = received == 0 || start - 1 + received >= total;
             let mut checkpoint = vec![CheckpointUpdate::ScimAvailable(true)];
@@ -400,11 +335,7 @@ impl Crawler {
         }
     }
 
-    async fn crawl_accounts(
-        &self,
-        tx: &mpsc::Sender<CrawlEvent>,
-        counts: &Counts,
-    ) -> Result<(), CrawlError> {
+    async fn crawl_accounts(&self, tx: &mpsc::Sender<CrawlEvent>, counts: &Counts) -> Result<(), CrawlError> {
         let mut url = self.url("/accounts?index=0&size=100");
         let mut pages = 0usize;
         let mut index = 0usize;
@@ -412,12 +343,7 @@ impl Crawler {
             let accounts_of = |v: &Value| v.get("data")?.get("accounts")?.as_array().cloned();
             let (reply, items) = match self.get_list(&self.rest, &url, accounts_of).await {
                 Ok(x) => x,
-                Err(
-                    e @ (CrawlError::Forbidden { .. }
-                    | CrawlError::Http {
-                        status: 403 | 404, ..
-                    }),
-                ) if pages == 0 => {
+                Err(e @ (CrawlError::Forbidden { .. } | CrawlError::Http { status: 403 | 404, .. })) if pages == 0 => {
                     let msg = format!("accounts are not available ({e}); crawling without them");
                     Self::send(tx, CrawlEvent::Warning(msg)).await?;
                     break;
@@ -428,16 +354,10 @@ impl Crawler {
             let data = reply.body.get("data").cloned().unwrap_or(Value::Null);
             let total = data.get("total").and_then(Value::as_u64).unwrap_or(0) as usize;
             let n = items.len();
-            let accounts =
-                Self::parse_page(tx, counts, Source::Accounts, &items, Account::from_json).await?;
-            counts
-                .accounts
-                .fetch_add(accounts.len() as u64, Ordering::Relaxed);
+            let accounts = Self::parse_page(tx, counts, Source::Accounts, &items, Account::from_json).await?;
+            counts.accounts.fetch_add(accounts.len() as u64, Ordering::Relaxed);
             index += n;
-            let next = data
-                .get("next")
-                .and_then(Value::as_str)
-                .map(|l| self.resolve(l));
+            let next = data.get("next").and_then(Value::as_str).map(|l| self.resolve(l));
             let done = n == 0 || index >= total || next.is_none();
             Self::send(
                 tx,
@@ -480,8 +400,7 @@ impl Crawler {
         };
         match mode {
             ContactsMode::Listing => {
-                self.list_contacts(resume.contacts_next.clone(), tx, counts)
-                    .await?;
+                self.list_contacts(resume.contacts_next.clone(), tx, counts).await?;
                 Ok((mode, None))
             }
             ContactsMode::Discovery => {
@@ -496,14 +415,8 @@ impl Crawler {
     async fn probe_listing(&self) -> Result<ContactsMode, CrawlError> {
         match self.rest.get(&self.url("/contacts?limit=1")).await {
             Ok(r) if r.body.get("data").is_some_and(Value::is_array) => Ok(ContactsMode::Listing),
-            Ok(_)
-            | Err(CrawlError::Http {
-                status: 400 | 404 | 405,
-                ..
-            }) => {
-                tracing::info!(
-                    "the contact listing is refused: discovering contacts through conversations"
-                );
+            Ok(_) | Err(CrawlError::Http { status: 400 | 404 | 405, .. }) => {
+                tracing::info!("the contact listing is refused: discovering contacts through conversations");
                 Ok(ContactsMode::Discovery)
             }
             Err(e) => Err(e),
@@ -519,28 +432,14 @@ impl Crawler {
         let limit = self.cfg.page_size;
         for _ in 0..self.cfg.max_pages {
             let url = match &cursor {
-                Some(c) => self.url(&format!(
-                    "/contacts?limit={limit}&next={}",
-                    urlencoding::encode(c)
-                )),
+                Some(c) => self.url(&format!("/contacts?limit={limit}&next={}", urlencoding::encode(c))),
                 None => self.url(&format!("/contacts?limit={limit}")),
             };
-            let (reply, items) = self
-                .get_list(&self.rest, &url, |v| {
-                    v.get("data").and_then(Value::as_array).cloned()
-                })
-                .await?;
-            let contacts =
-                Self::parse_page(tx, counts, Source::Contacts, &items, Contact::from_json).await?;
-            counts
-                .contacts
-                .fetch_add(contacts.len() as u64, Ordering::Relaxed);
-            let next = reply
-                .body
-                .get("next")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string);
+            let (reply, items) =
+                self.get_list(&self.rest, &url, |v| v.get("data").and_then(Value::as_array).cloned()).await?;
+            let contacts = Self::parse_page(tx, counts, Source::Contacts, &items, Contact::from_json).await?;
+            counts.contacts.fetch_add(contacts.len() as u64, Ordering::Relaxed);
+            let next = reply.body.get("next").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
             let mut checkpoint = vec![CheckpointUpdate::Listing { next: next.clone() }];
             if next.is_none() {
                 checkpoint.push(CheckpointUpdate::Done(Source::Contacts));
@@ -570,17 +469,15 @@ impl Crawler {
         tx: &mpsc::Sender<CrawlEvent>,
         counts: &Counts,
     ) -> Result<Option<i64>, CrawlError> {
-        let mut url = resume.conversations_next.clone().unwrap_or_else(|| {
-            self.url(&format!("/conversations/list?limit={}", self.cfg.page_size))
-        });
+        let mut url = resume
+            .conversations_next
+            .clone()
+            .unwrap_or_else(|| self.url(&format!("/conversations/list?limit={}", self.cfg.page_size)));
         let mut high_water = None;
         let mut pages = 0usize;
         loop {
-            let (reply, items) = self
-                .get_list(&self.rest, &url, |v| {
-                    v.get("data").and_then(Value::as_array).cloned()
-                })
-                .await?;
+            let (reply, items) =
+                self.get_list(&self.rest, &url, |v| v.get("data").and_then(Value::as_array).cloned()).await?;
             pages += 1;
             let mut ids = Vec::new();
             let mut reached_since = false;
@@ -589,11 +486,7 @@ impl Crawler {
                 if high_water.is_none_or(|h| updated > h) {
                     high_water = Some(updated);
                 }
-                if resume
-                    .since_ms
-                    .or(self.cfg.since_ms)
-                    .is_some_and(|s| updated < s)
-                {
+                if resume.since_ms.or(self.cfg.since_ms).is_some_and(|s| updated < s) {
                     reached_since = true;
                     break;
                 }
@@ -604,9 +497,7 @@ impl Crawler {
                 }
             }
             let fetched = self.fetch_contacts(&ids, tx, counts).await?;
-            counts
-                .contacts
-                .fetch_add(fetched.len() as u64, Ordering::Relaxed);
+            counts.contacts.fetch_add(fetched.len() as u64, Ordering::Relaxed);
             let next = reply
                 .body
                 .get("links")
@@ -659,11 +550,7 @@ impl Crawler {
         let results: Vec<Result<Option<Value>, CrawlError>> = stream::iter(ids.iter().copied())
             .map(|id| async move {
                 let r = self.rest.get(&self.url(&format!("/contacts/{id}"))).await?;
-                Ok(if r.status.as_u16() == 404 {
-                    None
-                } else {
-                    r.body.get("data").cloned()
-                })
+                Ok(if r.status.as_u16() == 404 { None } else { r.body.get("data").cloned() })
             })
             .buffered(self.cfg.concurrency.max(1))
             .collect()
@@ -689,45 +576,25 @@ impl Crawler {
         };
         let text = std::fs::read_to_string(path)
             .map_err(|e| CrawlError::Config(format!("known ids file {}: {e}", path.display())))?;
-        for chunk in text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .collect::<Vec<_>>()
-            .chunks(20)
+        for chunk in
+            text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect::<Vec<_>>().chunks(20)
         {
             let mut records = Vec::new();
             for line in chunk {
                 let url = match line.strip_prefix("ext:") {
-                    Some(x) => self.url(&format!(
-                        "/contacts?idType=external&id={}",
-                        urlencoding::encode(x)
-                    )),
+                    Some(x) => self.url(&format!("/contacts?idType=external&id={}", urlencoding::encode(x))),
                     None => self.url(&format!("/contacts?email={}", urlencoding::encode(line))),
                 };
-                let (_, items) = self
-                    .get_list(&self.rest, &url, |v| {
-                        v.get("data").and_then(Value::as_array).cloned()
-                    })
-                    .await?;
-                for c in Self::parse_page(tx, counts, Source::Contacts, &items, Contact::from_json)
-                    .await?
-                {
+                let (_, items) =
+                    self.get_list(&self.rest, &url, |v| v.get("data").and_then(Value::as_array).cloned()).await?;
+                for c in Self::parse_page(tx, counts, Source::Contacts, &items, Contact::from_json).await? {
                     if known.insert(c.id) {
                         counts.contacts.fetch_add(1, Ordering::Relaxed);
                         records.push(Record::Contact(c));
                     }
                 }
             }
-            Self::send(
-                tx,
-                CrawlEvent::Page {
-                    source: Source::Contacts,
-                    records,
-                    checkpoint: vec![],
-                },
-            )
-            .await?;
+            Self::send(tx, CrawlEvent::Page { source: Source::Contacts, records, checkpoint: vec![] }).await?;
         }
         Ok(())
     }

@@ -28,25 +28,13 @@ pub enum CrawlError {
     #[error("authentication failed: {0}")]
     Auth(String),
     #[error("{endpoint}: refused with HTTP {status}: {message}")]
-    Unauthorized {
-        endpoint: String,
-        status: u16,
-        message: String,
-    },
+    Unauthorized { endpoint: String, status: u16, message: String },
     #[error("{endpoint}: the token lacks a scope: {message}")]
     Forbidden { endpoint: String, message: String },
     #[error("{endpoint}: HTTP {status}: {message}")]
-    Http {
-        endpoint: String,
-        status: u16,
-        message: String,
-    },
+    Http { endpoint: String, status: u16, message: String },
     #[error("{endpoint}: gave up after {attempts} attempts; last: {last}")]
-    Exhausted {
-        endpoint: String,
-        attempts: u32,
-        last: String,
-    },
+    Exhausted { endpoint: String, attempts: u32, last: String },
     #[error("{endpoint}: still rate limited after {times} tries")]
     RateLimited { endpoint: String, times: u32 },
     #[error("{endpoint}: unexpected response shape: {detail}")]
@@ -105,10 +93,7 @@ impl Checkpoint {
                 self.mode = Some(ContactsMode::Listing);
                 self.contacts_next = next.clone();
             }
-            CheckpointUpdate::Conversations {
-                next,
-                high_water_ms,
-            } => {
+            CheckpointUpdate::Conversations { next, high_water_ms } => {
                 self.mode = Some(ContactsMode::Discovery);
                 self.conversations_next = next.clone();
                 if let Some(h) = high_water_ms {
@@ -128,13 +113,8 @@ impl Checkpoint {
 /// A change to the checkpoint that becomes true once the records sent with it are stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CheckpointUpdate {
-    Listing {
-        next: Option<String>,
-    },
-    Conversations {
-        next: Option<String>,
-        high_water_ms: Option<i64>,
-    },
+    Listing { next: Option<String> },
+    Conversations { next: Option<String>, high_water_ms: Option<i64> },
     Done(Source),
     ScimAvailable(bool),
 }

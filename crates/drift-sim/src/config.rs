@@ -19,9 +19,7 @@ impl std::str::FromStr for Profile {
         match s {
             "seed" => Ok(Profile::Seed),
             "drift" => Ok(Profile::Drift),
-            other => Err(format!(
-                "unknown profile {other:?} (expected seed or drift)"
-            )),
+            other => Err(format!("unknown profile {other:?} (expected seed or drift)")),
         }
     }
 }
@@ -42,9 +40,7 @@ impl std::str::FromStr for DeprovisionPolicy {
         match s {
             "delete" => Ok(DeprovisionPolicy::Delete),
             "deactivate" => Ok(DeprovisionPolicy::Deactivate),
-            other => Err(format!(
-                "unknown deprovision policy {other:?} (expected delete or deactivate)"
-            )),
+            other => Err(format!("unknown deprovision policy {other:?} (expected delete or deactivate)")),
         }
     }
 }
@@ -78,25 +74,16 @@ impl std::str::FromStr for RateLimit {
     type Err = String;
     /// Parses `200/min`, `50/s`, `1000/20s`, `3600/h`.
     fn from_str(s: &str) -> Result<Self, String> {
-        let (n, unit) = s
-            .split_once('/')
-            .ok_or_else(|| format!("rate {s:?}: expected N/UNIT, e.g. 200/min or 50/s"))?;
-        let requests: u32 = n
-            .trim()
-            .parse()
-            .map_err(|_| format!("rate {s:?}: {n:?} is not a number"))?;
+        let (n, unit) =
+            s.split_once('/').ok_or_else(|| format!("rate {s:?}: expected N/UNIT, e.g. 200/min or 50/s"))?;
+        let requests: u32 = n.trim().parse().map_err(|_| format!("rate {s:?}: {n:?} is not a number"))?;
         if requests == 0 {
             return Err(format!("rate {s:?}: must allow at least one request"));
         }
         let unit = unit.trim();
         let digits: String = unit.chars().take_while(|c| c.is_ascii_digit()).collect();
-        let mult: u64 = if digits.is_empty() {
-            1
-        } else {
-            digits
-                .parse()
-                .map_err(|_| format!("rate {s:?}: bad unit"))?
-        };
+        let mult: u64 =
+            if digits.is_empty() { 1 } else { digits.parse().map_err(|_| format!("rate {s:?}: bad unit"))? };
         let base = match &unit[digits.len()..] {
             "s" | "sec" | "second" => 1,
             "m" | "min" | "minute" => 60,
@@ -105,11 +92,7 @@ impl std::str::FromStr for RateLimit {
         };
         let per = Duration::from_secs(base * mult.max(1));
         let burst = (requests / 20).max(5).min(requests.max(1));
-        Ok(RateLimit {
-            requests,
-            per,
-            burst,
-        })
+        Ok(RateLimit { requests, per, burst })
     }
 }
 

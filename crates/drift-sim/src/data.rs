@@ -173,9 +173,7 @@ const COMPANIES: &[&str] = &[
     "oscorp",
     "massive",
 ];
-const TITLES: &[&str] = &[
-    "CTO", "VP Sales", "Engineer", "Buyer", "CFO", "Analyst", "Founder",
-];
+const TITLES: &[&str] = &["CTO", "VP Sales", "Engineer", "Buyer", "CFO", "Analyst", "Founder"];
 
 /// Epoch ms "now" for generated data: fixed, so the same seed makes the same org.
 pub const GENERATED_NOW_MS: i64 = 1_764_000_000_000;
@@ -214,10 +212,7 @@ impl Org {
             let (name, email) = if bot {
                 (format!("Drift Bot {i}"), format!("bot-{i}@drift.com"))
             } else {
-                (
-                    format!("{} {}", cap(given), cap(family)),
-                    format!("{given}.{family}.{i}@example-org.com"),
-                )
+                (format!("{} {}", cap(given), cap(family)), format!("{given}.{family}.{i}@example-org.com"))
             };
             if !bot {
                 humans.push(id);
@@ -263,13 +258,7 @@ impl Org {
                 // An owner id never seen as an agent: deleted before anyone indexed the org.
                 Some(OwnerVal::Num(FIRST_USER_ID - 1 - (i as u64 % 7)))
             } else {
-                pick_owner(&mut rng).map(|o| {
-                    if roll < 0.06 {
-                        OwnerVal::Str(o.to_string())
-                    } else {
-                        OwnerVal::Num(o)
-                    }
-                })
+                pick_owner(&mut rng).map(|o| if roll < 0.06 { OwnerVal::Str(o.to_string()) } else { OwnerVal::Num(o) })
             };
             let created = GENERATED_NOW_MS - rng.random_range(0..365 * 86_400_000i64);
             let updated = created + rng.random_range(0..86_400_000i64);
@@ -303,11 +292,7 @@ impl Org {
                 id: format!("acct-{}", 7_000_001 + i),
                 name: format!("{} {}", cap(company), i),
                 domain: format!("{company}{i}.example"),
-                owner_id: if i % 10 == 9 {
-                    None
-                } else {
-                    pick_owner(&mut rng)
-                },
+                owner_id: if i % 10 == 9 { None } else { pick_owner(&mut rng) },
                 created_at: created,
                 updated_at: created,
             });
@@ -316,10 +301,7 @@ impl Org {
     }
 
     pub fn index_email(&mut self, email: &str, id: u64) {
-        self.by_email
-            .entry(email.to_ascii_lowercase())
-            .or_default()
-            .push(id);
+        self.by_email.entry(email.to_ascii_lowercase()).or_default().push(id);
     }
 
     pub fn unindex_email(&mut self, email: &str, id: u64) {
@@ -336,16 +318,7 @@ impl Org {
         let id = self.next_conversation_id;
         self.next_conversation_id += 1;
         let status = ["open", "closed", "pending"][(id % 3) as usize];
-        self.conversations.insert(
-            (-updated_at, id),
-            Conversation {
-                id,
-                contact_id,
-                status,
-                created_at,
-                updated_at,
-            },
-        );
+        self.conversations.insert((-updated_at, id), Conversation { id, contact_id, status, created_at, updated_at });
         id
     }
 
@@ -410,11 +383,7 @@ impl SimUser {
     }
 
     pub fn to_scim_json(&self) -> Value {
-        let role = if self.role == "admin" {
-            "ADMIN"
-        } else {
-            "MEMBER"
-        };
+        let role = if self.role == "admin" { "ADMIN" } else { "MEMBER" };
         json!({
             "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
             "id": self.id.to_string(),

@@ -18,11 +18,7 @@ use crate::State;
 
 /// Drift's error envelope.
 pub(crate) fn drift_error(status: StatusCode, kind: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": {"type": kind, "message": message}})),
-    )
-        .into_response()
+    (status, Json(json!({"error": {"type": kind, "message": message}}))).into_response()
 }
 
 pub(crate) fn scim_error(status: StatusCode, scim_type: Option<&str>, detail: &str) -> Response {
@@ -35,30 +31,21 @@ pub(crate) fn scim_error(status: StatusCode, scim_type: Option<&str>, detail: &s
         body["scimType"] = json!(t);
     }
     let mut r = (status, Json(body)).into_response();
-    r.headers_mut().insert(
-        "content-type",
-        HeaderValue::from_static("application/scim+json"),
-    );
+    r.headers_mut().insert("content-type", HeaderValue::from_static("application/scim+json"));
     r
 }
 
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
     let v = headers.get("authorization")?.to_str().ok()?;
     let (scheme, token) = v.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_string())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
 }
 
 /// The scope a route needs, and whether it is the contacts API (which answers 401, not 403).
 fn required_scope(method: &Method, path: &str) -> Option<(&'static str, bool)> {
     let path = path.strip_prefix("/v1").unwrap_or(path);
     if path.starts_with("/contacts") {
-        let scope = if method == Method::GET {
-            "contact_read"
-        } else {
-            "contact_write"
-        };
+        let scope = if method == Method::GET { "contact_read" } else { "contact_write" };
         Some((scope, true))
     } else if path.starts_with("/users") {
         Some(("user_read", false))
@@ -80,11 +67,7 @@ enum Post {
     Drop,
 }
 
-pub(crate) async fn gate(
-    AxState(state): AxState<Arc<State>>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub(crate) async fn gate(AxState(state): AxState<Arc<State>>, req: Request, next: Next) -> Response {
     let stats = &state.stats;
     stats.requests.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path().to_string();
@@ -100,11 +83,7 @@ pub(crate) async fn gate(
                 drift_error(status, "authentication_error", msg)
             }
         };
-        let unauth = if is_contacts || is_scim {
-            StatusCode::UNAUTHORIZED
-        } else {
-            StatusCode::FORBIDDEN
-        };
+        let unauth = if is_contacts || is_scim { StatusCode::UNAUTHORIZED } else { StatusCode::FORBIDDEN };
         let Some(tok) = token.as_deref() else {
             return denied(unauth, "Missing bearer token");
         };
@@ -130,10 +109,7 @@ pub(crate) async fn gate(
         let rate = rl.per_second();
         let now = Instant::now();
         let mut buckets = state.buckets.lock();
-        let b = buckets.entry(key).or_insert(crate::Bucket {
-            level: 0.0,
-            last: now,
-        });
+        let b = buckets.entry(key).or_insert(crate::Bucket { level: 0.0, last: now });
         b.level = (b.level - now.duration_since(b.last).as_secs_f64() * rate).max(0.0);
         b.last = now;
         let capacity = f64::from(rl.burst.max(1));
@@ -148,10 +124,7 @@ pub(crate) async fn gate(
             );
             if state.cfg.rate_headers {
                 let h = r.headers_mut();
-                h.insert(
-                    "retry-after",
-                    HeaderValue::from(wait_s.ceil().max(1.0) as u64),
-                );
+                h.insert("retry-after", HeaderValue::from(wait_s.ceil().max(1.0) as u64));
                 h.insert("x-ratelimit-limit", HeaderValue::from(rl.requests));
                 h.insert("x-ratelimit-remaining", HeaderValue::from(0u32));
                 h.insert("x-ratelimit-reset", HeaderValue::from(wait_s.ceil() as u64));
@@ -197,11 +170,8 @@ pub(crate) async fn gate(
         }
         let mut edge = cfg.error_rate;
         if roll < edge {
-            let code = [
-                StatusCode::INTERNAL_SERVER_ERROR,
-                StatusCode::BAD_GATEWAY,
-                StatusCode::SERVICE_UNAVAILABLE,
-            ][f.rng.random_range(0..3)];
+            let code = [StatusCode::INTERNAL_SERVER_ERROR, StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE]
+                [f.rng.random_range(0..3)];
             drop(f);
             stats.server_errors.fetch_add(1, Ordering::Relaxed);
             return drift_error(code, "internal_error", "Internal server error");
@@ -257,10 +227,7 @@ pub(crate) async fn gate(
             let first = bytes.slice(..half);
             let s = stream::iter(vec![
                 Ok::<_, std::io::Error>(first),
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionReset,
-                    "injected drop",
-                )),
+                Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected drop")),
             ]);
             Response::from_parts(parts, Body::from_stream(s))
         }

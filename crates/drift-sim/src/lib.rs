@@ -33,9 +33,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::net::TcpListener;
 
-pub use config::{
-    DeprovisionPolicy, DuplicateEmail, Faults, Profile, RateLimit, SimConfig, WebhookConfig,
-};
+pub use config::{DeprovisionPolicy, DuplicateEmail, Faults, Profile, RateLimit, SimConfig, WebhookConfig};
 use data::Org;
 
 /// The scopes Drift tokens carry, plus `scim` for the SCIM API.
@@ -113,9 +111,7 @@ pub struct Sim {
 
 impl std::fmt::Debug for Sim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sim")
-            .field("profile", &self.state.cfg.profile)
-            .finish_non_exhaustive()
+        f.debug_struct("Sim").field("profile", &self.state.cfg.profile).finish_non_exhaustive()
     }
 }
 
@@ -127,27 +123,14 @@ impl Sim {
         let mut tokens = HashMap::new();
         tokens.insert(
             cfg.token.clone(),
-            TokenInfo {
-                scopes: ALL_SCOPES.iter().map(|s| s.to_string()).collect(),
-                expires_at: None,
-            },
+            TokenInfo { scopes: ALL_SCOPES.iter().map(|s| s.to_string()).collect(), expires_at: None },
         );
         for (t, scopes) in &cfg.scoped_tokens {
-            tokens.insert(
-                t.clone(),
-                TokenInfo {
-                    scopes: scopes.clone(),
-                    expires_at: None,
-                },
-            );
+            tokens.insert(t.clone(), TokenInfo { scopes: scopes.clone(), expires_at: None });
         }
-        let webhooks = (!cfg.webhooks.urls.is_empty())
-            .then(|| webhooks::Outbox::start(cfg.webhooks.clone(), cfg.seed));
-        let faults = FaultState {
-            rng: StdRng::seed_from_u64(cfg.faults.seed),
-            faults: cfg.faults.clone(),
-            storm_left: 0,
-        };
+        let webhooks = (!cfg.webhooks.urls.is_empty()).then(|| webhooks::Outbox::start(cfg.webhooks.clone(), cfg.seed));
+        let faults =
+            FaultState { rng: StdRng::seed_from_u64(cfg.faults.seed), faults: cfg.faults.clone(), storm_left: 0 };
         Sim {
             state: Arc::new(State {
                 org: RwLock::new(org),
@@ -165,18 +148,9 @@ impl Sim {
 
     /// The axum router serving every API, at `/` and under `/v1`.
     pub fn router(&self) -> Router {
-        let api = rest::routes()
-            .merge(scim::routes())
-            .merge(oauth::api_routes());
-        let api = api.layer(axum::middleware::from_fn_with_state(
-            self.state.clone(),
-            gate::gate,
-        ));
-        Router::new()
-            .merge(api.clone())
-            .nest("/v1", api)
-            .merge(oauth::open_routes())
-            .with_state(self.state.clone())
+        let api = rest::routes().merge(scim::routes()).merge(oauth::api_routes());
+        let api = api.layer(axum::middleware::from_fn_with_state(self.state.clone(), gate::gate));
+        Router::new().merge(api.clone()).nest("/v1", api).merge(oauth::open_routes()).with_state(self.state.clone())
     }
 
     /// Serves on a bound listener until `shutdown` resolves.
@@ -185,9 +159,7 @@ impl Sim {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
+        axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await
     }
 
     /// Binds `addr` (port 0 for any), serves in the background and returns the bound address.
@@ -203,11 +175,7 @@ impl Sim {
                 })
                 .await;
         });
-        Ok(RunningSim {
-            addr: local,
-            stop: Some(tx),
-            task: Some(task),
-        })
+        Ok(RunningSim { addr: local, stop: Some(tx), task: Some(task) })
     }
 
     pub fn config(&self) -> &SimConfig {
@@ -245,18 +213,12 @@ impl Sim {
     /// The org as the API would serve it, for tests that check a crawl against it.
     pub fn contacts_json(&self) -> Vec<serde_json::Value> {
         let org = self.state.org.read();
-        org.contacts
-            .values()
-            .map(|c| c.to_json(self.state.cfg.profile))
-            .collect()
+        org.contacts.values().map(|c| c.to_json(self.state.cfg.profile)).collect()
     }
 
     pub fn users_json(&self) -> Vec<serde_json::Value> {
         let org = self.state.org.read();
-        org.users
-            .values()
-            .map(|u| u.to_rest_json(self.state.cfg.org_id))
-            .collect()
+        org.users.values().map(|u| u.to_rest_json(self.state.cfg.org_id)).collect()
     }
 
     pub fn scim_users_json(&self) -> Vec<serde_json::Value> {
@@ -316,8 +278,5 @@ impl Drop for RunningSim {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

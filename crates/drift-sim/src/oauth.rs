@@ -19,66 +19,38 @@ use crate::{State, TokenInfo, ALL_SCOPES};
 type S = Arc<State>;
 
 pub(crate) fn api_routes() -> Router<S> {
-    Router::new()
-        .route("/oauth2/token", post(token))
-        .route("/app/token_info", post(token_info))
+    Router::new().route("/oauth2/token", post(token)).route("/app/token_info", post(token_info))
 }
 
 pub(crate) fn open_routes() -> Router<S> {
-    Router::new()
-        .route("/oauth2/authorize", get(authorize))
-        .route("/authorize", get(authorize))
+    Router::new().route("/oauth2/authorize", get(authorize)).route("/authorize", get(authorize))
 }
 
 fn random(prefix: &str) -> String {
-    let s: String = rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(32)
-        .map(char::from)
-        .collect();
+    let s: String = rand::rng().sample_iter(&Alphanumeric).take(32).map(char::from).collect();
     format!("{prefix}{s}")
 }
 
 pub(crate) fn new_code(st: &State, redirect_uri: &str) -> String {
     let code = random("code-");
-    st.codes
-        .lock()
-        .insert(code.clone(), redirect_uri.to_string());
+    st.codes.lock().insert(code.clone(), redirect_uri.to_string());
     code
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": error, "error_description": description})),
-    )
-        .into_response()
+    (status, Json(json!({"error": error, "error_description": description}))).into_response()
 }
 
 /// Consents at once (the simulator has one user) and redirects back with a code.
 async fn authorize(AxState(st): AxState<S>, RawQuery(q): RawQuery) -> Response {
-    let pairs: Vec<(String, String)> = q
-        .as_deref()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
+    let pairs: Vec<(String, String)> =
+        q.as_deref().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
     let get = |k: &str| pairs.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
     if get("client_id").as_deref() != Some(st.cfg.oauth_client_id.as_str()) {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_client",
-            "unknown client_id",
-        );
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_client", "unknown client_id");
     }
     let Some(redirect) = get("redirect_uri") else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "redirect_uri is required",
-        );
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "redirect_uri is required");
     };
     let code = new_code(&st, &redirect);
     let sep = if redirect.contains('?') { '&' } else { '?' };
@@ -91,10 +63,7 @@ async fn authorize(AxState(st): AxState<S>, RawQuery(q): RawQuery) -> Response {
 
 /// Accepts a form body (the docs) or a JSON body in snake_case or camelCase (an old sample).
 fn params(headers: &HeaderMap, body: &Bytes) -> Vec<(String, String)> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("json"));
+    let is_json = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("json"));
     if is_json {
         let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(body) else {
             return Vec::new();
@@ -124,27 +93,15 @@ async fn token(AxState(st): AxState<S>, headers: HeaderMap, body: Bytes) -> Resp
     if get("client_id").as_deref() != Some(st.cfg.oauth_client_id.as_str())
         || get("client_secret").as_deref() != Some(st.cfg.oauth_client_secret.as_str())
     {
-        return oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "client authentication failed",
-        );
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed");
     }
     let refresh = match get("grant_type").as_deref() {
         Some("authorization_code") => {
             let Some(code) = get("code") else {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "code is required",
-                );
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "code is required");
             };
             if st.codes.lock().remove(&code).is_none() {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_grant",
-                    "unknown or used code",
-                );
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or used code");
             }
             let r = random("refresh-");
             st.refresh_tokens.lock().insert(r.clone(), ());
@@ -152,19 +109,11 @@ async fn token(AxState(st): AxState<S>, headers: HeaderMap, body: Bytes) -> Resp
         }
         Some("refresh_token") => {
             let Some(old) = get("refresh_token") else {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "refresh_token is required",
-                );
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is required");
             };
             let mut rts = st.refresh_tokens.lock();
             if !rts.contains_key(&old) {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_grant",
-                    "unknown or retired refresh token",
-                );
+                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or retired refresh token");
             }
             st.stats.token_refreshes.fetch_add(1, Ordering::Relaxed);
             if st.cfg.rotate_refresh_tokens {
@@ -177,11 +126,7 @@ async fn token(AxState(st): AxState<S>, headers: HeaderMap, body: Bytes) -> Resp
             }
         }
         other => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                &format!("grant_type {other:?}"),
-            );
+            return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", &format!("grant_type {other:?}"));
         }
     };
     let access = random("access-");
@@ -201,17 +146,11 @@ async fn token(AxState(st): AxState<S>, headers: HeaderMap, body: Bytes) -> Resp
 }
 
 async fn token_info(AxState(st): AxState<S>, body: Bytes) -> Response {
-    let tok = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
-        v.get("access_token")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    });
+    let tok = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("access_token").and_then(Value::as_str).map(str::to_string));
     let Some(tok) = tok else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "access_token is required",
-        );
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "access_token is required");
     };
     let info = st.tokens.lock().get(&tok).cloned();
     match info {

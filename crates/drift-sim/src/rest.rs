@@ -22,10 +22,7 @@ pub(crate) fn routes() -> Router<S> {
         .route("/contacts", get(list_contacts).post(create_contact))
         .route("/contacts/", get(list_contacts).post(create_contact))
         .route("/contacts/by_email", get(by_email))
-        .route(
-            "/contacts/{id}",
-            get(get_contact).patch(patch_contact).delete(delete_contact),
-        )
+        .route("/contacts/{id}", get(get_contact).patch(patch_contact).delete(delete_contact))
         .route("/users", get(users))
         .route("/users/", get(users))
         .route("/users/list", get(users_list))
@@ -35,20 +32,11 @@ pub(crate) fn routes() -> Router<S> {
 }
 
 fn query_pairs(q: &Option<String>) -> Vec<(String, String)> {
-    q.as_deref()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default()
+    q.as_deref().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
 }
 
 fn first<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
 fn bad(msg: &str) -> Response {
@@ -88,20 +76,12 @@ async fn list_contacts(AxState(st): AxState<S>, RawQuery(q): RawQuery) -> Respon
     let org = st.org.read();
     let profile = st.cfg.profile;
     if let Some(email) = first(&pairs, "email") {
-        let data: Vec<Value> = org
-            .contacts_by_email(email)
-            .into_iter()
-            .take(limit)
-            .map(|c| c.to_json(profile))
-            .collect();
+        let data: Vec<Value> =
+            org.contacts_by_email(email).into_iter().take(limit).map(|c| c.to_json(profile)).collect();
         return Json(json!({"data": data})).into_response();
     }
     if first(&pairs, "idType") == Some("external") {
-        let ids: Vec<&str> = pairs
-            .iter()
-            .filter(|(k, _)| k == "id")
-            .map(|(_, v)| v.as_str())
-            .collect();
+        let ids: Vec<&str> = pairs.iter().filter(|(k, _)| k == "id").map(|(_, v)| v.as_str()).collect();
         let data: Vec<Value> = org
             .contacts
             .values()
@@ -150,11 +130,7 @@ async fn by_email(AxState(st): AxState<S>, RawQuery(q): RawQuery) -> Response {
         return bad("email is required");
     };
     let org = st.org.read();
-    let data: Vec<Value> = org
-        .contacts_by_email(email)
-        .into_iter()
-        .map(|c| c.to_json(st.cfg.profile))
-        .collect();
+    let data: Vec<Value> = org.contacts_by_email(email).into_iter().map(|c| c.to_json(st.cfg.profile)).collect();
     Json(json!({"data": data})).into_response()
 }
 
@@ -173,16 +149,11 @@ async fn get_contact(AxState(st): AxState<S>, Path(id): Path<String>) -> Respons
 }
 
 fn body_attrs(body: &Value) -> Option<&Map<String, Value>> {
-    body.get("attributes")
-        .and_then(Value::as_object)
-        .or_else(|| body.as_object())
+    body.get("attributes").and_then(Value::as_object).or_else(|| body.as_object())
 }
 
 /// Applies attributes to a contact; returns the old and new owner values when the owner changed.
-fn apply_attrs(
-    c: &mut SimContact,
-    attrs: &Map<String, Value>,
-) -> Result<Option<(Value, Value)>, String> {
+fn apply_attrs(c: &mut SimContact, attrs: &Map<String, Value>) -> Result<Option<(Value, Value)>, String> {
     let mut owner_diff = None;
     for (k, v) in attrs {
         match k.as_str() {
@@ -195,9 +166,7 @@ fn apply_attrs(
             "ownerId" | "owner_id" => {
                 let new = match v {
                     Value::Null => None,
-                    Value::Number(n) => Some(OwnerVal::Num(
-                        n.as_u64().ok_or("ownerId must be a user id")?,
-                    )),
+                    Value::Number(n) => Some(OwnerVal::Num(n.as_u64().ok_or("ownerId must be a user id")?)),
                     Value::String(s) if s.parse::<u64>().is_ok() => Some(OwnerVal::Str(s.clone())),
                     _ => return Err("ownerId must be a user id".into()),
                 };
@@ -223,11 +192,7 @@ async fn create_contact(AxState(st): AxState<S>, body: Option<Json<Value>>) -> R
     let Some(attrs) = body_attrs(&body).cloned() else {
         return bad("attributes must be an object");
     };
-    let Some(email) = attrs
-        .get("email")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-    else {
+    let Some(email) = attrs.get("email").and_then(Value::as_str).map(str::to_string) else {
         return bad("email is required");
     };
     let profile = st.cfg.profile;
@@ -236,11 +201,7 @@ async fn create_contact(AxState(st): AxState<S>, body: Option<Json<Value>>) -> R
     let existing = org.contacts_by_email(&email).first().map(|c| c.id);
     if let Some(id) = existing {
         if st.cfg.duplicate_email == DuplicateEmail::Conflict && !attrs.contains_key("externalId") {
-            return drift_error(
-                StatusCode::CONFLICT,
-                "conflict",
-                "A contact with this email already exists",
-            );
+            return drift_error(StatusCode::CONFLICT, "conflict", "A contact with this email already exists");
         }
         let Some(c) = org.contacts.get_mut(&id) else {
             return not_found("Contact not found");
@@ -251,11 +212,7 @@ async fn create_contact(AxState(st): AxState<S>, body: Option<Json<Value>>) -> R
         c.updated_at = now.max(c.updated_at + 1);
         let out = c.to_json(profile);
         drop(org);
-        st.emit(Event::ContactUpdated {
-            contact_id: id,
-            timestamp: now,
-            diff: vec![],
-        });
+        st.emit(Event::ContactUpdated { contact_id: id, timestamp: now, diff: vec![] });
         return Json(json!({"data": out})).into_response();
     }
     let id = org.next_contact_id;
@@ -283,19 +240,11 @@ async fn create_contact(AxState(st): AxState<S>, body: Option<Json<Value>>) -> R
     let conv = org.add_conversation(id, now, now);
     drop(org);
     st.emit(Event::ContactIdentified(out.clone()));
-    st.emit(Event::NewConversation {
-        conversation_id: conv,
-        contact_id: id,
-        timestamp: now,
-    });
+    st.emit(Event::NewConversation { conversation_id: conv, contact_id: id, timestamp: now });
     (StatusCode::OK, Json(json!({"data": out}))).into_response()
 }
 
-async fn patch_contact(
-    AxState(st): AxState<S>,
-    Path(id): Path<String>,
-    body: Option<Json<Value>>,
-) -> Response {
+async fn patch_contact(AxState(st): AxState<S>, Path(id): Path<String>, body: Option<Json<Value>>) -> Response {
     let Some(id) = parse_id(&id) else {
         return bad("contact id must be a number");
     };
@@ -323,14 +272,9 @@ async fn patch_contact(
         org.index_email(&new_email, id);
     }
     drop(org);
-    let diff = diff
-        .map(|(p, u)| vec![json!({"name": "attributes.ownerId", "previous": p, "updated": u})])
-        .unwrap_or_default();
-    st.emit(Event::ContactUpdated {
-        contact_id: id,
-        timestamp: updated_at,
-        diff,
-    });
+    let diff =
+        diff.map(|(p, u)| vec![json!({"name": "attributes.ownerId", "previous": p, "updated": u})]).unwrap_or_default();
+    st.emit(Event::ContactUpdated { contact_id: id, timestamp: updated_at, diff });
     Json(json!({"data": out})).into_response()
 }
 
@@ -350,11 +294,7 @@ async fn delete_contact(AxState(st): AxState<S>, Path(id): Path<String>) -> Resp
 
 async fn users(AxState(st): AxState<S>, RawQuery(q): RawQuery) -> Response {
     let pairs = query_pairs(&q);
-    let ids: Vec<&str> = pairs
-        .iter()
-        .filter(|(k, _)| k == "userId")
-        .map(|(_, v)| v.as_str())
-        .collect();
+    let ids: Vec<&str> = pairs.iter().filter(|(k, _)| k == "userId").map(|(_, v)| v.as_str()).collect();
     if ids.is_empty() {
         return users_list(AxState(st)).await;
     }
@@ -373,11 +313,7 @@ async fn users(AxState(st): AxState<S>, RawQuery(q): RawQuery) -> Response {
 
 async fn users_list(AxState(st): AxState<S>) -> Response {
     let org = st.org.read();
-    let data: Vec<Value> = org
-        .users
-        .values()
-        .map(|u| u.to_rest_json(st.cfg.org_id))
-        .collect();
+    let data: Vec<Value> = org.users.values().map(|u| u.to_rest_json(st.cfg.org_id)).collect();
     Json(json!({"data": data})).into_response()
 }
 
@@ -392,20 +328,13 @@ async fn get_user(AxState(st): AxState<S>, Path(id): Path<String>) -> Response {
 }
 
 fn base_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
+    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost");
     format!("http://{host}")
 }
 
 /// Conversations newest `updatedAt` first. The page token names the last conversation served,
 /// so a conversation added during the walk never shifts the pages.
-async fn conversations(
-    AxState(st): AxState<S>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Response {
+async fn conversations(AxState(st): AxState<S>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
     let pairs = query_pairs(&q);
     let limit = match parse_limit(&pairs, 25, 100) {
         Ok(l) => l,
@@ -414,9 +343,7 @@ async fn conversations(
     let after = match first(&pairs, "page_token") {
         None | Some("") => None,
         Some(t) => {
-            let parsed = t
-                .split_once('.')
-                .and_then(|(a, b)| Some((a.parse::<i64>().ok()?, b.parse::<u64>().ok()?)));
+            let parsed = t.split_once('.').and_then(|(a, b)| Some((a.parse::<i64>().ok()?, b.parse::<u64>().ok()?)));
             match parsed {
                 Some(k) => Some(k),
                 None => return bad("page_token: invalid"),
@@ -425,10 +352,7 @@ async fn conversations(
     };
     let org = st.org.read();
     let iter: Box<dyn Iterator<Item = _>> = match after {
-        Some(k) => Box::new(
-            org.conversations
-                .range((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded)),
-        ),
+        Some(k) => Box::new(org.conversations.range((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded))),
         None => Box::new(org.conversations.iter()),
     };
     let page: Vec<_> = iter.take(limit + 1).collect();
@@ -440,10 +364,7 @@ async fn conversations(
         if let Some(((a, b), _)) = page.last() {
             links.insert(
                 "next".into(),
-                json!(format!(
-                    "{}/conversations/list?limit={limit}&page_token={a}.{b}",
-                    base_url(&headers)
-                )),
+                json!(format!("{}/conversations/list?limit={limit}&page_token={a}.{b}", base_url(&headers))),
             );
         }
     }
@@ -464,20 +385,10 @@ async fn accounts(AxState(st): AxState<S>, headers: HeaderMap, RawQuery(q): RawQ
     };
     let org = st.org.read();
     let total = org.accounts.len();
-    let page: Vec<Value> = org
-        .accounts
-        .iter()
-        .skip(index)
-        .take(size)
-        .map(|a| a.to_json())
-        .collect();
+    let page: Vec<Value> = org.accounts.iter().skip(index).take(size).map(|a| a.to_json()).collect();
     let mut data = json!({"total": total, "accounts": page});
     if index + size < total {
-        data["next"] = json!(format!(
-            "{}/accounts?index={}&size={size}",
-            base_url(&headers),
-            index + size
-        ));
+        data["next"] = json!(format!("{}/accounts?index={}&size={size}", base_url(&headers), index + size));
     }
     Json(json!({"data": data})).into_response()
 }

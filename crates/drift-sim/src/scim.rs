@@ -26,10 +26,7 @@ pub(crate) fn routes() -> Router<S> {
     for base in ["/scim/v2", "/scim"] {
         r = r
             .route(&format!("{base}/Users"), get(list).post(create))
-            .route(
-                &format!("{base}/Users/{{id}}"),
-                get(get_one).put(replace).patch(patch).delete(delete),
-            )
+            .route(&format!("{base}/Users/{{id}}"), get(get_one).put(replace).patch(patch).delete(delete))
             .route(&format!("{base}/ServiceProviderConfig"), get(spc))
             .route(&format!("{base}/ResourceTypes"), get(resource_types))
             .route(&format!("{base}/Schemas"), get(schemas));
@@ -39,10 +36,7 @@ pub(crate) fn routes() -> Router<S> {
 
 fn scim_json(status: StatusCode, v: Value) -> Response {
     let mut r = (status, Json(v)).into_response();
-    r.headers_mut().insert(
-        "content-type",
-        HeaderValue::from_static("application/scim+json"),
-    );
+    r.headers_mut().insert("content-type", HeaderValue::from_static("application/scim+json"));
     r
 }
 
@@ -57,19 +51,9 @@ fn parse_filter(f: &str) -> Result<(String, String), String> {
         return Err(format!("unsupported operator {op:?}: only eq"));
     }
     let val = val.trim();
-    let val = val
-        .strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
-        .unwrap_or(val);
+    let val = val.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(val);
     let attr = attr.to_string();
-    let known = [
-        "userName",
-        "emails.value",
-        "emails",
-        "externalId",
-        "id",
-        "active",
-    ];
+    let known = ["userName", "emails.value", "emails", "externalId", "id", "active"];
     if !known.iter().any(|k| k.eq_ignore_ascii_case(&attr)) {
         return Err(format!("unsupported filter attribute {attr:?}"));
     }
@@ -88,41 +72,20 @@ fn matches(u: &SimUser, attr: &str, val: &str) -> bool {
 }
 
 async fn list(AxState(st): AxState<S>, RawQuery(q): RawQuery) -> Response {
-    let pairs: Vec<(String, String)> = q
-        .as_deref()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
-    let get = |k: &str| {
-        pairs
-            .iter()
-            .find(|(a, _)| a.eq_ignore_ascii_case(k))
-            .map(|(_, v)| v.clone())
-    };
+    let pairs: Vec<(String, String)> =
+        q.as_deref().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+    let get = |k: &str| pairs.iter().find(|(a, _)| a.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone());
     let start: usize = match get("startIndex").map(|s| s.parse::<i64>()) {
         None => 1,
         Some(Ok(n)) => n.max(1) as usize,
         Some(Err(_)) => {
-            return scim_error(
-                StatusCode::BAD_REQUEST,
-                Some("invalidValue"),
-                "startIndex must be a number",
-            )
+            return scim_error(StatusCode::BAD_REQUEST, Some("invalidValue"), "startIndex must be a number")
         }
     };
     let count: usize = match get("count").map(|s| s.parse::<i64>()) {
         None => COUNT_MAX,
         Some(Ok(n)) => n.clamp(0, COUNT_MAX as i64) as usize,
-        Some(Err(_)) => {
-            return scim_error(
-                StatusCode::BAD_REQUEST,
-                Some("invalidValue"),
-                "count must be a number",
-            )
-        }
+        Some(Err(_)) => return scim_error(StatusCode::BAD_REQUEST, Some("invalidValue"), "count must be a number"),
     };
     let filter = match get("filter").map(|f| parse_filter(&f)) {
         None => None,
@@ -130,17 +93,9 @@ async fn list(AxState(st): AxState<S>, RawQuery(q): RawQuery) -> Response {
         Some(Err(e)) => return scim_error(StatusCode::BAD_REQUEST, Some("invalidFilter"), &e),
     };
     let org = st.org.read();
-    let all: Vec<&SimUser> = org
-        .users
-        .values()
-        .filter(|u| filter.as_ref().is_none_or(|(a, v)| matches(u, a, v)))
-        .collect();
-    let page: Vec<Value> = all
-        .iter()
-        .skip(start - 1)
-        .take(count)
-        .map(|u| u.to_scim_json())
-        .collect();
+    let all: Vec<&SimUser> =
+        org.users.values().filter(|u| filter.as_ref().is_none_or(|(a, v)| matches(u, a, v))).collect();
+    let page: Vec<Value> = all.iter().skip(start - 1).take(count).map(|u| u.to_scim_json()).collect();
     scim_json(
         StatusCode::OK,
         json!({"schemas": [LIST_SCHEMA], "totalResults": all.len(), "startIndex": start,
@@ -181,11 +136,8 @@ fn apply_user(u: &mut SimUser, v: &Value) -> Result<(), String> {
         u.external_id = Some(x.to_string());
     }
     if let Some(roles) = v.get("roles").and_then(Value::as_array) {
-        if roles.iter().any(|r| {
-            r.get("value")
-                .and_then(Value::as_str)
-                .is_some_and(|s| s.eq_ignore_ascii_case("admin"))
-        }) {
+        if roles.iter().any(|r| r.get("value").and_then(Value::as_str).is_some_and(|s| s.eq_ignore_ascii_case("admin")))
+        {
             u.role = "admin".into();
         }
     }
@@ -202,37 +154,20 @@ fn apply_user(u: &mut SimUser, v: &Value) -> Result<(), String> {
 }
 
 fn unique(st: &State, user_name: &str, except: Option<u64>) -> bool {
-    !st.org
-        .read()
-        .users
-        .values()
-        .any(|u| Some(u.id) != except && u.email.eq_ignore_ascii_case(user_name))
+    !st.org.read().users.values().any(|u| Some(u.id) != except && u.email.eq_ignore_ascii_case(user_name))
 }
 
 async fn create(AxState(st): AxState<S>, body: Option<Json<Value>>) -> Response {
     let Some(Json(body)) = body else {
-        return scim_error(
-            StatusCode::BAD_REQUEST,
-            Some("invalidSyntax"),
-            "body must be JSON",
-        );
+        return scim_error(StatusCode::BAD_REQUEST, Some("invalidSyntax"), "body must be JSON");
     };
-    let (Some(user_name), Some(_)) = (
-        body.get("userName").and_then(Value::as_str),
-        body.get("displayName").and_then(Value::as_str),
-    ) else {
-        return scim_error(
-            StatusCode::BAD_REQUEST,
-            Some("invalidValue"),
-            "userName and displayName are required",
-        );
+    let (Some(user_name), Some(_)) =
+        (body.get("userName").and_then(Value::as_str), body.get("displayName").and_then(Value::as_str))
+    else {
+        return scim_error(StatusCode::BAD_REQUEST, Some("invalidValue"), "userName and displayName are required");
     };
     if !unique(&st, user_name, None) {
-        return scim_error(
-            StatusCode::CONFLICT,
-            Some("uniqueness"),
-            "userName is already in use",
-        );
+        return scim_error(StatusCode::CONFLICT, Some("uniqueness"), "userName is already in use");
     }
     let now = now_ms();
     let mut org = st.org.write();
@@ -274,34 +209,18 @@ fn store(st: &State, u: SimUser) -> Response {
     scim_json(StatusCode::OK, out)
 }
 
-async fn replace(
-    AxState(st): AxState<S>,
-    Path(id): Path<String>,
-    body: Option<Json<Value>>,
-) -> Response {
+async fn replace(AxState(st): AxState<S>, Path(id): Path<String>, body: Option<Json<Value>>) -> Response {
     let Some(Json(body)) = body else {
-        return scim_error(
-            StatusCode::BAD_REQUEST,
-            Some("invalidSyntax"),
-            "body must be JSON",
-        );
+        return scim_error(StatusCode::BAD_REQUEST, Some("invalidSyntax"), "body must be JSON");
     };
     let Some(id) = find(&st, &id) else {
         return scim_error(StatusCode::NOT_FOUND, None, &format!("User {id} not found"));
     };
     let Some(user_name) = body.get("userName").and_then(Value::as_str) else {
-        return scim_error(
-            StatusCode::BAD_REQUEST,
-            Some("invalidValue"),
-            "userName is required",
-        );
+        return scim_error(StatusCode::BAD_REQUEST, Some("invalidValue"), "userName is required");
     };
     if !unique(&st, user_name, Some(id)) {
-        return scim_error(
-            StatusCode::CONFLICT,
-            Some("uniqueness"),
-            "userName is already in use",
-        );
+        return scim_error(StatusCode::CONFLICT, Some("uniqueness"), "userName is already in use");
     }
     let Some(mut u) = st.org.read().users.get(&id).cloned() else {
         return scim_error(StatusCode::NOT_FOUND, None, "User not found");
@@ -315,23 +234,11 @@ async fn replace(
     store(&st, u)
 }
 
-async fn patch(
-    AxState(st): AxState<S>,
-    Path(id): Path<String>,
-    body: Option<Json<Value>>,
-) -> Response {
+async fn patch(AxState(st): AxState<S>, Path(id): Path<String>, body: Option<Json<Value>>) -> Response {
     let Some(Json(body)) = body else {
-        return scim_error(
-            StatusCode::BAD_REQUEST,
-            Some("invalidSyntax"),
-            "body must be JSON",
-        );
+        return scim_error(StatusCode::BAD_REQUEST, Some("invalidSyntax"), "body must be JSON");
     };
-    let Some(mut u) = id
-        .parse::<u64>()
-        .ok()
-        .and_then(|id| st.org.read().users.get(&id).cloned())
-    else {
+    let Some(mut u) = id.parse::<u64>().ok().and_then(|id| st.org.read().users.get(&id).cloned()) else {
         return scim_error(StatusCode::NOT_FOUND, None, &format!("User {id} not found"));
     };
     let is_patch_op = body
@@ -341,24 +248,12 @@ async fn patch(
         || body.get("Operations").is_some();
     if is_patch_op {
         let Some(ops) = body.get("Operations").and_then(Value::as_array) else {
-            return scim_error(
-                StatusCode::BAD_REQUEST,
-                Some("invalidSyntax"),
-                "Operations must be a list",
-            );
+            return scim_error(StatusCode::BAD_REQUEST, Some("invalidSyntax"), "Operations must be a list");
         };
         for op in ops {
-            let kind = op
-                .get("op")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_ascii_lowercase();
+            let kind = op.get("op").and_then(Value::as_str).unwrap_or("").to_ascii_lowercase();
             if !["add", "replace", "remove"].contains(&kind.as_str()) {
-                return scim_error(
-                    StatusCode::BAD_REQUEST,
-                    Some("invalidSyntax"),
-                    &format!("unknown op {kind:?}"),
-                );
+                return scim_error(StatusCode::BAD_REQUEST, Some("invalidSyntax"), &format!("unknown op {kind:?}"));
             }
             let value = op.get("value").cloned().unwrap_or(Value::Null);
             let partial = match op.get("path").and_then(Value::as_str) {
@@ -383,11 +278,7 @@ async fn patch(
             };
             if let Some(user_name) = partial.get("userName").and_then(Value::as_str) {
                 if !unique(&st, user_name, Some(u.id)) {
-                    return scim_error(
-                        StatusCode::CONFLICT,
-                        Some("uniqueness"),
-                        "userName is already in use",
-                    );
+                    return scim_error(StatusCode::CONFLICT, Some("uniqueness"), "userName is already in use");
                 }
             }
             if let Err(e) = apply_user(&mut u, &partial) {

@@ -17,16 +17,8 @@ const QUEUE_MAX: usize = 10_000;
 
 pub(crate) enum Event {
     ContactIdentified(Value),
-    ContactUpdated {
-        contact_id: u64,
-        timestamp: i64,
-        diff: Vec<Value>,
-    },
-    NewConversation {
-        conversation_id: u64,
-        contact_id: u64,
-        timestamp: i64,
-    },
+    ContactUpdated { contact_id: u64, timestamp: i64, diff: Vec<Value> },
+    NewConversation { conversation_id: u64, contact_id: u64, timestamp: i64 },
 }
 
 pub(crate) struct Outbox {
@@ -37,18 +29,12 @@ impl Outbox {
     pub fn start(cfg: WebhookConfig, seed: u64) -> Outbox {
         let (tx, mut rx) = mpsc::channel::<Value>(QUEUE_MAX);
         tokio::spawn(async move {
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .unwrap_or_default();
+            let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
             let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
             let mut held: Option<Value> = None;
             while let Some(ev) = rx.recv().await {
                 let mut batch = Vec::new();
-                if cfg.reorder_rate > 0.0
-                    && held.is_none()
-                    && rng.random_bool(cfg.reorder_rate.min(1.0))
-                {
+                if cfg.reorder_rate > 0.0 && held.is_none() && rng.random_bool(cfg.reorder_rate.min(1.0)) {
                     held = Some(ev);
                     continue;
                 }
@@ -57,13 +43,8 @@ impl Outbox {
                     batch.push(h);
                 }
                 for ev in batch {
-                    let times = if cfg.duplicate_rate > 0.0
-                        && rng.random_bool(cfg.duplicate_rate.min(1.0))
-                    {
-                        2
-                    } else {
-                        1
-                    };
+                    let times =
+                        if cfg.duplicate_rate > 0.0 && rng.random_bool(cfg.duplicate_rate.min(1.0)) { 2 } else { 1 };
                     for _ in 0..times {
                         for url in &cfg.urls {
                             let _ = client
@@ -88,19 +69,11 @@ impl State {
         };
         let (kind, data) = match ev {
             Event::ContactIdentified(c) => ("contact_identified", c),
-            Event::ContactUpdated {
-                contact_id,
-                timestamp,
-                diff,
-            } => (
+            Event::ContactUpdated { contact_id, timestamp, diff } => (
                 "contact_updated",
                 json!({"endUserId": contact_id, "timestamp": timestamp, "orgId": self.cfg.org_id, "diff": diff}),
             ),
-            Event::NewConversation {
-                conversation_id,
-                contact_id,
-                timestamp,
-            } => (
+            Event::NewConversation { conversation_id, contact_id, timestamp } => (
                 "new_conversation",
                 json!({"id": conversation_id, "contactId": contact_id, "createdAt": timestamp, "orgId": self.cfg.org_id}),
             ),

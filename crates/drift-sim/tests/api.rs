@@ -2,29 +2,20 @@
 
 use std::time::{Duration, Instant};
 
-use drift_sim::{
-    DeprovisionPolicy, Faults, Profile, RateLimit, RunningSim, Sim, SimConfig, WebhookConfig,
-};
+use drift_sim::{DeprovisionPolicy, Faults, Profile, RateLimit, RunningSim, Sim, SimConfig, WebhookConfig};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "t";
 
 async fn start(cfg: SimConfig) -> (Sim, RunningSim) {
-    let sim = Sim::new(SimConfig {
-        token: TOKEN.into(),
-        ..cfg
-    });
+    let sim = Sim::new(SimConfig { token: TOKEN.into(), ..cfg });
     let running = sim.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
     (sim, running)
 }
 
 fn small() -> SimConfig {
-    SimConfig {
-        contacts: 250,
-        agents: 12,
-        ..SimConfig::default()
-    }
+    SimConfig { contacts: 250, agents: 12, ..SimConfig::default() }
 }
 
 struct C {
@@ -34,19 +25,10 @@ struct C {
 
 impl C {
     fn new(r: &RunningSim) -> C {
-        C {
-            http: reqwest::Client::new(),
-            base: r.url(),
-        }
+        C { http: reqwest::Client::new(), base: r.url() }
     }
     async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
+        let r = self.http.get(format!("{}{path}", self.base)).bearer_auth(TOKEN).send().await.unwrap();
         let s = r.status();
         (s, r.json().await.unwrap_or(Value::Null))
     }
@@ -68,11 +50,7 @@ impl C {
 async fn every_contact_exactly_once_under_every_page_size() {
     let (sim, r) = start(small()).await;
     let c = C::new(&r);
-    let expected: Vec<u64> = sim
-        .contacts_json()
-        .iter()
-        .map(|v| v["id"].as_u64().unwrap())
-        .collect();
+    let expected: Vec<u64> = sim.contacts_json().iter().map(|v| v["id"].as_u64().unwrap()).collect();
     for limit in 1..=100 {
         let mut seen = Vec::new();
         let mut next: Option<String> = None;
@@ -94,17 +72,8 @@ async fn every_contact_exactly_once_under_every_page_size() {
         assert_eq!(seen, expected, "limit {limit}");
     }
     // 25 by default, 100 at most.
-    assert_eq!(
-        c.get("/contacts").await.1["data"].as_array().unwrap().len(),
-        25
-    );
-    assert_eq!(
-        c.get("/contacts?limit=500").await.1["data"]
-            .as_array()
-            .unwrap()
-            .len(),
-        100
-    );
+    assert_eq!(c.get("/contacts").await.1["data"].as_array().unwrap().len(), 25);
+    assert_eq!(c.get("/contacts?limit=500").await.1["data"].as_array().unwrap().len(), 100);
     assert_eq!(c.get("/contacts?next=garbage").await.0, 400);
 }
 
@@ -116,17 +85,11 @@ async fn golden_shapes_seed_profile() {
     assert_eq!(s, 200);
     let contact = &body["data"];
     for k in ["id", "email", "name", "createdAt", "updatedAt"] {
-        assert!(
-            contact.get(k).is_some(),
-            "seed contacts carry {k} at top level: {contact}"
-        );
+        assert!(contact.get(k).is_some(), "seed contacts carry {k} at top level: {contact}");
     }
     let (s, body) = c.get("/contacts/999").await;
     assert_eq!(s, 404);
-    assert_eq!(
-        body,
-        json!({"error": {"type": "not_found", "message": "Contact not found"}})
-    );
+    assert_eq!(body, json!({"error": {"type": "not_found", "message": "Contact not found"}}));
     // Trailing slash, /v1 prefix, by_email and ?email= are the same lookups.
     let email = contact["email"].as_str().unwrap().to_uppercase();
     let a = c.get(&format!("/contacts?email={email}")).await.1;
@@ -145,16 +108,7 @@ async fn golden_shapes_seed_profile() {
     let map = c.get("/users?userId=20001&userId=20002").await.1;
     assert_eq!(map["data"]["20002"]["id"], 20002);
     let u = c.get("/users/20001").await.1;
-    for k in [
-        "id",
-        "orgId",
-        "name",
-        "email",
-        "role",
-        "bot",
-        "createdAt",
-        "availability",
-    ] {
+    for k in ["id", "orgId", "name", "email", "role", "bot", "createdAt", "availability"] {
         assert!(u["data"].get(k).is_some(), "user has {k}");
     }
     assert_eq!(c.get("/users/1").await.0, 404);
@@ -168,63 +122,31 @@ async fn golden_shapes_seed_profile() {
     let conv = c.get("/conversations/list?limit=5").await.1;
     let items = conv["data"].as_array().unwrap();
     assert_eq!(items.len(), 5);
-    let times: Vec<i64> = items
-        .iter()
-        .map(|i| i["updatedAt"].as_i64().unwrap())
-        .collect();
+    let times: Vec<i64> = items.iter().map(|i| i["updatedAt"].as_i64().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first");
-    assert!(conv["links"]["next"]
-        .as_str()
-        .unwrap()
-        .contains("page_token="));
+    assert!(conv["links"]["next"].as_str().unwrap().contains("page_token="));
 }
 
 #[tokio::test]
 async fn golden_shapes_drift_profile() {
-    let (_sim, r) = start(SimConfig {
-        profile: Profile::Drift,
-        ..small()
-    })
-    .await;
+    let (_sim, r) = start(SimConfig { profile: Profile::Drift, ..small() }).await;
     let c = C::new(&r);
     let (s, body) = c.get("/contacts?limit=10").await;
     assert_eq!(s, 400);
     assert_eq!(body["error"]["type"], "validation_error");
-    assert!(body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("CONTACT-10"));
+    assert!(body["error"]["message"].as_str().unwrap().contains("CONTACT-10"));
     let (_, body) = c.get("/contacts/1000001").await;
     let contact = body["data"].as_object().unwrap();
     let mut keys: Vec<&str> = contact.keys().map(String::as_str).collect();
     keys.sort();
-    assert_eq!(
-        keys,
-        vec!["attributes", "createdAt", "id"],
-        "only id, createdAt and attributes at top level"
-    );
+    assert_eq!(keys, vec!["attributes", "createdAt", "id"], "only id, createdAt and attributes at top level");
     assert!(contact["attributes"].get("email").is_some());
     // Conversations lead to every contact.
     let mut ids = std::collections::BTreeSet::new();
     let mut url = format!("{}/conversations/list?limit=100", r.url());
     loop {
-        let v: Value = c
-            .http
-            .get(&url)
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        ids.extend(
-            v["data"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x["contactId"].as_u64().unwrap()),
-        );
+        let v: Value = c.http.get(&url).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+        ids.extend(v["data"].as_array().unwrap().iter().map(|x| x["contactId"].as_u64().unwrap()));
         match v["links"]["next"].as_str() {
             Some(n) => url = n.to_string(),
             None => break,
@@ -235,11 +157,8 @@ async fn golden_shapes_drift_profile() {
 
 #[tokio::test]
 async fn auth_answers_as_drift_does() {
-    let (_sim, r) = start(SimConfig {
-        scoped_tokens: vec![("readonly".into(), vec!["contact_read".into()])],
-        ..small()
-    })
-    .await;
+    let (_sim, r) =
+        start(SimConfig { scoped_tokens: vec![("readonly".into(), vec!["contact_read".into()])], ..small() }).await;
     let http = reqwest::Client::new();
     let get = |path: &str, tok: Option<&str>| {
         let mut req = http.get(format!("{}{path}", r.url()));
@@ -249,63 +168,28 @@ async fn auth_answers_as_drift_does() {
         req.send()
     };
     assert_eq!(get("/contacts/1000001", None).await.unwrap().status(), 401);
-    assert_eq!(
-        get("/contacts/1000001", Some("nope"))
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
-    assert_eq!(
-        get("/users/list", Some("nope")).await.unwrap().status(),
-        403
-    );
-    assert_eq!(
-        get("/contacts/1000001", Some("readonly"))
-            .await
-            .unwrap()
-            .status(),
-        200,
-        "scheme is case-insensitive"
-    );
+    assert_eq!(get("/contacts/1000001", Some("nope")).await.unwrap().status(), 401);
+    assert_eq!(get("/users/list", Some("nope")).await.unwrap().status(), 403);
+    assert_eq!(get("/contacts/1000001", Some("readonly")).await.unwrap().status(), 200, "scheme is case-insensitive");
     let r403 = get("/users/list", Some("readonly")).await.unwrap();
     assert_eq!(r403.status(), 403);
     let body: Value = r403.json().await.unwrap();
     assert_eq!(body["error"]["type"], "authentication_error");
-    assert!(body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("user_read"));
-    assert_eq!(
-        get("/scim/v2/Users", Some("readonly"))
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("user_read"));
+    assert_eq!(get("/scim/v2/Users", Some("readonly")).await.unwrap().status(), 403);
 }
 
 #[tokio::test]
 async fn scim_paging_filters_and_lifecycle() {
-    let (_sim, r) = start(SimConfig {
-        contacts: 400,
-        agents: 230,
-        ..SimConfig::default()
-    })
-    .await;
+    let (_sim, r) = start(SimConfig { contacts: 400, agents: 230, ..SimConfig::default() }).await;
     let c = C::new(&r);
     // 1-based paging until totalResults.
     let mut seen = Vec::new();
     let mut start = 1;
     loop {
-        let (s, v) = c
-            .get(&format!("/scim/v2/Users?startIndex={start}&count=100"))
-            .await;
+        let (s, v) = c.get(&format!("/scim/v2/Users?startIndex={start}&count=100")).await;
         assert_eq!(s, 200);
-        assert_eq!(
-            v["schemas"][0],
-            "urn:ietf:params:scim:api:messages:2.0:ListResponse"
-        );
+        assert_eq!(v["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:ListResponse");
         assert_eq!(v["startIndex"], start);
         assert_eq!(v["totalResults"], 230);
         let res = v["Resources"].as_array().unwrap();
@@ -317,10 +201,7 @@ async fn scim_paging_filters_and_lifecycle() {
     }
     assert_eq!(seen.len(), 230);
     assert_eq!(
-        c.get("/scim/Users?count=1").await.1["Resources"]
-            .as_array()
-            .unwrap()
-            .len(),
+        c.get("/scim/Users?count=1").await.1["Resources"].as_array().unwrap().len(),
         1,
         "Drift's /scim base too"
     );
@@ -332,19 +213,10 @@ async fn scim_paging_filters_and_lifecycle() {
         "externalId eq \"idp-20001\"".to_string(),
         "id eq \"20001\"".to_string(),
     ] {
-        let v = c
-            .get(&format!(
-                "/scim/v2/Users?filter={}",
-                urlencoding::encode(&f)
-            ))
-            .await
-            .1;
+        let v = c.get(&format!("/scim/v2/Users?filter={}", urlencoding::encode(&f))).await.1;
         assert_eq!(v["totalResults"], 1, "{f}");
     }
-    assert_eq!(
-        c.get("/scim/v2/Users?filter=active%20eq%20true").await.1["totalResults"],
-        230
-    );
+    assert_eq!(c.get("/scim/v2/Users?filter=active%20eq%20true").await.1["totalResults"], 230);
     let (s, e) = c.get("/scim/v2/Users?filter=nickName%20sw%20%22x%22").await;
     assert_eq!(s, 400);
     assert_eq!(e["scimType"], "invalidFilter");
@@ -355,16 +227,11 @@ async fn scim_paging_filters_and_lifecycle() {
     // Provision, uniqueness, replace, patch.
     let new = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "new.hire@example-org.com",
         "displayName": "New Hire", "emails": [{"value": "new.hire@example-org.com", "primary": true}]});
-    let (s, created) = c
-        .send(reqwest::Method::POST, "/scim/v2/Users", new.clone())
-        .await;
+    let (s, created) = c.send(reqwest::Method::POST, "/scim/v2/Users", new.clone()).await;
     assert_eq!(s, 201);
     let id = created["id"].as_str().unwrap().to_string();
     let (s, e) = c.send(reqwest::Method::POST, "/scim/v2/Users", new).await;
-    assert_eq!(
-        (s.as_u16(), e["scimType"].as_str()),
-        (409, Some("uniqueness"))
-    );
+    assert_eq!((s.as_u16(), e["scimType"].as_str()), (409, Some("uniqueness")));
     let (s, p) = c
         .send(
             reqwest::Method::PATCH,
@@ -373,10 +240,7 @@ async fn scim_paging_filters_and_lifecycle() {
             "Operations": [{"op": "replace", "path": "displayName", "value": "Renamed"}]}),
         )
         .await;
-    assert_eq!(
-        (s.as_u16(), p["displayName"].as_str()),
-        (200, Some("Renamed"))
-    );
+    assert_eq!((s.as_u16(), p["displayName"].as_str()), (200, Some("Renamed")));
     let (s, p) = c
         .send(
             reqwest::Method::PATCH,
@@ -384,10 +248,7 @@ async fn scim_paging_filters_and_lifecycle() {
             json!({"Operations": [{"op": "replace", "value": {"displayName": "Again"}}]}),
         )
         .await;
-    assert_eq!(
-        (s.as_u16(), p["displayName"].as_str()),
-        (200, Some("Again"))
-    );
+    assert_eq!((s.as_u16(), p["displayName"].as_str()), (200, Some("Again")));
     let (s, p) = c
         .send(
             reqwest::Method::PUT,
@@ -397,21 +258,12 @@ async fn scim_paging_filters_and_lifecycle() {
         .await;
     assert_eq!((s.as_u16(), p["displayName"].as_str()), (200, Some("Put")));
     // Drift's own deprovisioning shape deletes the user (the default policy).
-    let (s, _) = c
-        .send(
-            reqwest::Method::PATCH,
-            &format!("/scim/v2/Users/{id}"),
-            json!({"isActive": false}),
-        )
-        .await;
+    let (s, _) = c.send(reqwest::Method::PATCH, &format!("/scim/v2/Users/{id}"), json!({"isActive": false})).await;
     assert_eq!(s, 200);
     assert_eq!(c.get(&format!("/scim/v2/Users/{id}")).await.0, 404);
     let (s, e) = c.get("/scim/v2/Users/424242").await;
     assert_eq!(s, 404);
-    assert_eq!(
-        e["schemas"][0],
-        "urn:ietf:params:scim:api:messages:2.0:Error"
-    );
+    assert_eq!(e["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error");
     assert_eq!(e["status"], "404");
 }
 
@@ -419,11 +271,7 @@ async fn owned_by(c: &C, agent: u64) -> Vec<u64> {
     let mut ids = Vec::new();
     let mut next: Option<String> = None;
     loop {
-        let path = next
-            .as_ref()
-            .map_or("/contacts?limit=100".to_string(), |n| {
-                format!("/contacts?limit=100&next={n}")
-            });
+        let path = next.as_ref().map_or("/contacts?limit=100".to_string(), |n| format!("/contacts?limit=100&next={n}"));
         let v = c.get(&path).await.1;
         for x in v["data"].as_array().unwrap() {
             let owner = match &x["ownerId"] {
@@ -445,24 +293,14 @@ async fn owned_by(c: &C, agent: u64) -> Vec<u64> {
 #[tokio::test]
 async fn deprovisioning_leaves_contacts_with_the_old_owner() {
     for policy in [DeprovisionPolicy::Delete, DeprovisionPolicy::Deactivate] {
-        let (_sim, r) = start(SimConfig {
-            deprovision: policy,
-            ..small()
-        })
-        .await;
+        let (_sim, r) = start(SimConfig { deprovision: policy, ..small() }).await;
         let c = C::new(&r);
         let before = owned_by(&c, 20001).await;
         assert!(!before.is_empty());
-        let (s, _) = c
-            .send(reqwest::Method::DELETE, "/scim/v2/Users/20001", Value::Null)
-            .await;
+        let (s, _) = c.send(reqwest::Method::DELETE, "/scim/v2/Users/20001", Value::Null).await;
         assert_eq!(s, 204);
         let users = c.get("/users/list").await.1;
-        let listed = users["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|u| u["id"] == 20001);
+        let listed = users["data"].as_array().unwrap().iter().any(|u| u["id"] == 20001);
         let scim = c.get("/scim/v2/Users/20001").await;
         match policy {
             DeprovisionPolicy::Delete => {
@@ -474,11 +312,7 @@ async fn deprovisioning_leaves_contacts_with_the_old_owner() {
                 assert_eq!(scim.1["active"], false);
             }
         }
-        assert_eq!(
-            owned_by(&c, 20001).await,
-            before,
-            "{policy:?}: contacts keep the old ownerId"
-        );
+        assert_eq!(owned_by(&c, 20001).await, before, "{policy:?}: contacts keep the old ownerId");
     }
 }
 
@@ -486,45 +320,17 @@ async fn deprovisioning_leaves_contacts_with_the_old_owner() {
 async fn contact_writes() {
     let (_sim, r) = start(small()).await;
     let c = C::new(&r);
-    let (s, v) = c
-        .send(
-            reqwest::Method::POST,
-            "/contacts",
-            json!({"attributes": {"email": "x@y.io", "ownerId": 20002}}),
-        )
-        .await;
+    let (s, v) =
+        c.send(reqwest::Method::POST, "/contacts", json!({"attributes": {"email": "x@y.io", "ownerId": 20002}})).await;
     assert_eq!(s, 200);
     let id = v["data"]["id"].as_u64().unwrap();
-    let (s, v) = c
-        .send(
-            reqwest::Method::PATCH,
-            &format!("/contacts/{id}"),
-            json!({"attributes": {"ownerId": 20003}}),
-        )
-        .await;
-    assert_eq!(
-        (s.as_u16(), v["data"]["ownerId"].as_u64()),
-        (200, Some(20003))
-    );
-    assert_eq!(
-        v["data"]["email"], "x@y.io",
-        "PATCH changes only the keys given"
-    );
-    let (s, _) = c
-        .send(
-            reqwest::Method::POST,
-            "/contacts",
-            json!({"attributes": {"name": "no email"}}),
-        )
-        .await;
+    let (s, v) =
+        c.send(reqwest::Method::PATCH, &format!("/contacts/{id}"), json!({"attributes": {"ownerId": 20003}})).await;
+    assert_eq!((s.as_u16(), v["data"]["ownerId"].as_u64()), (200, Some(20003)));
+    assert_eq!(v["data"]["email"], "x@y.io", "PATCH changes only the keys given");
+    let (s, _) = c.send(reqwest::Method::POST, "/contacts", json!({"attributes": {"name": "no email"}})).await;
     assert_eq!(s, 400);
-    let (s, _) = c
-        .send(
-            reqwest::Method::DELETE,
-            &format!("/contacts/{id}"),
-            Value::Null,
-        )
-        .await;
+    let (s, _) = c.send(reqwest::Method::DELETE, &format!("/contacts/{id}"), Value::Null).await;
     assert_eq!(s, 200);
     assert_eq!(c.get(&format!("/contacts/{id}")).await.0, 404);
 }
@@ -532,24 +338,13 @@ async fn contact_writes() {
 #[tokio::test]
 async fn the_limiter_holds_its_rate() {
     let rl: RateLimit = "50/s".parse().unwrap();
-    let (_sim, r) = start(SimConfig {
-        rate_limit: Some(rl),
-        rate_headers: true,
-        ..small()
-    })
-    .await;
+    let (_sim, r) = start(SimConfig { rate_limit: Some(rl), rate_headers: true, ..small() }).await;
     let c = C::new(&r);
     let t0 = Instant::now();
     let (mut ok, mut limited) = (0u32, 0u32);
     let mut retry_after = None;
     while t0.elapsed() < Duration::from_secs(2) {
-        let resp = c
-            .http
-            .get(format!("{}/users/20001", r.url()))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
+        let resp = c.http.get(format!("{}/users/20001", r.url())).bearer_auth(TOKEN).send().await.unwrap();
         match resp.status().as_u16() {
             200 => ok += 1,
             429 => {
@@ -563,70 +358,40 @@ async fn the_limiter_holds_its_rate() {
     }
     let el = t0.elapsed().as_secs_f64();
     let allowed = f64::from(rl.burst) + 50.0 * el;
-    assert!(
-        f64::from(ok) <= allowed + 1.0,
-        "{ok} passed, at most {allowed:.0} allowed"
-    );
+    assert!(f64::from(ok) <= allowed + 1.0, "{ok} passed, at most {allowed:.0} allowed");
     assert!(f64::from(ok) >= 50.0 * el * 0.8, "{ok} passed in {el:.2}s");
     assert!(limited > 0);
     assert!(retry_after.is_some(), "Retry-After when asked for");
     // Without rate headers, none are sent.
-    let (_sim2, r2) = start(SimConfig {
-        rate_limit: Some("1/min".parse().unwrap()),
-        ..small()
-    })
-    .await;
+    let (_sim2, r2) = start(SimConfig { rate_limit: Some("1/min".parse().unwrap()), ..small() }).await;
     let http = reqwest::Client::new();
     let mut last = None;
     for _ in 0..10 {
-        last = Some(
-            http.get(format!("{}/users/20001", r2.url()))
-                .bearer_auth(TOKEN)
-                .send()
-                .await
-                .unwrap(),
-        );
+        last = Some(http.get(format!("{}/users/20001", r2.url())).bearer_auth(TOKEN).send().await.unwrap());
     }
     let last = last.unwrap();
     assert_eq!(last.status(), 429);
     assert!(last.headers().get("retry-after").is_none());
-    assert!(last
-        .headers()
-        .keys()
-        .all(|k| !k.as_str().starts_with("x-ratelimit")));
+    assert!(last.headers().keys().all(|k| !k.as_str().starts_with("x-ratelimit")));
 }
 
 #[tokio::test]
 async fn oauth_code_refresh_rotation_and_expiry() {
-    let (sim, r) = start(SimConfig {
-        access_token_ttl: Some(Duration::from_millis(600)),
-        ..small()
-    })
-    .await;
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let (sim, r) = start(SimConfig { access_token_ttl: Some(Duration::from_millis(600)), ..small() }).await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     // The authorize page redirects with a code and the state.
     let resp = http
-        .get(format!("{}/oauth2/authorize?response_type=code&client_id=sim-client&redirect_uri=http://127.0.0.1:1/cb&state=xyz", r.url()))
+        .get(format!(
+            "{}/oauth2/authorize?response_type=code&client_id=sim-client&redirect_uri=http://127.0.0.1:1/cb&state=xyz",
+            r.url()
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 303);
     let loc = resp.headers()["location"].to_str().unwrap().to_string();
-    assert!(
-        loc.starts_with("http://127.0.0.1:1/cb?code=") && loc.ends_with("&state=xyz"),
-        "{loc}"
-    );
-    let code = loc
-        .split("code=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap()
-        .to_string();
+    assert!(loc.starts_with("http://127.0.0.1:1/cb?code=") && loc.ends_with("&state=xyz"), "{loc}");
+    let code = loc.split("code=").nth(1).unwrap().split('&').next().unwrap().to_string();
     let tok: Value = http
         .post(format!("{}/oauth2/token", r.url()))
         .form(&[
@@ -653,24 +418,11 @@ async fn oauth_code_refresh_rotation_and_expiry() {
         .json()
         .await
         .unwrap();
-    assert_eq!(
-        info["authenticated_userid"],
-        format!("orgId:{}", sim.config().org_id)
-    );
-    let ok = http
-        .get(format!("{}/contacts/1000001", r.url()))
-        .bearer_auth(&access)
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(info["authenticated_userid"], format!("orgId:{}", sim.config().org_id));
+    let ok = http.get(format!("{}/contacts/1000001", r.url())).bearer_auth(&access).send().await.unwrap();
     assert_eq!(ok.status(), 200);
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let expired = http
-        .get(format!("{}/contacts/1000001", r.url()))
-        .bearer_auth(&access)
-        .send()
-        .await
-        .unwrap();
+    let expired = http.get(format!("{}/contacts/1000001", r.url())).bearer_auth(&access).send().await.unwrap();
     assert_eq!(expired.status(), 401);
     // Refresh with a JSON camelCase body; the refresh token rotates.
     let tok2: Value = http
@@ -719,85 +471,33 @@ async fn each_fault_kind() {
         sim.set_faults(f);
         c.http.get(&url).bearer_auth(TOKEN).send()
     };
-    let resp = one(Faults {
-        error_rate: 1.0,
-        ..Faults::default()
-    })
-    .await
-    .unwrap();
+    let resp = one(Faults { error_rate: 1.0, ..Faults::default() }).await.unwrap();
     assert!(resp.status().is_server_error());
-    let resp = one(Faults {
-        malformed_rate: 1.0,
-        ..Faults::default()
-    })
-    .await
-    .unwrap();
+    let resp = one(Faults { malformed_rate: 1.0, ..Faults::default() }).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(serde_json::from_slice::<Value>(&resp.bytes().await.unwrap()).is_err());
-    let resp = one(Faults {
-        truncated_rate: 1.0,
-        ..Faults::default()
-    })
-    .await
-    .unwrap();
+    let resp = one(Faults { truncated_rate: 1.0, ..Faults::default() }).await.unwrap();
     assert!(serde_json::from_slice::<Value>(&resp.bytes().await.unwrap()).is_err());
-    let resp = one(Faults {
-        drop_rate: 1.0,
-        ..Faults::default()
-    })
-    .await;
+    let resp = one(Faults { drop_rate: 1.0, ..Faults::default() }).await;
     let dropped = match resp {
         Err(_) => true,
         Ok(r) => r.bytes().await.is_err(),
     };
     assert!(dropped, "the connection drops mid-body");
     let t0 = Instant::now();
-    let resp = one(Faults {
-        slow_rate: 1.0,
-        slow_ms: 300,
-        ..Faults::default()
-    })
-    .await
-    .unwrap();
+    let resp = one(Faults { slow_rate: 1.0, slow_ms: 300, ..Faults::default() }).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(t0.elapsed() >= Duration::from_millis(300));
-    sim.set_faults(Faults {
-        storm_rate: 1.0,
-        storm_len: 5,
-        ..Faults::default()
-    });
+    sim.set_faults(Faults { storm_rate: 1.0, storm_len: 5, ..Faults::default() });
     for _ in 0..5 {
-        assert_eq!(
-            c.http
-                .get(&url)
-                .bearer_auth(TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            429
-        );
+        assert_eq!(c.http.get(&url).bearer_auth(TOKEN).send().await.unwrap().status(), 429);
     }
     // Seeded: the same seed gives the same sequence of faults.
     async fn pattern(sim: &Sim, c: &C, url: &str, seed: u64) -> Vec<bool> {
-        sim.set_faults(Faults {
-            seed,
-            error_rate: 0.5,
-            ..Faults::default()
-        });
+        sim.set_faults(Faults { seed, error_rate: 0.5, ..Faults::default() });
         let mut p = Vec::new();
         for _ in 0..20 {
-            p.push(
-                c.http
-                    .get(url)
-                    .bearer_auth(TOKEN)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
-                    == 200,
-            );
+            p.push(c.http.get(url).bearer_auth(TOKEN).send().await.unwrap().status().as_u16() == 200);
         }
         p
     }
@@ -813,19 +513,14 @@ async fn webhooks_go_out_on_changes() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Option<String>, Value)>();
     let app = axum::Router::new().route(
         "/hook",
-        post(
-            move |headers: axum::http::HeaderMap, axum::Json(v): axum::Json<Value>| {
-                let tx = tx.clone();
-                async move {
-                    let tok = headers
-                        .get("x-verification-token")
-                        .and_then(|h| h.to_str().ok())
-                        .map(str::to_string);
-                    let _ = tx.send((tok, v));
-                    "ok"
-                }
-            },
-        ),
+        post(move |headers: axum::http::HeaderMap, axum::Json(v): axum::Json<Value>| {
+            let tx = tx.clone();
+            async move {
+                let tok = headers.get("x-verification-token").and_then(|h| h.to_str().ok()).map(str::to_string);
+                let _ = tx.send((tok, v));
+                "ok"
+            }
+        }),
     );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hook = format!("http://{}/hook", l.local_addr().unwrap());
@@ -842,25 +537,13 @@ async fn webhooks_go_out_on_changes() {
     .await;
     let c = C::new(&r);
     let (_, v) = c
-        .send(
-            reqwest::Method::POST,
-            "/contacts",
-            json!({"attributes": {"email": "hook@y.io", "ownerId": 20002}}),
-        )
+        .send(reqwest::Method::POST, "/contacts", json!({"attributes": {"email": "hook@y.io", "ownerId": 20002}}))
         .await;
     let id = v["data"]["id"].as_u64().unwrap();
-    c.send(
-        reqwest::Method::PATCH,
-        &format!("/contacts/{id}"),
-        json!({"attributes": {"ownerId": 20003}}),
-    )
-    .await;
+    c.send(reqwest::Method::PATCH, &format!("/contacts/{id}"), json!({"attributes": {"ownerId": 20003}})).await;
     let mut kinds = Vec::new();
     while kinds.len() < 3 {
-        let (tok, ev) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let (tok, ev) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
         assert_eq!(tok.as_deref(), Some("vt"));
         assert_eq!(ev["token"], "vt");
         if ev["type"] == "contact_updated" {
@@ -871,19 +554,12 @@ async fn webhooks_go_out_on_changes() {
         }
         kinds.push(ev["type"].as_str().unwrap().to_string());
     }
-    assert_eq!(
-        kinds,
-        vec!["contact_identified", "new_conversation", "contact_updated"]
-    );
+    assert_eq!(kinds, vec!["contact_identified", "new_conversation", "contact_updated"]);
 }
 
 #[test]
 fn the_generator_is_deterministic_and_skewed() {
-    let cfg = SimConfig {
-        contacts: 5000,
-        agents: 100,
-        ..SimConfig::default()
-    };
+    let cfg = SimConfig { contacts: 5000, agents: 100, ..SimConfig::default() };
     let a = Sim::new(cfg.clone()).contacts_json();
     let b = Sim::new(cfg).contacts_json();
     assert_eq!(a, b);
@@ -903,10 +579,6 @@ fn the_generator_is_deterministic_and_skewed() {
     let mut counts: Vec<usize> = per_owner.values().copied().collect();
     counts.sort_unstable_by(|x, y| y.cmp(x));
     let top5: usize = counts.iter().take(5).sum();
-    assert!(
-        top5 * 3 > a.len(),
-        "a few agents own most contacts: top 5 own {top5} of {}",
-        a.len()
-    );
+    assert!(top5 * 3 > a.len(), "a few agents own most contacts: top 5 own {top5} of {}", a.len());
     assert!(none > 0 && strings > 0);
 }

@@ -135,10 +135,7 @@ pub fn agent_audit(graph: &Graph, agent_id: u64) -> Result<Option<AgentAudit>, S
     };
     let mut timeline = Vec::new();
     if let Some(t) = agent.first_seen_ms {
-        timeline.push(StatusEvent {
-            status: "FIRST_SEEN".into(),
-            at_ms: t,
-        });
+        timeline.push(StatusEvent { status: "FIRST_SEEN".into(), at_ms: t });
     }
     for c in &history {
         let s = match c.kind {
@@ -147,22 +144,13 @@ pub fn agent_audit(graph: &Graph, agent_id: u64) -> Result<Option<AgentAudit>, S
             ChangeKind::AgentReactivated { .. } => "REACTIVATED",
             _ => continue,
         };
-        timeline.push(StatusEvent {
-            status: s.into(),
-            at_ms: c.at_ms,
-        });
+        timeline.push(StatusEvent { status: s.into(), at_ms: c.at_ms });
     }
     // Memory carries the dates even where history began later than the agent's departure.
-    for (s, t) in [
-        ("DEACTIVATED", agent.deactivated_at_ms),
-        ("DEPARTED", agent.departed_at_ms),
-    ] {
+    for (s, t) in [("DEACTIVATED", agent.deactivated_at_ms), ("DEPARTED", agent.departed_at_ms)] {
         if let Some(t) = t {
             if !timeline.iter().any(|e| e.status == s) {
-                timeline.push(StatusEvent {
-                    status: s.into(),
-                    at_ms: t,
-                });
+                timeline.push(StatusEvent { status: s.into(), at_ms: t });
             }
         }
     }
@@ -172,34 +160,20 @@ pub fn agent_audit(graph: &Graph, agent_id: u64) -> Result<Option<AgentAudit>, S
         .iter()
         .filter(|c| gone_at.is_some_and(|g| c.at_ms >= g))
         .filter_map(|c: &Change| match c.kind {
-            ChangeKind::ContactMoved {
-                contact,
-                from: Some(f),
-                to,
-            } if f == agent_id => Some(Reassignment {
-                contact_id: contact,
-                to,
-                at_ms: c.at_ms,
-                via: format!("{:?}", c.via),
-            }),
+            ChangeKind::ContactMoved { contact, from: Some(f), to } if f == agent_id => {
+                Some(Reassignment { contact_id: contact, to, at_ms: c.at_ms, via: format!("{:?}", c.via) })
+            }
             _ => None,
         })
         .collect();
     let contacts_now = ix.contact_count_of(agent_id);
     let reason = agent.status.orphans();
     let orphaned_contacts = if reason.is_some() {
-        ix.owned_contact_ids(agent_id)
-            .into_iter()
-            .filter_map(|id| ix.contact(id))
-            .collect()
+        ix.owned_contact_ids(agent_id).into_iter().filter_map(|id| ix.contact(id)).collect()
     } else {
         Vec::new()
     };
-    let orphaned_accounts = if reason.is_some() {
-        ix.owned_accounts(agent_id, None, usize::MAX).0
-    } else {
-        Vec::new()
-    };
+    let orphaned_accounts = if reason.is_some() { ix.owned_accounts(agent_id, None, usize::MAX).0 } else { Vec::new() };
     Ok(Some(AgentAudit {
         contacts_at_departure: gone_at.map(|_| contacts_now + reassigned_since.len()),
         accounts_now: ix.account_count_of(agent_id),
@@ -220,12 +194,7 @@ pub fn org_audit(graph: &Graph) -> Result<OrgAudit, StoreError> {
     let mut rows: Vec<ExposureRow> = ix
         .agents()
         .into_iter()
-        .filter(|a| {
-            matches!(
-                a.status,
-                AgentStatus::Departed | AgentStatus::Deactivated | AgentStatus::Unknown
-            )
-        })
+        .filter(|a| matches!(a.status, AgentStatus::Departed | AgentStatus::Deactivated | AgentStatus::Unknown))
         .map(|a| ExposureRow {
             contacts: ix.contact_count_of(a.id),
             accounts: ix.account_count_of(a.id),
@@ -234,11 +203,7 @@ pub fn org_audit(graph: &Graph) -> Result<OrgAudit, StoreError> {
         })
         .filter(|r| r.contacts + r.accounts > 0)
         .collect();
-    rows.sort_by(|a, b| {
-        (b.contacts + b.accounts)
-            .cmp(&(a.contacts + a.accounts))
-            .then(a.agent.id.cmp(&b.agent.id))
-    });
+    rows.sort_by(|a, b| (b.contacts + b.accounts).cmp(&(a.contacts + a.accounts)).then(a.agent.id.cmp(&b.agent.id)));
     let orphans = ix
         .orphans(None, None, None, usize::MAX)
         .into_iter()

@@ -27,10 +27,7 @@ fn decode_raw(bytes: &[u8]) -> Result<&[u8], String> {
         return Err(format!("value of {} bytes is too short", bytes.len()));
     }
     if bytes[0] != FORMAT_VERSION {
-        return Err(format!(
-            "value has format {} but this idgraph reads format {FORMAT_VERSION}",
-            bytes[0]
-        ));
+        return Err(format!("value has format {} but this idgraph reads format {FORMAT_VERSION}", bytes[0]));
     }
     let crc = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
     let payload = &bytes[5..];
@@ -41,10 +38,8 @@ fn decode_raw(bytes: &[u8]) -> Result<&[u8], String> {
 }
 
 pub fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
-    let payload = decode_raw(bytes)
-        .map_err(|e| StoreError::Corrupt(format!("key {}: {e}", show_key(key))))?;
-    serde_json::from_slice(payload)
-        .map_err(|e| StoreError::Corrupt(format!("key {}: {e}", show_key(key))))
+    let payload = decode_raw(bytes).map_err(|e| StoreError::Corrupt(format!("key {}: {e}", show_key(key))))?;
+    serde_json::from_slice(payload).map_err(|e| StoreError::Corrupt(format!("key {}: {e}", show_key(key))))
 }
 
 fn show_key(k: &[u8]) -> String {
@@ -65,10 +60,7 @@ mod tests {
         assert_eq!(decode::<Vec<u32>>(b"k", &bytes).unwrap(), v);
         let last = bytes.len() - 2;
         bytes[last] ^= 0x01;
-        assert!(matches!(
-            decode::<Vec<u32>>(b"k", &bytes),
-            Err(StoreError::Corrupt(_))
-        ));
+        assert!(matches!(decode::<Vec<u32>>(b"k", &bytes), Err(StoreError::Corrupt(_))));
         let mut newer = encode(&v).unwrap();
         newer[0] = FORMAT_VERSION + 1;
         let err = decode::<Vec<u32>>(b"k", &newer).unwrap_err().to_string();

@@ -173,10 +173,7 @@ fn contact_view(c: &Contact) -> ContactView {
 
 /// Merges REST users and SCIM users into agents: by id, then by normalised email/userName.
 /// Returns `(id, rest, scim)` triples.
-pub fn merge_agents<'a>(
-    users: &'a [User],
-    scim: &'a [ScimUser],
-) -> Vec<(u64, Option<&'a User>, Option<&'a ScimUser>)> {
+pub fn merge_agents<'a>(users: &'a [User], scim: &'a [ScimUser]) -> Vec<(u64, Option<&'a User>, Option<&'a ScimUser>)> {
     let mut by_id: BTreeMap<u64, (Option<&User>, Option<&ScimUser>)> = BTreeMap::new();
     let mut email_to_id: HashMap<String, u64> = HashMap::new();
     for u in users {
@@ -208,12 +205,9 @@ pub fn remember(
 ) -> HashMap<u64, AgentStatus> {
     let mut status = HashMap::new();
     for (id, rest, sc) in merge_agents(users, scim) {
-        let name = rest
-            .and_then(|u| u.name.clone())
-            .or_else(|| sc.and_then(|s| s.display_name.clone()));
-        let email = rest
-            .and_then(|u| u.email.clone())
-            .or_else(|| sc.map(|s| s.user_name.clone()).filter(|s| !s.is_empty()));
+        let name = rest.and_then(|u| u.name.clone()).or_else(|| sc.and_then(|s| s.display_name.clone()));
+        let email =
+            rest.and_then(|u| u.email.clone()).or_else(|| sc.map(|s| s.user_name.clone()).filter(|s| !s.is_empty()));
         let bot = rest.is_some_and(|u| u.bot);
         let m = memory.entry(id).or_insert_with(|| AgentMemory {
             id,
@@ -258,33 +252,16 @@ impl Index {
     /// Builds the graph from one generation's records. Memory must already reflect `users` and
     /// `scim` (see [`remember`]).
     pub fn build(generation: u64, inputs: Inputs) -> Index {
-        let Inputs {
-            contacts,
-            users,
-            scim,
-            accounts,
-            memory,
-        } = inputs;
-        let mut ix = Index {
-            generation,
-            ..Index::default()
-        };
+        let Inputs { contacts, users, scim, accounts, memory } = inputs;
+        let mut ix = Index { generation, ..Index::default() };
         ix.contacts.reserve(contacts.len());
         let merged = merge_agents(&users, &scim);
         let mut present = HashMap::new();
         for (id, rest, sc) in &merged {
-            present.insert(
-                *id,
-                (
-                    rest.is_some(),
-                    sc.is_some(),
-                    rest.and_then(|u| u.role.clone()),
-                ),
-            );
+            present.insert(*id, (rest.is_some(), sc.is_some(), rest.and_then(|u| u.role.clone())));
         }
         for m in memory.values() {
-            let (in_rest, in_scim, role) =
-                present.get(&m.id).cloned().unwrap_or((false, false, None));
+            let (in_rest, in_scim, role) = present.get(&m.id).cloned().unwrap_or((false, false, None));
             let status = if m.bot {
                 AgentStatus::Bot
             } else if !in_rest && !in_scim {
@@ -302,11 +279,7 @@ impl Index {
                 role,
                 first_seen_ms: Some(m.first_seen_ms),
                 deactivated_at_ms: m.deactivated_at_ms,
-                departed_at_ms: if status == AgentStatus::Departed {
-                    m.departed_at_ms
-                } else {
-                    None
-                },
+                departed_at_ms: if status == AgentStatus::Departed { m.departed_at_ms } else { None },
                 in_rest,
                 in_scim,
             });
@@ -384,12 +357,7 @@ impl Index {
         let n = self.graph.add_node(Node::Contact(c));
         self.contacts.insert(id, n);
         if let Some(e) = email {
-            if let Some(agent) = self
-                .agent_emails
-                .get(&e)
-                .and_then(|a| self.agents.get(a))
-                .copied()
-            {
+            if let Some(agent) = self.agent_emails.get(&e).and_then(|a| self.agents.get(a)).copied() {
                 self.graph.add_edge(n, agent, Edge::SamePerson);
             }
             let ids = self.contact_emails.entry(e).or_default();
@@ -445,21 +413,14 @@ impl Index {
         if a.deleted {
             return;
         }
-        let view = AccountView {
-            id: a.id.clone(),
-            name: a.name.clone(),
-            domain: a.domain.clone(),
-            owner_id: a.owner_id,
-        };
+        let view =
+            AccountView { id: a.id.clone(), name: a.name.clone(), domain: a.domain.clone(), owner_id: a.owner_id };
         let n = self.graph.add_node(Node::Account(view));
         self.accounts.insert(a.id.clone(), n);
         if let Some(o) = a.owner_id {
             let agent = self.owner_node(o);
             self.graph.add_edge(agent, n, Edge::Owns);
-            self.owned_accounts
-                .entry(o)
-                .or_default()
-                .insert(a.id.clone());
+            self.owned_accounts.entry(o).or_default().insert(a.id.clone());
             if let Some(reason) = self.agent_ref(o).and_then(|x| x.status.orphans()) {
                 self.orphan_accounts.insert((reason, o, a.id.clone()));
             }
@@ -471,8 +432,8 @@ impl Index {
             .agents
             .keys()
             .map(|id| {
-                let n = self.owned.get(id).map_or(0, BTreeSet::len)
-                    + self.owned_accounts.get(id).map_or(0, BTreeSet::len);
+                let n =
+                    self.owned.get(id).map_or(0, BTreeSet::len) + self.owned_accounts.get(id).map_or(0, BTreeSet::len);
                 (n, *id)
             })
             .collect();
@@ -515,25 +476,12 @@ impl Index {
 
     /// Re-derives agents' statuses after an agents-only refresh, updating the orphan sets of the
     /// agents whose status changed. Memory must already be updated (see [`remember`]).
-    pub fn apply_agents(
-        &mut self,
-        users: &[User],
-        scim: &[ScimUser],
-        memory: HashMap<u64, AgentMemory>,
-    ) {
+    pub fn apply_agents(&mut self, users: &[User], scim: &[ScimUser], memory: HashMap<u64, AgentMemory>) {
         let merged = merge_agents(users, scim);
-        let present: HashMap<u64, (bool, bool, Option<String>)> = merged
-            .iter()
-            .map(|(id, r, s)| {
-                (
-                    *id,
-                    (r.is_some(), s.is_some(), r.and_then(|u| u.role.clone())),
-                )
-            })
-            .collect();
+        let present: HashMap<u64, (bool, bool, Option<String>)> =
+            merged.iter().map(|(id, r, s)| (*id, (r.is_some(), s.is_some(), r.and_then(|u| u.role.clone())))).collect();
         for m in memory.values() {
-            let (in_rest, in_scim, role) =
-                present.get(&m.id).cloned().unwrap_or((false, false, None));
+            let (in_rest, in_scim, role) = present.get(&m.id).cloned().unwrap_or((false, false, None));
             let status = if m.bot {
                 AgentStatus::Bot
             } else if !in_rest && !in_scim {
@@ -551,11 +499,7 @@ impl Index {
                 role,
                 first_seen_ms: Some(m.first_seen_ms),
                 deactivated_at_ms: m.deactivated_at_ms,
-                departed_at_ms: if status == AgentStatus::Departed {
-                    m.departed_at_ms
-                } else {
-                    None
-                },
+                departed_at_ms: if status == AgentStatus::Departed { m.departed_at_ms } else { None },
                 in_rest,
                 in_scim,
             };
@@ -564,16 +508,9 @@ impl Index {
                 continue;
             }
             // Take this agent's orphans out under the old status, then put them back under the new.
-            let contacts: Vec<u64> = self
-                .owned
-                .get(&m.id)
-                .map(|s| s.iter().copied().collect())
-                .unwrap_or_default();
-            let accounts: Vec<String> = self
-                .owned_accounts
-                .get(&m.id)
-                .map(|s| s.iter().cloned().collect())
-                .unwrap_or_default();
+            let contacts: Vec<u64> = self.owned.get(&m.id).map(|s| s.iter().copied().collect()).unwrap_or_default();
+            let accounts: Vec<String> =
+                self.owned_accounts.get(&m.id).map(|s| s.iter().cloned().collect()).unwrap_or_default();
             for c in &contacts {
                 if let Some(k) = self.orphan_key(m.id, *c) {
                     self.orphan_remove(&k);
@@ -642,13 +579,12 @@ impl Index {
     /// The owner of a contact, through the graph's ownership edge.
     pub fn owner_of(&self, contact_id: u64) -> Option<&AgentView> {
         let n = *self.contacts.get(&contact_id)?;
-        self.graph
-            .edges_directed(n, Direction::Incoming)
-            .find(|e| *e.weight() == Edge::Owns)
-            .and_then(|e| match self.graph.node_weight(e.source()) {
+        self.graph.edges_directed(n, Direction::Incoming).find(|e| *e.weight() == Edge::Owns).and_then(|e| {
+            match self.graph.node_weight(e.source()) {
                 Some(Node::Agent(a)) => Some(a),
                 _ => None,
-            })
+            }
+        })
     }
 
     pub fn agent(&self, id: u64) -> Option<AgentView> {
@@ -662,59 +598,36 @@ impl Index {
     /// The agent that is the same person as a contact (same email), if any.
     pub fn same_person(&self, contact_id: u64) -> Option<AgentView> {
         let n = *self.contacts.get(&contact_id)?;
-        self.graph
-            .edges_directed(n, Direction::Outgoing)
-            .find(|e| *e.weight() == Edge::SamePerson)
-            .and_then(|e| match self.graph.node_weight(e.target()) {
+        self.graph.edges_directed(n, Direction::Outgoing).find(|e| *e.weight() == Edge::SamePerson).and_then(|e| {
+            match self.graph.node_weight(e.target()) {
                 Some(Node::Agent(a)) => Some(a.clone()),
                 _ => None,
-            })
+            }
+        })
     }
 
     /// A page of an agent's contacts in id order after `after`; and the total.
-    pub fn owned_contacts(
-        &self,
-        agent: u64,
-        after: Option<u64>,
-        first: usize,
-    ) -> (Vec<ContactView>, usize) {
+    pub fn owned_contacts(&self, agent: u64, after: Option<u64>, first: usize) -> (Vec<ContactView>, usize) {
         let Some(set) = self.owned.get(&agent) else {
             return (Vec::new(), 0);
         };
         let iter: Box<dyn Iterator<Item = &u64>> = match after {
-            Some(a) => {
-                Box::new(set.range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)))
-            }
+            Some(a) => Box::new(set.range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))),
             None => Box::new(set.iter()),
         };
-        (
-            iter.take(first)
-                .filter_map(|id| self.contact(*id))
-                .collect(),
-            set.len(),
-        )
+        (iter.take(first).filter_map(|id| self.contact(*id)).collect(), set.len())
     }
 
     pub fn owned_contact_ids(&self, agent: u64) -> Vec<u64> {
-        self.owned
-            .get(&agent)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default()
+        self.owned.get(&agent).map(|s| s.iter().copied().collect()).unwrap_or_default()
     }
 
-    pub fn owned_accounts(
-        &self,
-        agent: u64,
-        after: Option<&str>,
-        first: usize,
-    ) -> (Vec<AccountView>, usize) {
+    pub fn owned_accounts(&self, agent: u64, after: Option<&str>, first: usize) -> (Vec<AccountView>, usize) {
         let Some(set) = self.owned_accounts.get(&agent) else {
             return (Vec::new(), 0);
         };
         let iter: Box<dyn Iterator<Item = &String>> = match after {
-            Some(a) => Box::new(
-                set.range::<str, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
-            ),
+            Some(a) => Box::new(set.range::<str, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))),
             None => Box::new(set.iter()),
         };
         let page = iter
@@ -774,20 +687,11 @@ impl Index {
                 Some(a) if a >= lo => std::ops::Bound::Excluded(a),
                 _ => std::ops::Bound::Included(lo),
             };
-            for k in self
-                .orphans
-                .range((start, std::ops::Bound::Included(hi)))
-                .take(first - page.len())
-            {
+            for k in self.orphans.range((start, std::ops::Bound::Included(hi))).take(first - page.len()) {
                 let (Some(contact), Some(owner)) = (self.contact(k.3), self.agent(k.2)) else {
                     continue;
                 };
-                page.push(OrphanView {
-                    contact,
-                    reason: k.0,
-                    owner,
-                    key: *k,
-                });
+                page.push(OrphanView { contact, reason: k.0, owner, key: *k });
             }
         }
         page
@@ -796,11 +700,7 @@ impl Index {
     fn reasons(reason: Option<OrphanReason>) -> Vec<OrphanReason> {
         match reason {
             Some(r) => vec![r],
-            None => vec![
-                OrphanReason::OwnerDeactivated,
-                OrphanReason::OwnerDeparted,
-                OrphanReason::OwnerUnknown,
-            ],
+            None => vec![OrphanReason::OwnerDeactivated, OrphanReason::OwnerDeparted, OrphanReason::OwnerUnknown],
         }
     }
 
@@ -810,10 +710,7 @@ impl Index {
             .into_iter()
             .map(|r| match since_ms {
                 None => self.orphan_by_reason[r as usize],
-                Some(s) => self
-                    .orphans
-                    .range((r, s, 0, 0)..=(r, i64::MAX, u64::MAX, u64::MAX))
-                    .count(),
+                Some(s) => self.orphans.range((r, s, 0, 0)..=(r, i64::MAX, u64::MAX, u64::MAX)).count(),
             })
             .sum()
     }
@@ -839,27 +736,15 @@ impl Index {
     /// Contacts without an owner (not orphans): a page after `after`, and the total.
     pub fn unowned(&self, after: Option<u64>, first: usize) -> (Vec<ContactView>, usize) {
         let iter: Box<dyn Iterator<Item = &u64>> = match after {
-            Some(a) => Box::new(
-                self.unowned
-                    .range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
-            ),
+            Some(a) => Box::new(self.unowned.range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))),
             None => Box::new(self.unowned.iter()),
         };
-        (
-            iter.take(first)
-                .filter_map(|id| self.contact(*id))
-                .collect(),
-            self.unowned.len(),
-        )
+        (iter.take(first).filter_map(|id| self.contact(*id)).collect(), self.unowned.len())
     }
 
     /// Every agent, by id.
     pub fn agents(&self) -> Vec<AgentView> {
-        let mut v: Vec<AgentView> = self
-            .agents
-            .keys()
-            .filter_map(|id| self.agent(*id))
-            .collect();
+        let mut v: Vec<AgentView> = self.agents.keys().filter_map(|id| self.agent(*id)).collect();
         v.sort_by_key(|a| a.id);
         v
     }
@@ -882,9 +767,7 @@ impl Index {
             .agents()
             .into_iter()
             .filter(|a| {
-                a.email
-                    .as_deref()
-                    .is_some_and(|e| e.to_ascii_lowercase().starts_with(&p))
+                a.email.as_deref().is_some_and(|e| e.to_ascii_lowercase().starts_with(&p))
                     || a.name.as_deref().is_some_and(|n| {
                         let n = n.to_ascii_lowercase();
                         n.starts_with(&p) || n.split_whitespace().any(|w| w.starts_with(&p))
@@ -897,10 +780,7 @@ impl Index {
 
     /// Every contact's owner, for diffs between generations.
     pub fn owner_map(&self) -> HashMap<u64, Option<u64>> {
-        self.contacts
-            .keys()
-            .filter_map(|id| Some((*id, self.contact(*id)?.owner_id)))
-            .collect()
+        self.contacts.keys().filter_map(|id| Some((*id, self.contact(*id)?.owner_id))).collect()
     }
 
     pub fn node_count(&self) -> usize {
@@ -943,13 +823,8 @@ mod tests {
         remember(&mut memory, &users, &[], 100);
         // 3 leaves; 2 is deactivated in SCIM.
         let users2 = vec![user(1, "a@x.io"), user(2, "b@x.io")];
-        let scim = vec![ScimUser {
-            id: 2,
-            user_name: "B@x.io".into(),
-            display_name: None,
-            active: false,
-            emails: vec![],
-        }];
+        let scim =
+            vec![ScimUser { id: 2, user_name: "B@x.io".into(), display_name: None, active: false, emails: vec![] }];
         let st = remember(&mut memory, &users2, &scim, 200);
         assert_eq!(st[&3], AgentStatus::Departed);
         assert_eq!(st[&2], AgentStatus::Deactivated);
@@ -960,43 +835,19 @@ mod tests {
             contact(13, Some(99)),
             contact(14, None),
         ];
-        let ix = Index::build(
-            1,
-            Inputs {
-                contacts,
-                users: users2,
-                scim,
-                accounts: vec![],
-                memory,
-            },
-        );
+        let ix = Index::build(1, Inputs { contacts, users: users2, scim, accounts: vec![], memory });
         assert_eq!(ix.owner_of(10).unwrap().status, AgentStatus::Active);
         assert_eq!(ix.owner_of(13).unwrap().status, AgentStatus::Unknown);
         assert_eq!(ix.agent(3).unwrap().departed_at_ms, Some(200));
         let all = ix.orphans(None, None, None, 10);
         assert_eq!(ix.orphan_count(None, None), 3);
-        assert_eq!(
-            all.iter().map(|o| o.contact.id).collect::<Vec<_>>(),
-            vec![11, 12, 13]
-        );
+        assert_eq!(all.iter().map(|o| o.contact.id).collect::<Vec<_>>(), vec![11, 12, 13]);
         let p1 = ix.orphans(None, None, None, 2);
         let p2 = ix.orphans(None, None, Some(p1[1].key), 2);
-        assert_eq!(
-            p2.iter().map(|o| o.contact.id).collect::<Vec<_>>(),
-            vec![13]
-        );
+        assert_eq!(p2.iter().map(|o| o.contact.id).collect::<Vec<_>>(), vec![13]);
         let dep = ix.orphans(Some(OrphanReason::OwnerDeparted), None, None, 10);
-        assert_eq!(
-            (
-                dep.len(),
-                ix.orphan_count(Some(OrphanReason::OwnerDeparted), None)
-            ),
-            (1, 1)
-        );
-        assert_eq!(
-            ix.orphan_count(Some(OrphanReason::OwnerDeparted), Some(201)),
-            0
-        );
+        assert_eq!((dep.len(), ix.orphan_count(Some(OrphanReason::OwnerDeparted), None)), (1, 1));
+        assert_eq!(ix.orphan_count(Some(OrphanReason::OwnerDeparted), Some(201)), 0);
         assert_eq!(ix.unowned(None, 10).1, 1);
         assert_eq!(ix.who_owns_whom(0, 1).0[0].contacts, 1);
     }
@@ -1006,21 +857,10 @@ mod tests {
         let mut memory = HashMap::new();
         let users = vec![user(1, "a@x.io"), user(2, "b@x.io")];
         remember(&mut memory, &users, &[], 0);
-        let mut ix = Index::build(
-            1,
-            Inputs {
-                contacts: vec![contact(10, Some(1))],
-                users,
-                memory,
-                ..Default::default()
-            },
-        );
+        let mut ix =
+            Index::build(1, Inputs { contacts: vec![contact(10, Some(1))], users, memory, ..Default::default() });
         assert_eq!(ix.set_owner(10, Some(2), 20), Some(Some(1)));
-        assert_eq!(
-            ix.set_owner(10, Some(1), 15),
-            None,
-            "an older change is ignored"
-        );
+        assert_eq!(ix.set_owner(10, Some(1), 15), None, "an older change is ignored");
         assert_eq!(ix.owner_of(10).unwrap().id, 2);
         let mut stale = contact(10, Some(1));
         stale.updated_at = 5;

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use index::{
-    AccountView, AgentMemory, AgentStatus, AgentView, ContactView, Index, OrphanKey, OrphanReason,
-    OrphanView, OwnershipRow,
+    AccountView, AgentMemory, AgentStatus, AgentView, ContactView, Index, OrphanKey, OrphanReason, OrphanView,
+    OwnershipRow,
 };
 pub use store::{GenInfo, Store};
 
@@ -106,9 +106,7 @@ impl ChangeKind {
             | ChangeKind::AgentDeactivated { agent: a }
             | ChangeKind::AgentDeparted { agent: a }
             | ChangeKind::AgentReactivated { agent: a } => *a == agent,
-            ChangeKind::ContactAdded { owner, .. } | ChangeKind::ContactRemoved { owner, .. } => {
-                *owner == Some(agent)
-            }
+            ChangeKind::ContactAdded { owner, .. } | ChangeKind::ContactRemoved { owner, .. } => *owner == Some(agent),
             ChangeKind::ContactMoved { from, to, .. } => *from == Some(agent) || *to == Some(agent),
         }
     }
@@ -128,15 +126,8 @@ pub struct Change {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Update {
     Upsert(Contact),
-    Delete {
-        id: u64,
-        at_ms: i64,
-    },
-    SetOwner {
-        id: u64,
-        owner: Option<u64>,
-        at_ms: i64,
-    },
+    Delete { id: u64, at_ms: i64 },
+    SetOwner { id: u64, owner: Option<u64>, at_ms: i64 },
 }
 
 /// An update with the id that makes applying it idempotent.
@@ -168,19 +159,13 @@ pub struct ShrinkGuard {
 
 impl Default for ShrinkGuard {
     fn default() -> Self {
-        ShrinkGuard {
-            max_contact_loss: 0.5,
-            max_departures: 0.5,
-        }
+        ShrinkGuard { max_contact_loss: 0.5, max_departures: 0.5 }
     }
 }
 
 impl ShrinkGuard {
     pub fn off() -> Self {
-        ShrinkGuard {
-            max_contact_loss: 1.0,
-            max_departures: 1.0,
-        }
+        ShrinkGuard { max_contact_loss: 1.0, max_departures: 1.0 }
     }
 }
 
@@ -203,10 +188,7 @@ pub struct Graph {
 }
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 impl Graph {
@@ -215,9 +197,7 @@ impl Graph {
         let store = Store::open(path)?;
         let (index, info) = match store.current()? {
             Some(g) => {
-                let info = store
-                    .info(g)?
-                    .ok_or_else(|| StoreError::Corrupt(format!("generation {g} has no info")))?;
+                let info = store.info(g)?.ok_or_else(|| StoreError::Corrupt(format!("generation {g} has no info")))?;
                 let inputs = store.inputs(g)?;
                 if inputs.contacts.len() as u64 != info.contacts {
                     return Err(StoreError::Corrupt(format!(
@@ -230,11 +210,7 @@ impl Graph {
             }
             None => (Index::default(), None),
         };
-        Ok(Graph {
-            store,
-            index: RwLock::new(index),
-            info: RwLock::new(info),
-        })
+        Ok(Graph { store, index: RwLock::new(index), info: RwLock::new(info) })
     }
 
     pub fn store(&self) -> &Store {
@@ -253,19 +229,10 @@ impl Graph {
     /// Starts (or, with `resume`, continues) a generation.
     pub fn begin(&self, resume: bool) -> Result<Staging, StoreError> {
         let (generation, resumed) = self.store.begin(resume)?;
-        Ok(Staging {
-            generation,
-            resumed,
-            started_at_ms: now_ms(),
-        })
+        Ok(Staging { generation, resumed, started_at_ms: now_ms() })
     }
 
-    pub fn write(
-        &self,
-        s: &Staging,
-        records: &[Record],
-        checkpoint: Option<&Value>,
-    ) -> Result<(), StoreError> {
+    pub fn write(&self, s: &Staging, records: &[Record], checkpoint: Option<&Value>) -> Result<(), StoreError> {
         self.store.write_records(s.generation, records, checkpoint)
     }
 
@@ -300,21 +267,13 @@ impl Graph {
         let now = now_ms();
         let mut inputs = self.store.inputs(s.generation)?;
         let mut memory = self.read().memory.clone();
-        let before: HashMap<u64, AgentStatus> = memory
-            .keys()
-            .filter_map(|id| Some((*id, self.read().agent(*id)?.status)))
-            .collect();
-        let scim = if scim_available {
-            inputs.scim.clone()
-        } else {
-            Vec::new()
-        };
+        let before: HashMap<u64, AgentStatus> =
+            memory.keys().filter_map(|id| Some((*id, self.read().agent(*id)?.status))).collect();
+        let scim = if scim_available { inputs.scim.clone() } else { Vec::new() };
         let statuses = index::remember(&mut memory, &inputs.users, &scim, now);
         let old_contacts = self.info().map_or(0, |i| i.contacts);
         let new_contacts = inputs.contacts.len() as u64;
-        if old_contacts > 0
-            && (new_contacts as f64) < (old_contacts as f64) * (1.0 - guard.max_contact_loss)
-        {
+        if old_contacts > 0 && (new_contacts as f64) < (old_contacts as f64) * (1.0 - guard.max_contact_loss) {
             return Err(StoreError::Shrink(format!(
                 "the new generation has {new_contacts} contacts, the current one {old_contacts}"
             )));
@@ -340,36 +299,23 @@ impl Graph {
         let initial = self.info().is_none();
         let mut kinds = Vec::new();
         let (c, a, acc) = new_index.counts();
-        kinds.push(ChangeKind::Generation {
-            contacts: c as u64,
-            agents: a as u64,
-            accounts: acc as u64,
-            initial,
-        });
+        kinds.push(ChangeKind::Generation { contacts: c as u64, agents: a as u64, accounts: acc as u64, initial });
         kinds.extend(agent_changes(&before, &statuses, &memory));
         if !initial {
             let old = self.read().owner_map();
             let new = new_index.owner_map();
             for (id, owner) in &new {
                 match old.get(id) {
-                    None => kinds.push(ChangeKind::ContactAdded {
-                        contact: *id,
-                        owner: *owner,
-                    }),
-                    Some(o) if o != owner => kinds.push(ChangeKind::ContactMoved {
-                        contact: *id,
-                        from: *o,
-                        to: *owner,
-                    }),
+                    None => kinds.push(ChangeKind::ContactAdded { contact: *id, owner: *owner }),
+                    Some(o) if o != owner => {
+                        kinds.push(ChangeKind::ContactMoved { contact: *id, from: *o, to: *owner })
+                    }
                     _ => {}
                 }
             }
             for (id, owner) in &old {
                 if !new.contains_key(id) {
-                    kinds.push(ChangeKind::ContactRemoved {
-                        contact: *id,
-                        owner: *owner,
-                    });
+                    kinds.push(ChangeKind::ContactRemoved { contact: *id, owner: *owner });
                 }
             }
         }
@@ -399,13 +345,7 @@ impl Graph {
         Ok(kinds
             .into_iter()
             .enumerate()
-            .map(|(i, kind)| Change {
-                seq: first + i as u64,
-                generation,
-                at_ms,
-                via,
-                kind,
-            })
+            .map(|(i, kind)| Change { seq: first + i as u64, generation, at_ms, via, kind })
             .collect())
     }
 
@@ -422,10 +362,8 @@ impl Graph {
         };
         let now = now_ms();
         let mut memory = self.read().memory.clone();
-        let before: HashMap<u64, AgentStatus> = memory
-            .keys()
-            .filter_map(|id| Some((*id, self.read().agent(*id)?.status)))
-            .collect();
+        let before: HashMap<u64, AgentStatus> =
+            memory.keys().filter_map(|id| Some((*id, self.read().agent(*id)?.status))).collect();
         // Without SCIM this refresh says nothing about deactivation: keep the stored SCIM view.
         let scim_now = match &scim {
             Some(s) => s.clone(),
@@ -441,8 +379,7 @@ impl Graph {
             info.scim_users = s.len() as u64;
         }
         info.agents_refreshed_at_ms = now;
-        self.store
-            .replace_agents(info.generation, &users, scim.as_deref(), &memory, &info)?;
+        self.store.replace_agents(info.generation, &users, scim.as_deref(), &memory, &info)?;
         self.store.append_history(&changes)?;
         let mut ix = self.index.write();
         ix.apply_agents(&users, &scim_now, memory);
@@ -473,19 +410,11 @@ impl Graph {
                         if ix.upsert_contact(&c) {
                             report.applied += 1;
                             match before {
-                                None => kinds.push((
-                                    ChangeKind::ContactAdded {
-                                        contact: c.id,
-                                        owner: c.owner_id,
-                                    },
-                                    ev.via,
-                                )),
+                                None => {
+                                    kinds.push((ChangeKind::ContactAdded { contact: c.id, owner: c.owner_id }, ev.via))
+                                }
                                 Some(b) if b.owner_id != c.owner_id => kinds.push((
-                                    ChangeKind::ContactMoved {
-                                        contact: c.id,
-                                        from: b.owner_id,
-                                        to: c.owner_id,
-                                    },
+                                    ChangeKind::ContactMoved { contact: c.id, from: b.owner_id, to: c.owner_id },
                                     ev.via,
                                 )),
                                 _ => {}
@@ -499,13 +428,7 @@ impl Graph {
                         Some(c) if c.updated_at_ms <= at_ms => {
                             ix.delete_contact(id);
                             report.applied += 1;
-                            kinds.push((
-                                ChangeKind::ContactRemoved {
-                                    contact: id,
-                                    owner: c.owner_id,
-                                },
-                                ev.via,
-                            ));
+                            kinds.push((ChangeKind::ContactRemoved { contact: id, owner: c.owner_id }, ev.via));
                             deletes.push(id);
                         }
                         Some(_) => report.stale += 1,
@@ -520,14 +443,7 @@ impl Graph {
                             Some(from) => {
                                 report.applied += 1;
                                 if from != owner {
-                                    kinds.push((
-                                        ChangeKind::ContactMoved {
-                                            contact: id,
-                                            from,
-                                            to: owner,
-                                        },
-                                        ev.via,
-                                    ));
+                                    kinds.push((ChangeKind::ContactMoved { contact: id, from, to: owner }, ev.via));
                                 }
                                 let mut c = match self.store.contact(info.generation, id)? {
                                     Some(c) => c,
@@ -548,8 +464,7 @@ impl Graph {
         // The contacts and the info that counts them go in one batch, so a restart's check holds.
         let mut info = info;
         info.contacts = self.read().counts().0 as u64;
-        self.store
-            .put_contacts(info.generation, &upserts, &deletes, &info)?;
+        self.store.put_contacts(info.generation, &upserts, &deletes, &info)?;
         *self.info.write() = Some(info.clone());
         let mut changes = Vec::new();
         for (kind, via) in kinds {
@@ -559,12 +474,7 @@ impl Graph {
         Ok(report)
     }
 
-    pub fn changes(
-        &self,
-        since: u64,
-        after_seq: Option<u64>,
-        first: usize,
-    ) -> Result<Vec<Change>, StoreError> {
+    pub fn changes(&self, since: u64, after_seq: Option<u64>, first: usize) -> Result<Vec<Change>, StoreError> {
         self.store.changes(since, after_seq, first)
     }
 
@@ -578,16 +488,10 @@ fn check_departures(
     after: &HashMap<u64, AgentStatus>,
     guard: ShrinkGuard,
 ) -> Result<(), StoreError> {
-    let known = before
-        .values()
-        .filter(|s| **s != AgentStatus::Departed)
-        .count();
+    let known = before.values().filter(|s| **s != AgentStatus::Departed).count();
     let departing = after
         .iter()
-        .filter(|(id, s)| {
-            **s == AgentStatus::Departed
-                && before.get(id).is_some_and(|b| *b != AgentStatus::Departed)
-        })
+        .filter(|(id, s)| **s == AgentStatus::Departed && before.get(id).is_some_and(|b| *b != AgentStatus::Departed))
         .count();
     if known >= 10 && (departing as f64) > (known as f64) * guard.max_departures {
         return Err(StoreError::Shrink(format!(

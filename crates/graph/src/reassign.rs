@@ -28,12 +28,7 @@ pub enum PlanError {
 
 /// Spreads `from`'s contacts over `targets` in contact-id order, round robin. With `only`, just
 /// those contacts (still owned by `from`).
-pub fn plan(
-    ix: &Index,
-    from: u64,
-    targets: &[u64],
-    only: Option<&[u64]>,
-) -> Result<Vec<Move>, PlanError> {
+pub fn plan(ix: &Index, from: u64, targets: &[u64], only: Option<&[u64]>) -> Result<Vec<Move>, PlanError> {
     if targets.is_empty() {
         return Err(PlanError::NoTargets);
     }
@@ -56,10 +51,6 @@ pub fn plan(
     Ok(ids
         .into_iter()
         .enumerate()
-        .map(|(i, contact_id)| Move {
-            contact_id,
-            from,
-            to: targets[i % targets.len()],
-        })
+        .map(|(i, contact_id)| Move { contact_id, from, to: targets[i % targets.len()] })
         .collect())
 }

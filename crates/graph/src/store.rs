@@ -93,19 +93,12 @@ impl Store {
     /// Opens (or creates) the store at `path`, refusing one written in another format and
     /// clearing what an interrupted switch left behind.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(256 << 20)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock") =>
-                {
-                    StoreError::Locked(path.display().to_string())
-                }
-                other => StoreError::Sled(other.to_string()),
-            })?;
+        let db = sled::Config::new().path(path).cache_capacity(256 << 20).open().map_err(|e| match e {
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+                StoreError::Locked(path.display().to_string())
+            }
+            other => StoreError::Sled(other.to_string()),
+        })?;
         let meta = db.open_tree("meta")?;
         match meta.get(META_FORMAT)? {
             None => {
@@ -113,18 +106,10 @@ impl Store {
             }
             Some(v) if v.as_ref() == [FORMAT_VERSION] => {}
             Some(v) => {
-                return Err(StoreError::Version {
-                    found: v.first().copied().unwrap_or(0),
-                    expected: FORMAT_VERSION,
-                });
+                return Err(StoreError::Version { found: v.first().copied().unwrap_or(0), expected: FORMAT_VERSION });
             }
         }
-        let store = Store {
-            history: db.open_tree("history")?,
-            events: db.open_tree("events")?,
-            meta,
-            db,
-        };
+        let store = Store { history: db.open_tree("history")?, events: db.open_tree("events")?, meta, db };
         store.clean()?;
         Ok(store)
     }
@@ -138,10 +123,7 @@ impl Store {
             let Ok(name) = std::str::from_utf8(&name) else {
                 continue;
             };
-            let Some(g) = name
-                .strip_prefix("gen-")
-                .and_then(|g| g.parse::<u64>().ok())
-            else {
+            let Some(g) = name.strip_prefix("gen-").and_then(|g| g.parse::<u64>().ok()) else {
                 continue;
             };
             if Some(g) != current && Some(g) != staging {
@@ -149,11 +131,7 @@ impl Store {
             }
         }
         let from = history_key(current.unwrap_or(0) + 1, 0);
-        let stale: Vec<_> = self
-            .history
-            .range(from..)
-            .keys()
-            .collect::<Result<_, _>>()?;
+        let stale: Vec<_> = self.history.range(from..).keys().collect::<Result<_, _>>()?;
         for k in stale {
             self.history.remove(k)?;
         }
@@ -218,10 +196,7 @@ impl Store {
 
     pub fn contact(&self, generation: u64, id: u64) -> Result<Option<Contact>, StoreError> {
         let k = key(P_CONTACT, id);
-        self.tree(generation)?
-            .get(k)?
-            .map(|v| decode(&k, &v))
-            .transpose()
+        self.tree(generation)?.get(k)?.map(|v| decode(&k, &v)).transpose()
     }
 
     /// Starts a new staging generation, or returns the interrupted one to resume.
@@ -264,9 +239,7 @@ impl Store {
 
     pub fn checkpoint(&self, generation: u64) -> Result<Option<Value>, StoreError> {
         let t = self.tree(generation)?;
-        t.get(K_CHECKPOINT)?
-            .map(|v| decode(K_CHECKPOINT, &v))
-            .transpose()
+        t.get(K_CHECKPOINT)?.map(|v| decode(K_CHECKPOINT, &v)).transpose()
     }
 
     pub fn contact_ids(&self, generation: u64) -> Result<HashSet<u64>, StoreError> {
@@ -396,17 +369,9 @@ impl Store {
     }
 
     /// Changes recorded after generation `since` (exclusive), after sequence `after_seq`.
-    pub fn changes(
-        &self,
-        since: u64,
-        after_seq: Option<u64>,
-        first: usize,
-    ) -> Result<Vec<Change>, StoreError> {
+    pub fn changes(&self, since: u64, after_seq: Option<u64>, first: usize) -> Result<Vec<Change>, StoreError> {
         let mut out = Vec::new();
-        for kv in self
-            .history
-            .range(history_key(since.saturating_add(1), 0)..)
-        {
+        for kv in self.history.range(history_key(since.saturating_add(1), 0)..) {
             let (k, v) = kv?;
             let c: Change = decode(&k, &v)?;
             if after_seq.is_some_and(|a| c.seq <= a) {
@@ -435,9 +400,7 @@ impl Store {
 
     /// Records a webhook event id; returns false when it was already applied.
     pub fn first_time(&self, event_id: &str, at_ms: i64) -> Result<bool, StoreError> {
-        let prev = self
-            .events
-            .insert(event_id.as_bytes(), &at_ms.to_be_bytes())?;
+        let prev = self.events.insert(event_id.as_bytes(), &at_ms.to_be_bytes())?;
         Ok(prev.is_none())
     }
 

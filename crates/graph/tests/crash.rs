@@ -44,8 +44,7 @@ fn writer(dir: &Path) {
                 })
             })
             .collect();
-        g.write(&s, &users, Some(&json!({"users": true})))
-            .expect("write users");
+        g.write(&s, &users, Some(&json!({"users": true}))).expect("write users");
         let scim: Vec<Record> = (0..20)
             .map(|i| {
                 Record::ScimUser(ScimUser {
@@ -60,27 +59,15 @@ fn writer(dir: &Path) {
         g.write(&s, &scim, None).expect("write scim");
         for page in 0..n / 100 {
             let recs: Vec<Record> = (0..100)
-                .map(|k| {
-                    Record::Contact(contact(
-                        page * 100 + k + 1,
-                        100 + (k % 25),
-                        s.generation as i64,
-                    ))
-                })
+                .map(|k| Record::Contact(contact(page * 100 + k + 1, 100 + (k % 25), s.generation as i64)))
                 .collect();
-            g.write(&s, &recs, Some(&json!({"page": page})))
-                .expect("write contacts");
+            g.write(&s, &recs, Some(&json!({"page": page}))).expect("write contacts");
         }
-        g.commit(s, json!({}), true, ShrinkGuard::off())
-            .expect("commit");
+        g.commit(s, json!({}), true, ShrinkGuard::off()).expect("commit");
         let evs: Vec<Event> = (0..50)
             .map(|k| Event {
                 id: format!("e-{}-{k}", g.info().map_or(0, |i| i.generation)),
-                update: Update::SetOwner {
-                    id: k + 1,
-                    owner: Some(101),
-                    at_ms: i64::MAX / 2,
-                },
+                update: Update::SetOwner { id: k + 1, owner: Some(101), at_ms: i64::MAX / 2 },
                 via: Via::Webhook,
             })
             .collect();
@@ -104,12 +91,7 @@ fn killed_writers_leave_one_whole_generation() {
     let mut generations_seen = Vec::new();
     for round in 0..50 {
         let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash_writer_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["--exact", "crash_writer_child", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -118,20 +100,12 @@ fn killed_writers_leave_one_whole_generation() {
         std::thread::sleep(Duration::from_millis(rng.random_range(50..600)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        let g = Graph::open(dir.path())
-            .unwrap_or_else(|e| panic!("round {round}: the store does not open: {e}"));
+        let g = Graph::open(dir.path()).unwrap_or_else(|e| panic!("round {round}: the store does not open: {e}"));
         if let Some(info) = g.info() {
             let (contacts, _, _) = g.read().counts();
-            assert_eq!(
-                contacts as u64, info.contacts,
-                "round {round}: index and info agree"
-            );
+            assert_eq!(contacts as u64, info.contacts, "round {round}: index and info agree");
             let expected = (1000 + (info.generation % 7) * 150) / 100 * 100;
-            assert_eq!(
-                info.contacts, expected,
-                "round {round}: generation {} is whole",
-                info.generation
-            );
+            assert_eq!(info.contacts, expected, "round {round}: generation {} is whole", info.generation);
             assert!(
                 g.changes(info.generation, None, 10).unwrap().is_empty(),
                 "no history beyond the current generation"
@@ -139,12 +113,6 @@ fn killed_writers_leave_one_whole_generation() {
             generations_seen.push(info.generation);
         }
     }
-    assert!(
-        generations_seen.windows(2).all(|w| w[0] <= w[1]),
-        "generations never go back: {generations_seen:?}"
-    );
-    assert!(
-        generations_seen.last().copied().unwrap_or(0) >= 3,
-        "the writer made progress: {generations_seen:?}"
-    );
+    assert!(generations_seen.windows(2).all(|w| w[0] <= w[1]), "generations never go back: {generations_seen:?}");
+    assert!(generations_seen.last().copied().unwrap_or(0) >= 3, "the writer made progress: {generations_seen:?}");
 }

@@ -6,14 +6,8 @@ use axum::response::{Html, IntoResponse, Response};
 
 const JS: &str = include_str!(concat!(env!("OUT_DIR"), "/graphiql/graphiql.min.js"));
 const CSS: &str = include_str!(concat!(env!("OUT_DIR"), "/graphiql/graphiql.min.css"));
-const REACT: &str = include_str!(concat!(
-    env!("OUT_DIR"),
-    "/graphiql/react.production.min.js"
-));
-const REACT_DOM: &str = include_str!(concat!(
-    env!("OUT_DIR"),
-    "/graphiql/react-dom.production.min.js"
-));
+const REACT: &str = include_str!(concat!(env!("OUT_DIR"), "/graphiql/react.production.min.js"));
+const REACT_DOM: &str = include_str!(concat!(env!("OUT_DIR"), "/graphiql/react-dom.production.min.js"));
 
 const DEFAULT_QUERY: &str = r#"# idgraph: who owns whom in your Drift org.
 # Press the run button (or Ctrl-Enter).
@@ -101,12 +95,5 @@ pub async fn asset(Path(name): Path<String>) -> Response {
     if body.is_empty() {
         return StatusCode::NOT_FOUND.into_response();
     }
-    (
-        [
-            (header::CONTENT_TYPE, ctype),
-            (header::CACHE_CONTROL, "public, max-age=86400"),
-        ],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, ctype), (header::CACHE_CONTROL, "public, max-age=86400")], body).into_response()
 }

@@ -59,8 +59,7 @@ pub trait Operations: Send + Sync + 'static {
     fn schedule(&self) -> ScheduleStatus;
     /// Asks for a run; false when one of that scope is already running or queued.
     fn trigger(&self, scope: Scope) -> bool;
-    fn reassign(&self, req: ReassignRequest)
-        -> BoxFuture<'static, Result<ReassignOutcome, String>>;
+    fn reassign(&self, req: ReassignRequest) -> BoxFuture<'static, Result<ReassignOutcome, String>>;
 }
 
 /// Operations for a read-only server (an audit, a test): nothing can be triggered.

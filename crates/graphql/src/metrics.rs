@@ -4,9 +4,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-const BUCKETS_S: [f64; 10] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0,
-];
+const BUCKETS_S: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0];
 
 /// Counters and gauges, written by the server and by the binary's crawler and scheduler.
 #[derive(Debug, Default)]
@@ -47,97 +45,31 @@ impl Metrics {
             }
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// Renders every metric, plus the index gauges given.
-    pub fn render(
-        &self,
-        generation: u64,
-        contacts: usize,
-        agents: usize,
-        orphans: usize,
-    ) -> String {
+    pub fn render(&self, generation: u64, contacts: usize, agents: usize, orphans: usize) -> String {
         let mut out = String::with_capacity(4096);
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let g = |a: &AtomicI64| a.load(Ordering::Relaxed);
         let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
-        counter(
-            "idgraph_graphql_requests_total",
-            "GraphQL requests served.",
-            l(&self.graphql_requests),
-        );
-        counter(
-            "idgraph_graphql_errors_total",
-            "GraphQL responses with errors.",
-            l(&self.graphql_errors),
-        );
-        counter(
-            "idgraph_unauthorized_total",
-            "Requests refused for a missing or wrong token.",
-            l(&self.unauthorized),
-        );
-        counter(
-            "idgraph_webhooks_received_total",
-            "Webhook deliveries accepted.",
-            l(&self.webhooks_received),
-        );
-        counter(
-            "idgraph_webhooks_rejected_total",
-            "Webhook deliveries refused.",
-            l(&self.webhooks_rejected),
-        );
-        counter(
-            "idgraph_webhooks_duplicates_total",
-            "Webhook events already applied.",
-            l(&self.webhooks_duplicates),
-        );
-        counter(
-            "idgraph_webhooks_applied_total",
-            "Webhook events applied.",
-            l(&self.webhooks_applied),
-        );
-        counter(
-            "idgraph_crawl_requests_total",
-            "Requests made to Drift.",
-            l(&self.crawl_requests),
-        );
-        counter(
-            "idgraph_crawl_rate_limited_total",
-            "429 answers from Drift.",
-            l(&self.crawl_rate_limited),
-        );
-        counter(
-            "idgraph_crawl_retries_total",
-            "Requests to Drift retried.",
-            l(&self.crawl_retries),
-        );
-        counter(
-            "idgraph_crawl_records_total",
-            "Records crawled.",
-            l(&self.crawl_records),
-        );
-        counter(
-            "idgraph_crawl_pages_total",
-            "Pages crawled.",
-            l(&self.crawl_pages),
-        );
-        counter(
-            "idgraph_crawls_succeeded_total",
-            "Full reindexes that switched.",
-            l(&self.crawls_ok),
-        );
-        counter(
-            "idgraph_crawls_failed_total",
-            "Full reindexes that failed.",
-            l(&self.crawls_failed),
-        );
+        counter("idgraph_graphql_requests_total", "GraphQL requests served.", l(&self.graphql_requests));
+        counter("idgraph_graphql_errors_total", "GraphQL responses with errors.", l(&self.graphql_errors));
+        counter("idgraph_unauthorized_total", "Requests refused for a missing or wrong token.", l(&self.unauthorized));
+        counter("idgraph_webhooks_received_total", "Webhook deliveries accepted.", l(&self.webhooks_received));
+        counter("idgraph_webhooks_rejected_total", "Webhook deliveries refused.", l(&self.webhooks_rejected));
+        counter("idgraph_webhooks_duplicates_total", "Webhook events already applied.", l(&self.webhooks_duplicates));
+        counter("idgraph_webhooks_applied_total", "Webhook events applied.", l(&self.webhooks_applied));
+        counter("idgraph_crawl_requests_total", "Requests made to Drift.", l(&self.crawl_requests));
+        counter("idgraph_crawl_rate_limited_total", "429 answers from Drift.", l(&self.crawl_rate_limited));
+        counter("idgraph_crawl_retries_total", "Requests to Drift retried.", l(&self.crawl_retries));
+        counter("idgraph_crawl_records_total", "Records crawled.", l(&self.crawl_records));
+        counter("idgraph_crawl_pages_total", "Pages crawled.", l(&self.crawl_pages));
+        counter("idgraph_crawls_succeeded_total", "Full reindexes that switched.", l(&self.crawls_ok));
+        counter("idgraph_crawls_failed_total", "Full reindexes that failed.", l(&self.crawls_failed));
         counter(
             "idgraph_agent_refreshes_succeeded_total",
             "Agents-only refreshes applied.",
@@ -151,77 +83,35 @@ impl Metrics {
         let mut gauge = |name: &str, help: &str, v: i64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
-        gauge(
-            "idgraph_webhook_queue_depth",
-            "Webhook events waiting to be applied.",
-            g(&self.webhook_queue_depth),
-        );
-        gauge(
-            "idgraph_crawl_queue_depth",
-            "Crawled pages waiting to be stored.",
-            g(&self.crawl_queue_depth),
-        );
-        gauge(
-            "idgraph_crawling",
-            "1 while a crawl runs.",
-            g(&self.crawling),
-        );
+        gauge("idgraph_webhook_queue_depth", "Webhook events waiting to be applied.", g(&self.webhook_queue_depth));
+        gauge("idgraph_crawl_queue_depth", "Crawled pages waiting to be stored.", g(&self.crawl_queue_depth));
+        gauge("idgraph_crawling", "1 while a crawl runs.", g(&self.crawling));
         gauge(
             "idgraph_last_crawl_success_timestamp_seconds",
             "When the last reindex switched.",
             g(&self.last_crawl_success_s),
         );
-        gauge(
-            "idgraph_next_crawl_timestamp_seconds",
-            "When the next full reindex is due.",
-            g(&self.next_crawl_s),
-        );
+        gauge("idgraph_next_crawl_timestamp_seconds", "When the next full reindex is due.", g(&self.next_crawl_s));
         gauge(
             "idgraph_next_agents_refresh_timestamp_seconds",
             "When the next agents refresh is due.",
             g(&self.next_agents_refresh_s),
         );
-        gauge(
-            "idgraph_index_generation",
-            "The generation being served.",
-            generation as i64,
-        );
-        gauge(
-            "idgraph_index_contacts",
-            "Contacts in the index.",
-            contacts as i64,
-        );
-        gauge(
-            "idgraph_index_agents",
-            "Agents in the index.",
-            agents as i64,
-        );
-        gauge(
-            "idgraph_index_orphans",
-            "Orphaned contacts.",
-            orphans as i64,
-        );
+        gauge("idgraph_index_generation", "The generation being served.", generation as i64);
+        gauge("idgraph_index_contacts", "Contacts in the index.", contacts as i64);
+        gauge("idgraph_index_agents", "Agents in the index.", agents as i64);
+        gauge("idgraph_index_orphans", "Orphaned contacts.", orphans as i64);
         let _ = writeln!(
             out,
             "# HELP idgraph_graphql_duration_seconds GraphQL request latency.\n# TYPE idgraph_graphql_duration_seconds histogram"
         );
         for (i, b) in BUCKETS_S.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "idgraph_graphql_duration_seconds_bucket{{le=\"{b}\"}} {}",
-                l(&self.latency_buckets[i])
-            );
+            let _ =
+                writeln!(out, "idgraph_graphql_duration_seconds_bucket{{le=\"{b}\"}} {}", l(&self.latency_buckets[i]));
         }
         let count = l(&self.latency_count);
-        let _ = writeln!(
-            out,
-            "idgraph_graphql_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            out,
-            "idgraph_graphql_duration_seconds_sum {}",
-            l(&self.latency_sum_us) as f64 / 1e6
-        );
+        let _ = writeln!(out, "idgraph_graphql_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "idgraph_graphql_duration_seconds_sum {}", l(&self.latency_sum_us) as f64 / 1e6);
         let _ = writeln!(out, "idgraph_graphql_duration_seconds_count {count}");
         out
     }

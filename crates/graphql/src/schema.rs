@@ -3,14 +3,12 @@
 use std::sync::Arc;
 
 use async_graphql::connection::{Connection, Edge};
-use async_graphql::{
-    Context, EmptySubscription, Enum, Error, Guard, Object, Result, Schema, SimpleObject, ID,
-};
+use async_graphql::{Context, EmptySubscription, Enum, Error, Guard, Object, Result, Schema, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use idgraph_graph::audit::{self, AgentAudit};
 use idgraph_graph::{
-    AccountView, AgentStatus as GStatus, AgentView, Change, ChangeKind, ContactView, Graph,
-    OrphanKey, OrphanReason as GReason, OrphanView, OwnershipRow,
+    AccountView, AgentStatus as GStatus, AgentView, Change, ChangeKind, ContactView, Graph, OrphanKey,
+    OrphanReason as GReason, OrphanView, OwnershipRow,
 };
 
 use crate::{Operations, ReassignRequest, Scope};
@@ -59,9 +57,7 @@ pub fn build_schema(graph: Arc<Graph>, ops: Arc<dyn Operations>) -> AppSchema {
 
 /// The schema in SDL, as checked in at `schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(Query, Mutation, EmptySubscription)
-        .finish()
-        .sdl()
+    Schema::build(Query, Mutation, EmptySubscription).finish().sdl()
 }
 
 fn ctx<'a>(c: &'a Context<'_>) -> Result<&'a Ctx> {
@@ -75,15 +71,12 @@ fn time(ms: i64) -> Option<DateTime<Utc>> {
 fn page_size(first: Option<i32>) -> Result<usize> {
     match first.unwrap_or(PAGE_DEFAULT) {
         n if (0..=PAGE_MAX).contains(&n) => Ok(n as usize),
-        n => Err(Error::new(format!(
-            "first must be between 0 and {PAGE_MAX}, not {n}"
-        ))),
+        n => Err(Error::new(format!("first must be between 0 and {PAGE_MAX}, not {n}"))),
     }
 }
 
 fn parse_id(id: &ID, what: &str) -> Result<u64> {
-    id.parse::<u64>()
-        .map_err(|_| Error::new(format!("{what} id {:?} is not a Drift id", id.as_str())))
+    id.parse::<u64>().map_err(|_| Error::new(format!("{what} id {:?} is not a Drift id", id.as_str())))
 }
 
 fn bad_cursor() -> Error {
@@ -163,10 +156,8 @@ fn connection<N: async_graphql::OutputType>(
     total: usize,
     edges: Vec<(String, N)>,
 ) -> Conn<N> {
-    let mut c =
-        Connection::with_additional_fields(has_prev, has_next, TotalCount { total_count: total });
-    c.edges
-        .extend(edges.into_iter().map(|(cur, n)| Edge::new(cur, n)));
+    let mut c = Connection::with_additional_fields(has_prev, has_next, TotalCount { total_count: total });
+    c.edges.extend(edges.into_iter().map(|(cur, n)| Edge::new(cur, n)));
     c
 }
 
@@ -200,11 +191,7 @@ impl Contact {
     }
     /// The owner's status; null when the contact has no owner.
     async fn owner_status(&self, c: &Context<'_>) -> Result<Option<AgentStatus>> {
-        Ok(ctx(c)?
-            .graph
-            .read()
-            .owner_of(self.0.id)
-            .map(|a| a.status.into()))
+        Ok(ctx(c)?.graph.read().owner_of(self.0.id).map(|a| a.status.into()))
     }
     /// The agent with the same email: the same person, on the other side.
     async fn same_person_agent(&self, c: &Context<'_>) -> Result<Option<Agent>> {
@@ -265,16 +252,10 @@ impl Agent {
         after: Option<String>,
     ) -> Result<Conn<Contact>> {
         let n = page_size(first)?;
-        let after = after
-            .map(|a| a.parse::<u64>().map_err(|_| bad_cursor()))
-            .transpose()?;
+        let after = after.map(|a| a.parse::<u64>().map_err(|_| bad_cursor())).transpose()?;
         let (page, total) = ctx(c)?.graph.read().owned_contacts(self.0.id, after, n + 1);
         let has_next = page.len() > n;
-        let edges = page
-            .into_iter()
-            .take(n)
-            .map(|x| (x.id.to_string(), Contact(x)))
-            .collect();
+        let edges = page.into_iter().take(n).map(|x| (x.id.to_string(), Contact(x))).collect();
         Ok(connection(after.is_some(), has_next, total, edges))
     }
     /// The accounts this agent owns, by account id.
@@ -286,26 +267,16 @@ impl Agent {
         after: Option<String>,
     ) -> Result<Conn<Account>> {
         let n = page_size(first)?;
-        let (page, total) = ctx(c)?
-            .graph
-            .read()
-            .owned_accounts(self.0.id, after.as_deref(), n + 1);
+        let (page, total) = ctx(c)?.graph.read().owned_accounts(self.0.id, after.as_deref(), n + 1);
         let has_next = page.len() > n;
-        let edges = page
-            .into_iter()
-            .take(n)
-            .map(|x| (x.id.clone(), Account(x)))
-            .collect();
+        let edges = page.into_iter().take(n).map(|x| (x.id.clone(), Account(x))).collect();
         Ok(connection(after.is_some(), has_next, total, edges))
     }
     /// Everything recorded about this agent, oldest first.
     #[graphql(complexity = "100 * child_complexity")]
     async fn history(&self, c: &Context<'_>, first: Option<i32>) -> Result<Vec<ChangeObj>> {
         let n = page_size(first.or(Some(PAGE_MAX)))?;
-        let h = ctx(c)?
-            .graph
-            .agent_history(self.0.id)
-            .map_err(|e| Error::new(e.to_string()))?;
+        let h = ctx(c)?.graph.agent_history(self.0.id).map_err(|e| Error::new(e.to_string()))?;
         Ok(h.into_iter().take(n).map(ChangeObj).collect())
     }
 }
@@ -325,11 +296,7 @@ impl Account {
         self.0.domain.as_deref()
     }
     async fn owner(&self, c: &Context<'_>) -> Result<Option<Agent>> {
-        Ok(self
-            .0
-            .owner_id
-            .and_then(|o| ctx(c).ok()?.graph.read().agent(o))
-            .map(Agent))
+        Ok(self.0.owner_id.and_then(|o| ctx(c).ok()?.graph.read().agent(o)).map(Agent))
     }
 }
 
@@ -533,14 +500,7 @@ impl OffboardingAudit {
     }
     /// First seen, deactivated, departed, reactivated: with dates.
     async fn timeline(&self) -> Vec<StatusEvent> {
-        self.0
-            .timeline
-            .iter()
-            .map(|e| StatusEvent {
-                status: e.status.clone(),
-                at: time(e.at_ms),
-            })
-            .collect()
+        self.0.timeline.iter().map(|e| StatusEvent { status: e.status.clone(), at: time(e.at_ms) }).collect()
     }
     async fn contacts_now(&self) -> usize {
         self.0.contacts_now
@@ -557,24 +517,14 @@ impl OffboardingAudit {
     }
     /// The orphans its departure left: its contacts that still point at it.
     #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
-    async fn orphaned_contacts(
-        &self,
-        first: Option<i32>,
-        after: Option<String>,
-    ) -> Result<Conn<Contact>> {
+    async fn orphaned_contacts(&self, first: Option<i32>, after: Option<String>) -> Result<Conn<Contact>> {
         let n = page_size(first)?;
-        let after = after
-            .map(|a| a.parse::<u64>().map_err(|_| bad_cursor()))
-            .transpose()?;
+        let after = after.map(|a| a.parse::<u64>().map_err(|_| bad_cursor())).transpose()?;
         let all = &self.0.orphaned_contacts;
         let start = after.map_or(0, |a| all.partition_point(|c| c.id <= a));
         let page: Vec<_> = all.iter().skip(start).take(n + 1).cloned().collect();
         let has_next = page.len() > n;
-        let edges = page
-            .into_iter()
-            .take(n)
-            .map(|x| (x.id.to_string(), Contact(x)))
-            .collect();
+        let edges = page.into_iter().take(n).map(|x| (x.id.to_string(), Contact(x))).collect();
         Ok(connection(start > 0, has_next, all.len(), edges))
     }
     async fn orphaned_account_count(&self) -> usize {
@@ -672,12 +622,7 @@ pub struct Query;
 #[Object]
 impl Query {
     /// A contact by Drift id or by email (the lowest id when several share the email).
-    async fn contact(
-        &self,
-        c: &Context<'_>,
-        id: Option<ID>,
-        email: Option<String>,
-    ) -> Result<Option<Contact>> {
+    async fn contact(&self, c: &Context<'_>, id: Option<ID>, email: Option<String>) -> Result<Option<Contact>> {
         let ix = ctx(c)?.graph.read();
         match (id, email) {
             (Some(id), _) => Ok(ix.contact(parse_id(&id, "contact")?).map(Contact)),
@@ -688,23 +633,11 @@ impl Query {
 
     /// Every contact with this email (Drift does not keep emails unique).
     async fn contacts_by_email(&self, c: &Context<'_>, email: String) -> Result<Vec<Contact>> {
-        Ok(ctx(c)?
-            .graph
-            .read()
-            .contacts_by_email(&email)
-            .into_iter()
-            .take(PAGE_MAX as usize)
-            .map(Contact)
-            .collect())
+        Ok(ctx(c)?.graph.read().contacts_by_email(&email).into_iter().take(PAGE_MAX as usize).map(Contact).collect())
     }
 
     /// An agent by Drift user id or email, also a departed one.
-    async fn agent(
-        &self,
-        c: &Context<'_>,
-        id: Option<ID>,
-        email: Option<String>,
-    ) -> Result<Option<Agent>> {
+    async fn agent(&self, c: &Context<'_>, id: Option<ID>, email: Option<String>) -> Result<Option<Agent>> {
         let ix = ctx(c)?.graph.read();
         match (id, email) {
             (Some(id), _) => Ok(ix.agent(parse_id(&id, "agent")?).map(Agent)),
@@ -723,11 +656,9 @@ impl Query {
         departed_since: Option<DateTime<Utc>>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> Result<Conn<Orphan>> {
+    ) -> Result<Option<Conn<Orphan>>> {
         let n = page_size(first)?;
-        let after = after
-            .map(|a| parse_orphan_cursor(&a).ok_or_else(bad_cursor))
-            .transpose()?;
+        let after = after.map(|a| parse_orphan_cursor(&a).ok_or_else(bad_cursor)).transpose()?;
         let since = departed_since.map(|d| d.timestamp_millis());
         let reason = reason.map(GReason::from);
         let ix = ctx(c)?.graph.read();
@@ -735,20 +666,12 @@ impl Query {
         let total = ix.orphan_count(reason, since);
         drop(ix);
         let has_next = page.len() > n;
-        let edges = page
-            .into_iter()
-            .take(n)
-            .map(|o| (orphan_cursor(&o.key), Orphan(o)))
-            .collect();
-        Ok(connection(after.is_some(), has_next, total, edges))
+        let edges = page.into_iter().take(n).map(|o| (orphan_cursor(&o.key), Orphan(o))).collect();
+        Ok(Some(connection(after.is_some(), has_next, total, edges)))
     }
 
     /// Accounts whose owner is not active.
-    async fn orphan_accounts(
-        &self,
-        c: &Context<'_>,
-        first: Option<i32>,
-    ) -> Result<Vec<OrphanAccount>> {
+    async fn orphan_accounts(&self, c: &Context<'_>, first: Option<i32>) -> Result<Vec<OrphanAccount>> {
         let n = page_size(first)?;
         Ok(ctx(c)?
             .graph
@@ -757,11 +680,7 @@ impl Query {
             .into_iter()
             .take(n)
             .map(|(r, o, a)| OrphanAccount {
-                account: AccountObjFlat {
-                    id: ID(a.id),
-                    name: a.name,
-                    domain: a.domain,
-                },
+                account: AccountObjFlat { id: ID(a.id), name: a.name, domain: a.domain },
                 reason: r.into(),
                 owner_id: ID(o.id.to_string()),
                 owner_email: o.email,
@@ -778,16 +697,10 @@ impl Query {
         after: Option<String>,
     ) -> Result<Conn<Contact>> {
         let n = page_size(first)?;
-        let after = after
-            .map(|a| a.parse::<u64>().map_err(|_| bad_cursor()))
-            .transpose()?;
+        let after = after.map(|a| a.parse::<u64>().map_err(|_| bad_cursor())).transpose()?;
         let (page, total) = ctx(c)?.graph.read().unowned(after, n + 1);
         let has_next = page.len() > n;
-        let edges = page
-            .into_iter()
-            .take(n)
-            .map(|x| (x.id.to_string(), Contact(x)))
-            .collect();
+        let edges = page.into_iter().take(n).map(|x| (x.id.to_string(), Contact(x))).collect();
         Ok(connection(after.is_some(), has_next, total, edges))
     }
 
@@ -798,7 +711,7 @@ impl Query {
         c: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> Result<Conn<Ownership>> {
+    ) -> Result<Option<Conn<Ownership>>> {
         let n = page_size(first)?;
         let offset = match after {
             Some(a) => a.parse::<usize>().map_err(|_| bad_cursor())? + 1,
@@ -806,31 +719,18 @@ impl Query {
         };
         let (rows, total) = ctx(c)?.graph.read().who_owns_whom(offset, n);
         let has_next = offset + rows.len() < total;
-        let edges = rows
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| ((offset + i).to_string(), Ownership(r)))
-            .collect();
-        Ok(connection(offset > 0, has_next, total, edges))
+        let edges = rows.into_iter().enumerate().map(|(i, r)| ((offset + i).to_string(), Ownership(r))).collect();
+        Ok(Some(connection(offset > 0, has_next, total, edges)))
     }
 
     /// Contacts and agents whose email (or agent name) starts with `prefix`.
-    async fn search(
-        &self,
-        c: &Context<'_>,
-        prefix: String,
-        first: Option<i32>,
-    ) -> Result<SearchResult> {
+    async fn search(&self, c: &Context<'_>, prefix: String, first: Option<i32>) -> Result<SearchResult> {
         let n = page_size(first)?;
         let (contacts, agents) = ctx(c)?.graph.read().search(&prefix, n);
         Ok(SearchResult {
             contacts: contacts
                 .into_iter()
-                .map(|c| SearchContact {
-                    id: ID(c.id.to_string()),
-                    email: c.email,
-                    name: c.name,
-                })
+                .map(|c| SearchContact { id: ID(c.id.to_string()), email: c.email, name: c.name })
                 .collect(),
             agents: agents
                 .into_iter()
@@ -878,13 +778,9 @@ impl Query {
             let r = audit::org_audit(g).map_err(err)?;
             serde_json::json!({"kind": "org", "digest": audit::digest(&r), "report": r})
         } else {
-            let key =
-                agent.ok_or_else(|| Error::new("give agent (an id or email) or all: true"))?;
-            let a = audit::find_agent(g, &key)
-                .ok_or_else(|| Error::new(format!("no agent {key:?} in the index")))?;
-            let r = audit::agent_audit(g, a.id)
-                .map_err(err)?
-                .ok_or_else(|| Error::new("agent vanished"))?;
+            let key = agent.ok_or_else(|| Error::new("give agent (an id or email) or all: true"))?;
+            let a = audit::find_agent(g, &key).ok_or_else(|| Error::new(format!("no agent {key:?} in the index")))?;
+            let r = audit::agent_audit(g, a.id).map_err(err)?.ok_or_else(|| Error::new("agent vanished"))?;
             serde_json::json!({"kind": "agent", "digest": audit::digest(&r), "report": r})
         };
         Ok(async_graphql::Json(doc))
@@ -899,28 +795,20 @@ impl Query {
         since_generation: Option<i32>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> Result<Conn<ChangeObj>> {
+    ) -> Result<Option<Conn<ChangeObj>>> {
         let n = page_size(first)?;
-        let after_seq = after
-            .map(|a| a.parse::<u64>().map_err(|_| bad_cursor()))
-            .transpose()?;
+        let after_seq = after.map(|a| a.parse::<u64>().map_err(|_| bad_cursor())).transpose()?;
         let since = since_generation.unwrap_or(0).max(0) as u64;
-        let mut rows = ctx(c)?
-            .graph
-            .changes(since, after_seq, n + 1)
-            .map_err(|e| Error::new(e.to_string()))?;
+        let mut rows = ctx(c)?.graph.changes(since, after_seq, n + 1).map_err(|e| Error::new(e.to_string()))?;
         let has_next = rows.len() > n;
         rows.truncate(n);
-        let edges = rows
-            .into_iter()
-            .map(|ch| (ch.seq.to_string(), ChangeObj(ch)))
-            .collect();
+        let edges = rows.into_iter().map(|ch| (ch.seq.to_string(), ChangeObj(ch))).collect();
         // The total of a history is not counted: it may be long, and a count would read it all.
-        Ok(connection(after_seq.is_some(), has_next, 0, edges))
+        Ok(Some(connection(after_seq.is_some(), has_next, 0, edges)))
     }
 
-    async fn index_status(&self, c: &Context<'_>) -> Result<IndexStatus> {
-        Ok(index_status(ctx(c)?))
+    async fn index_status(&self, c: &Context<'_>) -> Result<Option<IndexStatus>> {
+        Ok(Some(index_status(ctx(c)?)))
     }
 }
 
@@ -933,21 +821,19 @@ impl Mutation {
     async fn reindex(
         &self,
         c: &Context<'_>,
-        #[graphql(default)] scope: ReindexScope,
-    ) -> Result<IndexStatus> {
+        #[graphql(default_with = "Some(ReindexScope::Full)")] scope: Option<ReindexScope>,
+    ) -> Result<Option<IndexStatus>> {
         let cx = ctx(c)?;
-        let s = match scope {
+        let s = match scope.unwrap_or_default() {
             ReindexScope::Full => Scope::Full,
             ReindexScope::Agents => Scope::Agents,
         };
         if !cx.ops.trigger(s) {
-            return Err(Error::new(
-                "a run of that scope is already under way or queued",
-            ));
+            return Err(Error::new("a run of that scope is already under way or queued"));
         }
         let mut st = index_status(cx);
         st.crawling = true;
-        Ok(st)
+        Ok(Some(st))
     }
 
     /// Moves an agent's contacts to one or several active agents, through Drift's
@@ -962,19 +848,9 @@ impl Mutation {
     ) -> Result<ReassignResult> {
         let cx = ctx(c)?;
         let from = parse_id(&from_agent_id, "agent")?;
-        let to = to_agent_ids
-            .iter()
-            .map(|t| parse_id(t, "agent"))
-            .collect::<Result<Vec<_>>>()?;
-        let out = cx
-            .ops
-            .reassign(ReassignRequest {
-                from_agent: from,
-                to_agents: to,
-                dry_run,
-            })
-            .await
-            .map_err(Error::new)?;
+        let to = to_agent_ids.iter().map(|t| parse_id(t, "agent")).collect::<Result<Vec<_>>>()?;
+        let out =
+            cx.ops.reassign(ReassignRequest { from_agent: from, to_agents: to, dry_run }).await.map_err(Error::new)?;
         Ok(ReassignResult {
             dry_run: out.dry_run,
             planned: out.moves.len(),
@@ -991,12 +867,7 @@ impl Mutation {
                     to_agent_id: ID(m.to.to_string()),
                 })
                 .collect(),
-            errors: out
-                .failed
-                .iter()
-                .take(100)
-                .map(|(id, e)| format!("contact {id}: {e}"))
-                .collect(),
+            errors: out.failed.iter().take(100).map(|(id, e)| format!("contact {id}: {e}")).collect(),
         })
     }
 }

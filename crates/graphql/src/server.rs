@@ -52,10 +52,7 @@ impl ApiTokens {
             .and_then(|v| v.trim().split_once(' '))
             .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
             .map(|(_, t)| t.trim())?;
-        let eq = |t: &Option<String>| {
-            t.as_ref()
-                .is_some_and(|t| bool::from(t.as_bytes().ct_eq(given.as_bytes())))
-        };
+        let eq = |t: &Option<String>| t.as_ref().is_some_and(|t| bool::from(t.as_bytes().ct_eq(given.as_bytes())));
         if eq(&self.admin) {
             Some(Role::Admin)
         } else if eq(&self.read) {
@@ -99,16 +96,8 @@ pub struct AppState {
 }
 
 /// The whole HTTP surface. Call inside a Tokio runtime (the webhook applier is spawned here).
-pub fn router(
-    graph: Arc<Graph>,
-    ops: Arc<dyn Operations>,
-    metrics: Arc<Metrics>,
-    cfg: ServerConfig,
-) -> Router {
-    let webhook_tx = cfg
-        .webhook
-        .as_ref()
-        .map(|w| webhooks::start_applier(graph.clone(), metrics.clone(), w));
+pub fn router(graph: Arc<Graph>, ops: Arc<dyn Operations>, metrics: Arc<Metrics>, cfg: ServerConfig) -> Router {
+    let webhook_tx = cfg.webhook.as_ref().map(|w| webhooks::start_applier(graph.clone(), metrics.clone(), w));
     let webhook_body = cfg.webhook.as_ref().map_or(64 * 1024, |w| w.body_max_bytes);
     let state = Arc::new(AppState {
         schema: build_schema(graph.clone(), ops),
@@ -121,30 +110,15 @@ pub fn router(
     let mut app = Router::new()
         .route("/", get(graphiql::page))
         .route("/assets/{name}", get(graphiql::asset))
-        .route(
-            "/graphql",
-            get(graphql)
-                .post(graphql)
-                .layer(DefaultBodyLimit::max(cfg.body_max_bytes)),
-        )
-        .route(
-            "/webhooks/drift",
-            post(webhooks::receive).layer(DefaultBodyLimit::max(webhook_body)),
-        )
+        .route("/graphql", get(graphql).post(graphql).layer(DefaultBodyLimit::max(cfg.body_max_bytes)))
+        .route("/webhooks/drift", post(webhooks::receive).layer(DefaultBodyLimit::max(webhook_body)))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(state)
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            cfg.request_timeout,
-        ));
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, cfg.request_timeout));
     if !cfg.cors_origins.is_empty() {
-        let origins: Vec<HeaderValue> = cfg
-            .cors_origins
-            .iter()
-            .filter_map(|o| o.parse().ok())
-            .collect();
+        let origins: Vec<HeaderValue> = cfg.cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
         app = app.layer(
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(origins))
@@ -155,12 +129,7 @@ pub fn router(
     app
 }
 
-async fn graphql(
-    State(st): State<Arc<AppState>>,
-    method: Method,
-    headers: HeaderMap,
-    req: GraphQLRequest,
-) -> Response {
+async fn graphql(State(st): State<Arc<AppState>>, method: Method, headers: HeaderMap, req: GraphQLRequest) -> Response {
     let Some(mut role) = st.tokens.role(&headers) else {
         st.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
         let mut r = (
@@ -168,8 +137,7 @@ async fn graphql(
             Json(json!({"errors": [{"message": "a bearer token is required (read or admin)"}]})),
         )
             .into_response();
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
     };
     // A GET can be forged by another page: it never carries admin rights.
@@ -189,10 +157,7 @@ async fn graphql(
 async fn readyz(State(st): State<Arc<AppState>>) -> Response {
     match st.graph.info() {
         Some(i) => Json(json!({"ready": true, "generation": i.generation})).into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "reason": "no index loaded yet"})),
-        )
+        None => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": "no index loaded yet"})))
             .into_response(),
     }
 }
@@ -203,9 +168,6 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
         let (c, a, _) = ix.counts();
         (ix.generation, c, a, ix.orphan_total())
     };
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.metrics.render(generation, contacts, agents, orphans),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render(generation, contacts, agents, orphans))
         .into_response()
 }

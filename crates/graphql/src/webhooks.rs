@@ -56,11 +56,7 @@ impl WebhookConfig {
     }
 }
 
-pub(crate) fn start_applier(
-    graph: Arc<Graph>,
-    metrics: Arc<Metrics>,
-    cfg: &WebhookConfig,
-) -> mpsc::Sender<Event> {
+pub(crate) fn start_applier(graph: Arc<Graph>, metrics: Arc<Metrics>, cfg: &WebhookConfig) -> mpsc::Sender<Event> {
     let (tx, mut rx) = mpsc::channel::<Event>(cfg.queue_max.max(1));
     let batch_max = cfg.batch_max.max(1);
     tokio::spawn(async move {
@@ -74,18 +70,12 @@ pub(crate) fn start_applier(
                     Err(_) => break,
                 }
             }
-            metrics
-                .webhook_queue_depth
-                .fetch_sub(batch.len() as i64, Ordering::Relaxed);
+            metrics.webhook_queue_depth.fetch_sub(batch.len() as i64, Ordering::Relaxed);
             let g = graph.clone();
             match tokio::task::spawn_blocking(move || g.apply(batch)).await {
                 Ok(Ok(r)) => {
-                    metrics
-                        .webhooks_applied
-                        .fetch_add(r.applied as u64, Ordering::Relaxed);
-                    metrics
-                        .webhooks_duplicates
-                        .fetch_add(r.duplicates as u64, Ordering::Relaxed);
+                    metrics.webhooks_applied.fetch_add(r.applied as u64, Ordering::Relaxed);
+                    metrics.webhooks_duplicates.fetch_add(r.duplicates as u64, Ordering::Relaxed);
                     tracing::debug!(?r, "applied a webhook batch");
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "a webhook batch could not be applied"),
@@ -105,38 +95,19 @@ pub(crate) fn to_update(body: &Value) -> Result<Option<Update>, String> {
     let kind = body.get("type").and_then(Value::as_str).ok_or("no type")?;
     let data = body.get("data").ok_or("no data")?;
     match kind {
-        "contact_identified" => Contact::from_json(data)
-            .map(|c| Some(Update::Upsert(c)))
-            .map_err(|e| e.to_string()),
+        "contact_identified" => Contact::from_json(data).map(|c| Some(Update::Upsert(c))).map_err(|e| e.to_string()),
         "contact_updated" => {
-            let id = data
-                .get("endUserId")
-                .and_then(id_from_value)
-                .ok_or("no endUserId")?;
-            let at = data
-                .get("timestamp")
-                .and_then(Value::as_i64)
-                .ok_or("no timestamp")?;
-            let diff = data
-                .get("diff")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let id = data.get("endUserId").and_then(id_from_value).ok_or("no endUserId")?;
+            let at = data.get("timestamp").and_then(Value::as_i64).ok_or("no timestamp")?;
+            let diff = data.get("diff").and_then(Value::as_array).cloned().unwrap_or_default();
             for d in diff {
                 let name = d.get("name").and_then(Value::as_str).unwrap_or("");
-                if matches!(
-                    name,
-                    "attributes.ownerId" | "ownerId" | "attributes.owner_id"
-                ) {
+                if matches!(name, "attributes.ownerId" | "ownerId" | "attributes.owner_id") {
                     let owner = match d.get("updated") {
                         None | Some(Value::Null) => None,
                         Some(v) => Some(id_from_value(v).ok_or("ownerId is not a user id")?),
                     };
-                    return Ok(Some(Update::SetOwner {
-                        id,
-                        owner,
-                        at_ms: at,
-                    }));
+                    return Ok(Some(Update::SetOwner { id, owner, at_ms: at }));
                 }
             }
             Ok(None)
@@ -145,11 +116,7 @@ pub(crate) fn to_update(body: &Value) -> Result<Option<Update>, String> {
     }
 }
 
-pub(crate) async fn receive(
-    State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub(crate) async fn receive(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let (Some(cfg), Some(tx)) = (&st.webhook, &st.webhook_tx) else {
         return (StatusCode::NOT_FOUND, "webhooks are not configured").into_response();
     };
@@ -162,14 +129,8 @@ pub(crate) async fn receive(
         return reject(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
     }
     let parsed: Result<Value, _> = serde_json::from_slice(&body);
-    let header_token = headers
-        .get("x-verification-token")
-        .and_then(|v| v.to_str().ok());
-    let body_token = parsed
-        .as_ref()
-        .ok()
-        .and_then(|v| v.get("token"))
-        .and_then(Value::as_str);
+    let header_token = headers.get("x-verification-token").and_then(|v| v.to_str().ok());
+    let body_token = parsed.as_ref().ok().and_then(|v| v.get("token")).and_then(Value::as_str);
     let given = header_token.or(body_token).unwrap_or("");
     if !token_ok(&cfg.verification_token, given) {
         return reject(StatusCode::UNAUTHORIZED, "bad verification token");
@@ -180,21 +141,11 @@ pub(crate) async fn receive(
     m.webhooks_received.fetch_add(1, Ordering::Relaxed);
     let update = match to_update(&v) {
         Ok(Some(u)) => u,
-        Ok(None) => {
-            return (
-                StatusCode::ACCEPTED,
-                Json(json!({"accepted": true, "applied": false})),
-            )
-                .into_response()
-        }
+        Ok(None) => return (StatusCode::ACCEPTED, Json(json!({"accepted": true, "applied": false}))).into_response(),
         Err(e) => return reject(StatusCode::BAD_REQUEST, &e),
     };
     let id = hex::encode(&Sha256::digest(&body)[..16]);
-    match tx.try_send(Event {
-        id,
-        update,
-        via: Via::Webhook,
-    }) {
+    match tx.try_send(Event { id, update, via: Via::Webhook }) {
         Ok(()) => {
             m.webhook_queue_depth.fetch_add(1, Ordering::Relaxed);
             (StatusCode::ACCEPTED, Json(json!({"accepted": true}))).into_response()
@@ -211,14 +162,7 @@ mod tests {
     fn owner_diffs_become_owner_changes() {
         let v = json!({"type": "contact_updated", "data": {"endUserId": 5, "timestamp": 9,
             "diff": [{"name": "attributes.ownerId", "previous": 1, "updated": "2"}]}});
-        assert_eq!(
-            to_update(&v).unwrap(),
-            Some(Update::SetOwner {
-                id: 5,
-                owner: Some(2),
-                at_ms: 9
-            })
-        );
+        assert_eq!(to_update(&v).unwrap(), Some(Update::SetOwner { id: 5, owner: Some(2), at_ms: 9 }));
         let other = json!({"type": "new_message", "data": {}});
         assert_eq!(to_update(&other).unwrap(), None);
         assert!(to_update(&json!({"data": {}})).is_err());

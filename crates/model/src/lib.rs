@@ -136,10 +136,7 @@ fn owner_field(id: &str, v: Option<&Value>) -> Result<Option<u64>, RecordError> 
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
         Some(other) => id_from_value(other)
             .map(Some)
-            .ok_or_else(|| RecordError::BadOwner {
-                id: id.to_string(),
-                value: other.to_string(),
-            }),
+            .ok_or_else(|| RecordError::BadOwner { id: id.to_string(), value: other.to_string() }),
     }
 }
 
@@ -165,15 +162,10 @@ impl Contact {
     /// then `attributes.ownerId`, then `attributes.owner_id`.
     pub fn from_json(v: &Value) -> Result<Contact, RecordError> {
         let obj = v.as_object().ok_or(RecordError::NotAnObject)?;
-        let id = obj
-            .get("id")
-            .and_then(id_from_value)
-            .ok_or_else(|| RecordError::NoId(truncate(&v.to_string(), 80)))?;
+        let id =
+            obj.get("id").and_then(id_from_value).ok_or_else(|| RecordError::NoId(truncate(&v.to_string(), 80)))?;
         let empty = Map::new();
-        let attrs = obj
-            .get("attributes")
-            .and_then(Value::as_object)
-            .unwrap_or(&empty);
+        let attrs = obj.get("attributes").and_then(Value::as_object).unwrap_or(&empty);
         let pick = |keys: &[&str]| str_field(obj, keys).or_else(|| str_field(attrs, keys));
         let ids = id.to_string();
         let owner = match obj.get("ownerId") {
@@ -187,12 +179,7 @@ impl Contact {
             .or_else(|| i64_field(attrs, &["createdAt", "created_at", "start_date"]))
             .unwrap_or(0);
         let updated_at = i64_field(obj, &["updatedAt", "updated_at"])
-            .or_else(|| {
-                i64_field(
-                    attrs,
-                    &["updatedAt", "updated_at", "last_updated", "lastUpdated"],
-                )
-            })
+            .or_else(|| i64_field(attrs, &["updatedAt", "updated_at", "last_updated", "lastUpdated"]))
             .unwrap_or(created_at);
         let mut extra = Map::new();
         for (k, v) in obj.iter().chain(attrs.iter()) {
@@ -216,10 +203,8 @@ impl Contact {
 impl User {
     pub fn from_json(v: &Value) -> Result<User, RecordError> {
         let obj = v.as_object().ok_or(RecordError::NotAnObject)?;
-        let id = obj
-            .get("id")
-            .and_then(id_from_value)
-            .ok_or_else(|| RecordError::NoId(truncate(&v.to_string(), 80)))?;
+        let id =
+            obj.get("id").and_then(id_from_value).ok_or_else(|| RecordError::NoId(truncate(&v.to_string(), 80)))?;
         Ok(User {
             id,
             email: str_field(obj, &["email"]),
@@ -235,45 +220,29 @@ impl User {
 impl ScimUser {
     pub fn from_json(v: &Value) -> Result<ScimUser, RecordError> {
         let obj = v.as_object().ok_or(RecordError::NotAnObject)?;
-        let id = obj
-            .get("id")
-            .and_then(id_from_value)
-            .ok_or_else(|| RecordError::NoId(truncate(&v.to_string(), 80)))?;
+        let id =
+            obj.get("id").and_then(id_from_value).ok_or_else(|| RecordError::NoId(truncate(&v.to_string(), 80)))?;
         let user_name = str_field(obj, &["userName"]).unwrap_or_default();
-        let display_name = str_field(obj, &["displayName"]).or_else(|| {
-            obj.get("name")
-                .and_then(Value::as_object)
-                .and_then(|n| str_field(n, &["formatted"]))
-        });
+        let display_name = str_field(obj, &["displayName"])
+            .or_else(|| obj.get("name").and_then(Value::as_object).and_then(|n| str_field(n, &["formatted"])));
         let emails = obj
             .get("emails")
             .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|e| e.get("value").and_then(Value::as_str).map(str::to_string))
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(|e| e.get("value").and_then(Value::as_str).map(str::to_string)).collect())
             .unwrap_or_default();
         let active = match obj.get("active") {
             Some(Value::Bool(b)) => *b,
             Some(Value::String(s)) => !s.eq_ignore_ascii_case("false"),
             _ => true,
         };
-        Ok(ScimUser {
-            id,
-            user_name,
-            display_name,
-            active,
-            emails,
-        })
+        Ok(ScimUser { id, user_name, display_name, active, emails })
     }
 }
 
 impl Account {
     pub fn from_json(v: &Value) -> Result<Account, RecordError> {
         let obj = v.as_object().ok_or(RecordError::NotAnObject)?;
-        let id = str_field(obj, &["accountId", "id"])
-            .ok_or_else(|| RecordError::NoId(truncate(&v.to_string(), 80)))?;
+        let id = str_field(obj, &["accountId", "id"]).ok_or_else(|| RecordError::NoId(truncate(&v.to_string(), 80)))?;
         let owner_id = owner_field(&id, obj.get("ownerId"))?;
         Ok(Account {
             name: str_field(obj, &["name"]),
@@ -320,14 +289,8 @@ mod tests {
         assert_eq!(Contact::from_json(&none).unwrap().owner_id, None);
 
         let bad = json!({"id": 11, "ownerId": {"x": 1}});
-        assert!(matches!(
-            Contact::from_json(&bad),
-            Err(RecordError::BadOwner { .. })
-        ));
-        assert!(matches!(
-            Contact::from_json(&json!({"email": "x"})),
-            Err(RecordError::NoId(_))
-        ));
+        assert!(matches!(Contact::from_json(&bad), Err(RecordError::BadOwner { .. })));
+        assert!(matches!(Contact::from_json(&json!({"email": "x"})), Err(RecordError::NoId(_))));
     }
 
     #[test]
@@ -335,9 +298,6 @@ mod tests {
         let v = json!({"id": "12", "userName": "a@b.c", "active": false,
             "emails": [{"value": "a@b.c", "primary": true}], "name": {"formatted": "A B"}});
         let u = ScimUser::from_json(&v).unwrap();
-        assert_eq!(
-            (u.id, u.active, u.display_name.as_deref()),
-            (12, false, Some("A B"))
-        );
+        assert_eq!((u.id, u.active, u.display_name.as_deref()), (12, false, Some("A B")));
     }
 }

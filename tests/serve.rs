@@ -1,0 +1,343 @@
+//! simulator -> crawl -> graph -> GraphQL, through `idgraph serve` as a user runs it.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+use drift_sim::SimConfig;
+use serde_json::{json, Value};
+
+const READ: &str = "read-secret";
+const ADMIN: &str = "admin-secret";
+const HOOK: &str = "hook-secret";
+
+fn owner_of(v: &Value) -> Option<u64> {
+    match &v["ownerId"] {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+async fn wait_idle(url: &str, want: &str) -> Value {
+    for _ in 0..300 {
+        let d = data(url, READ, "{ indexStatus { generation crawling lastResult lastError orphans } }").await;
+        let st = &d["indexStatus"];
+        if st["crawling"] == false && st["lastResult"].as_str().is_some_and(|r| r.contains(want)) {
+            return st.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no {want} finished");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deprovision_to_orphans_to_audit_to_reassignment() {
+    let (sim, r) = sim(SimConfig { contacts: 3000, agents: 40, ..SimConfig::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let srv = serve(
+        &r,
+        &data_dir,
+        &["--read-token", READ, "--admin-token", ADMIN, "--agents-every", "1h", "--full-every", "6h"],
+    )
+    .await;
+    let url = srv.url.clone();
+
+    // Tokens are required.
+    let anon = gql(&url, None, "{ indexStatus { generation } }", Value::Null).await;
+    assert!(anon["errors"][0]["message"].as_str().unwrap().contains("bearer token"));
+    let st =
+        data(&url, READ, "{ indexStatus { generation contacts agents accounts lastCrawlAt nextCrawlAt crawling } }")
+            .await;
+    assert_eq!(st["indexStatus"]["generation"], 1);
+    assert_eq!(st["indexStatus"]["contacts"], 3000);
+    assert!(st["indexStatus"]["nextCrawlAt"].is_string());
+
+    // Who owns a contact, by email.
+    let contacts = sim.contacts_json();
+    let c0 = contacts.iter().find(|c| owner_of(c).is_some_and(|o| o > 20000)).unwrap();
+    let q = format!(
+        r#"{{ contact(email: "{}") {{ id owner {{ id email status }} ownerStatus }} }}"#,
+        c0["email"].as_str().unwrap()
+    );
+    let d = data(&url, READ, &q).await;
+    assert_eq!(d["contact"]["owner"]["id"], owner_of(c0).unwrap().to_string());
+    assert_eq!(d["contact"]["ownerStatus"], "ACTIVE");
+
+    // The top owner's contacts, page by page.
+    let top = data(
+        &url,
+        READ,
+        "{ whoOwnsWhom(first: 3) { totalCount edges { node { agent { id status } contacts accounts } } } }",
+    )
+    .await;
+    let rows = top["whoOwnsWhom"]["edges"].as_array().unwrap();
+    let counts: Vec<u64> = rows
+        .iter()
+        .map(|e| e["node"]["contacts"].as_u64().unwrap() + e["node"]["accounts"].as_u64().unwrap())
+        .collect();
+    assert!(counts.windows(2).all(|w| w[0] >= w[1]), "most first: {counts:?}");
+    let leaver: u64 = rows[0]["node"]["agent"]["id"].as_str().unwrap().parse().unwrap();
+    let owned: BTreeSet<u64> =
+        contacts.iter().filter(|c| owner_of(c) == Some(leaver)).map(|c| c["id"].as_u64().unwrap()).collect();
+    let mut seen = BTreeSet::new();
+    let mut after = Value::Null;
+    loop {
+        let v = gql(
+            &url,
+            Some(READ),
+            "query($id: ID, $after: String) { agent(id: $id) { ownedContacts(first: 97, after: $after) { totalCount pageInfo { hasNextPage endCursor } edges { node { id } } } } }",
+            json!({"id": leaver.to_string(), "after": after}),
+        )
+        .await;
+        let conn = &v["data"]["agent"]["ownedContacts"];
+        assert_eq!(conn["totalCount"].as_u64().unwrap() as usize, owned.len());
+        for e in conn["edges"].as_array().unwrap() {
+            assert!(seen.insert(e["node"]["id"].as_str().unwrap().parse::<u64>().unwrap()), "no repeats");
+        }
+        if conn["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = conn["pageInfo"]["endCursor"].clone();
+    }
+    assert_eq!(seen, owned);
+
+    // Owners never seen as agents are orphans already.
+    let unknown = data(
+        &url,
+        READ,
+        "{ orphans(reason: OWNER_UNKNOWN, first: 1) { totalCount edges { node { owner { status } } } } }",
+    )
+    .await;
+    assert!(unknown["orphans"]["totalCount"].as_u64().unwrap() > 0);
+    assert_eq!(unknown["orphans"]["edges"][0]["node"]["owner"]["status"], "UNKNOWN");
+
+    // Deprovision the top owner through SCIM; an agents-only refresh shows it.
+    let http = reqwest::Client::new();
+    let del = http.delete(format!("{}/scim/v2/Users/{leaver}", r.url())).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(del.status(), 204);
+    let denied = gql(&url, Some(READ), "mutation { reindex(scope: AGENTS) { generation } }", Value::Null).await;
+    assert!(denied["errors"][0]["message"].as_str().unwrap().contains("admin"));
+    data(&url, ADMIN, "mutation { reindex(scope: AGENTS) { crawling } }").await;
+    wait_idle(&url, "agents refresh").await;
+    let q = format!(
+        r#"{{ orphans(reason: OWNER_DEPARTED, first: 5) {{ totalCount edges {{ node {{ contact {{ id email }} reason owner {{ id email status }} }} }} }}
+            agent(id: "{leaver}") {{ status departedAt email }} }}"#
+    );
+    let d = data(&url, READ, &q).await;
+    assert_eq!(d["orphans"]["totalCount"].as_u64().unwrap() as usize, owned.len());
+    assert_eq!(d["orphans"]["edges"][0]["node"]["reason"], "OWNER_DEPARTED");
+    assert_eq!(d["orphans"]["edges"][0]["node"]["owner"]["status"], "DEPARTED");
+    assert_eq!(d["agent"]["status"], "DEPARTED");
+    assert!(d["agent"]["departedAt"].is_string());
+    assert!(d["agent"]["email"].is_string(), "a departed agent keeps its name and email");
+    let ch =
+        data(&url, READ, "{ changes(sinceGeneration: 0, first: 100) { edges { node { kind agentId via } } } }").await;
+    assert!(ch["changes"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["node"]["kind"] == "AGENT_DEPARTED" && e["node"]["agentId"].as_str() == Some(&*leaver.to_string())));
+
+    // The audit, from the server, in every format.
+    let audit = |fmt: &'static str| {
+        let url = url.clone();
+        async move {
+            let out = idgraph()
+                .args(["audit", "--agent", &leaver.to_string(), "--server", &url, "--token", READ, "--format", fmt])
+                .output()
+                .await
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap()
+        }
+    };
+    let csv = audit("csv").await;
+    let mut lines = csv.lines();
+    assert!(lines.next().unwrap().starts_with("contact_id,"));
+    assert_eq!(lines.count(), owned.len());
+    let js: Value = serde_json::from_str(&audit("json").await).unwrap();
+    assert_eq!(js["kind"], "agent");
+    assert_eq!(js["report"]["contacts_now"].as_u64().unwrap() as usize, owned.len());
+    assert_eq!(js["digest"].as_str().unwrap().len(), 64);
+    assert!(audit("markdown").await.starts_with("# Offboarding audit"));
+    assert!(audit("table").await.contains("DEPARTED"));
+    // The data directory is held by the server: the CLI says how to ask it instead.
+    let out = idgraph().args(["audit", "--all", "--data-dir"]).arg(&data_dir).output().await.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--server"), "{}", String::from_utf8_lossy(&out.stderr));
+    let org = idgraph()
+        .args(["audit", "--all", "--server", &url, "--token", READ, "--format", "json"])
+        .output()
+        .await
+        .unwrap();
+    let org: Value = serde_json::from_slice(&org.stdout).unwrap();
+    assert_eq!(org["report"]["rows"][0]["agent"]["id"], leaver);
+
+    // Reassign: refused to an inactive target, dry run by default, then for real.
+    let bad = gql(
+        &url,
+        Some(ADMIN),
+        &format!(r#"mutation {{ reassignContacts(fromAgentId: "{leaver}", toAgentIds: ["{leaver}"]) {{ planned }} }}"#),
+        Value::Null,
+    )
+    .await;
+    assert!(bad["errors"].is_array());
+    let targets = r#"["20005", "20006"]"#;
+    let dry = data(&url, ADMIN, &format!(r#"mutation {{ reassignContacts(fromAgentId: "{leaver}", toAgentIds: {targets}) {{ dryRun planned applied }} }}"#)).await;
+    assert_eq!(dry["reassignContacts"]["dryRun"], true);
+    assert_eq!(dry["reassignContacts"]["planned"].as_u64().unwrap() as usize, owned.len());
+    assert_eq!(dry["reassignContacts"]["applied"], 0);
+    let real = data(
+        &url,
+        ADMIN,
+        &format!(r#"mutation {{ reassignContacts(fromAgentId: "{leaver}", toAgentIds: {targets}, dryRun: false) {{ applied failed }} }}"#),
+    )
+    .await;
+    assert_eq!(real["reassignContacts"]["applied"].as_u64().unwrap() as usize, owned.len());
+    assert_eq!(real["reassignContacts"]["failed"], 0);
+    let again = data(&url, ADMIN, &format!(r#"mutation {{ reassignContacts(fromAgentId: "{leaver}", toAgentIds: {targets}, dryRun: false) {{ planned applied }} }}"#)).await;
+    assert_eq!(again["reassignContacts"]["planned"], 0, "a rerun changes nothing");
+    let d = data(&url, READ, "{ orphans(reason: OWNER_DEPARTED) { totalCount } }").await;
+    assert_eq!(d["orphans"]["totalCount"], 0);
+    assert!(sim.contacts_json().iter().all(|c| owner_of(c) != Some(leaver)), "moved in Drift too");
+    let a = data(&url, READ, &format!(r#"{{ offboardingAudit(agentId: "{leaver}") {{ contactsNow contactsAtDeparture reassignedSince {{ contactId }} digest }} }}"#)).await;
+    assert_eq!(a["offboardingAudit"]["contactsNow"], 0);
+    assert_eq!(a["offboardingAudit"]["contactsAtDeparture"].as_u64().unwrap() as usize, owned.len());
+    assert_eq!(a["offboardingAudit"]["reassignedSince"].as_array().unwrap().len(), owned.len());
+
+    // A full reindex: a new generation, and the departed agent is still remembered.
+    data(&url, ADMIN, "mutation { reindex { crawling } }").await;
+    let st = wait_idle(&url, "full reindex").await;
+    assert_eq!(st["generation"], 2);
+    let d = data(
+        &url,
+        READ,
+        &format!(r#"{{ agent(id: "{leaver}") {{ status email }} orphans(reason: OWNER_DEPARTED) {{ totalCount }} }}"#),
+    )
+    .await;
+    assert_eq!(d["agent"]["status"], "DEPARTED");
+    assert_eq!(d["orphans"]["totalCount"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_apply_once_and_never_roll_back() {
+    let (_sim, r) = sim(SimConfig { contacts: 300, agents: 10, ..SimConfig::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let srv = serve(&r, dir.path(), &["--read-token", READ, "--admin-token", ADMIN, "--webhook-token", HOOK]).await;
+    let http = reqwest::Client::new();
+    let hook = format!("{}/webhooks/drift", srv.url);
+    let ev = |to: u64, ts: i64| {
+        json!({"type": "contact_updated", "token": HOOK, "orgId": 1,
+        "data": {"endUserId": 1000001, "timestamp": ts, "diff": [{"name": "attributes.ownerId", "previous": 1, "updated": to}]}})
+    };
+    let far = 4_000_000_000_000i64;
+    for body in [ev(20004, far + 2), ev(20004, far + 2), ev(20003, far + 1)] {
+        let resp = http.post(&hook).header("x-verification-token", HOOK).json(&body).send().await.unwrap();
+        assert_eq!(resp.status(), 202);
+    }
+    let wrong = http.post(&hook).header("x-verification-token", "nope").json(&ev(20002, far + 3)).send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let huge = http.post(&hook).header("x-verification-token", HOOK).body(vec![b' '; 2 << 20]).send().await.unwrap();
+    assert_eq!(huge.status(), 413);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let d = data(&srv.url, READ, r#"{ contact(id: "1000001") { owner { id } } }"#).await;
+    assert_eq!(d["contact"]["owner"]["id"], "20004", "the late, older event did not roll it back");
+    let metrics = http.get(format!("{}/metrics", srv.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("idgraph_webhooks_duplicates_total 1"), "{metrics}");
+    assert!(metrics.contains("idgraph_index_contacts 300"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_get_errors_and_the_server_lives() {
+    let (_sim, r) = sim(SimConfig { contacts: 200, agents: 5, ..SimConfig::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let srv = serve(&r, dir.path(), &["--read-token", READ, "--admin-token", ADMIN]).await;
+    let http = reqwest::Client::new();
+    let g = format!("{}/graphql", srv.url);
+    let deep = format!(
+        "{{ {}indexStatus {{ generation }}{} }}",
+        "agent(id: \"1\") { ownedContacts { edges { node { owner { ".repeat(6),
+        " } } } } }".repeat(6)
+    );
+    let wide = "{ whoOwnsWhom(first: 100) { edges { node { agent { ownedContacts(first: 100) { edges { node { owner { ownedContacts(first: 100) { totalCount } } } } } } } } } }";
+    let nested_json = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    for i in 0..300 {
+        let resp = match i % 6 {
+            0 => {
+                http.post(&g)
+                    .bearer_auth(READ)
+                    .header("content-type", "application/json")
+                    .body("{not json")
+                    .send()
+                    .await
+            }
+            1 => http.post(&g).bearer_auth(READ).json(&json!({"query": deep})).send().await,
+            2 => http.post(&g).bearer_auth(READ).json(&json!({"query": wide})).send().await,
+            3 => {
+                http.post(&g)
+                    .bearer_auth(READ)
+                    .header("content-type", "application/json")
+                    .body(vec![b'a'; 1 << 20])
+                    .send()
+                    .await
+            }
+            4 => {
+                http.post(&g)
+                    .bearer_auth("wrong")
+                    .json(&json!({"query": "{ indexStatus { generation } }"}))
+                    .send()
+                    .await
+            }
+            _ => {
+                http.post(&g)
+                    .bearer_auth(READ)
+                    .header("content-type", "application/json")
+                    .body(nested_json.clone())
+                    .send()
+                    .await
+            }
+        }
+        .unwrap();
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        assert!(status.is_client_error() || body.contains("\"errors\""), "request {i}: {status} {body:.200}");
+    }
+    let d = data(&srv.url, READ, "{ indexStatus { contacts } }").await;
+    assert_eq!(d["indexStatus"]["contacts"], 200, "still serving");
+    // first is bounded.
+    let v = gql(&srv.url, Some(READ), "{ orphans(first: 1000) { totalCount } }", Value::Null).await;
+    assert!(v["errors"][0]["message"].as_str().unwrap().contains("first"));
+    // A GET never mutates.
+    let v: Value = http
+        .get(format!("{g}?query={}", urlencoding::encode("mutation { reindex { generation } }")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(v["errors"].is_array(), "{v}");
+}
+
+#[test]
+fn schema_file_is_what_idgraph_schema_prints() {
+    let checked_in = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql")).unwrap();
+    assert_eq!(checked_in, idgraph_graphql::sdl(), "run `cargo run -- schema > schema.graphql`");
+    for name in [
+        "contact(id: ID, email: String): Contact",
+        "agent(id: ID, email: String): Agent",
+        "orphans(reason: OrphanReason, departedSince: DateTime, first: Int, after: String): OrphanConnection",
+        "whoOwnsWhom(first: Int, after: String): OwnershipConnection",
+        "offboardingAudit(agentId: ID, email: String): OffboardingAudit",
+        "changes(sinceGeneration: Int, first: Int, after: String): ChangeConnection",
+        "indexStatus: IndexStatus",
+        "reindex(scope: ReindexScope = FULL): IndexStatus",
+    ] {
+        assert!(checked_in.lines().any(|l| l.trim() == name), "the contract names {name} exactly");
+    }
+}
