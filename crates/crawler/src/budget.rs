@@ -73,11 +73,18 @@ impl std::str::FromStr for BudgetConfig {
 struct State {
     rate_max: f64,
     rate: f64,
-    /// The rate at which the last 429 was met; growth is slow near it.
+    /// The best estimate of the service's real rate; growth is slow near it.
     ceiling: f64,
     next_slot: Instant,
     last_decrease: Option<Instant>,
+    /// When recent requests succeeded (bounded): the success rate at a 429 is the service's rate.
+    successes: std::collections::VecDeque<Instant>,
 }
+
+/// How far back successes are counted to estimate the service's rate.
+const WINDOW: Duration = Duration::from_secs(5);
+/// The most success times kept.
+const SUCCESSES_MAX: usize = 4096;
 
 /// The shared pacer. Cheap to share behind an `Arc`.
 #[derive(Debug)]
@@ -98,6 +105,7 @@ impl Budget {
                 ceiling: r,
                 next_slot: Instant::now(),
                 last_decrease: None,
+                successes: std::collections::VecDeque::new(),
             }),
         }
     }
@@ -119,6 +127,11 @@ impl Budget {
     /// A request succeeded: grow back towards the configured rate.
     pub fn on_success(&self) {
         let mut s = self.state.lock();
+        let now = Instant::now();
+        s.successes.push_back(now);
+        while s.successes.len() > SUCCESSES_MAX || s.successes.front().is_some_and(|t| now.duration_since(*t) > WINDOW) {
+            s.successes.pop_front();
+        }
         if s.rate >= s.rate_max {
             return;
         }
@@ -126,14 +139,28 @@ impl Budget {
         s.rate = (s.rate + step).min(s.rate_max);
     }
 
-    /// The service said 429: slow down (at most once a second, so a storm is one signal) and wait
-    /// out `retry_after` when it was given.
+    /// The service said 429: slow down and wait out `retry_after` when it was given.
+    ///
+    /// A leaky bucket that overflows lets through exactly its own rate, so the success rate of the
+    /// last few seconds estimates the service's rate: the pace drops to just under it (and at
+    /// least by 10%), in one step rather than by halving again and again. 429s that follow within
+    /// a few slots are the same overflow and do not slow down further.
     pub fn on_rate_limited(&self, retry_after: Option<Duration>) {
         let mut s = self.state.lock();
         let now = Instant::now();
-        if s.last_decrease.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
-            s.ceiling = s.rate;
-            s.rate = (s.rate * 0.7).max(s.rate_max * RATE_FLOOR);
+        let settle = Duration::from_secs_f64((4.0 / s.rate).min(2.0));
+        if s.last_decrease.is_none_or(|t| now.duration_since(t) >= settle) {
+            let n = s.successes.len();
+            let span = s.successes.front().map_or(0.0, |first| now.duration_since(*first).as_secs_f64());
+            if n >= 10 && span >= 1.0 {
+                let estimate = 0.95 * n as f64 / span;
+                s.rate = estimate.min(s.rate * 0.9).max(s.rate_max * RATE_FLOOR);
+                s.ceiling = estimate.max(s.rate);
+            } else {
+                // Too little history to measure: halve, and probe back quickly to the old pace.
+                s.ceiling = s.rate;
+                s.rate = (s.rate * 0.5).max(s.rate_max * RATE_FLOOR);
+            }
             s.last_decrease = Some(now);
         }
         let pause = retry_after.unwrap_or_else(|| Duration::from_secs_f64(2.0 / s.rate)).min(Duration::from_secs(120));
@@ -185,9 +212,10 @@ mod tests {
         let el = t0.elapsed().as_secs_f64();
         assert!((0.99..1.05).contains(&el), "{el}");
         b.on_rate_limited(None);
-        assert!((b.rate() - 7.0).abs() < 1e-9);
-        b.on_rate_limited(None); // within the same second: one signal
-        assert!((b.rate() - 7.0).abs() < 1e-9);
+        // No history yet: halve.
+        assert!((b.rate() - 5.0).abs() < 1e-9, "{}", b.rate());
+        b.on_rate_limited(None); // the same overflow: one signal
+        assert!((b.rate() - 5.0).abs() < 1e-9);
         for _ in 0..1000 {
             b.on_success();
         }

@@ -1,0 +1,110 @@
+//! Crawl efficiency, 429 share and memory, against the simulator.
+//!
+//!     cargo bench --bench crawl
+//!
+//! 1. Budget known: the simulator allows R requests a second and the crawler is told R. The ratio
+//!    of wall time to the floor (requests made / R) is printed; the target is at most 1.05.
+//! 2. Budget too high: the crawler is told 2R. The share of requests answered 429 is printed; the
+//!    target is at most 2%, and the crawl completes.
+//! 3. Memory: `idgraph sim` serves 1,000,000 contacts in another process; this process crawls it,
+//!    counting records, and prints its peak resident memory (target < 200 MB).
+//!
+//! `IDGRAPH_BENCH_QUICK=1` runs smaller orgs.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use drift_sim::{Sim, SimConfig};
+use idgraph_crawler::{Checkpoint, CrawlConfig, CrawlEvent, Crawler, Credentials, Secret};
+use tokio::sync::mpsc;
+
+fn peak_rss_mb(pid: &str) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn crawl(url: &str, scim: &str, token: &str, budget: &str) -> (u64, Duration) {
+    let mut cfg = CrawlConfig::new(url, Credentials::Token(Secret::new(token)));
+    cfg.scim_url = Some(scim.to_string());
+    cfg.budget = budget.parse().expect("budget");
+    let crawler = Crawler::new(cfg).expect("crawler");
+    let (tx, mut rx) = mpsc::channel(8);
+    let t = Instant::now();
+    let task = tokio::spawn(async move { crawler.run(Checkpoint::default(), HashSet::new(), tx).await });
+    let mut records = 0u64;
+    while let Some(ev) = rx.recv().await {
+        if let CrawlEvent::Page { records: r, .. } = ev {
+            records += r.len() as u64;
+        }
+    }
+    task.await.expect("join").expect("the crawl completes");
+    (records, t.elapsed())
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::var("IDGRAPH_BENCH_QUICK").is_ok();
+    let rate = 50u32;
+    let contacts = if quick { 10_000 } else { 60_000 };
+
+    // 1. Budget known.
+    let sim = Sim::new(SimConfig { contacts, agents: 200, rate_limit: Some(format!("{rate}/s").parse().unwrap()), ..SimConfig::default() });
+    let r = sim.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (records, wall) = crawl(&r.url(), &r.scim_url(), "sim-token", &format!("{rate}/s")).await;
+    let s = sim.stats();
+    let floor = s.requests as f64 / f64::from(rate);
+    println!(
+        "budget known ({rate}/s): {records} records, {} requests, wall {:.2} s, floor {floor:.2} s, ratio {:.3} (target <= 1.05), 429s {}",
+        s.requests,
+        wall.as_secs_f64(),
+        wall.as_secs_f64() / floor,
+        s.rate_limited
+    );
+    r.stop().await;
+
+    // 2. Budget set too high (twice the real one).
+    let sim = Sim::new(SimConfig { contacts, agents: 200, rate_limit: Some(format!("{rate}/s").parse().unwrap()), ..SimConfig::default() });
+    let r = sim.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (records, wall) = crawl(&r.url(), &r.scim_url(), "sim-token", &format!("{}/s", rate * 2)).await;
+    let s = sim.stats();
+    println!(
+        "budget too high ({}/s against {rate}/s): {records} records, {} requests, {} answered 429 = {:.2}% (target <= 2%), wall {:.2} s ({:.3} x the floor)",
+        rate * 2,
+        s.requests,
+        s.rate_limited,
+        100.0 * s.rate_limited as f64 / s.requests as f64,
+        wall.as_secs_f64(),
+        wall.as_secs_f64() / (s.requests as f64 / f64::from(rate))
+    );
+    r.stop().await;
+
+    // 3. Memory of the crawler itself, crawling 1,000,000 contacts served by another process.
+    let big = if quick { 100_000 } else { 1_000_000 };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let exe = env!("CARGO_BIN_EXE_idgraph");
+    let mut child = std::process::Command::new(exe)
+        .args(["sim", "--port", &port.to_string(), "--contacts", &big.to_string(), "--agents", "10000", "--token", "bench"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("idgraph sim");
+    let url = format!("http://127.0.0.1:{port}");
+    let t = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(t.elapsed() < Duration::from_secs(120), "the simulator did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = peak_rss_mb("self");
+    let (records, wall) = crawl(&url, &format!("{url}/scim/v2"), "bench", "100000/s").await;
+    let peak = peak_rss_mb("self");
+    let _ = child.kill();
+    let _ = child.wait();
+    println!(
+        "memory: crawled {records} records in {:.1} s; peak resident memory of the crawling process {peak:.0} MB (before the crawl {before:.0} MB; target < 200 MB)",
+        wall.as_secs_f64()
+    );
+}
