@@ -52,7 +52,12 @@ async fn main() {
     let contacts = if quick { 10_000 } else { 60_000 };
 
     // 1. Budget known.
-    let sim = Sim::new(SimConfig { contacts, agents: 200, rate_limit: Some(format!("{rate}/s").parse().unwrap()), ..SimConfig::default() });
+    let sim = Sim::new(SimConfig {
+        contacts,
+        agents: 200,
+        rate_limit: Some(format!("{rate}/s").parse().unwrap()),
+        ..SimConfig::default()
+    });
     let r = sim.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let (records, wall) = crawl(&r.url(), &r.scim_url(), "sim-token", &format!("{rate}/s")).await;
     let s = sim.stats();
@@ -67,7 +72,12 @@ async fn main() {
     r.stop().await;
 
     // 2. Budget set too high (twice the real one).
-    let sim = Sim::new(SimConfig { contacts, agents: 200, rate_limit: Some(format!("{rate}/s").parse().unwrap()), ..SimConfig::default() });
+    let sim = Sim::new(SimConfig {
+        contacts,
+        agents: 200,
+        rate_limit: Some(format!("{rate}/s").parse().unwrap()),
+        ..SimConfig::default()
+    });
     let r = sim.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let (records, wall) = crawl(&r.url(), &r.scim_url(), "sim-token", &format!("{}/s", rate * 2)).await;
     let s = sim.stats();
@@ -87,7 +97,17 @@ async fn main() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let exe = env!("CARGO_BIN_EXE_idgraph");
     let mut child = std::process::Command::new(exe)
-        .args(["sim", "--port", &port.to_string(), "--contacts", &big.to_string(), "--agents", "10000", "--token", "bench"])
+        .args([
+            "sim",
+            "--port",
+            &port.to_string(),
+            "--contacts",
+            &big.to_string(),
+            "--agents",
+            "10000",
+            "--token",
+            "bench",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -68,13 +68,29 @@ fn main() {
     let active: Vec<User> = all_users.iter().filter(|u| u.id % 10 != 3).cloned().collect();
     remember(&mut memory, &active, &[], 2);
     let accounts: Vec<Account> = (0..agents * 3)
-        .map(|i| Account { id: format!("acct-{i}"), name: None, domain: None, owner_id: Some(20_001 + i % agents), deleted: false, updated_at: 0 })
+        .map(|i| Account {
+            id: format!("acct-{i}"),
+            name: None,
+            domain: None,
+            owner_id: Some(20_001 + i % agents),
+            deleted: false,
+            updated_at: 0,
+        })
         .collect();
 
     let cs = contacts(n, agents);
     let rss0 = rss_mb();
     let t = Instant::now();
-    let ix = Index::build(1, Inputs { contacts: cs, users: active.clone(), scim: vec![], accounts: accounts.clone(), memory: memory.clone() });
+    let ix = Index::build(
+        1,
+        Inputs {
+            contacts: cs,
+            users: active.clone(),
+            scim: vec![],
+            accounts: accounts.clone(),
+            memory: memory.clone(),
+        },
+    );
     let build_s = t.elapsed().as_secs_f64();
     let rss1 = rss_mb();
     println!("build the graph from records in memory: {build_s:.2} s (target < 2 s)");
@@ -107,7 +123,10 @@ fn main() {
     let t = Instant::now();
     let g = Graph::open(dir.path()).expect("reopen");
     let cold_s = t.elapsed().as_secs_f64();
-    println!("cold start from sled to serving: {cold_s:.2} s (target < 3 s), generation {}", g.info().map_or(0, |i| i.generation));
+    println!(
+        "cold start from sled to serving: {cold_s:.2} s (target < 3 s), generation {}",
+        g.info().map_or(0, |i| i.generation)
+    );
     drop(g);
 
     let mut c = Criterion::default().configure_from_args().sample_size(50);
@@ -119,7 +138,9 @@ fn main() {
             black_box(ix.owner_of(ids[k]).map(|a| a.id))
         })
     });
-    let emails: Vec<String> = (0..1024u64).map(|i| format!("contact.{}@company{}.example", (i * 7919) % n, ((i * 7919) % n) % 5000)).collect();
+    let emails: Vec<String> = (0..1024u64)
+        .map(|i| format!("contact.{}@company{}.example", (i * 7919) % n, ((i * 7919) % n) % 5000))
+        .collect();
     c.bench_function("owner of a contact (by email)", |b| {
         b.iter(|| {
             k = (k + 1) & 1023;
@@ -129,8 +150,12 @@ fn main() {
     let first = ix.orphans(None, None, None, 100);
     let deep = ix.orphans(None, None, None, ix.orphan_total() / 2);
     let mid = deep.last().map(|o| o.key);
-    c.bench_function("a page of 100 orphans (first page)", |b| b.iter(|| black_box(ix.orphans(None, None, None, 100).len())));
-    c.bench_function("a page of 100 orphans (from the middle)", |b| b.iter(|| black_box(ix.orphans(None, None, mid, 100).len())));
+    c.bench_function("a page of 100 orphans (first page)", |b| {
+        b.iter(|| black_box(ix.orphans(None, None, None, 100).len()))
+    });
+    c.bench_function("a page of 100 orphans (from the middle)", |b| {
+        b.iter(|| black_box(ix.orphans(None, None, mid, 100).len()))
+    });
     c.bench_function("orphan count", |b| b.iter(|| black_box(ix.orphan_count(None, None))));
     assert_eq!(first.len(), 100);
     c.final_summary();

@@ -23,7 +23,8 @@ async fn walk(url: String, pages: usize, start_after: Option<String>) -> usize {
             Some(c) => format!("{url}/contacts?limit=100&next={c}"),
             None => format!("{url}/contacts?limit=100"),
         };
-        let v: serde_json::Value = http.get(&u).bearer_auth("sim-token").send().await.expect("get").json().await.expect("json");
+        let v: serde_json::Value =
+            http.get(&u).bearer_auth("sim-token").send().await.expect("get").json().await.expect("json");
         n += 1;
         match v["next"].as_str() {
             Some(c) => next = Some(c.to_string()),

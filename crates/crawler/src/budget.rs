@@ -129,7 +129,8 @@ impl Budget {
         let mut s = self.state.lock();
         let now = Instant::now();
         s.successes.push_back(now);
-        while s.successes.len() > SUCCESSES_MAX || s.successes.front().is_some_and(|t| now.duration_since(*t) > WINDOW) {
+        while s.successes.len() > SUCCESSES_MAX || s.successes.front().is_some_and(|t| now.duration_since(*t) > WINDOW)
+        {
             s.successes.pop_front();
         }
         if s.rate >= s.rate_max {

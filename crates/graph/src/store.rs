@@ -115,12 +115,17 @@ impl Store {
     /// Opens (or creates) the store at `path`, refusing one written in another format and
     /// clearing what an interrupted switch left behind.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(path).cache_capacity(128 << 20).mode(sled::Mode::HighThroughput).open().map_err(|e| match e {
-            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
-                StoreError::Locked(path.display().to_string())
-            }
-            other => StoreError::Sled(other.to_string()),
-        })?;
+        let db =
+            sled::Config::new().path(path).cache_capacity(128 << 20).mode(sled::Mode::HighThroughput).open().map_err(
+                |e| match e {
+                    sled::Error::Io(io)
+                        if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
+                    {
+                        StoreError::Locked(path.display().to_string())
+                    }
+                    other => StoreError::Sled(other.to_string()),
+                },
+            )?;
         let meta = db.open_tree("meta")?;
         match meta.get(META_FORMAT)? {
             None => {
