@@ -25,7 +25,7 @@ pub use index::{
     AccountView, AgentMemory, AgentStatus, AgentView, ContactView, Index, OrphanKey, OrphanReason, OrphanView,
     OwnershipRow,
 };
-pub use store::{GenInfo, Store};
+pub use store::{GenInfo, Override, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -395,8 +395,7 @@ impl Graph {
         };
         let now = now_ms();
         let mut kinds: Vec<(ChangeKind, Via)> = Vec::new();
-        let mut upserts: Vec<Contact> = Vec::new();
-        let mut deletes = Vec::new();
+        let mut writes: Vec<(u64, Override)> = Vec::new();
         {
             let mut ix = self.index.write();
             for ev in events {
@@ -419,7 +418,7 @@ impl Graph {
                                 )),
                                 _ => {}
                             }
-                            upserts.push(c);
+                            writes.push((c.id, Override::Put(c)));
                         } else {
                             report.stale += 1;
                         }
@@ -429,7 +428,7 @@ impl Graph {
                             ix.delete_contact(id);
                             report.applied += 1;
                             kinds.push((ChangeKind::ContactRemoved { contact: id, owner: c.owner_id }, ev.via));
-                            deletes.push(id);
+                            writes.push((id, Override::Deleted { at_ms }));
                         }
                         Some(_) => report.stale += 1,
                         None => report.unknown += 1,
@@ -445,14 +444,7 @@ impl Graph {
                                 if from != owner {
                                     kinds.push((ChangeKind::ContactMoved { contact: id, from, to: owner }, ev.via));
                                 }
-                                let mut c = match self.store.contact(info.generation, id)? {
-                                    Some(c) => c,
-                                    None => continue,
-                                };
-                                c.owner_id = owner;
-                                c.updated_at = at_ms;
-                                upserts.retain(|u| u.id != id);
-                                upserts.push(c);
+                                writes.push((id, Override::Owner { owner, at_ms }));
                             }
                             None => report.stale += 1,
                         }
@@ -464,7 +456,7 @@ impl Graph {
         // The contacts and the info that counts them go in one batch, so a restart's check holds.
         let mut info = info;
         info.contacts = self.read().counts().0 as u64;
-        self.store.put_contacts(info.generation, &upserts, &deletes, &info)?;
+        self.store.put_overrides(info.generation, writes, &info)?;
         *self.info.write() = Some(info.clone());
         let mut changes = Vec::new();
         for (kind, via) in kinds {

@@ -20,7 +20,11 @@ use crate::codec::{decode, encode, FORMAT_VERSION};
 use crate::index::{AgentMemory, Inputs};
 use crate::{Change, StoreError};
 
+/// A page of contacts as crawled: one value per page keeps bulk writes cheap.
+const P_SEGMENT: u8 = b'g';
+/// An in-place change to one contact (webhooks, reassignment), applied over the segments.
 const P_CONTACT: u8 = b'c';
+const K_SEGSEQ: &[u8] = b"S";
 const P_USER: u8 = b'u';
 const P_SCIM: u8 = b's';
 const P_ACCOUNT: u8 = b'a';
@@ -52,6 +56,82 @@ pub struct GenInfo {
     pub agents_refreshed_at_ms: i64,
 }
 
+/// An in-place change to a contact, stored over the crawled segments. Each applies only when it
+/// is not older than what it would replace, so a carried-over change never rolls back a newer
+/// crawl.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Override {
+    Put(Contact),
+    Owner { owner: Option<u64>, at_ms: i64 },
+    Deleted { at_ms: i64 },
+}
+
+impl Override {
+    /// Folds a new change over an older one for the same contact.
+    fn merge(old: Option<Override>, new: Override) -> Override {
+        match (old, new) {
+            (Some(Override::Put(mut c)), Override::Owner { owner, at_ms }) => {
+                if at_ms >= c.updated_at {
+                    c.owner_id = owner;
+                    c.updated_at = at_ms;
+                }
+                Override::Put(c)
+            }
+            (Some(d @ Override::Deleted { .. }), Override::Owner { .. }) => d,
+            (_, new) => new,
+        }
+    }
+}
+
+/// Applies segments (in order) and overrides: the contacts of a generation, one per id.
+fn assemble(segments: Vec<Vec<Contact>>, overrides: Vec<(u64, Override)>) -> Vec<Contact> {
+    let n: usize = segments.iter().map(Vec::len).sum();
+    let mut out: Vec<Option<Contact>> = Vec::with_capacity(n);
+    let mut pos: HashMap<u64, usize> = HashMap::with_capacity(n);
+    for c in segments.into_iter().flatten() {
+        match pos.get(&c.id) {
+            Some(p) => out[*p] = Some(c),
+            None => {
+                pos.insert(c.id, out.len());
+                out.push(Some(c));
+            }
+        }
+    }
+    for (id, o) in overrides {
+        let slot = pos.get(&id).copied();
+        let current = slot.and_then(|p| out[p].as_ref()).map(|c| c.updated_at);
+        match o {
+            Override::Put(c) => {
+                if current.is_none_or(|t| c.updated_at >= t) {
+                    match slot {
+                        Some(p) => out[p] = Some(c),
+                        None => {
+                            pos.insert(id, out.len());
+                            out.push(Some(c));
+                        }
+                    }
+                }
+            }
+            Override::Owner { owner, at_ms } => {
+                if let Some(c) = slot.and_then(|p| out[p].as_mut()) {
+                    if at_ms >= c.updated_at {
+                        c.owner_id = owner;
+                        c.updated_at = at_ms;
+                    }
+                }
+            }
+            Override::Deleted { at_ms } => {
+                if let (Some(p), Some(t)) = (slot, current) {
+                    if at_ms >= t {
+                        out[p] = None;
+                    }
+                }
+            }
+        }
+    }
+    out.into_iter().flatten().collect()
+}
+
 /// The sled store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -59,6 +139,8 @@ pub struct Store {
     meta: sled::Tree,
     history: sled::Tree,
     events: sled::Tree,
+    /// Serialises read-fold-write of contact overrides.
+    override_lock: std::sync::Arc<parking_lot::Mutex<()>>,
 }
 
 fn gen_tree_name(g: u64) -> String {
@@ -136,7 +218,13 @@ impl Store {
                 return Err(StoreError::Version { found: v.first().copied().unwrap_or(0), expected: FORMAT_VERSION });
             }
         }
-        let store = Store { history: db.open_tree("history")?, events: db.open_tree("events")?, meta, db };
+        let store = Store {
+            history: db.open_tree("history")?,
+            events: db.open_tree("events")?,
+            meta,
+            db,
+            override_lock: Default::default(),
+        };
         store.clean()?;
         Ok(store)
     }
@@ -185,7 +273,7 @@ impl Store {
     /// Reads a generation's records and memory, checking each value.
     pub fn inputs(&self, generation: u64) -> Result<Inputs, StoreError> {
         let t = self.tree(generation)?;
-        let mut inputs = Inputs { contacts: decode_parallel(&t, P_CONTACT)?, ..Inputs::default() };
+        let mut inputs = Inputs { contacts: self.contacts_of(&t)?, ..Inputs::default() };
         for kv in t.scan_prefix([P_USER]) {
             let (k, v) = kv?;
             inputs.users.push(decode::<User>(&k, &v)?);
@@ -217,9 +305,15 @@ impl Store {
         Ok(m)
     }
 
-    pub fn contact(&self, generation: u64, id: u64) -> Result<Option<Contact>, StoreError> {
-        let k = key(P_CONTACT, id);
-        self.tree(generation)?.get(k)?.map(|v| decode(&k, &v)).transpose()
+    fn contacts_of(&self, t: &sled::Tree) -> Result<Vec<Contact>, StoreError> {
+        let segments: Vec<Vec<Contact>> = decode_parallel(t, P_SEGMENT)?;
+        let mut overrides = Vec::new();
+        for kv in t.scan_prefix([P_CONTACT]) {
+            let (k, v) = kv?;
+            let id = u64_of(&k[1..]).ok_or_else(|| StoreError::Corrupt("a contact key is not an id".into()))?;
+            overrides.push((id, decode::<Override>(&k, &v)?));
+        }
+        Ok(assemble(segments, overrides))
     }
 
     /// Starts a new staging generation, or returns the interrupted one to resume.
@@ -244,10 +338,23 @@ impl Store {
         records: &[Record],
         checkpoint: Option<&Value>,
     ) -> Result<(), StoreError> {
+        let t = self.tree(generation)?;
         let mut batch = sled::Batch::default();
+        let contacts: Vec<&Contact> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Contact(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if !contacts.is_empty() {
+            let seq = t.get(K_SEGSEQ)?.and_then(|v| u64_of(&v)).unwrap_or(0) + 1;
+            batch.insert(&key(P_SEGMENT, seq), encode(&contacts)?);
+            batch.insert(K_SEGSEQ, &seq.to_be_bytes());
+        }
         for r in records {
             match r {
-                Record::Contact(c) => batch.insert(&key(P_CONTACT, c.id), encode(c)?),
+                Record::Contact(_) => {}
                 Record::User(u) => batch.insert(&key(P_USER, u.id), encode(u)?),
                 Record::ScimUser(s) => batch.insert(&key(P_SCIM, s.id), encode(s)?),
                 Record::Account(a) => batch.insert(account_key(&a.id), encode(a)?),
@@ -256,7 +363,7 @@ impl Store {
         if let Some(cp) = checkpoint {
             batch.insert(K_CHECKPOINT, encode(cp)?);
         }
-        self.tree(generation)?.apply_batch(batch)?;
+        t.apply_batch(batch)?;
         Ok(())
     }
 
@@ -267,30 +374,19 @@ impl Store {
 
     pub fn contact_ids(&self, generation: u64) -> Result<HashSet<u64>, StoreError> {
         let t = self.tree(generation)?;
-        let mut ids = HashSet::new();
-        for k in t.scan_prefix([P_CONTACT]).keys() {
-            if let Some(id) = u64_of(&k?[1..]) {
-                ids.insert(id);
-            }
-        }
-        Ok(ids)
+        Ok(self.contacts_of(&t)?.into_iter().map(|c| c.id).collect())
     }
 
-    /// Copies the contacts of one generation into another (incremental discovery starts from the
-    /// previous generation's contacts).
+    /// Copies the contacts of one generation into another, as one segment (incremental
+    /// discovery starts from the previous generation's contacts; what it fetches again lands in
+    /// later segments and wins). Returns the number of contacts.
     pub fn copy_contacts(&self, from: u64, to: u64) -> Result<u64, StoreError> {
-        let (src, dst) = (self.tree(from)?, self.tree(to)?);
-        let mut n = 0;
-        let mut batch = sled::Batch::default();
-        for kv in src.scan_prefix([P_CONTACT]) {
-            let (k, v) = kv?;
-            batch.insert(k, v);
-            n += 1;
-            if n % 10_000 == 0 {
-                dst.apply_batch(std::mem::take(&mut batch))?;
-            }
+        let contacts = self.contacts_of(&self.tree(from)?)?;
+        let n = contacts.len() as u64;
+        let records: Vec<Record> = contacts.into_iter().map(Record::Contact).collect();
+        for chunk in records.chunks(10_000) {
+            self.write_records(to, chunk, None)?;
         }
-        dst.apply_batch(batch)?;
         Ok(n)
     }
 
@@ -444,23 +540,32 @@ impl Store {
         self.events.len()
     }
 
-    /// Writes contacts into a generation in place (webhooks, reassignment).
-    pub fn put_contacts(
+    /// Writes in-place contact changes (webhooks, reassignment) with the generation's info, in one
+    /// batch. Changes to the same contact are folded together.
+    pub fn put_overrides(
         &self,
         generation: u64,
-        upserts: &[Contact],
-        deletes: &[u64],
+        changes: Vec<(u64, Override)>,
         info: &GenInfo,
     ) -> Result<(), StoreError> {
+        let t = self.tree(generation)?;
+        let _writer = self.override_lock.lock();
+        let mut folded: HashMap<u64, Override> = HashMap::new();
+        for (id, o) in changes {
+            let old = match folded.remove(&id) {
+                Some(o) => Some(o),
+                None => {
+                    let k = key(P_CONTACT, id);
+                    t.get(k)?.map(|v| decode::<Override>(&k, &v)).transpose()?
+                }
+            };
+            folded.insert(id, Override::merge(old, o));
+        }
         let mut batch = sled::Batch::default();
         batch.insert(K_INFO, encode(info)?);
-        for c in upserts {
-            batch.insert(&key(P_CONTACT, c.id), encode(c)?);
+        for (id, o) in &folded {
+            batch.insert(&key(P_CONTACT, *id), encode(o)?);
         }
-        for id in deletes {
-            batch.remove(&key(P_CONTACT, *id));
-        }
-        let t = self.tree(generation)?;
         t.apply_batch(batch)?;
         t.flush()?;
         Ok(())
@@ -469,5 +574,46 @@ impl Store {
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(id: u64, owner: u64, at: i64) -> Contact {
+        Contact {
+            id,
+            email: None,
+            name: None,
+            owner_id: Some(owner),
+            external_id: None,
+            created_at: 0,
+            updated_at: at,
+            extra: Default::default(),
+        }
+    }
+
+    #[test]
+    fn later_segments_win_and_overrides_never_roll_back() {
+        let segments = vec![vec![c(1, 10, 5), c(2, 10, 5), c(3, 10, 5)], vec![c(2, 20, 9)]];
+        let overrides = vec![
+            (1, Override::Owner { owner: Some(30), at_ms: 6 }),
+            (2, Override::Owner { owner: Some(40), at_ms: 7 }), // older than the re-crawled record
+            (3, Override::Deleted { at_ms: 8 }),
+            (4, Override::Put(c(4, 50, 1))),
+        ];
+        let mut got = assemble(segments, overrides);
+        got.sort_by_key(|c| c.id);
+        let owners: Vec<(u64, Option<u64>)> = got.iter().map(|c| (c.id, c.owner_id)).collect();
+        assert_eq!(owners, vec![(1, Some(30)), (2, Some(20)), (4, Some(50))]);
+    }
+
+    #[test]
+    fn owner_changes_fold_into_a_put() {
+        let folded = Override::merge(Some(Override::Put(c(1, 10, 5))), Override::Owner { owner: Some(11), at_ms: 6 });
+        assert_eq!(folded, Override::Put(c(1, 11, 6)));
+        let kept = Override::merge(Some(Override::Deleted { at_ms: 9 }), Override::Owner { owner: Some(11), at_ms: 6 });
+        assert_eq!(kept, Override::Deleted { at_ms: 9 });
     }
 }
