@@ -24,6 +24,11 @@ use idgraph_graphql::Metrics;
 
 use crate::config::DriftSettings;
 
+// mimalloc gives memory back to the system after a reindex drops the previous index; the
+// system allocator kept it (2.4 GB resident after a reindex of 1,000,000 contacts).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "idgraph", version, about = "Who owns whom in your Drift org: crawl, graph, GraphQL, audits.")]
 struct Cli {

@@ -58,6 +58,12 @@ pub struct SimUser {
     pub external_id: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// SCIM attributes as the identity provider last set them (name, emails, roles, …). Once an
+    /// identity provider has written the user (`scim_managed`), they replace the generated ones.
+    pub scim_attrs: Map<String, Value>,
+    pub scim_managed: bool,
+    /// `active` was removed by a PATCH: unassigned, which counts as active.
+    pub active_unset: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -232,6 +238,9 @@ impl Org {
                     external_id: Some(format!("idp-{id}")),
                     created_at: created,
                     updated_at: created,
+                    scim_attrs: Map::new(),
+                    scim_managed: false,
+                    active_unset: false,
                 },
             );
         }
@@ -384,7 +393,7 @@ impl SimUser {
 
     pub fn to_scim_json(&self) -> Value {
         let role = if self.role == "admin" { "ADMIN" } else { "MEMBER" };
-        json!({
+        let mut v = json!({
             "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
             "id": self.id.to_string(),
             "externalId": self.external_id,
@@ -394,9 +403,49 @@ impl SimUser {
             "active": self.active,
             "emails": [{"value": self.email, "primary": true, "type": "work"}],
             "roles": [{"value": role, "primary": true}],
-            "meta": {"resourceType": "User", "location": format!("/scim/v2/Users/{}", self.id)},
-        })
+            "meta": {
+                "resourceType": "User",
+                "created": rfc3339(self.created_at),
+                "lastModified": rfc3339(self.updated_at),
+                "version": format!("W/\"{}\"", self.updated_at),
+                "location": format!("/scim/v2/Users/{}", self.id),
+            },
+        });
+        if let Some(obj) = v.as_object_mut() {
+            if self.external_id.is_none() {
+                obj.remove("externalId");
+            }
+            if self.scim_managed {
+                for k in ["name", "emails", "roles"] {
+                    obj.remove(k);
+                }
+            }
+            if self.active_unset {
+                obj.remove("active");
+            }
+            for (k, x) in &self.scim_attrs {
+                obj.insert(k.clone(), x.clone());
+            }
+        }
+        v
     }
+}
+
+/// Epoch milliseconds as an RFC 3339 UTC timestamp (SCIM's `dateTime`).
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 impl SimAccount {
@@ -406,6 +455,16 @@ impl SimAccount {
             "customProperties": [], "deleted": false, "createDateTime": self.created_at,
             "updateDateTime": self.updated_at, "targeted": false,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_764_000_000_000), "2025-11-24T16:00:00Z");
+        assert_eq!(super::rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
     }
 }
 

@@ -297,8 +297,15 @@ async fn deprovisioning_leaves_contacts_with_the_old_owner() {
         let c = C::new(&r);
         let before = owned_by(&c, 20001).await;
         assert!(!before.is_empty());
-        let (s, _) = c.send(reqwest::Method::DELETE, "/scim/v2/Users/20001", Value::Null).await;
-        assert_eq!(s, 204);
+        // Drift's own deprovisioning call: `active` set to false.
+        let (s, _) = c
+            .send(
+                reqwest::Method::PATCH,
+                "/scim/v2/Users/20001",
+                json!({"Operations": [{"op": "replace", "path": "active", "value": false}]}),
+            )
+            .await;
+        assert_eq!(s, 200);
         let users = c.get("/users/list").await.1;
         let listed = users["data"].as_array().unwrap().iter().any(|u| u["id"] == 20001);
         let scim = c.get("/scim/v2/Users/20001").await;
