@@ -198,7 +198,7 @@ impl Graph {
         let (index, info) = match store.current()? {
             Some(g) => {
                 let info = store.info(g)?.ok_or_else(|| StoreError::Corrupt(format!("generation {g} has no info")))?;
-                let inputs = store.inputs(g)?;
+                let inputs = store.index_inputs(g)?;
                 if inputs.contacts.len() as u64 != info.contacts {
                     return Err(StoreError::Corrupt(format!(
                         "generation {g} holds {} contacts, its info says {}",
@@ -265,7 +265,7 @@ impl Graph {
         guard: ShrinkGuard,
     ) -> Result<Vec<Change>, StoreError> {
         let now = now_ms();
-        let mut inputs = self.store.inputs(s.generation)?;
+        let mut inputs = self.store.index_inputs(s.generation)?;
         let mut memory = self.read().memory.clone();
         let before: HashMap<u64, AgentStatus> =
             memory.keys().filter_map(|id| Some((*id, self.read().agent(*id)?.status))).collect();

@@ -83,6 +83,39 @@ impl Override {
     }
 }
 
+/// A contact without its extra attributes: serde skips them without building them.
+#[derive(Deserialize)]
+struct LeanContact {
+    id: u64,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    owner_id: Option<u64>,
+    #[serde(default)]
+    external_id: Option<String>,
+    #[serde(default)]
+    created_at: i64,
+    #[serde(default)]
+    updated_at: i64,
+}
+
+impl LeanContact {
+    fn into_contact(self) -> Contact {
+        Contact {
+            id: self.id,
+            email: self.email,
+            name: self.name,
+            owner_id: self.owner_id,
+            external_id: self.external_id,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            extra: Default::default(),
+        }
+    }
+}
+
 /// Applies segments (in order) and overrides: the contacts of a generation, one per id.
 fn assemble(segments: Vec<Vec<Contact>>, overrides: Vec<(u64, Override)>) -> Vec<Contact> {
     let n: usize = segments.iter().map(Vec::len).sum();
@@ -272,8 +305,19 @@ impl Store {
 
     /// Reads a generation's records and memory, checking each value.
     pub fn inputs(&self, generation: u64) -> Result<Inputs, StoreError> {
+        self.read_inputs(generation, false)
+    }
+
+    /// As [`Store::inputs`], without the contacts' extra attributes, which the index does not
+    /// hold: decoding them is most of a cold start.
+    pub fn index_inputs(&self, generation: u64) -> Result<Inputs, StoreError> {
+        self.read_inputs(generation, true)
+    }
+
+    fn read_inputs(&self, generation: u64, lean: bool) -> Result<Inputs, StoreError> {
         let t = self.tree(generation)?;
-        let mut inputs = Inputs { contacts: self.contacts_of(&t)?, ..Inputs::default() };
+        let contacts = if lean { self.lean_contacts_of(&t)? } else { self.contacts_of(&t)? };
+        let mut inputs = Inputs { contacts, ..Inputs::default() };
         for kv in t.scan_prefix([P_USER]) {
             let (k, v) = kv?;
             inputs.users.push(decode::<User>(&k, &v)?);
@@ -307,13 +351,23 @@ impl Store {
 
     fn contacts_of(&self, t: &sled::Tree) -> Result<Vec<Contact>, StoreError> {
         let segments: Vec<Vec<Contact>> = decode_parallel(t, P_SEGMENT)?;
+        Ok(assemble(segments, self.overrides_of(t)?))
+    }
+
+    fn lean_contacts_of(&self, t: &sled::Tree) -> Result<Vec<Contact>, StoreError> {
+        let segments: Vec<Vec<LeanContact>> = decode_parallel(t, P_SEGMENT)?;
+        let segments = segments.into_iter().map(|s| s.into_iter().map(LeanContact::into_contact).collect()).collect();
+        Ok(assemble(segments, self.overrides_of(t)?))
+    }
+
+    fn overrides_of(&self, t: &sled::Tree) -> Result<Vec<(u64, Override)>, StoreError> {
         let mut overrides = Vec::new();
         for kv in t.scan_prefix([P_CONTACT]) {
             let (k, v) = kv?;
             let id = u64_of(&k[1..]).ok_or_else(|| StoreError::Corrupt("a contact key is not an id".into()))?;
             overrides.push((id, decode::<Override>(&k, &v)?));
         }
-        Ok(assemble(segments, overrides))
+        Ok(overrides)
     }
 
     /// Starts a new staging generation, or returns the interrupted one to resume.
