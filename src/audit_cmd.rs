@@ -240,7 +240,9 @@ fn render_org(o: &OrgAudit, digest: &str, format: Format) -> String {
             out
         }
         _ => {
-            let mut out = String::from("Org offboarding audit: agents gone or deactivated who still own something\n\n");
+            let mut out = String::from(
+                "Org offboarding audit: departed, deactivated or unknown owners who still own something\n\n",
+            );
             out.push_str(&format!(
                 "  {:<10} {:<42} {:<12} {:<21} {:>8} {:>8}\n",
                 "AGENT", "EMAIL", "STATUS", "GONE SINCE", "CONTACTS", "ACCOUNTS"

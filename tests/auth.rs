@@ -46,16 +46,7 @@ async fn login_stores_tokens_0600_and_a_crawl_uses_them() {
         assert_eq!(std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777, 0o600);
     }
     // The stored tokens drive a crawl.
-    let cfg = dir.path().join("idgraph.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[oauth]\nclient_id = \"sim-client\"\nclient_secret = \"sim-secret\"\ntoken_file = \"{}\"\ntoken_url = \"{}/oauth2/token\"\n",
-            token_file.display(),
-            r.url()
-        ),
-    )
-    .unwrap();
+    let cfg = write_oauth_config(&r, dir.path(), &token_file);
     let (ok, err) =
         crawl(&r, &dir.path().join("data"), &["--config", cfg.to_str().unwrap(), "--rate-limit", "1000/s"]).await;
     assert!(ok, "{err}");

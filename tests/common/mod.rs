@@ -81,6 +81,11 @@ pub async fn oauth_config(r: &RunningSim, sim: &Sim, dir: &Path) -> std::path::P
     .unwrap();
     let token_file = dir.join("tokens.json");
     tokens.write(&token_file).unwrap();
+    write_oauth_config(r, dir, &token_file)
+}
+
+/// Writes an idgraph.toml whose [oauth] section uses the simulator's client and `token_file`.
+pub fn write_oauth_config(r: &RunningSim, dir: &Path, token_file: &Path) -> std::path::PathBuf {
     let cfg = dir.join("idgraph.toml");
     std::fs::write(
         &cfg,

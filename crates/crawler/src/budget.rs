@@ -50,22 +50,8 @@ impl std::str::FromStr for BudgetConfig {
             }
             None => (s, 1.0),
         };
-        let (n, unit) = rate.split_once('/').ok_or_else(|| format!("rate {s:?}: expected N/UNIT, e.g. 200/min"))?;
-        let requests: u32 = n.trim().parse().map_err(|_| format!("rate {s:?}: {n:?} is not a number"))?;
-        if requests == 0 {
-            return Err(format!("rate {s:?}: must allow at least one request"));
-        }
-        let unit = unit.trim();
-        let digits: String = unit.chars().take_while(char::is_ascii_digit).collect();
-        let mult: u64 =
-            if digits.is_empty() { 1 } else { digits.parse().map_err(|_| format!("rate {s:?}: bad unit"))? };
-        let base = match &unit[digits.len()..] {
-            "s" | "sec" | "second" => 1,
-            "m" | "min" | "minute" => 60,
-            "h" | "hour" => 3600,
-            other => return Err(format!("rate {s:?}: unknown unit {other:?} (s, min or h)")),
-        };
-        Ok(BudgetConfig { requests, per: Duration::from_secs(base * mult.max(1)), share })
+        let (requests, per) = idgraph_model::parse_rate(rate)?;
+        Ok(BudgetConfig { requests, per, share })
     }
 }
 

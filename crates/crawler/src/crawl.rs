@@ -552,7 +552,7 @@ impl Crawler {
                 let r = self.rest.get(&self.url(&format!("/contacts/{id}"))).await?;
                 Ok(if r.status.as_u16() == 404 { None } else { r.body.get("data").cloned() })
             })
-            .buffered(self.cfg.concurrency.max(1))
+            .buffer_unordered(self.cfg.concurrency.max(1))
             .collect()
             .await;
         let mut values = Vec::with_capacity(results.len());

@@ -74,23 +74,7 @@ impl std::str::FromStr for RateLimit {
     type Err = String;
     /// Parses `200/min`, `50/s`, `1000/20s`, `3600/h`.
     fn from_str(s: &str) -> Result<Self, String> {
-        let (n, unit) =
-            s.split_once('/').ok_or_else(|| format!("rate {s:?}: expected N/UNIT, e.g. 200/min or 50/s"))?;
-        let requests: u32 = n.trim().parse().map_err(|_| format!("rate {s:?}: {n:?} is not a number"))?;
-        if requests == 0 {
-            return Err(format!("rate {s:?}: must allow at least one request"));
-        }
-        let unit = unit.trim();
-        let digits: String = unit.chars().take_while(|c| c.is_ascii_digit()).collect();
-        let mult: u64 =
-            if digits.is_empty() { 1 } else { digits.parse().map_err(|_| format!("rate {s:?}: bad unit"))? };
-        let base = match &unit[digits.len()..] {
-            "s" | "sec" | "second" => 1,
-            "m" | "min" | "minute" => 60,
-            "h" | "hour" => 3600,
-            other => return Err(format!("rate {s:?}: unknown unit {other:?} (s, min or h)")),
-        };
-        let per = Duration::from_secs(base * mult.max(1));
+        let (requests, per) = idgraph_model::parse_rate(s)?;
         let burst = (requests / 20).max(5).min(requests.max(1));
         Ok(RateLimit { requests, per, burst })
     }

@@ -16,6 +16,15 @@ use serde_json::json;
 
 use crate::State;
 
+/// Drift's 429, word for word.
+fn rate_limited() -> Response {
+    drift_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit",
+        "You have maxed your number of API calls for the provided time window",
+    )
+}
+
 /// Drift's error envelope.
 pub(crate) fn drift_error(status: StatusCode, kind: &str, message: &str) -> Response {
     (status, Json(json!({"error": {"type": kind, "message": message}}))).into_response()
@@ -117,11 +126,7 @@ pub(crate) async fn gate(AxState(state): AxState<Arc<State>>, req: Request, next
             let wait_s = (b.level + 1.0 - capacity) / rate;
             drop(buckets);
             stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-            let mut r = drift_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit",
-                "You have maxed your number of API calls for the provided time window",
-            );
+            let mut r = rate_limited();
             if state.cfg.rate_headers {
                 let h = r.headers_mut();
                 h.insert("retry-after", HeaderValue::from(wait_s.ceil().max(1.0) as u64));
@@ -148,21 +153,13 @@ pub(crate) async fn gate(AxState(state): AxState<Arc<State>>, req: Request, next
             f.storm_left -= 1;
             drop(f);
             stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-            return drift_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit",
-                "You have maxed your number of API calls for the provided time window",
-            );
+            return rate_limited();
         }
         if cfg.storm_rate > 0.0 && f.rng.random_bool(cfg.storm_rate.min(1.0)) {
             f.storm_left = cfg.storm_len.saturating_sub(1);
             drop(f);
             stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-            return drift_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit",
-                "You have maxed your number of API calls for the provided time window",
-            );
+            return rate_limited();
         }
         let roll: f64 = f.rng.random();
         if cfg.slow_rate > 0.0 && f.rng.random_bool(cfg.slow_rate.min(1.0)) {

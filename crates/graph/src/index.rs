@@ -248,6 +248,42 @@ pub fn remember(
     status
 }
 
+/// Which agents the last crawl saw: id -> (in REST, in SCIM, REST role).
+type Presence = HashMap<u64, (bool, bool, Option<String>)>;
+
+fn presence(users: &[User], scim: &[ScimUser]) -> Presence {
+    merge_agents(users, scim)
+        .into_iter()
+        .map(|(id, rest, sc)| (id, (rest.is_some(), sc.is_some(), rest.and_then(|u| u.role.clone()))))
+        .collect()
+}
+
+/// An agent as idgraph sees it: its memory and whether the last crawl saw it.
+fn agent_view(m: &AgentMemory, present: &Presence) -> AgentView {
+    let (in_rest, in_scim, role) = present.get(&m.id).cloned().unwrap_or((false, false, None));
+    let status = if m.bot {
+        AgentStatus::Bot
+    } else if !in_rest && !in_scim {
+        AgentStatus::Departed
+    } else if m.deactivated_at_ms.is_some() {
+        AgentStatus::Deactivated
+    } else {
+        AgentStatus::Active
+    };
+    AgentView {
+        id: m.id,
+        name: m.name.clone(),
+        email: m.email.clone(),
+        status,
+        role,
+        first_seen_ms: Some(m.first_seen_ms),
+        deactivated_at_ms: m.deactivated_at_ms,
+        departed_at_ms: if status == AgentStatus::Departed { m.departed_at_ms } else { None },
+        in_rest,
+        in_scim,
+    }
+}
+
 impl Index {
     /// Builds the graph from one generation's records. Memory must already reflect `users` and
     /// `scim` (see [`remember`]).
@@ -255,34 +291,9 @@ impl Index {
         let Inputs { contacts, users, scim, accounts, memory } = inputs;
         let mut ix = Index { generation, ..Index::default() };
         ix.contacts.reserve(contacts.len());
-        let merged = merge_agents(&users, &scim);
-        let mut present = HashMap::new();
-        for (id, rest, sc) in &merged {
-            present.insert(*id, (rest.is_some(), sc.is_some(), rest.and_then(|u| u.role.clone())));
-        }
+        let present = presence(&users, &scim);
         for m in memory.values() {
-            let (in_rest, in_scim, role) = present.get(&m.id).cloned().unwrap_or((false, false, None));
-            let status = if m.bot {
-                AgentStatus::Bot
-            } else if !in_rest && !in_scim {
-                AgentStatus::Departed
-            } else if m.deactivated_at_ms.is_some() {
-                AgentStatus::Deactivated
-            } else {
-                AgentStatus::Active
-            };
-            ix.add_agent(AgentView {
-                id: m.id,
-                name: m.name.clone(),
-                email: m.email.clone(),
-                status,
-                role,
-                first_seen_ms: Some(m.first_seen_ms),
-                deactivated_at_ms: m.deactivated_at_ms,
-                departed_at_ms: if status == AgentStatus::Departed { m.departed_at_ms } else { None },
-                in_rest,
-                in_scim,
-            });
+            ix.add_agent(agent_view(m, &present));
         }
         ix.memory = memory;
         ix.graph.reserve_nodes(contacts.len() + ix.agents.len() + accounts.len());
@@ -487,32 +498,9 @@ impl Index {
     /// Re-derives agents' statuses after an agents-only refresh, updating the orphan sets of the
     /// agents whose status changed. Memory must already be updated (see [`remember`]).
     pub fn apply_agents(&mut self, users: &[User], scim: &[ScimUser], memory: HashMap<u64, AgentMemory>) {
-        let merged = merge_agents(users, scim);
-        let present: HashMap<u64, (bool, bool, Option<String>)> =
-            merged.iter().map(|(id, r, s)| (*id, (r.is_some(), s.is_some(), r.and_then(|u| u.role.clone())))).collect();
+        let present = presence(users, scim);
         for m in memory.values() {
-            let (in_rest, in_scim, role) = present.get(&m.id).cloned().unwrap_or((false, false, None));
-            let status = if m.bot {
-                AgentStatus::Bot
-            } else if !in_rest && !in_scim {
-                AgentStatus::Departed
-            } else if m.deactivated_at_ms.is_some() {
-                AgentStatus::Deactivated
-            } else {
-                AgentStatus::Active
-            };
-            let new = AgentView {
-                id: m.id,
-                name: m.name.clone(),
-                email: m.email.clone(),
-                status,
-                role,
-                first_seen_ms: Some(m.first_seen_ms),
-                deactivated_at_ms: m.deactivated_at_ms,
-                departed_at_ms: if status == AgentStatus::Departed { m.departed_at_ms } else { None },
-                in_rest,
-                in_scim,
-            };
+            let new = agent_view(m, &present);
             let changed = self.agent_ref(m.id) != Some(&new);
             if !changed {
                 continue;

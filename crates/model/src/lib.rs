@@ -87,6 +87,26 @@ pub enum Record {
     Account(Account),
 }
 
+/// Parses a request rate such as `200/min`, `50/s`, `1000/20s` or `3600/h` into
+/// `(requests, window)`. Shared by the crawler's budget and the simulator's limiter.
+pub fn parse_rate(s: &str) -> Result<(u32, std::time::Duration), String> {
+    let (n, unit) = s.split_once('/').ok_or_else(|| format!("rate {s:?}: expected N/UNIT, e.g. 200/min or 50/s"))?;
+    let requests: u32 = n.trim().parse().map_err(|_| format!("rate {s:?}: {n:?} is not a number"))?;
+    if requests == 0 {
+        return Err(format!("rate {s:?}: must allow at least one request"));
+    }
+    let unit = unit.trim();
+    let digits: String = unit.chars().take_while(char::is_ascii_digit).collect();
+    let mult: u64 = if digits.is_empty() { 1 } else { digits.parse().map_err(|_| format!("rate {s:?}: bad unit"))? };
+    let base = match &unit[digits.len()..] {
+        "s" | "sec" | "second" => 1,
+        "m" | "min" | "minute" => 60,
+        "h" | "hour" => 3600,
+        other => return Err(format!("rate {s:?}: unknown unit {other:?} (s, min or h)")),
+    };
+    Ok((requests, std::time::Duration::from_secs(base * mult.max(1))))
+}
+
 /// Normalises an email for identity matching: trimmed and lower-cased.
 pub fn normalize_email(email: &str) -> String {
     email.trim().to_ascii_lowercase()
