@@ -392,7 +392,7 @@ async fn crawl(a: CrawlArgs) -> Result<()> {
         pipeline::reindex(&graph, &crawler, &metrics, &progress, guard, file.incremental.unwrap_or(true)).await?;
     let s = &report.summary;
     eprintln!(
-        "generation {} is live: {} contacts, {} users, {} SCIM users, {} accounts; {} requests ({} answered 429, {} retried), {} bad records skipped, {:.1}s{}",
+        "generation {} is live: {} contacts, {} users, {} SCIM users, {} accounts; {} requests ({} answered 429, {} retried), {} bad records skipped, {} warnings, {:.1}s{}",
         report.generation,
         s.contacts,
         s.users,
@@ -402,11 +402,10 @@ async fn crawl(a: CrawlArgs) -> Result<()> {
         s.rate_limited,
         s.retries,
         s.bad_records,
+        report.warnings.len(),
         s.elapsed_ms as f64 / 1000.0,
         if report.resumed { " (resumed)" } else { "" }
     );
-    // Warnings were shown as they came.
-    let _ = report.warnings;
     Ok(())
 }
 
