@@ -273,12 +273,19 @@ impl Graph {
         let statuses = index::remember(&mut memory, &inputs.users, &scim, now);
         let old_contacts = self.info().map_or(0, |i| i.contacts);
         let new_contacts = inputs.contacts.len() as u64;
-        if old_contacts > 0 && (new_contacts as f64) < (old_contacts as f64) * (1.0 - guard.max_contact_loss) {
-            return Err(StoreError::Shrink(format!(
-                "the new generation has {new_contacts} contacts, the current one {old_contacts}"
-            )));
+        let shrink =
+            if old_contacts > 0 && (new_contacts as f64) < (old_contacts as f64) * (1.0 - guard.max_contact_loss) {
+                Err(StoreError::Shrink(format!(
+                    "the new generation has {new_contacts} contacts, the current one {old_contacts}"
+                )))
+            } else {
+                check_departures(&before, &statuses, guard)
+            };
+        if let Err(e) = shrink {
+            // A refused generation is dropped: resuming it would only be refused again.
+            self.store.abandon(s.generation)?;
+            return Err(e);
         }
-        check_departures(&before, &statuses, guard)?;
         let info = GenInfo {
             generation: s.generation,
             started_at_ms: s.started_at_ms,
@@ -524,4 +531,40 @@ fn agent_changes(
         out.extend(kind);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contact(id: u64) -> Record {
+        Record::Contact(Contact {
+            id,
+            email: None,
+            name: None,
+            owner_id: Some(1),
+            external_id: None,
+            created_at: 0,
+            updated_at: 0,
+            extra: Default::default(),
+        })
+    }
+
+    #[test]
+    fn a_generation_that_shrinks_too_much_is_refused_and_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Graph::open(dir.path()).unwrap();
+        let s = g.begin(true).unwrap();
+        g.write(&s, &(1..=100).map(contact).collect::<Vec<_>>(), None).unwrap();
+        g.commit(s, Value::Null, false, ShrinkGuard::default()).unwrap();
+        let s = g.begin(true).unwrap();
+        g.write(&s, &(1..=10).map(contact).collect::<Vec<_>>(), None).unwrap();
+        let err = g.commit(s, Value::Null, false, ShrinkGuard::default()).unwrap_err();
+        assert!(matches!(err, StoreError::Shrink(_)), "{err}");
+        assert_eq!(g.read().counts().0, 100, "the good index is still served");
+        let next = g.begin(true).unwrap();
+        assert!(!next.resumed, "the refused generation is not resumed");
+        drop(g);
+        assert_eq!(Graph::open(dir.path()).unwrap().info().unwrap().contacts, 100);
+    }
 }
