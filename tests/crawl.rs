@@ -13,8 +13,8 @@ async fn exact_under_faults(profile: Profile, contacts: usize, agents: usize) {
         contacts,
         agents,
         profile,
-        // Storms more often than `Faults::all`, so that a short test meets several.
-        faults: Faults { storm_rate: 0.01, ..Faults::all(11) },
+        // Storms more often than `Faults::all` in a short test, so that it meets several.
+        faults: if contacts >= 100_000 { Faults::all(11) } else { Faults { storm_rate: 0.01, ..Faults::all(11) } },
         access_token_ttl: Some(Duration::from_secs(2)),
         ..SimConfig::default()
     })
