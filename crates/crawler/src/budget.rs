@@ -139,8 +139,13 @@ impl Budget {
         if s.last_decrease.is_none_or(|t| now.duration_since(t) >= settle) {
             let n = s.successes.len();
             let span = s.successes.front().map_or(0.0, |first| now.duration_since(*first).as_secs_f64());
-            if n >= 10 && span >= 1.0 {
-                let estimate = 0.95 * n as f64 / span;
+            let measured = n as f64 / span.max(1e-9);
+            if n >= 10 && span >= 1.0 && measured >= 0.9 * s.rate {
+                // Nothing was being held back before this 429 (a storm, another client's burst):
+                // ease off a little and keep the estimate of the service's rate.
+                s.rate = (s.rate * 0.9).max(s.rate_max * RATE_FLOOR);
+            } else if n >= 10 && span >= 1.0 {
+                let estimate = 0.95 * measured;
                 s.rate = estimate.min(s.rate * 0.9).max(s.rate_max * RATE_FLOOR);
                 s.ceiling = estimate.max(s.rate);
             } else {
