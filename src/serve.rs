@@ -286,24 +286,27 @@ async fn churn(sim_url: String, every: Duration) {
                 humans[rng.random_range(3..humans.len())],
             )
         };
+        // A new lead starts a chat (so discovery finds it too), is given an owner, then moved.
         let email = format!("demo.lead.{tick}@newco.example");
         let created: serde_json::Value = match http
-            .post(format!("{sim_url}/contacts"))
+            .post(format!("{sim_url}/conversations/new"))
             .header("authorization", &auth)
-            .json(&serde_json::json!({"attributes": {"email": email, "name": format!("Demo Lead {tick}"), "ownerId": owner}}))
+            .json(&serde_json::json!({"email": email, "message": {"body": "Hi, can I get a demo?"}}))
             .send()
             .await
         {
             Ok(r) => r.json().await.unwrap_or_default(),
             Err(_) => continue,
         };
-        if let Some(id) = created["data"]["id"].as_u64() {
-            let _ = http
-                .patch(format!("{sim_url}/contacts/{id}"))
-                .header("authorization", &auth)
-                .json(&serde_json::json!({"attributes": {"ownerId": other}}))
-                .send()
-                .await;
+        if let Some(id) = created["data"]["contactId"].as_u64() {
+            for to in [owner, other] {
+                let _ = http
+                    .patch(format!("{sim_url}/contacts/{id}"))
+                    .header("authorization", &auth)
+                    .json(&serde_json::json!({"attributes": {"ownerId": to}}))
+                    .send()
+                    .await;
+            }
         }
         if tick % 6 == 0 {
             let r =

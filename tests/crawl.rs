@@ -135,3 +135,42 @@ async fn resume_after_kill_9_is_exact_and_cheap() {
     let total = sim.stats().requests;
     assert!((total as f64) <= uninterrupted as f64 * 1.10, "{total} requests in all, uninterrupted {uninterrupted}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_uses_known_ids_and_reads_only_new_conversations() {
+    let (sim, r) = sim(SimConfig { contacts: 800, agents: 20, profile: Profile::Drift, ..SimConfig::default() }).await;
+    let http = reqwest::Client::new();
+    // Created through the API, not in a chat: only a CRM export (the known-ids file) finds it.
+    let resp = http
+        .post(format!("{}/contacts", r.url()))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"attributes": {"email": "imported@crm.example", "ownerId": 20003}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let dir = tempfile::tempdir().unwrap();
+    let known = dir.path().join("known.txt");
+    std::fs::write(&known, "# CRM export\nimported@crm.example\next:crm-0\n").unwrap();
+    let data = dir.path().join("data");
+    let args = ["--token", TOKEN, "--rate-limit", "2000/s", "--known-ids-file", known.to_str().unwrap()];
+    let (ok, err) = crawl(&r, &data, &args).await;
+    assert!(ok, "{err}");
+    assert_exact(&sim, &data);
+    let first = sim.stats().requests;
+
+    // A new chat: the next run reads conversations back to the last high-water mark only.
+    let resp = http
+        .post(format!("{}/conversations/new", r.url()))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"email": "new.lead@example.com", "message": {"body": "hello"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (ok, err) = crawl(&r, &data, &args).await;
+    assert!(ok, "{err}");
+    assert_exact(&sim, &data);
+    let second = sim.stats().requests - first;
+    assert!(second * 10 < first, "the incremental run made {second} requests, the first {first}");
+}

@@ -28,6 +28,7 @@ pub(crate) fn routes() -> Router<S> {
         .route("/users/list", get(users_list))
         .route("/users/{id}", get(get_user))
         .route("/conversations/list", get(conversations))
+        .route("/conversations/new", axum::routing::post(new_conversation))
         .route("/accounts", get(accounts))
 }
 
@@ -236,12 +237,55 @@ async fn create_contact(AxState(st): AxState<S>, body: Option<Json<Value>>) -> R
     let out = c.to_json(profile);
     org.index_email(&email, id);
     org.contacts.insert(id, c);
-    // A contact is identified in a chat: it comes with a conversation.
-    let conv = org.add_conversation(id, now, now);
     drop(org);
+    // Created through the API, not in a chat: no conversation, so discovery cannot find it.
     st.emit(Event::ContactIdentified(out.clone()));
-    st.emit(Event::NewConversation { conversation_id: conv, contact_id: id, timestamp: now });
     (StatusCode::OK, Json(json!({"data": out}))).into_response()
+}
+
+/// `POST /conversations/new {"email": ..., "message": {"body": ...}}`: a conversation with the
+/// contact of that email, created if there is none.
+async fn new_conversation(AxState(st): AxState<S>, body: Option<Json<Value>>) -> Response {
+    let Some(Json(body)) = body else {
+        return bad("body must be JSON");
+    };
+    let Some(email) = body.get("email").and_then(Value::as_str).map(str::to_string) else {
+        return bad("email is required");
+    };
+    let now = now_ms();
+    let mut org = st.org.write();
+    let existing = org.contacts_by_email(&email).first().map(|c| c.id);
+    let (contact_id, created) = match existing {
+        Some(id) => (id, None),
+        None => {
+            let id = org.next_contact_id;
+            org.next_contact_id += 1;
+            let c = SimContact {
+                id,
+                email: email.clone(),
+                name: String::new(),
+                phone: None,
+                company: None,
+                title: None,
+                external_id: None,
+                owner: None,
+                created_at: now,
+                updated_at: now,
+                custom: Map::new(),
+            };
+            let out = c.to_json(st.cfg.profile);
+            org.index_email(&email, id);
+            org.contacts.insert(id, c);
+            (id, Some(out))
+        }
+    };
+    let conv = org.add_conversation(contact_id, now, now);
+    drop(org);
+    if let Some(c) = created {
+        st.emit(Event::ContactIdentified(c));
+    }
+    st.emit(Event::NewConversation { conversation_id: conv, contact_id, timestamp: now });
+    Json(json!({"data": {"id": conv, "contactId": contact_id, "status": "open", "createdAt": now}})).into_response()
 }
 
 async fn patch_contact(AxState(st): AxState<S>, Path(id): Path<String>, body: Option<Json<Value>>) -> Response {
