@@ -9,7 +9,8 @@ use idgraph_crawler::{BudgetConfig, CrawlConfig, Credentials, OAuthConfig, Secre
 use serde::Deserialize;
 
 /// The TOML file. Every key is optional.
-#[derive(Debug, Default, Deserialize)]
+// No `Debug`: it holds secrets.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<String>,
@@ -30,7 +31,8 @@ pub struct FileConfig {
     pub oauth: Option<OAuthFile>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+// No `Debug`: it holds a secret.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthFile {
     pub client_id: String,
@@ -55,8 +57,8 @@ pub fn duration(s: &str) -> Result<Duration> {
     humantime::parse_duration(s.trim()).with_context(|| format!("{s:?} is not a duration (try 30s, 5m, 6h)"))
 }
 
-/// The crawl settings shared by `crawl`, `serve` and `reassign`.
-#[derive(Debug, Clone)]
+/// The crawl settings shared by `crawl`, `serve` and `reassign`. No `Debug`: it holds secrets.
+#[derive(Clone)]
 pub struct DriftSettings {
     pub drift_url: String,
     pub scim_url: Option<String>,

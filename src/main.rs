@@ -66,8 +66,9 @@ enum Command {
     Auth(AuthCommand),
 }
 
-/// Where Drift is and how to reach it (shared by crawl, serve and reassign).
-#[derive(Args, Clone, Debug)]
+/// Where Drift is and how to reach it (shared by crawl, serve and reassign). No `Debug`: it holds
+/// secrets.
+#[derive(Args, Clone)]
 pub struct DriftArgs {
     /// Drift's REST base URL.
     #[arg(long, env = "IDGRAPH_DRIFT_URL")]

@@ -115,7 +115,8 @@ pub fn normalize_email(email: &str) -> String {
 /// Why one record of a page could not be read. The rest of the page is kept.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RecordError {
-    #[error("record has no usable id: {0}")]
+    /// Names the record's keys, never its values: a record carries personal data.
+    #[error("record has no usable id (its keys: {0})")]
     NoId(String),
     #[error("record {id}: owner id is not a user id: {value}")]
     BadOwner { id: String, value: String },
@@ -182,8 +183,7 @@ impl Contact {
     /// then `attributes.ownerId`, then `attributes.owner_id`.
     pub fn from_json(v: &Value) -> Result<Contact, RecordError> {
         let obj = v.as_object().ok_or(RecordError::NotAnObject)?;
-        let id =
-            obj.get("id").and_then(id_from_value).ok_or_else(|| RecordError::NoId(truncate(&v.to_string(), 80)))?;
+        let id = obj.get("id").and_then(id_from_value).ok_or_else(|| RecordError::NoId(keys_of(obj)))?;
         let empty = Map::new();
         let attrs = obj.get("attributes").and_then(Value::as_object).unwrap_or(&empty);
         let pick = |keys: &[&str]| str_field(obj, keys).or_else(|| str_field(attrs, keys));
@@ -223,8 +223,7 @@ impl Contact {
 impl User {
     pub fn from_json(v: &Value) -> Result<User, RecordError> {
         let obj = v.as_object().ok_or(RecordError::NotAnObject)?;
-        let id =
-            obj.get("id").and_then(id_from_value).ok_or_else(|| RecordError::NoId(truncate(&v.to_string(), 80)))?;
+        let id = obj.get("id").and_then(id_from_value).ok_or_else(|| RecordError::NoId(keys_of(obj)))?;
         Ok(User {
             id,
             email: str_field(obj, &["email"]),
@@ -240,8 +239,7 @@ impl User {
 impl ScimUser {
     pub fn from_json(v: &Value) -> Result<ScimUser, RecordError> {
         let obj = v.as_object().ok_or(RecordError::NotAnObject)?;
-        let id =
-            obj.get("id").and_then(id_from_value).ok_or_else(|| RecordError::NoId(truncate(&v.to_string(), 80)))?;
+        let id = obj.get("id").and_then(id_from_value).ok_or_else(|| RecordError::NoId(keys_of(obj)))?;
         let user_name = str_field(obj, &["userName"]).unwrap_or_default();
         let display_name = str_field(obj, &["displayName"])
             .or_else(|| obj.get("name").and_then(Value::as_object).and_then(|n| str_field(n, &["formatted"])));
@@ -262,7 +260,7 @@ impl ScimUser {
 impl Account {
     pub fn from_json(v: &Value) -> Result<Account, RecordError> {
         let obj = v.as_object().ok_or(RecordError::NotAnObject)?;
-        let id = str_field(obj, &["accountId", "id"]).ok_or_else(|| RecordError::NoId(truncate(&v.to_string(), 80)))?;
+        let id = str_field(obj, &["accountId", "id"]).ok_or_else(|| RecordError::NoId(keys_of(obj)))?;
         let owner_id = owner_field(&id, obj.get("ownerId"))?;
         Ok(Account {
             name: str_field(obj, &["name"]),
@@ -275,15 +273,9 @@ impl Account {
     }
 }
 
-fn truncate(s: &str, n: usize) -> String {
-    if s.len() <= n {
-        return s.to_string();
-    }
-    let mut end = n;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
+fn keys_of(obj: &Map<String, Value>) -> String {
+    let keys: Vec<&str> = obj.keys().map(String::as_str).take(12).collect();
+    keys.join(", ")
 }
 
 #[cfg(test)]
@@ -310,7 +302,9 @@ mod tests {
 
         let bad = json!({"id": 11, "ownerId": {"x": 1}});
         assert!(matches!(Contact::from_json(&bad), Err(RecordError::BadOwner { .. })));
-        assert!(matches!(Contact::from_json(&json!({"email": "x"})), Err(RecordError::NoId(_))));
+        let err = Contact::from_json(&json!({"email": "secret@person.io"})).unwrap_err();
+        assert!(matches!(err, RecordError::NoId(_)));
+        assert!(!err.to_string().contains("secret@person.io"), "no personal data in errors: {err}");
     }
 
     #[test]
