@@ -130,7 +130,6 @@ pub struct TokenSource {
     /// Bumped on every refresh, so a request that failed with an old token does not refresh again
     /// when another request already did.
     generation: AtomicU64,
-    pub(crate) refreshes: AtomicU64,
 }
 
 // One value per token source, made once: its size does not matter.
@@ -167,7 +166,7 @@ impl TokenSource {
                 }
             }
         };
-        Ok(TokenSource { kind, generation: AtomicU64::new(0), refreshes: AtomicU64::new(0) })
+        Ok(TokenSource { kind, generation: AtomicU64::new(0) })
     }
 
     /// The bearer token to send now, and the generation it belongs to.
@@ -248,7 +247,6 @@ impl TokenSource {
             st.expires_at = (expires_in > 0).then(|| Instant::now() + Duration::from_secs(expires_in));
             st.lifetime = (expires_in > 0).then(|| Duration::from_secs(expires_in));
             self.generation.fetch_add(1, Ordering::SeqCst);
-            self.refreshes.fetch_add(1, Ordering::Relaxed);
             if let Some(path) = &cfg.token_file {
                 StoredTokens {
                     refresh_token: st.refresh.clone(),

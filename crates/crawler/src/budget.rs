@@ -172,10 +172,6 @@ impl Budget {
     pub fn rate(&self) -> f64 {
         self.state.lock().rate
     }
-
-    pub fn rate_max(&self) -> f64 {
-        self.state.lock().rate_max
-    }
 }
 
 #[cfg(test)]

@@ -94,14 +94,6 @@ impl DriftClient {
         DriftClient { http, auth, budget, retry, stats: Arc::new(ClientStats::default()) }
     }
 
-    pub fn budget(&self) -> &Arc<Budget> {
-        &self.budget
-    }
-
-    pub fn token_refreshes(&self) -> u64 {
-        self.auth.refreshes.load(Ordering::Relaxed)
-    }
-
     pub async fn get(&self, url: &str) -> Result<Reply, CrawlError> {
         self.request(Method::GET, url, None).await
     }

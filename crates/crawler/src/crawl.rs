@@ -14,9 +14,7 @@ use tokio::sync::mpsc;
 use crate::auth::TokenSource;
 use crate::budget::Budget;
 use crate::client::{DriftClient, Reply};
-use crate::{
-    Checkpoint, CheckpointUpdate, ContactsMode, CrawlConfig, CrawlError, CrawlEvent, CrawlSummary, Credentials, Source,
-};
+use crate::{Checkpoint, CheckpointUpdate, ContactsMode, CrawlConfig, CrawlError, CrawlEvent, CrawlSummary, Source};
 
 /// The most SCIM users a crawl will page through before it calls the source broken.
 const SCIM_USERS_MAX: usize = 1_000_000;
@@ -76,10 +74,6 @@ impl Crawler {
 
     pub fn config(&self) -> &CrawlConfig {
         &self.cfg
-    }
-
-    pub fn uses_oauth(&self) -> bool {
-        matches!(self.cfg.credentials, Credentials::OAuth(_))
     }
 
     /// A full crawl: agents, SCIM users, accounts and contacts, concurrently. `resume` is the last

@@ -309,6 +309,31 @@ impl Org {
         org
     }
 
+    /// A new, empty contact with the next id (not yet inserted).
+    pub fn new_contact(&mut self, email: &str, now_ms: i64) -> SimContact {
+        let id = self.next_contact_id;
+        self.next_contact_id += 1;
+        SimContact {
+            id,
+            email: email.to_string(),
+            name: String::new(),
+            phone: None,
+            company: None,
+            title: None,
+            external_id: None,
+            owner: None,
+            created_at: now_ms,
+            updated_at: now_ms,
+            custom: Map::new(),
+        }
+    }
+
+    /// Inserts a contact and indexes its email.
+    pub fn insert_contact(&mut self, c: SimContact) {
+        self.index_email(&c.email, c.id);
+        self.contacts.insert(c.id, c);
+    }
+
     pub fn index_email(&mut self, email: &str, id: u64) {
         self.by_email.entry(email.to_ascii_lowercase()).or_default().push(id);
     }

@@ -230,14 +230,6 @@ impl Sim {
         let org = self.state.org.read();
         org.accounts.iter().map(|a| a.to_json()).collect()
     }
-
-    pub fn contact_count(&self) -> usize {
-        self.state.org.read().contacts.len()
-    }
-
-    pub fn user_ids(&self) -> Vec<u64> {
-        self.state.org.read().users.keys().copied().collect()
-    }
 }
 
 /// A simulator serving in the background; stops when dropped.

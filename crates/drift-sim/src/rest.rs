@@ -216,27 +216,12 @@ async fn create_contact(AxState(st): AxState<S>, body: Option<Json<Value>>) -> R
         st.emit(Event::ContactUpdated { contact_id: id, timestamp: now, diff: vec![] });
         return Json(json!({"data": out})).into_response();
     }
-    let id = org.next_contact_id;
-    org.next_contact_id += 1;
-    let mut c = SimContact {
-        id,
-        email: email.clone(),
-        name: String::new(),
-        phone: None,
-        company: None,
-        title: None,
-        external_id: None,
-        owner: None,
-        created_at: now,
-        updated_at: now,
-        custom: Map::new(),
-    };
+    let mut c = org.new_contact(&email, now);
     if let Err(e) = apply_attrs(&mut c, &attrs) {
         return bad(&e);
     }
     let out = c.to_json(profile);
-    org.index_email(&email, id);
-    org.contacts.insert(id, c);
+    org.insert_contact(c);
     drop(org);
     // Created through the API, not in a chat: no conversation, so discovery cannot find it.
     st.emit(Event::ContactIdentified(out.clone()));
@@ -258,24 +243,10 @@ async fn new_conversation(AxState(st): AxState<S>, body: Option<Json<Value>>) ->
     let (contact_id, created) = match existing {
         Some(id) => (id, None),
         None => {
-            let id = org.next_contact_id;
-            org.next_contact_id += 1;
-            let c = SimContact {
-                id,
-                email: email.clone(),
-                name: String::new(),
-                phone: None,
-                company: None,
-                title: None,
-                external_id: None,
-                owner: None,
-                created_at: now,
-                updated_at: now,
-                custom: Map::new(),
-            };
+            let c = org.new_contact(&email, now);
+            let id = c.id;
             let out = c.to_json(st.cfg.profile);
-            org.index_email(&email, id);
-            org.contacts.insert(id, c);
+            org.insert_contact(c);
             (id, Some(out))
         }
     };

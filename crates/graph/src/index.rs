@@ -780,10 +780,6 @@ impl Index {
     pub fn owner_map(&self) -> HashMap<u64, Option<u64>> {
         self.contacts.keys().filter_map(|id| Some((*id, self.contact(*id)?.owner_id))).collect()
     }
-
-    pub fn node_count(&self) -> usize {
-        self.graph.node_count()
-    }
 }
 
 #[cfg(test)]

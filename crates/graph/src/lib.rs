@@ -185,13 +185,25 @@ pub struct Graph {
     store: Store,
     index: RwLock<Index>,
     info: RwLock<Option<GenInfo>>,
+    events_since_prune: std::sync::atomic::AtomicU64,
 }
+
+/// How long applied event ids are remembered, and how often old ones are forgotten.
+const EVENTS_KEEP_MS: i64 = 7 * 86_400_000;
+const EVENTS_PRUNE_EVERY: u64 = 10_000;
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 impl Graph {
+    /// The agent memory and every remembered agent's status, read under one guard.
+    fn memory_and_statuses(&self) -> (HashMap<u64, AgentMemory>, HashMap<u64, AgentStatus>) {
+        let ix = self.read();
+        let statuses = ix.memory.keys().filter_map(|id| Some((*id, ix.agent(*id)?.status))).collect();
+        (ix.memory.clone(), statuses)
+    }
+
     /// Opens the store and loads the current generation, checking it against its info.
     pub fn open(path: &Path) -> Result<Graph, StoreError> {
         let store = Store::open(path)?;
@@ -210,7 +222,7 @@ impl Graph {
             }
             None => (Index::default(), None),
         };
-        Ok(Graph { store, index: RwLock::new(index), info: RwLock::new(info) })
+        Ok(Graph { store, index: RwLock::new(index), info: RwLock::new(info), events_since_prune: Default::default() })
     }
 
     pub fn store(&self) -> &Store {
@@ -266,9 +278,7 @@ impl Graph {
     ) -> Result<Vec<Change>, StoreError> {
         let now = now_ms();
         let mut inputs = self.store.index_inputs(s.generation)?;
-        let mut memory = self.read().memory.clone();
-        let before: HashMap<u64, AgentStatus> =
-            memory.keys().filter_map(|id| Some((*id, self.read().agent(*id)?.status))).collect();
+        let (mut memory, before) = self.memory_and_statuses();
         let scim = if scim_available { inputs.scim.clone() } else { Vec::new() };
         let statuses = index::remember(&mut memory, &inputs.users, &scim, now);
         let old_contacts = self.info().map_or(0, |i| i.contacts);
@@ -368,9 +378,7 @@ impl Graph {
             return Err(StoreError::Empty);
         };
         let now = now_ms();
-        let mut memory = self.read().memory.clone();
-        let before: HashMap<u64, AgentStatus> =
-            memory.keys().filter_map(|id| Some((*id, self.read().agent(*id)?.status))).collect();
+        let (mut memory, before) = self.memory_and_statuses();
         // Without SCIM this refresh says nothing about deactivation: keep the stored SCIM view.
         let scim_now = match &scim {
             Some(s) => s.clone(),
@@ -403,13 +411,19 @@ impl Graph {
         let now = now_ms();
         let mut kinds: Vec<(ChangeKind, Via)> = Vec::new();
         let mut writes: Vec<(u64, Override)> = Vec::new();
+        // Event ids are checked (sled I/O) before the index is locked: readers never wait on disk.
+        let mut fresh = Vec::with_capacity(events.len());
+        for ev in events {
+            if self.store.first_time(&ev.id, now)? {
+                fresh.push(ev);
+            } else {
+                report.duplicates += 1;
+            }
+        }
+        self.prune_seen_events(fresh.len() as u64, now)?;
         {
             let mut ix = self.index.write();
-            for ev in events {
-                if !self.store.first_time(&ev.id, now)? {
-                    report.duplicates += 1;
-                    continue;
-                }
+            for ev in fresh {
                 match ev.update {
                     Update::Upsert(c) => {
                         let before = ix.contact(c.id);
@@ -471,6 +485,17 @@ impl Graph {
         }
         self.store.append_history(&changes)?;
         Ok(report)
+    }
+
+    /// Keeps the table of applied event ids bounded: every `EVENTS_PRUNE_EVERY` events, ids older
+    /// than `EVENTS_KEEP_MS` are forgotten (Drift redelivers within minutes, not weeks).
+    fn prune_seen_events(&self, added: u64, now: i64) -> Result<(), StoreError> {
+        let before = self.events_since_prune.fetch_add(added, std::sync::atomic::Ordering::Relaxed);
+        if before / EVENTS_PRUNE_EVERY != (before + added) / EVENTS_PRUNE_EVERY {
+            let n = self.store.prune_events(now - EVENTS_KEEP_MS)?;
+            tracing::debug!(pruned = n, "forgot old webhook event ids");
+        }
+        Ok(())
     }
 
     pub fn changes(&self, since: u64, after_seq: Option<u64>, first: usize) -> Result<Vec<Change>, StoreError> {

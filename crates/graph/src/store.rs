@@ -338,17 +338,6 @@ impl Store {
         Ok(inputs)
     }
 
-    pub fn memory(&self, generation: u64) -> Result<HashMap<u64, AgentMemory>, StoreError> {
-        let t = self.tree(generation)?;
-        let mut m = HashMap::new();
-        for kv in t.scan_prefix([P_MEMORY]) {
-            let (k, v) = kv?;
-            let a: AgentMemory = decode(&k, &v)?;
-            m.insert(a.id, a);
-        }
-        Ok(m)
-    }
-
     fn contacts_of(&self, t: &sled::Tree) -> Result<Vec<Contact>, StoreError> {
         let segments: Vec<Vec<Contact>> = decode_parallel(t, P_SEGMENT)?;
         Ok(assemble(segments, self.overrides_of(t)?))
@@ -590,10 +579,6 @@ impl Store {
         Ok(n)
     }
 
-    pub fn events_len(&self) -> usize {
-        self.events.len()
-    }
-
     /// Writes in-place contact changes (webhooks, reassignment) with the generation's info, in one
     /// batch. Changes to the same contact are folded together.
     pub fn put_overrides(
@@ -622,11 +607,6 @@ impl Store {
         }
         t.apply_batch(batch)?;
         t.flush()?;
-        Ok(())
-    }
-
-    pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
         Ok(())
     }
 }
@@ -661,6 +641,18 @@ mod tests {
         got.sort_by_key(|c| c.id);
         let owners: Vec<(u64, Option<u64>)> = got.iter().map(|c| (c.id, c.owner_id)).collect();
         assert_eq!(owners, vec![(1, Some(30)), (2, Some(20)), (4, Some(50))]);
+    }
+
+    #[test]
+    fn seen_event_ids_are_forgotten_when_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.first_time("old", 1_000).unwrap());
+        assert!(store.first_time("new", 9_000).unwrap());
+        assert!(!store.first_time("old", 9_500).unwrap(), "a duplicate");
+        assert_eq!(store.prune_events(5_000).unwrap(), 0, "the duplicate refreshed its time");
+        assert_eq!(store.prune_events(9_600).unwrap(), 2);
+        assert!(store.first_time("old", 10_000).unwrap());
     }
 
     #[test]
