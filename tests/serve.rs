@@ -334,7 +334,7 @@ fn schema_file_is_what_idgraph_schema_prints() {
         "orphans(reason: OrphanReason, departedSince: DateTime, first: Int, after: String): OrphanConnection",
         "whoOwnsWhom(first: Int, after: String): OwnershipConnection",
         "offboardingAudit(agentId: ID, email: String): OffboardingAudit",
-        "changes(sinceGeneration: Int, first: Int, after: String): ChangeConnection",
+        "changes(sinceGeneration: Int, first: Int, after: String, kinds: [ChangeKind!], agentId: ID): ChangeConnection",
         "indexStatus: IndexStatus",
         "reindex(scope: ReindexScope = FULL): IndexStatus",
     ] {

@@ -127,7 +127,7 @@ pub struct OrphanView {
 }
 
 /// The identity graph of one generation.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Index {
     pub generation: u64,
     graph: StableDiGraph<Node, Edge>,
@@ -160,7 +160,7 @@ pub struct Inputs {
     pub memory: HashMap<u64, AgentMemory>,
 }
 
-fn contact_view(c: &Contact) -> ContactView {
+pub(crate) fn contact_view(c: &Contact) -> ContactView {
     ContactView {
         id: c.id,
         email: c.email.clone(),
@@ -774,6 +774,41 @@ impl Index {
             .collect();
         agents.truncate(first);
         (contacts, agents)
+    }
+
+    /// Every contact whose normalised email starts with `prefix`, with that email, by email then
+    /// id.
+    pub fn search_contacts(&self, prefix: &str) -> Vec<(String, ContactView)> {
+        let p = prefix.trim().to_ascii_lowercase();
+        if p.is_empty() {
+            return Vec::new();
+        }
+        self.contact_emails
+            .range(p.clone()..)
+            .take_while(|(k, _)| k.starts_with(&p))
+            .flat_map(|(k, ids)| ids.iter().filter_map(|id| Some((k.clone(), self.contact(*id)?))))
+            .collect()
+    }
+
+    /// Every contact id, sorted.
+    pub fn contact_ids_sorted(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.contacts.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Every account id, sorted.
+    pub fn account_ids_sorted(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.accounts.keys().cloned().collect();
+        v.sort_unstable();
+        v
+    }
+
+    pub fn account(&self, id: &str) -> Option<AccountView> {
+        match self.graph.node_weight(*self.accounts.get(id)?) {
+            Some(Node::Account(a)) => Some(a.clone()),
+            _ => None,
+        }
     }
 
     /// Every contact's owner, for diffs between generations.

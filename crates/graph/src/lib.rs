@@ -9,12 +9,14 @@
 
 pub mod audit;
 mod codec;
+pub mod export;
 pub mod index;
 pub mod reassign;
 pub mod store;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use idgraph_model::{Contact, Record, ScimUser, User};
 use parking_lot::{RwLock, RwLockReadGuard};
@@ -25,7 +27,7 @@ pub use index::{
     AccountView, AgentMemory, AgentStatus, AgentView, ContactView, Index, OrphanKey, OrphanReason, OrphanView,
     OwnershipRow,
 };
-pub use store::{GenInfo, Override, Store};
+pub use store::{GenInfo, InPlaceWrite, Override, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -99,6 +101,20 @@ pub enum ChangeKind {
 }
 
 impl ChangeKind {
+    /// The kind's name in the change feed (`CONTACT_MOVED`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ChangeKind::Generation { .. } => "GENERATION",
+            ChangeKind::AgentAppeared { .. } => "AGENT_APPEARED",
+            ChangeKind::AgentDeactivated { .. } => "AGENT_DEACTIVATED",
+            ChangeKind::AgentDeparted { .. } => "AGENT_DEPARTED",
+            ChangeKind::AgentReactivated { .. } => "AGENT_REACTIVATED",
+            ChangeKind::ContactAdded { .. } => "CONTACT_ADDED",
+            ChangeKind::ContactRemoved { .. } => "CONTACT_REMOVED",
+            ChangeKind::ContactMoved { .. } => "CONTACT_MOVED",
+        }
+    }
+
     pub fn concerns(&self, agent: u64) -> bool {
         match self {
             ChangeKind::Generation { .. } => false,
@@ -120,6 +136,28 @@ pub struct Change {
     pub at_ms: i64,
     pub via: Via,
     pub kind: ChangeKind,
+}
+
+/// Which changes a reader of the change feed wants.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChangeFilter {
+    /// Only changes after this sequence number (a cursor).
+    pub after_seq: Option<u64>,
+    /// Only changes recorded in this generation or a later one (in-place ones included).
+    pub since_generation: Option<u64>,
+    /// Only these kinds, by [`ChangeKind::name`].
+    pub kinds: Option<Vec<String>>,
+    /// Only changes that concern this agent.
+    pub agent: Option<u64>,
+}
+
+impl ChangeFilter {
+    pub fn matches(&self, c: &Change) -> bool {
+        self.after_seq.is_none_or(|a| c.seq > a)
+            && self.since_generation.is_none_or(|g| c.generation >= g)
+            && self.kinds.as_ref().is_none_or(|k| k.iter().any(|k| k == c.kind.name()))
+            && self.agent.is_none_or(|a| c.kind.concerns(a))
+    }
 }
 
 /// An incremental update (a webhook, a reassignment).
@@ -183,9 +221,14 @@ pub struct Staging {
 #[derive(Debug)]
 pub struct Graph {
     store: Store,
-    index: RwLock<Index>,
+    /// The index behind an `Arc`, so that a reader can keep a whole snapshot (an export) while
+    /// writers go on: a writer then changes a copy (copy on write).
+    index: RwLock<Arc<Index>>,
     info: RwLock<Option<GenInfo>>,
     events_since_prune: std::sync::atomic::AtomicU64,
+    /// Serialises writers (in-place changes and switches): each decides against the index,
+    /// commits to the store, then shows its change, with no other writer in between.
+    writer: parking_lot::Mutex<()>,
 }
 
 /// How long applied event ids are remembered, and how often old ones are forgotten.
@@ -222,7 +265,13 @@ impl Graph {
             }
             None => (Index::default(), None),
         };
-        Ok(Graph { store, index: RwLock::new(index), info: RwLock::new(info), events_since_prune: Default::default() })
+        Ok(Graph {
+            store,
+            index: RwLock::new(Arc::new(index)),
+            info: RwLock::new(info),
+            events_since_prune: Default::default(),
+            writer: parking_lot::Mutex::new(()),
+        })
     }
 
     pub fn store(&self) -> &Store {
@@ -230,8 +279,24 @@ impl Graph {
     }
 
     /// The current index, for reading. Hold the guard briefly.
-    pub fn read(&self) -> RwLockReadGuard<'_, Index> {
+    pub fn read(&self) -> RwLockReadGuard<'_, Arc<Index>> {
         self.index.read()
+    }
+
+    /// The current index as a snapshot that later changes do not touch (for long reads such as
+    /// exports). Cheap to take; a writer that changes the index meanwhile copies it.
+    pub fn snapshot(&self) -> Arc<Index> {
+        self.index.read().clone()
+    }
+
+    /// Whether an index is loaded (a first crawl has finished).
+    pub fn ready(&self) -> bool {
+        self.info.read().is_some()
+    }
+
+    /// The sequence number of the newest recorded change.
+    pub fn last_change_seq(&self) -> Result<u64, StoreError> {
+        self.store.last_seq()
     }
 
     pub fn info(&self) -> Option<GenInfo> {
@@ -336,34 +401,17 @@ impl Graph {
                 }
             }
         }
-        let changes = self.changes_from(kinds, s.generation, now, Via::Crawl)?;
-        self.store.switch(s.generation, &memory, &info, &changes)?;
+        let kinds: Vec<(ChangeKind, Via)> = kinds.into_iter().map(|k| (k, Via::Crawl)).collect();
+        let _writer = self.writer.lock();
+        let changes = self.store.switch(s.generation, &memory, &info, &kinds)?;
         let old = {
             let mut ix = self.index.write();
             *self.info.write() = Some(info);
-            std::mem::replace(&mut *ix, new_index)
+            std::mem::replace(&mut *ix, Arc::new(new_index))
         };
         // The old index is dropped here, outside the lock.
         drop(old);
         Ok(changes)
-    }
-
-    fn changes_from(
-        &self,
-        kinds: Vec<ChangeKind>,
-        generation: u64,
-        at_ms: i64,
-        via: Via,
-    ) -> Result<Vec<Change>, StoreError> {
-        if kinds.is_empty() {
-            return Ok(Vec::new());
-        }
-        let first = self.store.next_seq(kinds.len() as u64)?;
-        Ok(kinds
-            .into_iter()
-            .enumerate()
-            .map(|(i, kind)| Change { seq: first + i as u64, generation, at_ms, via, kind })
-            .collect())
     }
 
     /// An agents-only refresh: new users and SCIM users applied to the current generation in place.
@@ -374,6 +422,7 @@ impl Graph {
         scim: Option<Vec<ScimUser>>,
         guard: ShrinkGuard,
     ) -> Result<Vec<Change>, StoreError> {
+        let _writer = self.writer.lock();
         let Some(mut info) = self.info() else {
             return Err(StoreError::Empty);
         };
@@ -387,103 +436,94 @@ impl Graph {
         };
         let statuses = index::remember(&mut memory, &users, &scim_now, now);
         check_departures(&before, &statuses, guard)?;
-        let kinds = agent_changes(&before, &statuses, &memory);
-        let changes = self.changes_from(kinds, info.generation, now, Via::AgentsRefresh)?;
         info.users = users.len() as u64;
         if let Some(s) = &scim {
             info.scim_users = s.len() as u64;
         }
         info.agents_refreshed_at_ms = now;
-        self.store.replace_agents(info.generation, &users, scim.as_deref(), &memory, &info)?;
-        self.store.append_history(&changes)?;
+        let mut w = InPlaceWrite {
+            changes: agent_changes(&before, &statuses, &memory).into_iter().map(|k| (k, Via::AgentsRefresh)).collect(),
+            at_ms: now,
+            ..InPlaceWrite::default()
+        };
+        self.store.agents_write(info.generation, &users, scim.as_deref(), &memory, &mut w)?;
+        w.info = Some(info.clone());
+        let changes = self.store.commit_in_place(info.generation, &w)?;
         let mut ix = self.index.write();
-        ix.apply_agents(&users, &scim_now, memory);
+        Arc::make_mut(&mut ix).apply_agents(&users, &scim_now, memory);
         *self.info.write() = Some(info);
         Ok(changes)
     }
 
     /// Applies incremental updates: each at most once (by event id), none rolling a contact back.
+    /// The whole batch (event ids, contacts, info, history) is committed to the store in one
+    /// transaction before the index shows any of it; when the write fails, nothing changes and
+    /// the events stay unseen, so a redelivery applies them.
     pub fn apply(&self, events: Vec<Event>) -> Result<ApplyReport, StoreError> {
-        let mut report = ApplyReport::default();
-        let Some(info) = self.info() else {
+        let _writer = self.writer.lock();
+        let Some(mut info) = self.info() else {
             return Err(StoreError::Empty);
         };
         let now = now_ms();
-        let mut kinds: Vec<(ChangeKind, Via)> = Vec::new();
-        let mut writes: Vec<(u64, Override)> = Vec::new();
-        // Event ids are checked (sled I/O) before the index is locked: readers never wait on disk.
-        let mut fresh = Vec::with_capacity(events.len());
-        for ev in events {
-            if self.store.first_time(&ev.id, now)? {
-                fresh.push(ev);
-            } else {
-                report.duplicates += 1;
-            }
-        }
-        self.prune_seen_events(fresh.len() as u64, now)?;
-        {
-            let mut ix = self.index.write();
-            for ev in fresh {
-                match ev.update {
-                    Update::Upsert(c) => {
-                        let before = ix.contact(c.id);
-                        if ix.upsert_contact(&c) {
-                            report.applied += 1;
-                            match before {
-                                None => {
-                                    kinds.push((ChangeKind::ContactAdded { contact: c.id, owner: c.owner_id }, ev.via))
-                                }
-                                Some(b) if b.owner_id != c.owner_id => kinds.push((
-                                    ChangeKind::ContactMoved { contact: c.id, from: b.owner_id, to: c.owner_id },
-                                    ev.via,
-                                )),
-                                _ => {}
-                            }
-                            writes.push((c.id, Override::Put(c)));
-                        } else {
-                            report.stale += 1;
-                        }
+        let mut report = ApplyReport::default();
+        let mut w = InPlaceWrite { at_ms: now, ..InPlaceWrite::default() };
+        let mut batch_ids = HashSet::new();
+        let mut effects: Vec<Update> = Vec::new();
+        let contacts = {
+            let ix = self.read();
+            // What each contact looks like after the updates decided so far in this batch.
+            let mut overlay: HashMap<u64, Option<ContactView>> = HashMap::new();
+            let mut count = ix.counts().0 as i64;
+            for ev in events {
+                if !batch_ids.insert(ev.id.clone()) || self.store.seen(&ev.id)? {
+                    report.duplicates += 1;
+                    continue;
+                }
+                w.event_ids.push(ev.id);
+                let id = ev.update.contact_id();
+                let before = match overlay.get(&id) {
+                    Some(c) => c.clone(),
+                    None => ix.contact(id),
+                };
+                let Some((after, kind, write)) = decide(&ev.update, before.as_ref()) else {
+                    match (&ev.update, &before) {
+                        (Update::Upsert(_), _) | (_, Some(_)) => report.stale += 1,
+                        _ => report.unknown += 1,
                     }
-                    Update::Delete { id, at_ms } => match ix.contact(id) {
-                        Some(c) if c.updated_at_ms <= at_ms => {
-                            ix.delete_contact(id);
-                            report.applied += 1;
-                            kinds.push((ChangeKind::ContactRemoved { contact: id, owner: c.owner_id }, ev.via));
-                            writes.push((id, Override::Deleted { at_ms }));
-                        }
-                        Some(_) => report.stale += 1,
-                        None => report.unknown += 1,
-                    },
+                    continue;
+                };
+                report.applied += 1;
+                count += after.is_some() as i64 - before.is_some() as i64;
+                w.changes.extend(kind.map(|k| (k, ev.via)));
+                w.overrides.push((id, write));
+                overlay.insert(id, after);
+                effects.push(ev.update);
+            }
+            count.max(0) as u64
+        };
+        info.contacts = contacts;
+        w.info = Some(info.clone());
+        self.store.commit_in_place(info.generation, &w)?;
+        {
+            let mut guard = self.index.write();
+            let ix = Arc::make_mut(&mut guard);
+            for u in &effects {
+                match u {
+                    Update::Upsert(c) => {
+                        ix.upsert_contact(c);
+                    }
+                    Update::Delete { id, .. } => {
+                        ix.delete_contact(*id);
+                    }
                     Update::SetOwner { id, owner, at_ms } => {
-                        if ix.contact(id).is_none() {
-                            report.unknown += 1;
-                            continue;
-                        }
-                        match ix.set_owner(id, owner, at_ms) {
-                            Some(from) => {
-                                report.applied += 1;
-                                if from != owner {
-                                    kinds.push((ChangeKind::ContactMoved { contact: id, from, to: owner }, ev.via));
-                                }
-                                writes.push((id, Override::Owner { owner, at_ms }));
-                            }
-                            None => report.stale += 1,
-                        }
+                        ix.set_owner(*id, *owner, *at_ms);
                     }
                 }
             }
             ix.finish_batch();
+            *self.info.write() = Some(info);
         }
-        // The contacts and the info that counts them go in one batch, so a restart's check holds.
-        let mut info = info;
-        info.contacts = self.read().counts().0 as u64;
-        self.store.put_overrides(info.generation, writes, &info)?;
-        *self.info.write() = Some(info.clone());
-        let mut changes = Vec::new();
-        for (kind, via) in kinds {
-            changes.extend(self.changes_from(vec![kind], info.generation, now, via)?);
-        }
-        self.store.append_history(&changes)?;
+        self.prune_seen_events(w.event_ids.len() as u64, now)?;
         Ok(report)
     }
 
@@ -498,12 +538,67 @@ impl Graph {
         Ok(())
     }
 
-    pub fn changes(&self, since: u64, after_seq: Option<u64>, first: usize) -> Result<Vec<Change>, StoreError> {
-        self.store.changes(since, after_seq, first)
+    /// The change feed: changes passing `filter`, oldest first.
+    pub fn changes(&self, filter: &ChangeFilter, first: usize) -> Result<Vec<Change>, StoreError> {
+        self.store.changes(filter, first)
+    }
+
+    /// How many changes pass `filter` (its cursor ignored).
+    pub fn count_changes(&self, filter: &ChangeFilter) -> Result<usize, StoreError> {
+        self.store.count_changes(filter)
     }
 
     pub fn agent_history(&self, agent: u64) -> Result<Vec<Change>, StoreError> {
         self.store.changes_of_agent(agent)
+    }
+}
+
+impl Update {
+    pub fn contact_id(&self) -> u64 {
+        match self {
+            Update::Upsert(c) => c.id,
+            Update::Delete { id, .. } | Update::SetOwner { id, .. } => *id,
+        }
+    }
+}
+
+/// What an update does to a contact as it stands (`None`: absent): the contact after it, the
+/// change to record and the override to store; `None` when it does not apply (older than what is
+/// known, or about a contact idgraph does not hold). Mirrors [`Index::upsert_contact`],
+/// [`Index::delete_contact`] and [`Index::set_owner`].
+fn decide(u: &Update, before: Option<&ContactView>) -> Option<(Option<ContactView>, Option<ChangeKind>, Override)> {
+    match u {
+        Update::Upsert(c) => {
+            if before.is_some_and(|b| b.updated_at_ms > c.updated_at) {
+                return None;
+            }
+            let kind = match before {
+                None => Some(ChangeKind::ContactAdded { contact: c.id, owner: c.owner_id }),
+                Some(b) if b.owner_id != c.owner_id => {
+                    Some(ChangeKind::ContactMoved { contact: c.id, from: b.owner_id, to: c.owner_id })
+                }
+                _ => None,
+            };
+            Some((Some(index::contact_view(c)), kind, Override::Put(c.clone())))
+        }
+        Update::Delete { id, at_ms } => {
+            let b = before.filter(|b| b.updated_at_ms <= *at_ms)?;
+            Some((
+                None,
+                Some(ChangeKind::ContactRemoved { contact: *id, owner: b.owner_id }),
+                Override::Deleted { at_ms: *at_ms },
+            ))
+        }
+        Update::SetOwner { id, owner, at_ms } => {
+            let b = before.filter(|b| b.updated_at_ms <= *at_ms)?;
+            let kind = (b.owner_id != *owner).then_some(ChangeKind::ContactMoved {
+                contact: *id,
+                from: b.owner_id,
+                to: *owner,
+            });
+            let after = ContactView { owner_id: *owner, updated_at_ms: *at_ms, ..b.clone() };
+            Some((Some(after), kind, Override::Owner { owner: *owner, at_ms: *at_ms }))
+        }
     }
 }
 

@@ -2,15 +2,23 @@
 //!
 //! Layout: one tree per generation (`gen-<n>`), keys prefixed by kind so that one sled batch can
 //! write records and the crawl checkpoint together; a `meta` tree naming the current and the
-//! staging generation; a `history` tree keyed by (generation, sequence); an `events` tree of the
-//! webhook event ids already applied.
+//! staging generation and the last change sequence number; a `history` tree keyed by sequence
+//! number (the change feed); a `history_gens` tree giving the first sequence number of each
+//! generation; an `events` tree of the webhook event ids already applied.
 //!
-//! A generation becomes current by one write of `meta/current`, after everything it needs is
-//! flushed; a crash at any point leaves the previous current generation whole. Trees and history
-//! entries of generations that never became current are removed at open.
+//! A generation becomes current by one transaction that writes its history and `meta/current`,
+//! after everything it needs is flushed; a crash at any point leaves the previous current
+//! generation whole. Trees of generations that never became current are removed at open.
+//!
+//! Every in-place change (webhooks, agents refreshes, re-reads, reassignments) is one
+//! [`InPlaceWrite`]: its event ids, records, info and history land in one sled transaction, or
+//! not at all.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
 
 use idgraph_model::{Account, Contact, Record, ScimUser, User};
 use serde::{Deserialize, Serialize};
@@ -18,7 +26,7 @@ use serde_json::Value;
 
 use crate::codec::{decode, encode, FORMAT_VERSION};
 use crate::index::{AgentMemory, Inputs};
-use crate::{Change, StoreError};
+use crate::{Change, ChangeFilter, ChangeKind, StoreError, Via};
 
 /// A page of contacts as crawled: one value per page keeps bulk writes cheap.
 const P_SEGMENT: u8 = b'g';
@@ -36,6 +44,9 @@ const META_FORMAT: &[u8] = b"format";
 const META_CURRENT: &[u8] = b"current";
 const META_STAGING: &[u8] = b"staging";
 const META_SEQ: &[u8] = b"seq";
+/// Set once the history is keyed by sequence number alone (older stores keyed it by generation
+/// first and are re-keyed at open).
+const META_HISTORY_BY_SEQ: &[u8] = b"history_by_seq";
 
 /// What is known of a generation once it is complete.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -171,9 +182,57 @@ pub struct Store {
     db: sled::Db,
     meta: sled::Tree,
     history: sled::Tree,
+    history_gens: sled::Tree,
     events: sled::Tree,
-    /// Serialises read-fold-write of contact overrides.
-    override_lock: std::sync::Arc<parking_lot::Mutex<()>>,
+}
+
+/// One in-place change to the current generation, written in one transaction: the event ids
+/// that caused it, contact overrides, other records, the generation's info and the history
+/// entries it adds (their sequence numbers are given out inside the transaction).
+#[derive(Debug, Default)]
+pub struct InPlaceWrite {
+    pub event_ids: Vec<String>,
+    pub overrides: Vec<(u64, Override)>,
+    /// Encoded records to put into the generation's tree.
+    pub puts: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Keys to remove from the generation's tree.
+    pub removes: Vec<Vec<u8>>,
+    pub info: Option<GenInfo>,
+    pub changes: Vec<(ChangeKind, Via)>,
+    pub at_ms: i64,
+}
+
+fn tx_err(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => e.into(),
+    }
+}
+
+fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+/// Gives out `kinds.len()` sequence numbers and inserts the history entries, inside a transaction.
+fn tx_history(
+    meta: &TransactionalTree,
+    history: &TransactionalTree,
+    kinds: &[(ChangeKind, Via)],
+    generation: u64,
+    at_ms: i64,
+) -> Result<Vec<Change>, ConflictableTransactionError<StoreError>> {
+    if kinds.is_empty() {
+        return Ok(Vec::new());
+    }
+    let last = meta.get(META_SEQ)?.and_then(|v| u64_of(&v)).unwrap_or(0);
+    let mut out = Vec::with_capacity(kinds.len());
+    for (i, (kind, via)) in kinds.iter().enumerate() {
+        let c = Change { seq: last + 1 + i as u64, generation, at_ms, via: *via, kind: kind.clone() };
+        history.insert(&seq_key(c.seq), encode(&c).map_err(abort)?)?;
+        out.push(c);
+    }
+    meta.insert(META_SEQ, &(last + kinds.len() as u64).to_be_bytes())?;
+    Ok(out)
 }
 
 fn gen_tree_name(g: u64) -> String {
@@ -197,11 +256,8 @@ fn u64_of(v: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(v.try_into().ok()?))
 }
 
-fn history_key(generation: u64, seq: u64) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&generation.to_be_bytes());
-    k[8..].copy_from_slice(&seq.to_be_bytes());
-    k
+fn seq_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
 }
 
 /// Decodes every value under a prefix on all cores: decoding dominates a cold start.
@@ -253,13 +309,44 @@ impl Store {
         }
         let store = Store {
             history: db.open_tree("history")?,
+            history_gens: db.open_tree("history_gens")?,
             events: db.open_tree("events")?,
             meta,
             db,
-            override_lock: Default::default(),
         };
+        store.rekey_history()?;
         store.clean()?;
         Ok(store)
+    }
+
+    /// Stores written before the change feed keyed history by (generation, sequence): re-key it
+    /// by sequence alone, in one batch, and note the first sequence of each generation.
+    fn rekey_history(&self) -> Result<(), StoreError> {
+        if self.meta.get(META_HISTORY_BY_SEQ)?.is_some() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        let mut gens = sled::Batch::default();
+        let mut first_of: HashMap<u64, u64> = HashMap::new();
+        for kv in self.history.iter() {
+            let (k, v) = kv?;
+            if k.len() == 16 {
+                let c: Change = decode(&k, &v)?;
+                batch.remove(k);
+                batch.insert(&seq_key(c.seq), v);
+                let f = first_of.entry(c.generation).or_insert(c.seq);
+                *f = (*f).min(c.seq);
+            }
+        }
+        for (g, seq) in first_of {
+            gens.insert(&g.to_be_bytes(), &seq.to_be_bytes());
+        }
+        self.history.apply_batch(batch)?;
+        self.history_gens.apply_batch(gens)?;
+        self.history.flush()?;
+        self.meta.insert(META_HISTORY_BY_SEQ, &[1u8])?;
+        self.meta.flush()?;
+        Ok(())
     }
 
     /// Drops generation trees that are neither current nor staging, and history written for a
@@ -277,11 +364,6 @@ impl Store {
             if Some(g) != current && Some(g) != staging {
                 self.db.drop_tree(name)?;
             }
-        }
-        let from = history_key(current.unwrap_or(0) + 1, 0);
-        let stale: Vec<_> = self.history.range(from..).keys().collect::<Result<_, _>>()?;
-        for k in stale {
-            self.history.remove(k)?;
         }
         Ok(())
     }
@@ -433,50 +515,48 @@ impl Store {
         Ok(n)
     }
 
-    /// Replaces the agents of a generation (an agents-only refresh), with their memory, atomically.
-    pub fn replace_agents(
+    /// What an agents-only refresh writes into a generation: every stored user, SCIM user (when
+    /// `scim` is given) and memory record replaced by the new ones.
+    pub fn agents_write(
         &self,
         generation: u64,
         users: &[User],
         scim: Option<&[ScimUser]>,
         memory: &HashMap<u64, AgentMemory>,
-        info: &GenInfo,
+        w: &mut InPlaceWrite,
     ) -> Result<(), StoreError> {
         let t = self.tree(generation)?;
-        let mut batch = sled::Batch::default();
         let mut prefixes = vec![P_USER, P_MEMORY];
         if scim.is_some() {
             prefixes.push(P_SCIM);
         }
         for p in prefixes {
             for k in t.scan_prefix([p]).keys() {
-                batch.remove(k?);
+                w.removes.push(k?.to_vec());
             }
         }
         for u in users {
-            batch.insert(&key(P_USER, u.id), encode(u)?);
+            w.puts.push((key(P_USER, u.id).to_vec(), encode(u)?));
         }
         for s in scim.unwrap_or_default() {
-            batch.insert(&key(P_SCIM, s.id), encode(s)?);
+            w.puts.push((key(P_SCIM, s.id).to_vec(), encode(s)?));
         }
         for m in memory.values() {
-            batch.insert(&key(P_MEMORY, m.id), encode(m)?);
+            w.puts.push((key(P_MEMORY, m.id).to_vec(), encode(m)?));
         }
-        batch.insert(K_INFO, encode(info)?);
-        t.apply_batch(batch)?;
-        t.flush()?;
         Ok(())
     }
 
-    /// Makes a staging generation current: memory and info into its tree, history, then the
-    /// switch, each flushed before the next.
+    /// Makes a staging generation current: memory and info into its tree (flushed), then its
+    /// history and the switch in one transaction. Returns the history entries with their
+    /// sequence numbers.
     pub fn switch(
         &self,
         generation: u64,
         memory: &HashMap<u64, AgentMemory>,
         info: &GenInfo,
-        changes: &[Change],
-    ) -> Result<(), StoreError> {
+        changes: &[(ChangeKind, Via)],
+    ) -> Result<Vec<Change>, StoreError> {
         let t = self.tree(generation)?;
         let mut batch = sled::Batch::default();
         for k in t.scan_prefix([P_MEMORY]).keys() {
@@ -489,17 +569,24 @@ impl Store {
         batch.remove(K_CHECKPOINT);
         t.apply_batch(batch)?;
         t.flush()?;
-        self.append_history(changes)?;
         let previous = self.current()?;
-        let mut mb = sled::Batch::default();
-        mb.insert(META_CURRENT, &generation.to_be_bytes());
-        mb.remove(META_STAGING);
-        self.meta.apply_batch(mb)?;
-        self.meta.flush()?;
+        // The history of the switch and the switch itself: one transaction.
+        let changes = [&self.meta, &self.history, &self.history_gens]
+            .transaction(|trees| {
+                let (meta, history, gens) = (&trees[0], &trees[1], &trees[2]);
+                let out = tx_history(meta, history, changes, generation, info.finished_at_ms)?;
+                let first = meta.get(META_SEQ)?.and_then(|v| u64_of(&v)).unwrap_or(0) + 1 - out.len() as u64;
+                gens.insert(&generation.to_be_bytes(), &first.to_be_bytes())?;
+                meta.insert(META_CURRENT, &generation.to_be_bytes())?;
+                meta.remove(META_STAGING)?;
+                meta.flush();
+                Ok(out)
+            })
+            .map_err(tx_err)?;
         if let Some(p) = previous.filter(|p| *p != generation) {
             self.db.drop_tree(gen_tree_name(p))?;
         }
-        Ok(())
+        Ok(changes)
     }
 
     /// Gives up a staging generation.
@@ -512,52 +599,71 @@ impl Store {
         Ok(())
     }
 
-    pub fn next_seq(&self, n: u64) -> Result<u64, StoreError> {
-        let prev = self.meta.fetch_and_update(META_SEQ, |old| {
-            let cur = old.and_then(u64_of).unwrap_or(0);
-            Some((cur + n).to_be_bytes().to_vec())
-        })?;
-        Ok(prev.and_then(|v| u64_of(&v)).unwrap_or(0) + 1)
+    /// The sequence number of the newest change (0: none yet).
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.meta.get(META_SEQ)?.and_then(|v| u64_of(&v)).unwrap_or(0))
     }
 
-    pub fn append_history(&self, changes: &[Change]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for c in changes {
-            batch.insert(&history_key(c.generation, c.seq), encode(c)?);
+    /// Where a scan for `filter` starts: after its cursor and at the first change of its
+    /// generation.
+    fn scan_from(&self, filter: &ChangeFilter) -> Result<u64, StoreError> {
+        let mut from = filter.after_seq.map_or(1, |a| a.saturating_add(1));
+        if let Some(g) = filter.since_generation.filter(|g| *g > 0) {
+            let first = self
+                .history_gens
+                .range(g.to_be_bytes()..)
+                .next()
+                .transpose()?
+                .and_then(|(_, v)| u64_of(&v))
+                .unwrap_or(u64::MAX);
+            from = from.max(first);
         }
-        self.history.apply_batch(batch)?;
-        self.history.flush()?;
-        Ok(())
+        Ok(from)
     }
 
-    /// Changes recorded after generation `since` (exclusive), after sequence `after_seq`.
-    pub fn changes(&self, since: u64, after_seq: Option<u64>, first: usize) -> Result<Vec<Change>, StoreError> {
+    /// Changes that pass `filter`, oldest first, at most `first` of them.
+    pub fn changes(&self, filter: &ChangeFilter, first: usize) -> Result<Vec<Change>, StoreError> {
         let mut out = Vec::new();
-        for kv in self.history.range(history_key(since.saturating_add(1), 0)..) {
+        if first == 0 {
+            return Ok(out);
+        }
+        for kv in self.history.range(seq_key(self.scan_from(filter)?)..) {
             let (k, v) = kv?;
             let c: Change = decode(&k, &v)?;
-            if after_seq.is_some_and(|a| c.seq <= a) {
-                continue;
-            }
-            out.push(c);
-            if out.len() >= first {
-                break;
+            if filter.matches(&c) {
+                out.push(c);
+                if out.len() >= first {
+                    break;
+                }
             }
         }
         Ok(out)
+    }
+
+    /// How many changes pass `filter`, ignoring its cursor.
+    pub fn count_changes(&self, filter: &ChangeFilter) -> Result<usize, StoreError> {
+        let whole = ChangeFilter { after_seq: None, ..filter.clone() };
+        if whole.kinds.is_none() && whole.agent.is_none() && whole.since_generation.unwrap_or(0) == 0 {
+            return Ok(self.history.len());
+        }
+        let mut n = 0;
+        for kv in self.history.range(seq_key(self.scan_from(&whole)?)..) {
+            let (k, v) = kv?;
+            if whole.matches(&decode::<Change>(&k, &v)?) {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Every recorded change that concerns `agent`, oldest first.
     pub fn changes_of_agent(&self, agent: u64) -> Result<Vec<Change>, StoreError> {
-        let mut out = Vec::new();
-        for kv in self.history.iter() {
-            let (k, v) = kv?;
-            let c: Change = decode(&k, &v)?;
-            if c.kind.concerns(agent) {
-                out.push(c);
-            }
-        }
-        Ok(out)
+        self.changes(&ChangeFilter { agent: Some(agent), ..ChangeFilter::default() }, usize::MAX)
+    }
+
+    /// Whether an event id was applied already.
+    pub fn seen(&self, event_id: &str) -> Result<bool, StoreError> {
+        Ok(self.events.contains_key(event_id.as_bytes())?)
     }
 
     /// Records a webhook event id; returns false when it was already applied.
@@ -579,35 +685,49 @@ impl Store {
         Ok(n)
     }
 
-    /// Writes in-place contact changes (webhooks, reassignment) with the generation's info, in one
-    /// batch. Changes to the same contact are folded together.
-    pub fn put_overrides(
-        &self,
-        generation: u64,
-        changes: Vec<(u64, Override)>,
-        info: &GenInfo,
-    ) -> Result<(), StoreError> {
+    /// Commits one in-place change to a generation in one transaction (flushed before it
+    /// returns): event ids, folded contact overrides, records, info and history. Returns the
+    /// history entries with their sequence numbers.
+    pub fn commit_in_place(&self, generation: u64, w: &InPlaceWrite) -> Result<Vec<Change>, StoreError> {
         let t = self.tree(generation)?;
-        let _writer = self.override_lock.lock();
-        let mut folded: HashMap<u64, Override> = HashMap::new();
-        for (id, o) in changes {
-            let old = match folded.remove(&id) {
-                Some(o) => Some(o),
-                None => {
-                    let k = key(P_CONTACT, id);
-                    t.get(k)?.map(|v| decode::<Override>(&k, &v)).transpose()?
+        let mut encoded_info = None;
+        if let Some(info) = &w.info {
+            encoded_info = Some(encode(info)?);
+        }
+        [&self.meta, &self.history, &self.events, &t]
+            .transaction(|trees| {
+                let (meta, history, events, gen) = (&trees[0], &trees[1], &trees[2], &trees[3]);
+                for id in &w.event_ids {
+                    events.insert(id.as_bytes(), &w.at_ms.to_be_bytes())?;
                 }
-            };
-            folded.insert(id, Override::merge(old, o));
-        }
-        let mut batch = sled::Batch::default();
-        batch.insert(K_INFO, encode(info)?);
-        for (id, o) in &folded {
-            batch.insert(&key(P_CONTACT, *id), encode(o)?);
-        }
-        t.apply_batch(batch)?;
-        t.flush()?;
-        Ok(())
+                let mut folded: HashMap<u64, Override> = HashMap::new();
+                for (id, o) in &w.overrides {
+                    let old = match folded.remove(id) {
+                        Some(o) => Some(o),
+                        None => {
+                            let k = key(P_CONTACT, *id);
+                            gen.get(k)?.map(|v| decode::<Override>(&k, &v)).transpose().map_err(abort)?
+                        }
+                    };
+                    folded.insert(*id, Override::merge(old, o.clone()));
+                }
+                for (id, o) in &folded {
+                    gen.insert(&key(P_CONTACT, *id), encode(o).map_err(abort)?)?;
+                }
+                for k in &w.removes {
+                    gen.remove(k.as_slice())?;
+                }
+                for (k, v) in &w.puts {
+                    gen.insert(k.as_slice(), v.as_slice())?;
+                }
+                if let Some(i) = &encoded_info {
+                    gen.insert(K_INFO, i.as_slice())?;
+                }
+                let out = tx_history(meta, history, &w.changes, generation, w.at_ms)?;
+                meta.flush();
+                Ok(out)
+            })
+            .map_err(tx_err)
     }
 }
 

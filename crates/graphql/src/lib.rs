@@ -4,6 +4,7 @@
 //! and scheduler (which live in the binary) only through the [`Operations`] trait.
 
 mod graphiql;
+mod introspection;
 pub mod metrics;
 mod schema;
 mod server;
@@ -13,7 +14,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub use metrics::Metrics;
-pub use schema::{build_schema, sdl, AppSchema};
+pub use schema::{build_introspection_schema, build_schema, sdl, AppSchema};
 pub use server::{router, ApiTokens, AppState, ServerConfig};
 pub use webhooks::WebhookConfig;
 

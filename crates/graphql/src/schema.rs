@@ -3,12 +3,14 @@
 use std::sync::Arc;
 
 use async_graphql::connection::{Connection, Edge};
-use async_graphql::{Context, EmptySubscription, Enum, Error, Guard, Object, Result, Schema, SimpleObject, ID};
+use async_graphql::{
+    Context, EmptySubscription, Enum, Error, ErrorExtensions, Guard, Object, Result, Schema, SimpleObject, ID,
+};
 use chrono::{DateTime, Utc};
 use idgraph_graph::audit::{self, AgentAudit};
 use idgraph_graph::{
-    AccountView, AgentStatus as GStatus, AgentView, Change, ChangeKind, ContactView, Graph, OrphanKey,
-    OrphanReason as GReason, OrphanView, OwnershipRow,
+    AccountView, AgentStatus as GStatus, AgentView, Change, ChangeFilter, ChangeKind as GKind, ContactView, Graph,
+    OrphanKey, OrphanReason as GReason, OrphanView, OwnershipRow,
 };
 
 use crate::{Operations, ReassignRequest, Scope};
@@ -18,6 +20,11 @@ pub const PAGE_MAX: i32 = 100;
 const PAGE_DEFAULT: i32 = 20;
 /// The deepest query accepted.
 pub const DEPTH_MAX: usize = 12;
+/// The deepest introspection query accepted: graphql-js's and GraphiQL's standard query nests
+/// `ofType` nine times below `__schema.types.fields.type`.
+pub const INTROSPECTION_DEPTH_MAX: usize = 20;
+/// The most items one batch lookup may name.
+pub const BATCH_MAX: usize = 1000;
 /// The most complex query accepted (connections count `first` times their children).
 pub const COMPLEXITY_MAX: usize = 20_000;
 
@@ -42,7 +49,7 @@ impl Guard for AdminGuard {
     async fn check(&self, ctx: &Context<'_>) -> Result<()> {
         match ctx.data_opt::<Role>() {
             Some(Role::Admin) => Ok(()),
-            _ => Err(Error::new("this mutation needs the admin token")),
+            _ => Err(coded("FORBIDDEN", "this mutation needs the admin token")),
         }
     }
 }
@@ -53,6 +60,39 @@ pub fn build_schema(graph: Arc<Graph>, ops: Arc<dyn Operations>) -> AppSchema {
         .limit_complexity(COMPLEXITY_MAX)
         .data(Ctx { graph, ops })
         .finish()
+}
+
+/// The schema that answers introspection-only documents (see `server::introspection_only`): the
+/// same types, a depth limit that the standard introspection query fits in. It never resolves
+/// an ordinary field: requests reach it with `only_introspection()`.
+pub fn build_introspection_schema() -> AppSchema {
+    Schema::build(Query, Mutation, EmptySubscription)
+        .limit_depth(INTROSPECTION_DEPTH_MAX)
+        .limit_complexity(COMPLEXITY_MAX)
+        .finish()
+}
+
+/// An error with `extensions.code`, the part of an error a client can act on.
+pub fn coded(code: &'static str, message: impl Into<String>) -> Error {
+    Error::new(message).extend_with(|_, e| e.set("code", code))
+}
+
+fn bad_input(message: impl Into<String>) -> Error {
+    coded("BAD_USER_INPUT", message)
+}
+
+fn internal(e: impl std::fmt::Display) -> Error {
+    coded("INTERNAL", e.to_string())
+}
+
+/// The graph, once an index is loaded: before that every query that reads it answers
+/// `NOT_READY` rather than zeros.
+fn graph<'a>(c: &'a Context<'_>) -> Result<&'a Arc<Graph>> {
+    let g = &ctx(c)?.graph;
+    if !g.ready() {
+        return Err(coded("NOT_READY", "no index is loaded yet: the first crawl is still running (see /readyz)"));
+    }
+    Ok(g)
 }
 
 /// The schema in SDL, as checked in at `schema.graphql`.
@@ -71,16 +111,30 @@ fn time(ms: i64) -> Option<DateTime<Utc>> {
 fn page_size(first: Option<i32>) -> Result<usize> {
     match first.unwrap_or(PAGE_DEFAULT) {
         n if (0..=PAGE_MAX).contains(&n) => Ok(n as usize),
-        n => Err(Error::new(format!("first must be between 0 and {PAGE_MAX}, not {n}"))),
+        n => Err(bad_input(format!("first must be between 0 and {PAGE_MAX}, not {n}"))),
     }
 }
 
 fn parse_id(id: &ID, what: &str) -> Result<u64> {
-    id.parse::<u64>().map_err(|_| Error::new(format!("{what} id {:?} is not a Drift id", id.as_str())))
+    id.parse::<u64>().map_err(|_| bad_input(format!("{what} id {:?} is not a Drift id", id.as_str())))
 }
 
 fn bad_cursor() -> Error {
-    Error::new("after: not a cursor this list gave out")
+    bad_input("after: not a cursor this list gave out")
+}
+
+/// Pages a list sorted by cursor: the items after `after`, `n` of them, as a connection.
+fn page_of<N: async_graphql::OutputType, T>(
+    all: Vec<(String, T)>,
+    after: Option<&str>,
+    n: usize,
+    node: impl Fn(T) -> N,
+) -> Conn<N> {
+    let total = all.len();
+    let start = after.map_or(0, |a| all.iter().position(|(k, _)| k.as_str() > a).unwrap_or(total));
+    let has_next = total > start + n;
+    let edges = all.into_iter().skip(start).take(n).map(|(k, t)| (k, node(t))).collect();
+    connection(start > 0, has_next, total, edges)
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -133,6 +187,75 @@ impl From<OrphanReason> for GReason {
             OrphanReason::OwnerUnknown => GReason::OwnerUnknown,
         }
     }
+}
+
+/// What a change recorded.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum ChangeKind {
+    Generation,
+    AgentAppeared,
+    AgentDeactivated,
+    AgentDeparted,
+    AgentReactivated,
+    ContactAdded,
+    ContactRemoved,
+    ContactMoved,
+}
+
+impl ChangeKind {
+    fn of(k: &GKind) -> ChangeKind {
+        match k {
+            GKind::Generation { .. } => ChangeKind::Generation,
+            GKind::AgentAppeared { .. } => ChangeKind::AgentAppeared,
+            GKind::AgentDeactivated { .. } => ChangeKind::AgentDeactivated,
+            GKind::AgentDeparted { .. } => ChangeKind::AgentDeparted,
+            GKind::AgentReactivated { .. } => ChangeKind::AgentReactivated,
+            GKind::ContactAdded { .. } => ChangeKind::ContactAdded,
+            GKind::ContactRemoved { .. } => ChangeKind::ContactRemoved,
+            GKind::ContactMoved { .. } => ChangeKind::ContactMoved,
+        }
+    }
+
+    /// The name the graph's history uses (`CONTACT_MOVED`, ...): the GraphQL name.
+    fn graph_name(self) -> &'static str {
+        match self {
+            ChangeKind::Generation => "GENERATION",
+            ChangeKind::AgentAppeared => "AGENT_APPEARED",
+            ChangeKind::AgentDeactivated => "AGENT_DEACTIVATED",
+            ChangeKind::AgentDeparted => "AGENT_DEPARTED",
+            ChangeKind::AgentReactivated => "AGENT_REACTIVATED",
+            ChangeKind::ContactAdded => "CONTACT_ADDED",
+            ChangeKind::ContactRemoved => "CONTACT_REMOVED",
+            ChangeKind::ContactMoved => "CONTACT_MOVED",
+        }
+    }
+}
+
+/// The total of a change feed, counted only when asked for (it reads the history).
+pub struct ChangeTotal {
+    filter: ChangeFilter,
+}
+
+#[Object]
+impl ChangeTotal {
+    /// How many changes pass the filters (the cursor aside).
+    async fn total_count(&self, c: &Context<'_>) -> Result<usize> {
+        ctx(c)?.graph.count_changes(&self.filter).map_err(internal)
+    }
+}
+
+/// A page of the change feed, from `filter`'s cursor on.
+fn change_page(g: &Graph, filter: ChangeFilter, n: usize) -> Result<Connection<String, ChangeObj, ChangeTotal>> {
+    let mut rows = g.changes(&filter, n + 1).map_err(internal)?;
+    let has_next = rows.len() > n;
+    rows.truncate(n);
+    let mut conn = Connection::with_additional_fields(filter.after_seq.is_some(), has_next, ChangeTotal { filter });
+    conn.edges.extend(rows.into_iter().map(|ch| Edge::new(ch.seq.to_string(), ChangeObj(ch))));
+    Ok(conn)
+}
+
+fn parse_seq(after: Option<String>) -> Result<Option<u64>> {
+    after.map(|a| a.parse::<u64>().map_err(|_| bad_cursor())).transpose()
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, Default)]
@@ -244,7 +367,7 @@ impl Agent {
         Ok(ctx(c)?.graph.read().account_count_of(self.0.id))
     }
     /// The contacts this agent owns, by contact id.
-    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
     async fn owned_contacts(
         &self,
         c: &Context<'_>,
@@ -259,7 +382,7 @@ impl Agent {
         Ok(connection(after.is_some(), has_next, total, edges))
     }
     /// The accounts this agent owns, by account id.
-    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
     async fn owned_accounts(
         &self,
         c: &Context<'_>,
@@ -272,12 +395,17 @@ impl Agent {
         let edges = page.into_iter().take(n).map(|x| (x.id.clone(), Account(x))).collect();
         Ok(connection(after.is_some(), has_next, total, edges))
     }
-    /// Everything recorded about this agent, oldest first.
-    #[graphql(complexity = "100 * child_complexity")]
-    async fn history(&self, c: &Context<'_>, first: Option<i32>) -> Result<Vec<ChangeObj>> {
-        let n = page_size(first.or(Some(PAGE_MAX)))?;
-        let h = ctx(c)?.graph.agent_history(self.0.id).map_err(|e| Error::new(e.to_string()))?;
-        Ok(h.into_iter().take(n).map(ChangeObj).collect())
+    /// Everything recorded about this agent, oldest first, paged by sequence number.
+    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
+    async fn history(
+        &self,
+        c: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, ChangeObj, ChangeTotal>> {
+        let n = page_size(first)?;
+        let filter = ChangeFilter { after_seq: parse_seq(after)?, agent: Some(self.0.id), ..ChangeFilter::default() };
+        change_page(&ctx(c)?.graph, filter, n)
     }
 }
 
@@ -375,50 +503,39 @@ impl ChangeObj {
         }
         .to_string()
     }
-    /// GENERATION, AGENT_APPEARED, AGENT_DEACTIVATED, AGENT_DEPARTED, AGENT_REACTIVATED,
-    /// CONTACT_ADDED, CONTACT_REMOVED or CONTACT_MOVED.
-    async fn kind(&self) -> &'static str {
-        match self.0.kind {
-            ChangeKind::Generation { .. } => "GENERATION",
-            ChangeKind::AgentAppeared { .. } => "AGENT_APPEARED",
-            ChangeKind::AgentDeactivated { .. } => "AGENT_DEACTIVATED",
-            ChangeKind::AgentDeparted { .. } => "AGENT_DEPARTED",
-            ChangeKind::AgentReactivated { .. } => "AGENT_REACTIVATED",
-            ChangeKind::ContactAdded { .. } => "CONTACT_ADDED",
-            ChangeKind::ContactRemoved { .. } => "CONTACT_REMOVED",
-            ChangeKind::ContactMoved { .. } => "CONTACT_MOVED",
-        }
+    async fn kind(&self) -> ChangeKind {
+        ChangeKind::of(&self.0.kind)
     }
     async fn agent_id(&self) -> Option<ID> {
         match &self.0.kind {
-            ChangeKind::AgentAppeared { agent, .. }
-            | ChangeKind::AgentDeactivated { agent }
-            | ChangeKind::AgentDeparted { agent }
-            | ChangeKind::AgentReactivated { agent } => Some(ID(agent.to_string())),
+            GKind::AgentAppeared { agent, .. }
+            | GKind::AgentDeactivated { agent }
+            | GKind::AgentDeparted { agent }
+            | GKind::AgentReactivated { agent } => Some(ID(agent.to_string())),
             _ => None,
         }
     }
     async fn contact_id(&self) -> Option<ID> {
         match &self.0.kind {
-            ChangeKind::ContactAdded { contact, .. }
-            | ChangeKind::ContactRemoved { contact, .. }
-            | ChangeKind::ContactMoved { contact, .. } => Some(ID(contact.to_string())),
+            GKind::ContactAdded { contact, .. }
+            | GKind::ContactRemoved { contact, .. }
+            | GKind::ContactMoved { contact, .. } => Some(ID(contact.to_string())),
             _ => None,
         }
     }
     /// The owner before (moves and removals).
     async fn from_owner_id(&self) -> Option<ID> {
         match &self.0.kind {
-            ChangeKind::ContactMoved { from, .. } => from.map(|x| ID(x.to_string())),
-            ChangeKind::ContactRemoved { owner, .. } => owner.map(|x| ID(x.to_string())),
+            GKind::ContactMoved { from, .. } => from.map(|x| ID(x.to_string())),
+            GKind::ContactRemoved { owner, .. } => owner.map(|x| ID(x.to_string())),
             _ => None,
         }
     }
     /// The owner after (moves and additions).
     async fn to_owner_id(&self) -> Option<ID> {
         match &self.0.kind {
-            ChangeKind::ContactMoved { to, .. } => to.map(|x| ID(x.to_string())),
-            ChangeKind::ContactAdded { owner, .. } => owner.map(|x| ID(x.to_string())),
+            GKind::ContactMoved { to, .. } => to.map(|x| ID(x.to_string())),
+            GKind::ContactAdded { owner, .. } => owner.map(|x| ID(x.to_string())),
             _ => None,
         }
     }
@@ -427,11 +544,15 @@ impl ChangeObj {
 /// The index being served and the schedule that keeps it fresh.
 #[derive(SimpleObject, Default)]
 pub struct IndexStatus {
+    /// Whether an index is loaded; before the first crawl finishes the counts are null.
+    ready: bool,
     generation: u64,
-    contacts: usize,
-    agents: usize,
-    accounts: usize,
-    orphans: usize,
+    contacts: Option<usize>,
+    agents: Option<usize>,
+    accounts: Option<usize>,
+    orphans: Option<usize>,
+    /// The sequence number of the newest change: where `changes` ends now.
+    last_change_seq: u64,
     last_crawl_at: Option<DateTime<Utc>>,
     agents_refreshed_at: Option<DateTime<Utc>>,
     next_crawl_at: Option<DateTime<Utc>>,
@@ -449,12 +570,15 @@ fn index_status(c: &Ctx) -> IndexStatus {
     drop(ix);
     let info = c.graph.info();
     let s = c.ops.schedule();
+    let ready = info.is_some();
     IndexStatus {
+        ready,
         generation: info.as_ref().map_or(0, |i| i.generation),
-        contacts,
-        agents,
-        accounts,
-        orphans,
+        contacts: ready.then_some(contacts),
+        agents: ready.then_some(agents),
+        accounts: ready.then_some(accounts),
+        orphans: ready.then_some(orphans),
+        last_change_seq: c.graph.last_change_seq().unwrap_or(0),
         last_crawl_at: info.as_ref().and_then(|i| time(i.finished_at_ms)),
         agents_refreshed_at: info.as_ref().and_then(|i| time(i.agents_refreshed_at_ms)),
         next_crawl_at: s.next_crawl_at_ms.and_then(time),
@@ -516,7 +640,7 @@ impl OffboardingAudit {
         self.0.orphan_reason.map(Into::into)
     }
     /// The orphans its departure left: its contacts that still point at it.
-    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
     async fn orphaned_contacts(&self, first: Option<i32>, after: Option<String>) -> Result<Conn<Contact>> {
         let n = page_size(first)?;
         let after = after.map(|a| a.parse::<u64>().map_err(|_| bad_cursor())).transpose()?;
@@ -619,36 +743,90 @@ fn parse_orphan_cursor(s: &str) -> Option<OrphanKey> {
 
 pub struct Query;
 
+/// Cursors of searched contacts: the normalised email, then the id.
+fn search_cursor(email: &str, id: u64) -> String {
+    format!("{email}\u{1f}{id:020}")
+}
+
 #[Object]
 impl Query {
     /// A contact by Drift id or by email (the lowest id when several share the email).
     async fn contact(&self, c: &Context<'_>, id: Option<ID>, email: Option<String>) -> Result<Option<Contact>> {
-        let ix = ctx(c)?.graph.read();
+        let ix = graph(c)?.read();
         match (id, email) {
             (Some(id), _) => Ok(ix.contact(parse_id(&id, "contact")?).map(Contact)),
             (None, Some(e)) => Ok(ix.contacts_by_email(&e).into_iter().next().map(Contact)),
-            (None, None) => Err(Error::new("give id or email")),
+            (None, None) => Err(bad_input("give id or email")),
         }
     }
 
-    /// Every contact with this email (Drift does not keep emails unique).
+    /// Every contact with this email (Drift does not keep emails unique). A list, not a
+    /// connection: one email is shared by a handful of contacts at most (capped at 100).
     async fn contacts_by_email(&self, c: &Context<'_>, email: String) -> Result<Vec<Contact>> {
-        Ok(ctx(c)?.graph.read().contacts_by_email(&email).into_iter().take(PAGE_MAX as usize).map(Contact).collect())
+        Ok(graph(c)?.read().contacts_by_email(&email).into_iter().take(PAGE_MAX as usize).map(Contact).collect())
+    }
+
+    /// Up to 1,000 contacts by email in one request, in the order given; null for an email no
+    /// contact has (the lowest id when several share one).
+    #[graphql(complexity = "emails.len().max(1) * child_complexity")]
+    async fn contacts_by_emails(&self, c: &Context<'_>, emails: Vec<String>) -> Result<Vec<Option<Contact>>> {
+        if emails.len() > BATCH_MAX {
+            return Err(bad_input(format!("at most {BATCH_MAX} emails a request, not {}", emails.len())));
+        }
+        let ix = graph(c)?.read();
+        Ok(emails.iter().map(|e| ix.contacts_by_email(e).into_iter().next().map(Contact)).collect())
+    }
+
+    /// Up to 1,000 contacts by Drift id in one request, in the order given; null for an unknown id.
+    #[graphql(complexity = "ids.len().max(1) * child_complexity")]
+    async fn contacts_by_ids(&self, c: &Context<'_>, ids: Vec<ID>) -> Result<Vec<Option<Contact>>> {
+        if ids.len() > BATCH_MAX {
+            return Err(bad_input(format!("at most {BATCH_MAX} ids a request, not {}", ids.len())));
+        }
+        let ids = ids.iter().map(|i| parse_id(i, "contact")).collect::<Result<Vec<_>>>()?;
+        let ix = graph(c)?.read();
+        Ok(ids.into_iter().map(|id| ix.contact(id).map(Contact)).collect())
     }
 
     /// An agent by Drift user id or email, also a departed one.
     async fn agent(&self, c: &Context<'_>, id: Option<ID>, email: Option<String>) -> Result<Option<Agent>> {
-        let ix = ctx(c)?.graph.read();
+        let ix = graph(c)?.read();
         match (id, email) {
             (Some(id), _) => Ok(ix.agent(parse_id(&id, "agent")?).map(Agent)),
             (None, Some(e)) => Ok(ix.agent_by_email(&e).map(Agent)),
-            (None, None) => Err(Error::new("give id or email")),
+            (None, None) => Err(bad_input("give id or email")),
         }
+    }
+
+    /// Every agent idgraph knows (also departed ones and unknown owners), by id; `status` keeps
+    /// those in one of the given statuses.
+    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
+    async fn agents(
+        &self,
+        c: &Context<'_>,
+        status: Option<Vec<AgentStatus>>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Conn<Agent>> {
+        let n = page_size(first)?;
+        let after = after.map(|a| a.parse::<u64>().map_err(|_| bad_cursor())).transpose()?;
+        let all: Vec<(u64, AgentView)> = graph(c)?
+            .read()
+            .agents()
+            .into_iter()
+            .filter(|a| status.as_ref().is_none_or(|s| s.contains(&a.status.into())))
+            .map(|a| (a.id, a))
+            .collect();
+        let total = all.len();
+        let start = after.map_or(0, |a| all.partition_point(|(id, _)| *id <= a));
+        let has_next = total > start + n;
+        let edges = all.into_iter().skip(start).take(n).map(|(id, a)| (id.to_string(), Agent(a))).collect();
+        Ok(connection(start > 0, has_next, total, edges))
     }
 
     /// Contacts whose owner is not active, with the reason; `departedSince` keeps those whose
     /// owner went (deactivated or departed) at or after that time.
-    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
     async fn orphans(
         &self,
         c: &Context<'_>,
@@ -661,7 +839,7 @@ impl Query {
         let after = after.map(|a| parse_orphan_cursor(&a).ok_or_else(bad_cursor)).transpose()?;
         let since = departed_since.map(|d| d.timestamp_millis());
         let reason = reason.map(GReason::from);
-        let ix = ctx(c)?.graph.read();
+        let ix = graph(c)?.read();
         let page = ix.orphans(reason, since, after, n + 1);
         let total = ix.orphan_count(reason, since);
         drop(ix);
@@ -670,26 +848,31 @@ impl Query {
         Ok(Some(connection(after.is_some(), has_next, total, edges)))
     }
 
-    /// Accounts whose owner is not active.
-    async fn orphan_accounts(&self, c: &Context<'_>, first: Option<i32>) -> Result<Vec<OrphanAccount>> {
+    /// Accounts whose owner is not active, by reason, owner and account id.
+    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
+    async fn orphan_accounts(
+        &self,
+        c: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Conn<OrphanAccount>> {
         let n = page_size(first)?;
-        Ok(ctx(c)?
-            .graph
+        let all: Vec<(String, _)> = graph(c)?
             .read()
             .orphan_accounts()
             .into_iter()
-            .take(n)
-            .map(|(r, o, a)| OrphanAccount {
-                account: AccountObjFlat { id: ID(a.id), name: a.name, domain: a.domain },
-                reason: r.into(),
-                owner_id: ID(o.id.to_string()),
-                owner_email: o.email,
-            })
-            .collect())
+            .map(|(r, o, a)| (format!("{}.{:020}.{}", r as u8, o.id, a.id), (r, o, a)))
+            .collect();
+        Ok(page_of(all, after.as_deref(), n, |(r, o, a)| OrphanAccount {
+            account: AccountObjFlat { id: ID(a.id), name: a.name, domain: a.domain },
+            reason: r.into(),
+            owner_id: ID(o.id.to_string()),
+            owner_email: o.email,
+        }))
     }
 
     /// Contacts without any owner (not orphans: nobody was ever assigned).
-    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
     async fn unowned_contacts(
         &self,
         c: &Context<'_>,
@@ -698,14 +881,14 @@ impl Query {
     ) -> Result<Conn<Contact>> {
         let n = page_size(first)?;
         let after = after.map(|a| a.parse::<u64>().map_err(|_| bad_cursor())).transpose()?;
-        let (page, total) = ctx(c)?.graph.read().unowned(after, n + 1);
+        let (page, total) = graph(c)?.read().unowned(after, n + 1);
         let has_next = page.len() > n;
         let edges = page.into_iter().take(n).map(|x| (x.id.to_string(), Contact(x))).collect();
         Ok(connection(after.is_some(), has_next, total, edges))
     }
 
     /// Agents by how much they own, most first.
-    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
     async fn who_owns_whom(
         &self,
         c: &Context<'_>,
@@ -717,16 +900,17 @@ impl Query {
             Some(a) => a.parse::<usize>().map_err(|_| bad_cursor())? + 1,
             None => 0,
         };
-        let (rows, total) = ctx(c)?.graph.read().who_owns_whom(offset, n);
+        let (rows, total) = graph(c)?.read().who_owns_whom(offset, n);
         let has_next = offset + rows.len() < total;
         let edges = rows.into_iter().enumerate().map(|(i, r)| ((offset + i).to_string(), Ownership(r))).collect();
         Ok(Some(connection(offset > 0, has_next, total, edges)))
     }
 
-    /// Contacts and agents whose email (or agent name) starts with `prefix`.
+    /// Contacts and agents whose email (or agent name) starts with `prefix`: the first `first` of
+    /// each. For more, page `searchContacts` and `searchAgents`.
     async fn search(&self, c: &Context<'_>, prefix: String, first: Option<i32>) -> Result<SearchResult> {
         let n = page_size(first)?;
-        let (contacts, agents) = ctx(c)?.graph.read().search(&prefix, n);
+        let (contacts, agents) = graph(c)?.read().search(&prefix, n);
         Ok(SearchResult {
             contacts: contacts
                 .into_iter()
@@ -744,6 +928,36 @@ impl Query {
         })
     }
 
+    /// Contacts whose email starts with `prefix`, by email then id.
+    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
+    async fn search_contacts(
+        &self,
+        c: &Context<'_>,
+        prefix: String,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Conn<Contact>> {
+        let n = page_size(first)?;
+        let all: Vec<(String, ContactView)> =
+            graph(c)?.read().search_contacts(&prefix).into_iter().map(|(e, c)| (search_cursor(&e, c.id), c)).collect();
+        Ok(page_of(all, after.as_deref(), n, Contact))
+    }
+
+    /// Agents whose email or name (or a word of it) starts with `prefix`, by id.
+    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
+    async fn search_agents(
+        &self,
+        c: &Context<'_>,
+        prefix: String,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Conn<Agent>> {
+        let n = page_size(first)?;
+        let (_, agents) = graph(c)?.read().search(&prefix, usize::MAX);
+        let all: Vec<(String, AgentView)> = agents.into_iter().map(|a| (format!("{:020}", a.id), a)).collect();
+        Ok(page_of(all, after.as_deref(), n, Agent))
+    }
+
     /// The offboarding audit of one agent, by id or email.
     async fn offboarding_audit(
         &self,
@@ -751,16 +965,16 @@ impl Query {
         agent_id: Option<ID>,
         email: Option<String>,
     ) -> Result<Option<OffboardingAudit>> {
-        let g = &ctx(c)?.graph;
+        let g = graph(c)?;
         let id = match (agent_id, email) {
             (Some(id), _) => parse_id(&id, "agent")?,
             (None, Some(e)) => match g.read().agent_by_email(&e) {
                 Some(a) => a.id,
                 None => return Ok(None),
             },
-            (None, None) => return Err(Error::new("give agentId or email")),
+            (None, None) => return Err(bad_input("give agentId or email")),
         };
-        let a = audit::agent_audit(g, id).map_err(|e| Error::new(e.to_string()))?;
+        let a = audit::agent_audit(g, id).map_err(internal)?;
         Ok(a.map(OffboardingAudit))
     }
 
@@ -772,41 +986,47 @@ impl Query {
         agent: Option<String>,
         all: Option<bool>,
     ) -> Result<async_graphql::Json<serde_json::Value>> {
-        let g = &ctx(c)?.graph;
-        let err = |e: idgraph_graph::StoreError| Error::new(e.to_string());
+        let g = graph(c)?;
         let doc = if all.unwrap_or(false) {
-            let r = audit::org_audit(g).map_err(err)?;
+            let r = audit::org_audit(g).map_err(internal)?;
             serde_json::json!({"kind": "org", "digest": audit::digest(&r), "report": r})
         } else {
-            let key = agent.ok_or_else(|| Error::new("give agent (an id or email) or all: true"))?;
-            let a = audit::find_agent(g, &key).ok_or_else(|| Error::new(format!("no agent {key:?} in the index")))?;
-            let r = audit::agent_audit(g, a.id).map_err(err)?.ok_or_else(|| Error::new("agent vanished"))?;
+            let key = agent.ok_or_else(|| bad_input("give agent (an id or email) or all: true"))?;
+            let a = audit::find_agent(g, &key).ok_or_else(|| bad_input(format!("no agent {key:?} in the index")))?;
+            let r = audit::agent_audit(g, a.id).map_err(internal)?.ok_or_else(|| internal("agent vanished"))?;
             serde_json::json!({"kind": "agent", "digest": audit::digest(&r), "report": r})
         };
         Ok(async_graphql::Json(doc))
     }
 
-    /// What changed after generation `sinceGeneration` (agents appearing, deactivated or departed;
-    /// contacts added, removed or moved), oldest first.
-    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity")]
+    /// The change feed: agents appearing, deactivated, departed or reactivated; contacts added,
+    /// removed or moved; each generation switch. Oldest first, paged by `Change.seq` (the cursor),
+    /// which only grows: poll with the last cursor you saw and you get every change once, in
+    /// order, whatever recorded it (crawls, agents refreshes, webhooks, reassignments).
+    /// `sinceGeneration` keeps changes recorded in that generation or later (in-place ones
+    /// included); `kinds` and `agentId` narrow the feed.
+    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
     async fn changes(
         &self,
         c: &Context<'_>,
         since_generation: Option<i32>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> Result<Option<Conn<ChangeObj>>> {
+        kinds: Option<Vec<ChangeKind>>,
+        agent_id: Option<ID>,
+    ) -> Result<Option<Connection<String, ChangeObj, ChangeTotal>>> {
         let n = page_size(first)?;
-        let after_seq = after.map(|a| a.parse::<u64>().map_err(|_| bad_cursor())).transpose()?;
-        let since = since_generation.unwrap_or(0).max(0) as u64;
-        let mut rows = ctx(c)?.graph.changes(since, after_seq, n + 1).map_err(|e| Error::new(e.to_string()))?;
-        let has_next = rows.len() > n;
-        rows.truncate(n);
-        let edges = rows.into_iter().map(|ch| (ch.seq.to_string(), ChangeObj(ch))).collect();
-        // The total of a history is not counted: it may be long, and a count would read it all.
-        Ok(Some(connection(after_seq.is_some(), has_next, 0, edges)))
+        let filter = ChangeFilter {
+            after_seq: parse_seq(after)?,
+            since_generation: since_generation.map(|g| g.max(0) as u64),
+            kinds: kinds.map(|k| k.into_iter().map(|k| k.graph_name().to_string()).collect()),
+            agent: agent_id.map(|a| parse_id(&a, "agent")).transpose()?,
+        };
+        Ok(Some(change_page(graph(c)?, filter, n)?))
     }
 
+    /// What is served and when it is refreshed. Answers before the first index is loaded too
+    /// (`ready: false`, counts null).
     async fn index_status(&self, c: &Context<'_>) -> Result<Option<IndexStatus>> {
         Ok(Some(index_status(ctx(c)?)))
     }
@@ -829,7 +1049,7 @@ impl Mutation {
             ReindexScope::Agents => Scope::Agents,
         };
         if !cx.ops.trigger(s) {
-            return Err(Error::new("a run of that scope is already under way or queued"));
+            return Err(coded("CONFLICT", "a run of that scope is already under way or queued"));
         }
         let mut st = index_status(cx);
         st.crawling = true;
@@ -850,7 +1070,7 @@ impl Mutation {
         let from = parse_id(&from_agent_id, "agent")?;
         let to = to_agent_ids.iter().map(|t| parse_id(t, "agent")).collect::<Result<Vec<_>>>()?;
         let out =
-            cx.ops.reassign(ReassignRequest { from_agent: from, to_agents: to, dry_run }).await.map_err(Error::new)?;
+            cx.ops.reassign(ReassignRequest { from_agent: from, to_agents: to, dry_run }).await.map_err(bad_input)?;
         Ok(ReassignResult {
             dry_run: out.dry_run,
             planned: out.moves.len(),

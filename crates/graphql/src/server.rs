@@ -4,9 +4,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql::extensions::apollo_persisted_queries::{CacheStorage, LruCacheStorage};
+use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -17,7 +18,7 @@ use tokio::sync::mpsc;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 
-use crate::schema::{build_schema, AppSchema, Role};
+use crate::schema::{build_introspection_schema, build_schema, AppSchema, Role};
 use crate::webhooks::{self, WebhookConfig};
 use crate::{graphiql, Metrics, Operations};
 
@@ -42,25 +43,36 @@ impl ApiTokens {
         self.read.is_none() && self.admin.is_none()
     }
 
-    fn role(&self, headers: &HeaderMap) -> Option<Role> {
+    /// The caller's role from its `Authorization` header: no token is `Missing`, a token that is
+    /// neither the read nor the admin token is `Wrong`.
+    pub(crate) fn check(&self, headers: &HeaderMap) -> Result<Role, Denied> {
         if self.open() {
-            return Some(Role::Admin);
+            return Ok(Role::Admin);
         }
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().split_once(' '))
             .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim())?;
+            .map(|(_, t)| t.trim())
+            .filter(|t| !t.is_empty())
+            .ok_or(Denied::Missing)?;
         let eq = |t: &Option<String>| t.as_ref().is_some_and(|t| bool::from(t.as_bytes().ct_eq(given.as_bytes())));
         if eq(&self.admin) {
-            Some(Role::Admin)
+            Ok(Role::Admin)
         } else if eq(&self.read) {
-            Some(Role::Read)
+            Ok(Role::Read)
         } else {
-            None
+            Err(Denied::Wrong)
         }
     }
+}
+
+/// Why a request was refused before GraphQL ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Denied {
+    Missing,
+    Wrong,
 }
 
 /// Server settings.
@@ -88,11 +100,17 @@ impl Default for ServerConfig {
 
 pub struct AppState {
     pub schema: AppSchema,
+    /// Answers documents that select only introspection (see `introspection`).
+    pub introspection_schema: AppSchema,
+    /// Parsed documents by the SHA-256 of their text: a repeated query is not parsed again, and
+    /// automatic persisted queries find theirs here.
+    pub documents: LruCacheStorage,
     pub graph: Arc<Graph>,
     pub metrics: Arc<Metrics>,
     pub tokens: ApiTokens,
     pub webhook: Option<WebhookConfig>,
     pub webhook_tx: Option<mpsc::Sender<Event>>,
+    pub body_max_bytes: usize,
 }
 
 /// The whole HTTP surface. Call inside a Tokio runtime (the webhook applier is spawned here).
@@ -101,17 +119,21 @@ pub fn router(graph: Arc<Graph>, ops: Arc<dyn Operations>, metrics: Arc<Metrics>
     let webhook_body = cfg.webhook.as_ref().map_or(64 * 1024, |w| w.body_max_bytes);
     let state = Arc::new(AppState {
         schema: build_schema(graph.clone(), ops),
+        introspection_schema: build_introspection_schema(),
+        documents: LruCacheStorage::new(DOCUMENT_CACHE_ENTRIES),
         graph,
         metrics,
         tokens: cfg.tokens.clone(),
         webhook: cfg.webhook.clone(),
         webhook_tx,
+        body_max_bytes: cfg.body_max_bytes,
     });
     let mut app = Router::new()
         .route("/", get(graphiql::page))
         .route("/assets/{name}", get(graphiql::asset))
-        .route("/graphql", get(graphql).post(graphql).layer(DefaultBodyLimit::max(cfg.body_max_bytes)))
+        .route("/graphql", get(graphql).post(graphql).layer(DefaultBodyLimit::disable()))
         .route("/webhooks/drift", post(webhooks::receive).layer(DefaultBodyLimit::max(webhook_body)))
+        .route("/export/{table}", get(export))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -129,30 +151,270 @@ pub fn router(graph: Arc<Graph>, ops: Arc<dyn Operations>, metrics: Arc<Metrics>
     app
 }
 
-async fn graphql(State(st): State<Arc<AppState>>, method: Method, headers: HeaderMap, req: GraphQLRequest) -> Response {
-    let Some(mut role) = st.tokens.role(&headers) else {
-        st.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
-        let mut r = (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"errors": [{"message": "a bearer token is required (read or admin)"}]})),
-        )
-            .into_response();
+/// How a GraphQL request came (the body or the query string), before it is parsed.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireRequest {
+    #[serde(default)]
+    query: Option<String>,
+    #[serde(default)]
+    operation_name: Option<String>,
+    #[serde(default)]
+    variables: Option<serde_json::Value>,
+    #[serde(default)]
+    extensions: Option<serde_json::Value>,
+}
+
+/// The GET form: every value a string, variables and extensions as JSON text.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GetParams {
+    query: Option<String>,
+    operation_name: Option<String>,
+    variables: Option<String>,
+    extensions: Option<String>,
+}
+
+/// An error answered before GraphQL runs (auth, a body that is not a request).
+fn early(status: StatusCode, code: &str, message: &str, media: &'static str) -> Response {
+    let body = json!({"errors": [{"message": message, "extensions": {"code": code}}]});
+    let mut r = (status, [(header::CONTENT_TYPE, media)], body.to_string()).into_response();
+    if status == StatusCode::UNAUTHORIZED {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return r;
+    }
+    r
+}
+
+/// The media type of the answer: `application/graphql-response+json` when the client accepts
+/// it (GraphQL over HTTP), `application/json` otherwise.
+fn response_media(headers: &HeaderMap) -> &'static str {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if accept.contains("application/graphql-response+json") {
+        GRAPHQL_RESPONSE_JSON
+    } else {
+        "application/json"
+    }
+}
+
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json; charset=utf-8";
+
+fn wire_request(method: &Method, headers: &HeaderMap, uri: &Uri, body: &Bytes) -> Result<WireRequest, String> {
+    if method == Method::GET {
+        let p: GetParams = serde_urlencoded_query(uri.query().unwrap_or(""))?;
+        let json_of = |what: &str, v: Option<String>| -> Result<Option<serde_json::Value>, String> {
+            v.filter(|s| !s.is_empty())
+                .map(|s| serde_json::from_str(&s).map_err(|e| format!("the {what} parameter is not JSON: {e}")))
+                .transpose()
+        };
+        return Ok(WireRequest {
+            query: p.query,
+            operation_name: p.operation_name,
+            variables: json_of("variables", p.variables)?,
+            extensions: json_of("extensions", p.extensions)?,
+        });
+    }
+    let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if ctype.starts_with("application/graphql") && !ctype.contains("json") {
+        let q = std::str::from_utf8(body).map_err(|_| "the request body is not UTF-8 text".to_string())?;
+        return Ok(WireRequest { query: Some(q.to_string()), ..WireRequest::default() });
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        format!("the request body is not a GraphQL request in JSON ({e}); send {{\"query\": \"...\", \"variables\": {{...}}}}")
+    })
+}
+
+fn serde_urlencoded_query(q: &str) -> Result<GetParams, String> {
+    let mut p = GetParams::default();
+    for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
+        let v = Some(v.into_owned());
+        match k.as_ref() {
+            "query" => p.query = v,
+            "operationName" => p.operation_name = v,
+            "variables" => p.variables = v,
+            "extensions" => p.extensions = v,
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+/// The hash an automatic persisted query names (`extensions.persistedQuery.sha256Hash`).
+fn persisted_hash(ext: Option<&serde_json::Value>) -> Option<String> {
+    ext?.get("persistedQuery")?.get("sha256Hash")?.as_str().map(|s| s.to_ascii_lowercase())
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+async fn graphql(
+    State(st): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let media = response_media(&headers);
+    let body = match read_body(body, st.body_max_bytes).await {
+        Ok(b) => b,
+        Err(msg) => return early(StatusCode::PAYLOAD_TOO_LARGE, "BAD_REQUEST", &msg, media),
+    };
+    let mut role = match st.tokens.check(&headers) {
+        Ok(r) => r,
+        Err(denied) => {
+            st.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
+            return match denied {
+                Denied::Missing => early(
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHENTICATED",
+                    "a bearer token is required (the read or the admin token)",
+                    media,
+                ),
+                Denied::Wrong => {
+                    early(StatusCode::FORBIDDEN, "FORBIDDEN", "the bearer token is not one this server accepts", media)
+                }
+            };
+        }
     };
     // A GET can be forged by another page: it never carries admin rights.
     if method == Method::GET {
         role = Role::Read;
     }
+    let wire = match wire_request(&method, &headers, &uri, &body) {
+        Ok(w) => w,
+        Err(msg) => return early(StatusCode::BAD_REQUEST, "BAD_REQUEST", &msg, media),
+    };
     let started = Instant::now();
-    let resp = st.schema.execute(req.into_inner().data(role)).await;
+    let resp = execute(&st, wire, role).await;
     st.metrics.observe_query(started.elapsed());
     st.metrics.graphql_requests.fetch_add(1, Ordering::Relaxed);
-    if resp.is_err() {
+    if !resp.errors.is_empty() {
         st.metrics.graphql_errors.fetch_add(1, Ordering::Relaxed);
     }
-    GraphQLResponse::from(resp).into_response()
+    respond(resp, media)
 }
+
+/// Reads a request body of at most `max` bytes. A longer one is refused, but read on (up to a
+/// bound) so that the client, still sending, gets the answer instead of a reset connection.
+async fn read_body(body: axum::body::Body, max: usize) -> Result<Bytes, String> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= max {
+                buf.extend_from_slice(&data);
+            } else if seen > DRAIN_MAX_BYTES {
+                break;
+            }
+        }
+    }
+    if seen > max {
+        return Err(format!("the request body is larger than {max} bytes"));
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// How much of an oversized body is read and dropped before the connection is given up.
+const DRAIN_MAX_BYTES: usize = 4 << 20;
+
+/// A GraphQL answer, with every error coded.
+struct Answer {
+    data: Option<async_graphql::Value>,
+    errors: Vec<async_graphql::ServerError>,
+    /// Failed before execution (parse, validation, unknown persisted query): no `data`.
+    request_error: bool,
+}
+
+fn request_failure(code: &'static str, message: String) -> Answer {
+    let mut e = async_graphql::ServerError::new(message, None);
+    e.extensions.get_or_insert_with(Default::default).set("code", code);
+    Answer { data: None, errors: vec![e], request_error: true }
+}
+
+async fn execute(st: &AppState, wire: WireRequest, role: Role) -> Answer {
+    let hash = persisted_hash(wire.extensions.as_ref());
+    let query = wire.query.unwrap_or_default();
+    let key = match (&hash, query.is_empty()) {
+        (Some(h), true) => h.clone(),
+        (Some(h), false) => {
+            let actual = sha256_hex(&query);
+            if &actual != h {
+                return request_failure("BAD_USER_INPUT", "provided sha256Hash does not match query".into());
+            }
+            actual
+        }
+        (None, true) => return request_failure("BAD_REQUEST", "the request has no query".into()),
+        (None, false) => sha256_hex(&query),
+    };
+    let doc = match st.documents.get(key.clone()).await {
+        Some(d) => d,
+        None if query.is_empty() => {
+            return request_failure("PERSISTED_QUERY_NOT_FOUND", "PersistedQueryNotFound".into());
+        }
+        None => match async_graphql::parser::parse_query(&query) {
+            Ok(d) => {
+                if query.len() <= CACHED_QUERY_MAX_BYTES {
+                    st.documents.set(key, d.clone()).await;
+                }
+                d
+            }
+            Err(e) => {
+                return request_failure("GRAPHQL_PARSE_FAILED", format!("the query does not parse: {e}"));
+            }
+        },
+    };
+    let introspection = crate::introspection::only_introspection(&doc, wire.operation_name.as_deref());
+    if let Some(Err(msg)) = &introspection {
+        return request_failure("GRAPHQL_VALIDATION_FAILED", msg.clone());
+    }
+    let mut req = async_graphql::Request::new(query).data(role);
+    if let Some(op) = wire.operation_name {
+        req = req.operation_name(op);
+    }
+    if let Some(v) = wire.variables.filter(|v| !v.is_null()) {
+        req = req.variables(async_graphql::Variables::from_json(v));
+    }
+    req.set_parsed_query(doc);
+    let resp = match introspection {
+        Some(_) => st.introspection_schema.execute(req.only_introspection()).await,
+        None => st.schema.execute(req).await,
+    };
+    let request_error = resp.data == async_graphql::Value::Null && !resp.errors.is_empty();
+    let mut errors = resp.errors;
+    for e in &mut errors {
+        let ext = e.extensions.get_or_insert_with(Default::default);
+        if ext.get("code").is_none() {
+            ext.set("code", if request_error { "GRAPHQL_VALIDATION_FAILED" } else { "INTERNAL" });
+        }
+    }
+    Answer { data: (!request_error).then_some(resp.data), errors, request_error }
+}
+
+/// The HTTP answer, as GraphQL over HTTP asks: with `application/graphql-response+json`, a
+/// request that failed before execution is a 400; with `application/json`, every well-formed
+/// request is a 200.
+fn respond(a: Answer, media: &'static str) -> Response {
+    let mut body = serde_json::Map::new();
+    if let Some(d) = a.data {
+        body.insert("data".into(), serde_json::to_value(d).unwrap_or_default());
+    }
+    if !a.errors.is_empty() {
+        body.insert("errors".into(), serde_json::to_value(&a.errors).unwrap_or_default());
+    }
+    let status =
+        if a.request_error && media == GRAPHQL_RESPONSE_JSON { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    (status, [(header::CONTENT_TYPE, media)], serde_json::Value::Object(body).to_string()).into_response()
+}
+
+/// Queries longer than this are parsed every time rather than cached (the cache stays small).
+const CACHED_QUERY_MAX_BYTES: usize = 16 * 1024;
+/// Parsed documents kept, by the SHA-256 of their text (also the automatic persisted queries).
+const DOCUMENT_CACHE_ENTRIES: usize = 1024;
 
 async fn readyz(State(st): State<Arc<AppState>>) -> Response {
     match st.graph.info() {
@@ -170,4 +432,63 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
     };
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render(generation, contacts, agents, orphans))
         .into_response()
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct ExportParams {
+    format: Option<String>,
+}
+
+/// `GET /export/{contacts|orphans|agents|accounts}?format=ndjson|csv`: the whole list, streamed
+/// from one snapshot of the index (a reindex meanwhile changes nothing in it). Read token.
+async fn export(
+    State(st): State<Arc<AppState>>,
+    axum::extract::Path(table): axum::extract::Path<String>,
+    axum::extract::Query(params): axum::extract::Query<ExportParams>,
+    headers: HeaderMap,
+) -> Response {
+    use idgraph_graph::export::{Export, Format, Table};
+    const JSON: &str = "application/json";
+    if let Err(denied) = st.tokens.check(&headers) {
+        st.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
+        return match denied {
+            Denied::Missing => early(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "a bearer token is required", JSON),
+            Denied::Wrong => {
+                early(StatusCode::FORBIDDEN, "FORBIDDEN", "the bearer token is not one this server accepts", JSON)
+            }
+        };
+    }
+    let table: Table = match table.parse() {
+        Ok(t) => t,
+        Err(e) => return early(StatusCode::NOT_FOUND, "BAD_USER_INPUT", &e, JSON),
+    };
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let format = match params.format.as_deref() {
+        Some(f) => match f.parse::<Format>() {
+            Ok(f) => f,
+            Err(e) => return early(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &e, JSON),
+        },
+        None if accept.contains("text/csv") => Format::Csv,
+        None => Format::Ndjson,
+    };
+    if !st.graph.ready() {
+        return early(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NOT_READY",
+            "no index is loaded yet: the first crawl is still running",
+            JSON,
+        );
+    }
+    let generation = st.graph.read().generation;
+    let rows = Export::new(st.graph.snapshot(), table, format);
+    let body = axum::body::Body::from_stream(futures::stream::iter(
+        rows.map(|chunk| Ok::<_, std::convert::Infallible>(Bytes::from(chunk))),
+    ));
+    let ctype = match format {
+        Format::Csv => "text/csv; charset=utf-8",
+        Format::Ndjson => "application/x-ndjson",
+    };
+    let mut r = (StatusCode::OK, [(header::CONTENT_TYPE, ctype)], body).into_response();
+    r.headers_mut().insert("x-idgraph-generation", HeaderValue::from(generation));
+    r
 }
