@@ -57,6 +57,9 @@ enum Command {
     Audit(AuditArgs),
     /// Move a departed agent's contacts to active agents (dry run unless --apply).
     Reassign(ReassignArgs),
+    /// Export contacts, orphans, agents or accounts as NDJSON or CSV (from a server or a data
+    /// directory).
+    Export(ExportArgs),
     /// Run the Drift simulator alone (REST, SCIM, OAuth), for any Drift client.
     Sim(SimArgs),
     /// Print the GraphQL schema (SDL).
@@ -173,6 +176,23 @@ struct ReassignArgs {
     drift: DriftArgs,
     #[arg(long, env = "IDGRAPH_CONFIG")]
     config: Option<PathBuf>,
+    #[arg(long, env = "IDGRAPH_DATA_DIR", default_value = "idgraph-data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// contacts, orphans, agents or accounts.
+    what: String,
+    /// ndjson or csv.
+    #[arg(long, default_value = "ndjson")]
+    format: String,
+    /// Ask a running server (`GET /export/...`) instead of reading the data directory.
+    #[arg(long, env = "IDGRAPH_SERVER")]
+    server: Option<String>,
+    /// The server's read token.
+    #[arg(long, env = "IDGRAPH_READ_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[arg(long, env = "IDGRAPH_DATA_DIR", default_value = "idgraph-data")]
     data_dir: PathBuf,
 }
@@ -355,6 +375,7 @@ fn main() -> Result<()> {
             Command::Crawl(a) => crawl(a).await,
             Command::Audit(a) => audit(a).await,
             Command::Reassign(a) => reassign(a).await,
+            Command::Export(a) => export(a).await,
             Command::Sim(a) => sim(a).await,
             Command::Schema => {
                 print!("{}", idgraph_graphql::sdl());
@@ -467,6 +488,55 @@ async fn audit(a: AuditArgs) -> Result<()> {
         }
     };
     print!("{}", audit_cmd::render(&doc, a.format)?);
+    Ok(())
+}
+
+/// Writes to stdout; a reader that went away (`| head`) ends the export quietly.
+fn write_out(out: &mut impl std::io::Write, chunk: &[u8]) -> Result<bool> {
+    match out.write_all(chunk) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("cannot write the export"),
+    }
+}
+
+async fn export(a: ExportArgs) -> Result<()> {
+    use idgraph_graph::export::{Export, Format, Table};
+    let table: Table = a.what.parse().map_err(anyhow::Error::msg)?;
+    let format: Format = a.format.parse().map_err(anyhow::Error::msg)?;
+    let mut out = std::io::stdout().lock();
+    if let Some(server) = &a.server {
+        let url = format!("{}/export/{}?format={}", server.trim_end_matches('/'), a.what, a.format);
+        let mut req = reqwest::Client::new().get(&url);
+        if let Some(t) = &a.token {
+            req = req.bearer_auth(t);
+        }
+        let mut resp = req.send().await.with_context(|| format!("cannot reach {url}"))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            anyhow::bail!("{url} answered {status}: {body}");
+        }
+        while let Some(chunk) = resp.chunk().await.context("the export was cut off")? {
+            if !write_out(&mut out, &chunk)? {
+                return Ok(());
+            }
+        }
+        return Ok(());
+    }
+    if !a.data_dir.join("db").exists() {
+        anyhow::bail!("no index in {} yet: run `idgraph crawl` first", a.data_dir.display());
+    }
+    let hint = format!("idgraph export {} --server http://127.0.0.1:8080 --token READ_TOKEN", a.what);
+    let graph = open_graph(&a.data_dir, &hint)?;
+    if graph.info().is_none() {
+        anyhow::bail!("no index in {} yet: run `idgraph crawl` first", a.data_dir.display());
+    }
+    for chunk in Export::new(graph.snapshot(), table, format) {
+        if !write_out(&mut out, chunk.as_bytes())? {
+            return Ok(());
+        }
+    }
     Ok(())
 }
 

@@ -22,9 +22,32 @@ try {
     return el && el.textContent.includes('indexStatus') && el.textContent.includes('generation');
   }, null, { timeout: 20000 });
   const text = await page.$eval('.result-window', (el) => el.textContent);
+
+  // The Docs explorer fills in from the introspection query GraphiQL sends itself.
+  await page.click('button[aria-label="Show Documentation Explorer"]');
+  await page.waitForSelector('.graphiql-doc-explorer', { timeout: 20000 });
+  const rootLink = page.locator('.graphiql-doc-explorer a.graphiql-doc-explorer-type-name', { hasText: 'Query' });
+  await rootLink.first().click({ timeout: 20000 });
+  await page.waitForFunction(() => {
+    const el = document.querySelector('.graphiql-doc-explorer');
+    return el && el.textContent.includes('orphans') && el.textContent.includes('contactsByEmails');
+  }, null, { timeout: 20000 });
+  const docs = await page.$eval('.graphiql-doc-explorer', (el) => el.textContent);
+  const docsError = docs.includes('Error fetching schema');
+
+  // Autocomplete: type the start of a field and a suggestion list appears.
+  await page.click('.graphiql-query-editor .CodeMirror');
+  await page.keyboard.press('Control+A');
+  await page.keyboard.press('Delete');
+  await page.keyboard.type('{ indexSt', { delay: 50 });
+  await page.waitForSelector('.CodeMirror-hints', { timeout: 20000 });
+  const hints = await page.$$eval('.CodeMirror-hint', (els) => els.map((e) => e.textContent));
   if (shot) await page.screenshot({ path: shot });
   const external = failed.filter((u) => !u.startsWith(url));
-  console.log(JSON.stringify({ ok: true, resultChars: text.length, failedRequests: failed, external }));
+  console.log(JSON.stringify({
+    ok: !docsError, resultChars: text.length, docsHasQueryFields: docs.includes('orphans'), docsError, hints,
+    failedRequests: failed, external,
+  }));
 } finally {
   await browser.close();
 }

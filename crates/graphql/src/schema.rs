@@ -97,7 +97,10 @@ fn graph<'a>(c: &'a Context<'_>) -> Result<&'a Arc<Graph>> {
 
 /// The schema in SDL, as checked in at `schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(Query, Mutation, EmptySubscription).finish().sdl()
+    // With `@specifiedBy`, as introspection reports it: a client's printed schema matches.
+    Schema::build(Query, Mutation, EmptySubscription)
+        .finish()
+        .sdl_with_options(async_graphql::SDLExportOptions::new().include_specified_by())
 }
 
 fn ctx<'a>(c: &'a Context<'_>) -> Result<&'a Ctx> {

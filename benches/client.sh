@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# What a GraphQL client sees of `idgraph serve` (issue: GraphQL that every client can use):
+# contact(email) requests/s as a share of /healthz requests/s in the same run, the batch lookup of
+# 1,000 emails end to end from a Python client, the introspection query, and streamed exports.
+# wrk (Debian's package) and python3 run on the same machine as the server.
+#
+#   bash benches/client.sh                    # 1,000,000 contacts
+#   CONTACTS=100000 bash benches/client.sh    # the issue's second size
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CONTACTS=${CONTACTS:-1000000}
+AGENTS=${AGENTS:-10000}
+DEPROVISION=${DEPROVISION:-20}
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-32}
+SIM_PORT=${SIM_PORT:-18421}
+PORT=${PORT:-18422}
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+cargo build --release -q
+BIN=target/release/idgraph
+WORK=$(mktemp -d)
+cleanup() { kill "${SERVE_PID:-}" "${SIM_PID:-}" 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+echo "== simulator: $CONTACTS contacts, $AGENTS agents; $DEPROVISION of the biggest owners deprovisioned"
+$BIN sim --port "$SIM_PORT" --contacts "$CONTACTS" --agents "$AGENTS" --token bench 2>"$WORK/sim.log" &
+SIM_PID=$!
+until curl -s -o /dev/null -H 'authorization: Bearer bench' "http://127.0.0.1:$SIM_PORT/users/list"; do sleep 0.5; done
+for id in $(curl -s -H 'authorization: Bearer bench' "http://127.0.0.1:$SIM_PORT/users/list" | python3 -c "
+import json,sys; print(' '.join(str(u['id']) for u in json.load(sys.stdin)['data'] if not u.get('bot'))[:100000])" | tr ' ' '\n' | head -"$DEPROVISION"); do
+  curl -s -o /dev/null -X DELETE -H 'authorization: Bearer bench' "http://127.0.0.1:$SIM_PORT/scim/v2/Users/$id"
+done
+$BIN crawl --drift-url "http://127.0.0.1:$SIM_PORT" --token bench --rate-limit 100000/s --data-dir "$WORK/data" 2>&1 | tail -1
+$BIN serve --listen "127.0.0.1:$PORT" --drift-url "http://127.0.0.1:$SIM_PORT" --token bench --rate-limit 100000/s \
+  --data-dir "$WORK/data" --read-token r --admin-token a --full-every 6h --agents-every 6h 2>"$WORK/serve.log" &
+SERVE_PID=$!
+until curl -sf -o /dev/null "http://127.0.0.1:$PORT/readyz"; do sleep 0.2; done
+G="http://127.0.0.1:$PORT/graphql"
+
+curl -s -H 'authorization: Bearer bench' "http://127.0.0.1:$SIM_PORT/contacts?limit=100" >/dev/null
+python3 - "$SIM_PORT" > "$WORK/emails.txt" <<'PY'
+import json, sys, urllib.request
+port, out, nxt = sys.argv[1], [], None
+while len(out) < 1000:
+    url = f"http://127.0.0.1:{port}/contacts?limit=100" + (f"&next={nxt}" if nxt else "")
+    page = json.load(urllib.request.urlopen(urllib.request.Request(url, headers={"authorization": "Bearer bench"})))
+    out += [c["attributes"]["email"] for c in page["data"]["contacts"] if c.get("attributes", {}).get("email")]
+    nxt = page["data"].get("next")
+print("\n".join(out[:1000]))
+PY
+{ echo "emails = {"; sed 's/.*/  "&",/' "$WORK/emails.txt"; echo "}"; } > "$WORK/emails.lua"
+cat > "$WORK/contact.lua" <<LUA
+dofile("$WORK/emails.lua")
+local i = 0
+wrk.method = "POST"
+wrk.headers["content-type"] = "application/json"
+wrk.headers["authorization"] = "Bearer r"
+request = function()
+  i = i % #emails + 1
+  return wrk.format(nil, "/graphql", nil, '{"query":"{ contact(email: \\\\"' .. emails[i] .. '\\\\") { owner { email status } } }"}')
+end
+LUA
+cat > "$WORK/report.lua" <<'LUA'
+done = function(summary, latency, requests)
+  io.write(string.format("%.0f %.2f\n", summary.requests / (summary.duration / 1e6), latency:percentile(99) / 1000))
+end
+LUA
+cat "$WORK/report.lua" >> "$WORK/contact.lua"
+rate() { wrk -t2 -c"$CONNS" -d"$DURATION" -s "$1" "$2" | tail -1; }
+read -r H HP99 < <(rate "$WORK/report.lua" "http://127.0.0.1:$PORT/healthz")
+read -r Q QP99 < <(rate "$WORK/contact.lua" "$G")
+echo "== /healthz: $H requests/s (p99 $HP99 ms); contact(email){owner{email status}}: $Q requests/s (p99 $QP99 ms)"
+python3 -c "print(f'   the query runs at {100*$Q/$H:.0f}% of /healthz (target >= 60%)')"
+
+python3 - "$G" "$WORK/emails.txt" <<'PY'
+import json, sys, time, urllib.request, statistics
+url, emails = sys.argv[1], open(sys.argv[2]).read().split()
+q = "query($e: [String!]!) { contactsByEmails(emails: $e) { id owner { email status } } }"
+body = json.dumps({"query": q, "variables": {"e": emails}}).encode()
+def once():
+    req = urllib.request.Request(url, data=body, headers={"content-type": "application/json", "authorization": "Bearer r"})
+    t = time.perf_counter(); d = json.load(urllib.request.urlopen(req)); return time.perf_counter() - t, d
+for _ in range(5): once()
+runs = [once() for _ in range(50)]
+found = sum(1 for c in runs[0][1]["data"]["contactsByEmails"] if c)
+ms = sorted(r[0] * 1000 for r in runs)
+print(f"== contactsByEmails, 1,000 emails in one request from Python (urllib): median {statistics.median(ms):.2f} ms, "
+      f"p90 {ms[44]:.2f} ms; {found} found (target < 2 ms at 100k, < 3 ms at 1M)")
+PY
+INTRO=$(node -e "process.stdout.write(JSON.stringify({query: require('./tests/browser/node_modules/graphql').getIntrospectionQuery({descriptions:true,specifiedByUrl:true,directiveIsRepeatable:true,schemaDescription:true,inputValueDeprecation:true})}))" 2>/dev/null || echo '{"query":"{ __schema { types { name fields { name type { name ofType { name ofType { name } } } } } } }"}')
+echo "$INTRO" > "$WORK/intro.json"
+for i in 1 2 3; do curl -s -o /dev/null -H 'authorization: Bearer r' -H 'content-type: application/json' --data @"$WORK/intro.json" "$G"; done
+T=$(curl -s -o "$WORK/intro.out" -w '%{time_total}' -H 'authorization: Bearer r' -H 'content-type: application/json' --data @"$WORK/intro.json" "$G")
+python3 -c "print(f'== introspection (graphql-js getIntrospectionQuery): {1000*$T:.1f} ms end to end, $(wc -c < "$WORK/intro.out") bytes (target < 20 ms)')"
+for what in orphans contacts; do
+  T=$(curl -s -o "$WORK/export.out" -w '%{time_total}' -H 'authorization: Bearer r' "http://127.0.0.1:$PORT/export/$what?format=ndjson")
+  python3 -c "print(f'== /export/$what as NDJSON: $(wc -l < "$WORK/export.out") rows in {1000*$T:.0f} ms end to end')"
+done
+echo "   server memory after the exports: $(awk '/VmRSS/ {print $2/1024 " MB"}' "/proc/$SERVE_PID/status"), peak $(awk '/VmHWM/ {print $2/1024 " MB"}' "/proc/$SERVE_PID/status")"
