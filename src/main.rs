@@ -357,7 +357,10 @@ struct LoginArgs {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sled=warn,hyper=warn"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only on a terminal, and never with NO_COLOR set (https://no-color.org).
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().init(),
@@ -378,7 +381,7 @@ fn main() -> Result<()> {
             Command::Export(a) => export(a).await,
             Command::Sim(a) => sim(a).await,
             Command::Schema => {
-                print!("{}", idgraph_graphql::sdl());
+                write_out(&mut std::io::stdout().lock(), idgraph_graphql::sdl().as_bytes())?;
                 Ok(())
             }
             Command::Auth(AuthCommand::Login(a)) => login(a).await,
@@ -487,7 +490,8 @@ async fn audit(a: AuditArgs) -> Result<()> {
             }
         }
     };
-    print!("{}", audit_cmd::render(&doc, a.format)?);
+    // `| head` closes the pipe early: that ends the report quietly, not with a panic.
+    write_out(&mut std::io::stdout().lock(), audit_cmd::render(&doc, a.format)?.as_bytes())?;
     Ok(())
 }
 

@@ -130,6 +130,7 @@ pub fn router(graph: Arc<Graph>, ops: Arc<dyn Operations>, metrics: Arc<Metrics>
     });
     let mut app = Router::new()
         .route("/", get(graphiql::page))
+        .route("/favicon.ico", get(favicon))
         .route("/assets/{name}", get(graphiql::asset))
         .route("/graphql", get(graphql).post(graphql).layer(DefaultBodyLimit::disable()))
         .route("/webhooks/drift", post(webhooks::receive).layer(DefaultBodyLimit::max(webhook_body)))
@@ -415,6 +416,12 @@ fn respond(a: Answer, media: &'static str) -> Response {
 const CACHED_QUERY_MAX_BYTES: usize = 16 * 1024;
 /// Parsed documents kept, by the SHA-256 of their text (also the automatic persisted queries).
 const DOCUMENT_CACHE_ENTRIES: usize = 1024;
+
+/// idgraph's icon (three linked nodes), so that a browser's request for it is no 404.
+async fn favicon() -> Response {
+    const SVG: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><g stroke="#3b5bdb" stroke-width="3"><line x1="8" y1="24" x2="16" y2="8"/><line x1="16" y1="8" x2="24" y2="24"/></g><g fill="#3b5bdb"><circle cx="16" cy="8" r="5"/><circle cx="8" cy="24" r="5"/><circle cx="24" cy="24" r="5"/></g></svg>"##;
+    ([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "max-age=86400")], SVG).into_response()
+}
 
 async fn readyz(State(st): State<Arc<AppState>>) -> Response {
     match st.graph.info() {

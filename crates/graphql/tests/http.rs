@@ -308,6 +308,8 @@ async fn exports_stream_what_graphql_answers_from_one_generation() {
     assert_eq!(r.text.lines().count(), 5001);
     let req = Request::get("/export/orphans").body(Body::empty()).unwrap();
     assert_eq!(send(&a, req).await.status, StatusCode::UNAUTHORIZED);
+    let resp = a.clone().oneshot(Request::get("/favicon.ico").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "GraphiQL's favicon request is no 404");
 
     // An export running across a reindex returns one generation's rows.
     let mut export = Export::new(g.snapshot(), Table::Contacts, Format::Ndjson);
