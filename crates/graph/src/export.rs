@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
 
 use crate::index::{AgentStatus, Index, OrphanKey, OrphanReason};
 
@@ -166,95 +165,91 @@ impl Export {
         Export { index, table, format, ids, account_ids, cursor: Cursor::Start, header_sent: false }
     }
 
-    /// The rows of one chunk, each a list of (column, value) in column order.
-    fn rows(&mut self) -> Vec<Vec<Value>> {
+    /// Encodes the next chunk of rows; empty when none are left.
+    fn chunk(&mut self) -> String {
         let ix = self.index.clone();
+        let mut out = String::with_capacity(CHUNK_ROWS * 160);
+        let (format, cols) = (self.format, columns(self.table));
+        fn row<'a>(out: &'a mut String, format: Format, cols: &'static [&'static str]) -> Row<'a> {
+            Row { out, format, cols, i: 0 }
+        }
         match self.table {
             Table::Orphans => {
                 let after = match &self.cursor {
                     Cursor::Orphan(k) => Some(*k),
                     _ => None,
                 };
-                let page = ix.orphans(None, None, after, CHUNK_ROWS);
-                self.cursor = page.last().map_or(Cursor::Done, |o| Cursor::Orphan(o.key));
-                page.into_iter()
-                    .map(|o| {
-                        vec![
-                            o.contact.id.into(),
-                            o.contact.email.into(),
-                            o.contact.name.into(),
-                            o.owner.id.into(),
-                            o.owner.email.clone().into(),
-                            o.owner.name.clone().into(),
-                            status_name(o.owner.status).into(),
-                            reason_name(o.reason).into(),
-                            when(o.owner.departed_at_ms.or(o.owner.deactivated_at_ms)).into(),
-                        ]
-                    })
-                    .collect()
+                let mut last = None;
+                for (k, c, o) in ix.orphan_refs(after, CHUNK_ROWS) {
+                    let mut r = row(&mut out, format, cols);
+                    r.num(Some(c.id));
+                    r.str(c.email.as_deref());
+                    r.str(c.name.as_deref());
+                    r.num(Some(o.id));
+                    r.str(o.email.as_deref());
+                    r.str(o.name.as_deref());
+                    r.str(Some(status_name(o.status)));
+                    r.str(Some(reason_name(k.0)));
+                    r.time(o.departed_at_ms.or(o.deactivated_at_ms));
+                    r.end();
+                    last = Some(k);
+                }
+                self.cursor = last.map_or(Cursor::Done, Cursor::Orphan);
             }
             Table::Contacts => {
                 let (from, to) = self.advance(self.ids.len());
-                self.ids[from..to]
-                    .iter()
-                    .filter_map(|id| ix.contact(*id))
-                    .map(|c| {
-                        let owner = ix.owner_of(c.id);
-                        vec![
-                            c.id.into(),
-                            c.email.into(),
-                            c.name.into(),
-                            c.external_id.into(),
-                            c.owner_id.into(),
-                            owner.and_then(|o| o.email.clone()).into(),
-                            owner.map(|o| status_name(o.status)).into(),
-                            when(Some(c.updated_at_ms).filter(|t| *t > 0)).into(),
-                        ]
-                    })
-                    .collect()
+                for id in &self.ids[from..to] {
+                    let Some(c) = ix.contact_ref(*id) else { continue };
+                    let owner = ix.owner_of(c.id);
+                    let mut r = row(&mut out, format, cols);
+                    r.num(Some(c.id));
+                    r.str(c.email.as_deref());
+                    r.str(c.name.as_deref());
+                    r.str(c.external_id.as_deref());
+                    r.num(c.owner_id);
+                    r.str(owner.and_then(|o| o.email.as_deref()));
+                    r.str(owner.map(|o| status_name(o.status)));
+                    r.time(Some(c.updated_at_ms).filter(|t| *t > 0));
+                    r.end();
+                }
             }
             Table::Agents => {
                 let (from, to) = self.advance(self.ids.len());
-                self.ids[from..to]
-                    .iter()
-                    .filter_map(|id| ix.agent(*id))
-                    .map(|a| {
-                        vec![
-                            a.id.into(),
-                            a.email.clone().into(),
-                            a.name.clone().into(),
-                            status_name(a.status).into(),
-                            a.role.clone().into(),
-                            when(a.first_seen_ms).into(),
-                            when(a.deactivated_at_ms).into(),
-                            when(a.departed_at_ms).into(),
-                            a.in_rest.into(),
-                            a.in_scim.into(),
-                            ix.contact_count_of(a.id).into(),
-                            ix.account_count_of(a.id).into(),
-                        ]
-                    })
-                    .collect()
+                for id in &self.ids[from..to] {
+                    let Some(a) = ix.agent_ref(*id) else { continue };
+                    let mut r = row(&mut out, format, cols);
+                    r.num(Some(a.id));
+                    r.str(a.email.as_deref());
+                    r.str(a.name.as_deref());
+                    r.str(Some(status_name(a.status)));
+                    r.str(a.role.as_deref());
+                    for t in [a.first_seen_ms, a.deactivated_at_ms, a.departed_at_ms] {
+                        r.time(t);
+                    }
+                    r.boolean(a.in_rest);
+                    r.boolean(a.in_scim);
+                    r.num(Some(ix.contact_count_of(a.id) as u64));
+                    r.num(Some(ix.account_count_of(a.id) as u64));
+                    r.end();
+                }
             }
             Table::Accounts => {
                 let (from, to) = self.advance(self.account_ids.len());
-                self.account_ids[from..to]
-                    .iter()
-                    .filter_map(|id| ix.account(id))
-                    .map(|a| {
-                        let owner = a.owner_id.and_then(|o| ix.agent(o));
-                        vec![
-                            a.id.into(),
-                            a.name.into(),
-                            a.domain.into(),
-                            a.owner_id.into(),
-                            owner.as_ref().and_then(|o| o.email.clone()).into(),
-                            owner.map(|o| status_name(o.status)).into(),
-                        ]
-                    })
-                    .collect()
+                for id in &self.account_ids[from..to] {
+                    let Some(a) = ix.account(id) else { continue };
+                    let owner = a.owner_id.and_then(|o| ix.agent_ref(o));
+                    let mut r = row(&mut out, format, cols);
+                    r.str(Some(&a.id));
+                    r.str(a.name.as_deref());
+                    r.str(a.domain.as_deref());
+                    r.num(a.owner_id);
+                    r.str(owner.and_then(|o| o.email.as_deref()));
+                    r.str(owner.map(|o| status_name(o.status)));
+                    r.end();
+                }
             }
         }
+        out
     }
 
     /// The next slice of sorted keys to export.
@@ -267,31 +262,78 @@ impl Export {
         self.cursor = if to >= len { Cursor::Done } else { Cursor::At(to) };
         (from, to)
     }
+}
 
-    fn encode(&self, rows: Vec<Vec<Value>>) -> String {
-        let cols = columns(self.table);
-        let mut out = String::with_capacity(rows.len() * 96);
-        for row in rows {
-            match self.format {
-                Format::Ndjson => {
-                    let m: Map<String, Value> = cols.iter().map(|c| c.to_string()).zip(row).collect();
-                    out.push_str(&Value::Object(m).to_string());
-                }
-                Format::Csv => {
-                    let cells: Vec<String> = row
-                        .iter()
-                        .map(|v| match v {
-                            Value::Null => String::new(),
-                            Value::String(s) => csv_cell(s),
-                            other => other.to_string(),
-                        })
-                        .collect();
-                    out.push_str(&cells.join(","));
+/// One row being written, cell by cell in column order.
+struct Row<'a> {
+    out: &'a mut String,
+    format: Format,
+    cols: &'static [&'static str],
+    i: usize,
+}
+
+impl Row<'_> {
+    fn start_cell(&mut self) {
+        match self.format {
+            Format::Ndjson => {
+                self.out.push(if self.i == 0 { '{' } else { ',' });
+                self.out.push('"');
+                self.out.push_str(self.cols.get(self.i).copied().unwrap_or("column"));
+                self.out.push_str("\":");
+            }
+            Format::Csv if self.i > 0 => self.out.push(','),
+            Format::Csv => {}
+        }
+        self.i += 1;
+    }
+
+    fn str(&mut self, v: Option<&str>) {
+        self.start_cell();
+        match (self.format, v) {
+            (Format::Ndjson, Some(s)) if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) => {
+                self.out.push('"');
+                self.out.push_str(s);
+                self.out.push('"');
+            }
+            (Format::Ndjson, Some(s)) => {
+                if let Ok(q) = serde_json::to_string(s) {
+                    self.out.push_str(&q);
                 }
             }
-            out.push('\n');
+            (Format::Ndjson, None) => self.out.push_str("null"),
+            (Format::Csv, Some(s)) => self.out.push_str(&csv_cell(s)),
+            (Format::Csv, None) => {}
         }
-        out
+    }
+
+    fn num(&mut self, v: Option<u64>) {
+        use std::fmt::Write;
+        self.start_cell();
+        match (self.format, v) {
+            (_, Some(n)) => {
+                let _ = write!(self.out, "{n}");
+            }
+            (Format::Ndjson, None) => self.out.push_str("null"),
+            (Format::Csv, None) => {}
+        }
+    }
+
+    /// A time as RFC 3339, empty (null) when unknown.
+    fn time(&mut self, ms: Option<i64>) {
+        let t = when(ms);
+        self.str(Some(t.as_str()).filter(|s| !s.is_empty()));
+    }
+
+    fn boolean(&mut self, b: bool) {
+        self.start_cell();
+        self.out.push_str(if b { "true" } else { "false" });
+    }
+
+    fn end(self) {
+        if self.format == Format::Ndjson {
+            self.out.push('}');
+        }
+        self.out.push('\n');
     }
 }
 
@@ -308,10 +350,10 @@ impl Iterator for Export {
         if let Cursor::Done = self.cursor {
             return None;
         }
-        let rows = self.rows();
-        if rows.is_empty() {
+        let chunk = self.chunk();
+        if chunk.is_empty() {
             return None;
         }
-        Some(self.encode(rows))
+        Some(chunk)
     }
 }

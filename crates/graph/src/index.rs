@@ -345,7 +345,7 @@ impl Index {
         })
     }
 
-    fn agent_ref(&self, id: u64) -> Option<&AgentView> {
+    pub fn agent_ref(&self, id: u64) -> Option<&AgentView> {
         match self.graph.node_weight(*self.agents.get(&id)?) {
             Some(Node::Agent(a)) => Some(a),
             _ => None,
@@ -557,6 +557,26 @@ impl Index {
             .filter(|n| matches!(self.graph.node_weight(**n), Some(Node::Agent(a)) if a.status != AgentStatus::Unknown))
             .count();
         (self.contacts.len(), agents, self.accounts.len())
+    }
+
+    pub fn contact_ref(&self, id: u64) -> Option<&ContactView> {
+        match self.graph.node_weight(*self.contacts.get(&id)?) {
+            Some(Node::Contact(c)) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Orphans after `after` in key order, borrowed (exports): no copies.
+    pub fn orphan_refs(&self, after: Option<OrphanKey>, first: usize) -> Vec<(OrphanKey, &ContactView, &AgentView)> {
+        let start = match after {
+            Some(a) => std::ops::Bound::Excluded(a),
+            None => std::ops::Bound::Unbounded,
+        };
+        self.orphans
+            .range((start, std::ops::Bound::Unbounded))
+            .filter_map(|k| Some((*k, self.contact_ref(k.3)?, self.agent_ref(k.2)?)))
+            .take(first)
+            .collect()
     }
 
     pub fn contact(&self, id: u64) -> Option<ContactView> {

@@ -102,8 +102,8 @@ pub struct AppState {
     pub schema: AppSchema,
     /// Answers documents that select only introspection (see `introspection`).
     pub introspection_schema: AppSchema,
-    /// Parsed documents by the SHA-256 of their text: a repeated query is not parsed again, and
-    /// automatic persisted queries find theirs here.
+    /// Parsed documents by their text: a repeated query is not parsed again; automatic persisted
+    /// queries find theirs here by SHA-256.
     pub documents: LruCacheStorage,
     pub graph: Arc<Graph>,
     pub metrics: Arc<Metrics>,
@@ -340,17 +340,18 @@ fn request_failure(code: &'static str, message: String) -> Answer {
 async fn execute(st: &AppState, wire: WireRequest, role: Role) -> Answer {
     let hash = persisted_hash(wire.extensions.as_ref());
     let query = wire.query.unwrap_or_default();
-    let key = match (&hash, query.is_empty()) {
-        (Some(h), true) => h.clone(),
+    // Documents are cached under their text, and under their hash when a client names one
+    // (automatic persisted queries): an ordinary request never hashes.
+    let (key, apq_key) = match (&hash, query.is_empty()) {
+        (Some(h), true) => (h.clone(), None),
         (Some(h), false) => {
-            let actual = sha256_hex(&query);
-            if &actual != h {
+            if &sha256_hex(&query) != h {
                 return request_failure("BAD_USER_INPUT", "provided sha256Hash does not match query".into());
             }
-            actual
+            (query.clone(), Some(h.clone()))
         }
         (None, true) => return request_failure("BAD_REQUEST", "the request has no query".into()),
-        (None, false) => sha256_hex(&query),
+        (None, false) => (query.clone(), None),
     };
     let doc = match st.documents.get(key.clone()).await {
         Some(d) => d,
@@ -360,6 +361,9 @@ async fn execute(st: &AppState, wire: WireRequest, role: Role) -> Answer {
         None => match async_graphql::parser::parse_query(&query) {
             Ok(d) => {
                 if query.len() <= CACHED_QUERY_MAX_BYTES {
+                    if let Some(h) = apq_key {
+                        st.documents.set(h, d.clone()).await;
+                    }
                     st.documents.set(key, d.clone()).await;
                 }
                 d
@@ -400,21 +404,25 @@ async fn execute(st: &AppState, wire: WireRequest, role: Role) -> Answer {
 /// request that failed before execution is a 400; with `application/json`, every well-formed
 /// request is a 200.
 fn respond(a: Answer, media: &'static str) -> Response {
-    let mut body = serde_json::Map::new();
-    if let Some(d) = a.data {
-        body.insert("data".into(), serde_json::to_value(d).unwrap_or_default());
+    /// The answer as written: `data` absent after a request error, `errors` absent when none.
+    #[derive(serde::Serialize)]
+    struct Wire<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data: Option<&'a async_graphql::Value>,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        errors: &'a [async_graphql::ServerError],
     }
-    if !a.errors.is_empty() {
-        body.insert("errors".into(), serde_json::to_value(&a.errors).unwrap_or_default());
-    }
+    let body = serde_json::to_vec(&Wire { data: a.data.as_ref(), errors: &a.errors }).unwrap_or_else(|_| {
+        br#"{"errors":[{"message":"the answer could not be encoded","extensions":{"code":"INTERNAL"}}]}"#.to_vec()
+    });
     let status =
         if a.request_error && media == GRAPHQL_RESPONSE_JSON { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    (status, [(header::CONTENT_TYPE, media)], serde_json::Value::Object(body).to_string()).into_response()
+    (status, [(header::CONTENT_TYPE, media)], body).into_response()
 }
 
 /// Queries longer than this are parsed every time rather than cached (the cache stays small).
 const CACHED_QUERY_MAX_BYTES: usize = 16 * 1024;
-/// Parsed documents kept, by the SHA-256 of their text (also the automatic persisted queries).
+/// Parsed documents kept, by their text (and by SHA-256 for automatic persisted queries).
 const DOCUMENT_CACHE_ENTRIES: usize = 1024;
 
 /// idgraph's icon (three linked nodes), so that a browser's request for it is no 404.
