@@ -54,3 +54,120 @@ async fn pipes_logs_and_exports_behave_in_a_shell() {
     e.sort();
     assert_eq!(e, a, "the export's orphan rows are the audit's");
 }
+
+const READ: &str = "read-secret";
+const ADMIN: &str = "admin-secret";
+
+async fn run(args: &[&str]) -> (bool, String, String) {
+    let out = idgraph().args(args).output().await.unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reassign_through_a_server_hints_and_errors_a_person_can_act_on() {
+    let (_sim, r) = sim(SimConfig { contacts: 2000, agents: 20, ..SimConfig::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let srv = serve(&r, &data_dir, &["--read-token", READ, "--admin-token", ADMIN, "--agents-every", "1h"]).await;
+    let url = srv.url.clone();
+    let top = data(&url, READ, "{ whoOwnsWhom(first: 3) { edges { node { agent { id email status } } } } }").await;
+    let rows = top["whoOwnsWhom"]["edges"].as_array().unwrap();
+    let agent = |i: usize| {
+        (
+            rows[i]["node"]["agent"]["id"].as_str().unwrap().to_string(),
+            rows[i]["node"]["agent"]["email"].as_str().unwrap().to_string(),
+        )
+    };
+    let ((leaver, leaver_email), (_, to1), (_, to2)) = (agent(0), agent(1), agent(2));
+
+    // An ACTIVE source is refused without --force, by email, through the server.
+    let (ok, _, err) =
+        run(&["reassign", "--server", &url, "--admin-token", ADMIN, "--from", &leaver_email, "--to", &to1]).await;
+    assert!(!ok && err.contains("--force"), "{err}");
+
+    // Deprovision the leaver; an agents refresh shows it.
+    let http = reqwest::Client::new();
+    http.delete(format!("{}/scim/v2/Users/{leaver}", r.url())).bearer_auth(TOKEN).send().await.unwrap();
+    data(&url, ADMIN, "mutation { reindex(scope: AGENTS) { crawling } }").await;
+    for _ in 0..300 {
+        let d = data(&url, READ, &format!("{{ agent(id: \"{leaver}\") {{ status }} }}")).await;
+        if d["agent"]["status"] == "DEPARTED" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let to = format!("{to1},{to2}");
+    let (ok, out, err) =
+        run(&["reassign", "--server", &url, "--admin-token", ADMIN, "--from", &leaver_email, "--to", &to]).await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("dry run: "), "{out}");
+    let line = out.lines().nth(1).unwrap();
+    assert!(line.contains('@') && line.contains(&to1) || line.contains(&to2), "emails beside ids: {line}");
+    let (ok, out, err) =
+        run(&["reassign", "--server", &url, "--admin-token", ADMIN, "--from", &leaver, "--to", &to, "--apply"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("moved ") && err.contains("applying"), "{out}\n{err}");
+    let (ok, out, err) =
+        run(&["reassign", "--server", &url, "--admin-token", ADMIN, "--from", &leaver, "--to", &to, "--apply"]).await;
+    assert!(ok, "a rerun with nothing to do succeeds: {err}");
+    assert_eq!(out.trim(), "nothing left to move");
+
+    // The hint names the server's real address, not a default port.
+    let (ok, _, err) = run(&["audit", "--all", "--data-dir", data_dir.to_str().unwrap()]).await;
+    assert!(!ok && err.contains(&url), "{err}");
+    drop(srv);
+
+    // A transport error names its cause.
+    let (ok, _, err) = run(&["audit", "--all", "--server", "http://127.0.0.1:9", "--token", READ]).await;
+    assert!(!ok && err.to_lowercase().contains("refused"), "{err}");
+
+    // Read-only commands never create a data directory.
+    let nowhere = dir.path().join("nowhere");
+    for cmd in [&["audit", "--all"][..], &["export", "contacts"][..], &["reassign", "--from", "1", "--to", "2"][..]] {
+        let mut args = cmd.to_vec();
+        args.extend(["--data-dir", nowhere.to_str().unwrap()]);
+        let (ok, _, err) = run(&args).await;
+        assert!(!ok && err.contains("no index"), "{cmd:?}: {err}");
+        assert!(!nowhere.exists(), "{cmd:?} created {}", nowhere.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_and_reassign_read_data_dir_from_the_config_file() {
+    let (_sim, r) = sim(SimConfig { contacts: 500, agents: 10, ..SimConfig::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("from-config");
+    let cfg = dir.path().join("idgraph.toml");
+    std::fs::write(&cfg, format!("data_dir = \"{}\"\n", data_dir.display())).unwrap();
+    let out = idgraph()
+        .args(["crawl", "--drift-url", &r.url(), "--scim-url", &r.scim_url(), "--token", TOKEN, "--config"])
+        .arg(&cfg)
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(data_dir.join("db").exists(), "the crawl used the file's data_dir");
+    let audit = idgraph()
+        .args(["audit", "--all", "--format", "json", "--config"])
+        .arg(&cfg)
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
+    let reassign = idgraph()
+        .args(["reassign", "--from", "999999", "--to", "1", "--config"])
+        .arg(&cfg)
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&reassign.stderr);
+    assert!(err.contains("no agent \"999999\""), "reassign opened the file's data_dir: {err}");
+    assert!(!dir.path().join("idgraph-data").exists(), "nothing used the default directory");
+}

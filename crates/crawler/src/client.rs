@@ -116,22 +116,7 @@ impl DriftClient {
             self.budget.acquire().await;
             let (token, gen) = self.auth.bearer().await?;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let mut req = self.http.request(method.clone(), url).bearer_auth(token.expose());
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            let outcome = match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status();
-                    let headers = resp.headers().clone();
-                    match resp.bytes().await {
-                        Ok(bytes) => Ok((status, headers, bytes)),
-                        Err(e) => Err(format!("connection lost reading the body: {}", e.without_url())),
-                    }
-                }
-                Err(e) => Err(format!("transport: {}", e.without_url())),
-            };
-            let (status, headers, bytes) = match outcome {
+            let (status, headers, bytes) = match self.send_once(&method, url, body, token.expose()).await {
                 Ok(x) => x,
                 Err(e) => {
                     self.stats.transport_errors.fetch_add(1, Ordering::Relaxed);
@@ -147,9 +132,7 @@ impl DriftClient {
             }
             match status.as_u16() {
                 200..=299 | 404 => {
-                    let parsed: Result<Value, _> =
-                        if bytes.is_empty() { Ok(Value::Null) } else { serde_json::from_slice(&bytes) };
-                    match parsed {
+                    match parse_body(&bytes) {
                         Ok(body) => {
                             self.budget.on_success();
                             return Ok(Reply { status, body });
@@ -171,15 +154,11 @@ impl DriftClient {
                     last = "429 rate limited".into();
                 }
                 401 | 403 => {
-                    let msg = error_message(&bytes);
                     if !refreshed && self.auth.refresh_after_refusal(gen).await? {
                         refreshed = true;
                         continue;
                     }
-                    if status.as_u16() == 403 && msg.to_ascii_lowercase().contains("scope") {
-                        return Err(CrawlError::Forbidden { endpoint, message: msg });
-                    }
-                    return Err(CrawlError::Unauthorized { endpoint, status: status.as_u16(), message: msg });
+                    return Err(refusal(endpoint, status.as_u16(), &bytes));
                 }
                 500..=599 | 408 => {
                     self.stats.server_errors.fetch_add(1, Ordering::Relaxed);
@@ -194,12 +173,52 @@ impl DriftClient {
         }
     }
 
+    /// One request and its whole body; a transport failure as a message.
+    async fn send_once(
+        &self,
+        method: &Method,
+        url: &str,
+        body: Option<&Value>,
+        token: &str,
+    ) -> Result<(reqwest::StatusCode, reqwest::header::HeaderMap, bytes::Bytes), String> {
+        let mut req = self.http.request(method.clone(), url).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| format!("transport: {}", e.without_url()))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        match resp.bytes().await {
+            Ok(bytes) => Ok((status, headers, bytes)),
+            Err(e) => Err(format!("connection lost reading the body: {}", e.without_url())),
+        }
+    }
+
     async fn backoff(&self, attempt: u32) {
         self.stats.retries.fetch_add(1, Ordering::Relaxed);
         let exp = self.retry.backoff_base.saturating_mul(1 << attempt.min(10)).min(self.retry.backoff_max);
         // Full jitter: spread retries so that many failing requests do not come back together.
         let ms = rand::rng().random_range(0..=exp.as_millis().max(1) as u64);
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+/// A body as JSON; an empty one is `null`.
+fn parse_body(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    if bytes.is_empty() {
+        Ok(Value::Null)
+    } else {
+        serde_json::from_slice(bytes)
+    }
+}
+
+/// A 401 or 403 that a token refresh did not cure: a missing scope, or refused credentials.
+fn refusal(endpoint: String, status: u16, bytes: &[u8]) -> CrawlError {
+    let message = error_message(bytes);
+    if status == 403 && message.to_ascii_lowercase().contains("scope") {
+        CrawlError::Forbidden { endpoint, message }
+    } else {
+        CrawlError::Unauthorized { endpoint, status, message }
     }
 }
 

@@ -180,6 +180,16 @@ impl Crawler {
         tx.send(ev).await.map_err(|_| CrawlError::Closed)
     }
 
+    /// Sends a page of records with the checkpoint updates that follow it.
+    async fn page(
+        tx: &mpsc::Sender<CrawlEvent>,
+        source: Source,
+        records: Vec<Record>,
+        checkpoint: Vec<CheckpointUpdate>,
+    ) -> Result<(), CrawlError> {
+        Self::send(tx, CrawlEvent::Page { source, records, checkpoint }).await
+    }
+
     /// Parses each element of a page; a bad one is reported and skipped, the rest kept.
     async fn parse_page<T>(
         tx: &mpsc::Sender<CrawlEvent>,
@@ -245,15 +255,7 @@ impl Crawler {
         let users = Self::parse_page(tx, counts, Source::Users, &items, User::from_json).await?;
         counts.users.fetch_add(users.len() as u64, Ordering::Relaxed);
         let records = users.into_iter().map(Record::User).collect();
-        Self::send(
-            tx,
-            CrawlEvent::Page {
-                source: Source::Users,
-                records,
-                checkpoint: vec![CheckpointUpdate::Done(Source::Users)],
-            },
-        )
-        .await
+        Self::page(tx, Source::Users, records, vec![CheckpointUpdate::Done(Source::Users)]).await
     }
 
     /// Pages SCIM users from `startIndex=1` until `totalResults`, never trusting `itemsPerPage`.
@@ -283,16 +285,11 @@ impl Crawler {
                 ) if first => {
                     let msg = format!("SCIM is not available ({e}); crawling REST only: deactivations will show only once Drift deletes the user");
                     Self::send(tx, CrawlEvent::Warning(msg)).await?;
-                    Self::send(
+                    Self::page(
                         tx,
-                        CrawlEvent::Page {
-                            source: Source::Scim,
-                            records: vec![],
-                            checkpoint: vec![
-                                CheckpointUpdate::ScimAvailable(false),
-                                CheckpointUpdate::Done(Source::Scim),
-                            ],
-                        },
+                        Source::Scim,
+                        vec![],
+                        vec![CheckpointUpdate::ScimAvailable(false), CheckpointUpdate::Done(Source::Scim)],
                     )
                     .await?;
                     return Ok(false);
@@ -310,15 +307,7 @@ impl Crawler {
             if done {
                 checkpoint.push(CheckpointUpdate::Done(Source::Scim));
             }
-            Self::send(
-                tx,
-                CrawlEvent::Page {
-                    source: Source::Scim,
-                    records: users.into_iter().map(Record::ScimUser).collect(),
-                    checkpoint,
-                },
-            )
-            .await?;
+            Self::page(tx, Source::Scim, users.into_iter().map(Record::ScimUser).collect(), checkpoint).await?;
             if done {
                 return Ok(true);
             }
@@ -353,15 +342,7 @@ impl Crawler {
             index += n;
             let next = data.get("next").and_then(Value::as_str).map(|l| self.resolve(l));
             let done = n == 0 || index >= total || next.is_none();
-            Self::send(
-                tx,
-                CrawlEvent::Page {
-                    source: Source::Accounts,
-                    records: accounts.into_iter().map(Record::Account).collect(),
-                    checkpoint: vec![],
-                },
-            )
-            .await?;
+            Self::page(tx, Source::Accounts, accounts.into_iter().map(Record::Account).collect(), vec![]).await?;
             if done {
                 break;
             }
@@ -370,15 +351,7 @@ impl Crawler {
             }
             url = next.unwrap_or_else(|| self.url(&format!("/accounts?index={index}&size=100")));
         }
-        Self::send(
-            tx,
-            CrawlEvent::Page {
-                source: Source::Accounts,
-                records: vec![],
-                checkpoint: vec![CheckpointUpdate::Done(Source::Accounts)],
-            },
-        )
-        .await
+        Self::page(tx, Source::Accounts, vec![], vec![CheckpointUpdate::Done(Source::Accounts)]).await
     }
 
     async fn crawl_contacts(
@@ -438,15 +411,7 @@ impl Crawler {
             if next.is_none() {
                 checkpoint.push(CheckpointUpdate::Done(Source::Contacts));
             }
-            Self::send(
-                tx,
-                CrawlEvent::Page {
-                    source: Source::Contacts,
-                    records: contacts.into_iter().map(Record::Contact).collect(),
-                    checkpoint,
-                },
-            )
-            .await?;
+            Self::page(tx, Source::Contacts, contacts.into_iter().map(Record::Contact).collect(), checkpoint).await?;
             match next {
                 None => return Ok(()),
                 Some(n) => cursor = Some(n),
@@ -504,15 +469,7 @@ impl Crawler {
                 next: if finished { None } else { next.clone() },
                 high_water_ms: high_water,
             }];
-            Self::send(
-                tx,
-                CrawlEvent::Page {
-                    source: Source::Contacts,
-                    records: fetched.into_iter().map(Record::Contact).collect(),
-                    checkpoint,
-                },
-            )
-            .await?;
+            Self::page(tx, Source::Contacts, fetched.into_iter().map(Record::Contact).collect(), checkpoint).await?;
             if finished {
                 break;
             }
@@ -522,15 +479,7 @@ impl Crawler {
             url = next.unwrap_or_default();
         }
         self.known_ids(&mut known, tx, counts).await?;
-        Self::send(
-            tx,
-            CrawlEvent::Page {
-                source: Source::Contacts,
-                records: vec![],
-                checkpoint: vec![CheckpointUpdate::Done(Source::Contacts)],
-            },
-        )
-        .await?;
+        Self::page(tx, Source::Contacts, vec![], vec![CheckpointUpdate::Done(Source::Contacts)]).await?;
         Ok(high_water)
     }
 
@@ -588,7 +537,7 @@ impl Crawler {
                     }
                 }
             }
-            Self::send(tx, CrawlEvent::Page { source: Source::Contacts, records, checkpoint: vec![] }).await?;
+            Self::page(tx, Source::Contacts, records, vec![]).await?;
         }
         Ok(())
     }

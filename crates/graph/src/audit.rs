@@ -107,14 +107,7 @@ fn evidence(graph: &Graph) -> Result<Evidence, StoreError> {
 }
 
 fn status_name(s: AgentStatus) -> String {
-    match s {
-        AgentStatus::Active => "ACTIVE",
-        AgentStatus::Deactivated => "DEACTIVATED",
-        AgentStatus::Departed => "DEPARTED",
-        AgentStatus::Unknown => "UNKNOWN",
-        AgentStatus::Bot => "BOT",
-    }
-    .to_string()
+    crate::export::status_name(s).to_string()
 }
 
 /// Finds an agent by id or email, also one Drift no longer knows.
@@ -232,4 +225,39 @@ pub fn org_audit(graph: &Graph) -> Result<OrgAudit, StoreError> {
 
 pub fn status_label(s: AgentStatus) -> String {
     status_name(s)
+}
+
+/// An audit report as one document, `{kind, report, digest}`: what the CLI renders and
+/// GraphQL's `auditReport` answers, assembled here once for both.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportDoc {
+    /// `org` or `agent`.
+    pub kind: String,
+    pub digest: String,
+    pub report: serde_json::Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("no agent {0:?} in the index")]
+    NoAgent(String),
+    #[error("give an agent (an id or email), or ask for the whole org")]
+    NothingAsked,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot encode the report: {0}")]
+    Encode(String),
+}
+
+/// The org's audit (`all`), or one agent's by id or email.
+pub fn report(graph: &Graph, agent: Option<&str>, all: bool) -> Result<ReportDoc, ReportError> {
+    let enc = |e: serde_json::Error| ReportError::Encode(e.to_string());
+    if all {
+        let r = org_audit(graph)?;
+        return Ok(ReportDoc { kind: "org".into(), digest: digest(&r), report: serde_json::to_value(r).map_err(enc)? });
+    }
+    let key = agent.ok_or(ReportError::NothingAsked)?;
+    let a = find_agent(graph, key).ok_or_else(|| ReportError::NoAgent(key.to_string()))?;
+    let r = agent_audit(graph, a.id)?.ok_or_else(|| ReportError::NoAgent(key.to_string()))?;
+    Ok(ReportDoc { kind: "agent".into(), digest: digest(&r), report: serde_json::to_value(r).map_err(enc)? })
 }

@@ -169,87 +169,99 @@ impl Export {
     fn chunk(&mut self) -> String {
         let ix = self.index.clone();
         let mut out = String::with_capacity(CHUNK_ROWS * 160);
-        let (format, cols) = (self.format, columns(self.table));
-        fn row<'a>(out: &'a mut String, format: Format, cols: &'static [&'static str]) -> Row<'a> {
-            Row { out, format, cols, i: 0 }
-        }
         match self.table {
-            Table::Orphans => {
-                let after = match &self.cursor {
-                    Cursor::Orphan(k) => Some(*k),
-                    _ => None,
-                };
-                let mut last = None;
-                for (k, c, o) in ix.orphan_refs(after, CHUNK_ROWS) {
-                    let mut r = row(&mut out, format, cols);
-                    r.num(Some(c.id));
-                    r.str(c.email.as_deref());
-                    r.str(c.name.as_deref());
-                    r.num(Some(o.id));
-                    r.str(o.email.as_deref());
-                    r.str(o.name.as_deref());
-                    r.str(Some(status_name(o.status)));
-                    r.str(Some(reason_name(k.0)));
-                    r.time(o.departed_at_ms.or(o.deactivated_at_ms));
-                    r.end();
-                    last = Some(k);
-                }
-                self.cursor = last.map_or(Cursor::Done, Cursor::Orphan);
-            }
-            Table::Contacts => {
-                let (from, to) = self.advance(self.ids.len());
-                for id in &self.ids[from..to] {
-                    let Some(c) = ix.contact_ref(*id) else { continue };
-                    let owner = ix.owner_of(c.id);
-                    let mut r = row(&mut out, format, cols);
-                    r.num(Some(c.id));
-                    r.str(c.email.as_deref());
-                    r.str(c.name.as_deref());
-                    r.str(c.external_id.as_deref());
-                    r.num(c.owner_id);
-                    r.str(owner.and_then(|o| o.email.as_deref()));
-                    r.str(owner.map(|o| status_name(o.status)));
-                    r.time(Some(c.updated_at_ms).filter(|t| *t > 0));
-                    r.end();
-                }
-            }
-            Table::Agents => {
-                let (from, to) = self.advance(self.ids.len());
-                for id in &self.ids[from..to] {
-                    let Some(a) = ix.agent_ref(*id) else { continue };
-                    let mut r = row(&mut out, format, cols);
-                    r.num(Some(a.id));
-                    r.str(a.email.as_deref());
-                    r.str(a.name.as_deref());
-                    r.str(Some(status_name(a.status)));
-                    r.str(a.role.as_deref());
-                    for t in [a.first_seen_ms, a.deactivated_at_ms, a.departed_at_ms] {
-                        r.time(t);
-                    }
-                    r.boolean(a.in_rest);
-                    r.boolean(a.in_scim);
-                    r.num(Some(ix.contact_count_of(a.id) as u64));
-                    r.num(Some(ix.account_count_of(a.id) as u64));
-                    r.end();
-                }
-            }
-            Table::Accounts => {
-                let (from, to) = self.advance(self.account_ids.len());
-                for id in &self.account_ids[from..to] {
-                    let Some(a) = ix.account(id) else { continue };
-                    let owner = a.owner_id.and_then(|o| ix.agent_ref(o));
-                    let mut r = row(&mut out, format, cols);
-                    r.str(Some(&a.id));
-                    r.str(a.name.as_deref());
-                    r.str(a.domain.as_deref());
-                    r.num(a.owner_id);
-                    r.str(owner.and_then(|o| o.email.as_deref()));
-                    r.str(owner.map(|o| status_name(o.status)));
-                    r.end();
-                }
-            }
+            Table::Orphans => self.orphans(&ix, &mut out),
+            Table::Contacts => self.contacts(&ix, &mut out),
+            Table::Agents => self.agents(&ix, &mut out),
+            Table::Accounts => self.accounts(&ix, &mut out),
         }
         out
+    }
+
+    /// Orphans in key order, after the cursor.
+    fn orphans(&mut self, ix: &Index, out: &mut String) {
+        let (format, cols) = (self.format, columns(self.table));
+        let after = match &self.cursor {
+            Cursor::Orphan(k) => Some(*k),
+            _ => None,
+        };
+        let mut last = None;
+        for (k, c, o) in ix.orphan_refs(after, CHUNK_ROWS) {
+            let mut r = Row { out: &mut *out, format, cols, i: 0 };
+            r.num(Some(c.id));
+            r.str(c.email.as_deref());
+            r.str(c.name.as_deref());
+            r.num(Some(o.id));
+            r.str(o.email.as_deref());
+            r.str(o.name.as_deref());
+            r.str(Some(status_name(o.status)));
+            r.str(Some(reason_name(k.0)));
+            r.time(o.departed_at_ms.or(o.deactivated_at_ms));
+            r.end();
+            last = Some(k);
+        }
+        self.cursor = last.map_or(Cursor::Done, Cursor::Orphan);
+    }
+
+    /// Contacts by id.
+    fn contacts(&mut self, ix: &Index, out: &mut String) {
+        let (format, cols) = (self.format, columns(self.table));
+        let (from, to) = self.advance(self.ids.len());
+        for id in &self.ids[from..to] {
+            let Some(c) = ix.contact_ref(*id) else { continue };
+            let owner = ix.owner_of(c.id);
+            let mut r = Row { out: &mut *out, format, cols, i: 0 };
+            r.num(Some(c.id));
+            r.str(c.email.as_deref());
+            r.str(c.name.as_deref());
+            r.str(c.external_id.as_deref());
+            r.num(c.owner_id);
+            r.str(owner.and_then(|o| o.email.as_deref()));
+            r.str(owner.map(|o| status_name(o.status)));
+            r.time(Some(c.updated_at_ms).filter(|t| *t > 0));
+            r.end();
+        }
+    }
+
+    /// Agents by id, with what they own.
+    fn agents(&mut self, ix: &Index, out: &mut String) {
+        let (format, cols) = (self.format, columns(self.table));
+        let (from, to) = self.advance(self.ids.len());
+        for id in &self.ids[from..to] {
+            let Some(a) = ix.agent_ref(*id) else { continue };
+            let mut r = Row { out: &mut *out, format, cols, i: 0 };
+            r.num(Some(a.id));
+            r.str(a.email.as_deref());
+            r.str(a.name.as_deref());
+            r.str(Some(status_name(a.status)));
+            r.str(a.role.as_deref());
+            for t in [a.first_seen_ms, a.deactivated_at_ms, a.departed_at_ms] {
+                r.time(t);
+            }
+            r.boolean(a.in_rest);
+            r.boolean(a.in_scim);
+            r.num(Some(ix.contact_count_of(a.id) as u64));
+            r.num(Some(ix.account_count_of(a.id) as u64));
+            r.end();
+        }
+    }
+
+    /// Accounts by id.
+    fn accounts(&mut self, ix: &Index, out: &mut String) {
+        let (format, cols) = (self.format, columns(self.table));
+        let (from, to) = self.advance(self.account_ids.len());
+        for id in &self.account_ids[from..to] {
+            let Some(a) = ix.account(id) else { continue };
+            let owner = a.owner_id.and_then(|o| ix.agent_ref(o));
+            let mut r = Row { out: &mut *out, format, cols, i: 0 };
+            r.str(Some(&a.id));
+            r.str(a.name.as_deref());
+            r.str(a.domain.as_deref());
+            r.num(a.owner_id);
+            r.str(owner.and_then(|o| o.email.as_deref()));
+            r.str(owner.map(|o| status_name(o.status)));
+            r.end();
+        }
     }
 
     /// The next slice of sorted keys to export.

@@ -384,22 +384,7 @@ impl Graph {
         kinds.push(ChangeKind::Generation { contacts: c as u64, agents: a as u64, accounts: acc as u64, initial });
         kinds.extend(agent_changes(&before, &statuses, &memory));
         if !initial {
-            let old = self.read().owner_map();
-            let new = new_index.owner_map();
-            for (id, owner) in &new {
-                match old.get(id) {
-                    None => kinds.push(ChangeKind::ContactAdded { contact: *id, owner: *owner }),
-                    Some(o) if o != owner => {
-                        kinds.push(ChangeKind::ContactMoved { contact: *id, from: *o, to: *owner })
-                    }
-                    _ => {}
-                }
-            }
-            for (id, owner) in &old {
-                if !new.contains_key(id) {
-                    kinds.push(ChangeKind::ContactRemoved { contact: *id, owner: *owner });
-                }
-            }
+            kinds.extend(contact_changes(&self.read().owner_map(), &new_index.owner_map()));
         }
         let kinds: Vec<(ChangeKind, Via)> = kinds.into_iter().map(|k| (k, Via::Crawl)).collect();
         let _writer = self.writer.lock();
@@ -551,6 +536,24 @@ impl Graph {
     pub fn agent_history(&self, agent: u64) -> Result<Vec<Change>, StoreError> {
         self.store.changes_of_agent(agent)
     }
+}
+
+/// What changed for contacts between two generations' owner maps.
+fn contact_changes(old: &HashMap<u64, Option<u64>>, new: &HashMap<u64, Option<u64>>) -> Vec<ChangeKind> {
+    let mut kinds = Vec::new();
+    for (id, owner) in new {
+        match old.get(id) {
+            None => kinds.push(ChangeKind::ContactAdded { contact: *id, owner: *owner }),
+            Some(o) if o != owner => kinds.push(ChangeKind::ContactMoved { contact: *id, from: *o, to: *owner }),
+            _ => {}
+        }
+    }
+    for (id, owner) in old {
+        if !new.contains_key(id) {
+            kinds.push(ChangeKind::ContactRemoved { contact: *id, owner: *owner });
+        }
+    }
+    kinds
 }
 
 impl Update {

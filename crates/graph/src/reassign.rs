@@ -24,6 +24,27 @@ pub enum PlanError {
     NoTargets,
     #[error("the target {0} is the agent whose contacts are being moved")]
     SelfTarget(u64),
+    #[error("agent {0} is ACTIVE: moving an active agent's contacts needs --force (force: true)")]
+    ActiveSource(u64),
+}
+
+/// What a reassignment did (or, in a dry run, would do).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub dry_run: bool,
+    pub moves: Vec<Move>,
+    pub applied: usize,
+    pub already_done: usize,
+    pub failed: Vec<(u64, String)>,
+}
+
+/// Refuses to move an active agent's contacts unless `force`: it is rarely what is meant.
+pub fn check_source(ix: &Index, from: u64, force: bool) -> Result<(), PlanError> {
+    match ix.agent(from) {
+        None => Err(PlanError::UnknownAgent(from)),
+        Some(a) if a.status == AgentStatus::Active && !force => Err(PlanError::ActiveSource(from)),
+        Some(_) => Ok(()),
+    }
 }
 
 /// Spreads `from`'s contacts over `targets` in contact-id order, round robin. With `only`, just

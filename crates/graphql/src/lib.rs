@@ -43,17 +43,11 @@ pub struct ReassignRequest {
     pub from_agent: u64,
     pub to_agents: Vec<u64>,
     pub dry_run: bool,
+    /// Move an ACTIVE agent's contacts too.
+    pub force: bool,
 }
 
-/// What a reassignment did (or, in a dry run, would do).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ReassignOutcome {
-    pub dry_run: bool,
-    pub moves: Vec<idgraph_graph::reassign::Move>,
-    pub applied: usize,
-    pub already_done: usize,
-    pub failed: Vec<(u64, String)>,
-}
+pub use idgraph_graph::reassign::Outcome as ReassignOutcome;
 
 /// The binary's side: the scheduler and the writes to Drift.
 pub trait Operations: Send + Sync + 'static {

@@ -288,86 +288,96 @@ fn connection<N: async_graphql::OutputType>(
 }
 
 /// A Drift contact (an end user).
-pub struct Contact(pub ContactView);
-
-#[Object]
-impl Contact {
-    async fn id(&self) -> ID {
-        ID(self.0.id.to_string())
-    }
-    async fn email(&self) -> Option<&str> {
-        self.0.email.as_deref()
-    }
-    async fn name(&self) -> Option<&str> {
-        self.0.name.as_deref()
-    }
-    async fn external_id(&self) -> Option<&str> {
-        self.0.external_id.as_deref()
-    }
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct Contact {
+    id: ID,
+    email: Option<String>,
+    name: Option<String>,
+    external_id: Option<String>,
     /// The owner's Drift user id, as the contact carries it.
-    async fn owner_id(&self) -> Option<ID> {
-        self.0.owner_id.map(|o| ID(o.to_string()))
+    owner_id: Option<ID>,
+    updated_at: Option<DateTime<Utc>>,
+    #[graphql(skip)]
+    key: u64,
+}
+
+impl From<ContactView> for Contact {
+    fn from(c: ContactView) -> Contact {
+        Contact {
+            id: ID(c.id.to_string()),
+            owner_id: c.owner_id.map(|o| ID(o.to_string())),
+            updated_at: time(c.updated_at_ms),
+            key: c.id,
+            email: c.email,
+            name: c.name,
+            external_id: c.external_id,
+        }
     }
-    async fn updated_at(&self) -> Option<DateTime<Utc>> {
-        time(self.0.updated_at_ms)
-    }
+}
+
+#[async_graphql::ComplexObject]
+impl Contact {
     /// The agent who owns this contact (also a departed or unknown one).
     async fn owner(&self, c: &Context<'_>) -> Result<Option<Agent>> {
-        Ok(ctx(c)?.graph.read().owner_of(self.0.id).cloned().map(Agent))
+        Ok(ctx(c)?.graph.read().owner_of(self.key).cloned().map(Agent::from))
     }
     /// The owner's status; null when the contact has no owner.
     async fn owner_status(&self, c: &Context<'_>) -> Result<Option<AgentStatus>> {
-        Ok(ctx(c)?.graph.read().owner_of(self.0.id).map(|a| a.status.into()))
+        Ok(ctx(c)?.graph.read().owner_of(self.key).map(|a| a.status.into()))
     }
     /// The agent with the same email: the same person, on the other side.
     async fn same_person_agent(&self, c: &Context<'_>) -> Result<Option<Agent>> {
-        Ok(ctx(c)?.graph.read().same_person(self.0.id).map(Agent))
+        Ok(ctx(c)?.graph.read().same_person(self.key).map(Agent::from))
     }
 }
 
 /// A Drift user: an agent or a bot, also one Drift has forgotten.
-pub struct Agent(pub AgentView);
-
-#[Object]
-impl Agent {
-    async fn id(&self) -> ID {
-        ID(self.0.id.to_string())
-    }
-    async fn email(&self) -> Option<&str> {
-        self.0.email.as_deref()
-    }
-    async fn name(&self) -> Option<&str> {
-        self.0.name.as_deref()
-    }
-    async fn status(&self) -> AgentStatus {
-        self.0.status.into()
-    }
-    async fn role(&self) -> Option<&str> {
-        self.0.role.as_deref()
-    }
-    async fn first_seen_at(&self) -> Option<DateTime<Utc>> {
-        self.0.first_seen_ms.and_then(time)
-    }
-    async fn deactivated_at(&self) -> Option<DateTime<Utc>> {
-        self.0.deactivated_at_ms.and_then(time)
-    }
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct Agent {
+    id: ID,
+    email: Option<String>,
+    name: Option<String>,
+    status: AgentStatus,
+    role: Option<String>,
+    first_seen_at: Option<DateTime<Utc>>,
+    deactivated_at: Option<DateTime<Utc>>,
     /// When idgraph first saw the agent gone from REST and SCIM.
-    async fn departed_at(&self) -> Option<DateTime<Utc>> {
-        self.0.departed_at_ms.and_then(time)
-    }
+    departed_at: Option<DateTime<Utc>>,
     /// Seen in REST `/users` in the last crawl.
-    async fn in_rest(&self) -> bool {
-        self.0.in_rest
-    }
+    in_rest: bool,
     /// Seen in SCIM Users in the last crawl.
-    async fn in_scim(&self) -> bool {
-        self.0.in_scim
+    in_scim: bool,
+    #[graphql(skip)]
+    key: u64,
+}
+
+impl From<AgentView> for Agent {
+    fn from(a: AgentView) -> Agent {
+        Agent {
+            id: ID(a.id.to_string()),
+            status: a.status.into(),
+            first_seen_at: a.first_seen_ms.and_then(time),
+            deactivated_at: a.deactivated_at_ms.and_then(time),
+            departed_at: a.departed_at_ms.and_then(time),
+            in_rest: a.in_rest,
+            in_scim: a.in_scim,
+            key: a.id,
+            email: a.email,
+            name: a.name,
+            role: a.role,
+        }
     }
+}
+
+#[async_graphql::ComplexObject]
+impl Agent {
     async fn contact_count(&self, c: &Context<'_>) -> Result<usize> {
-        Ok(ctx(c)?.graph.read().contact_count_of(self.0.id))
+        Ok(ctx(c)?.graph.read().contact_count_of(self.key))
     }
     async fn account_count(&self, c: &Context<'_>) -> Result<usize> {
-        Ok(ctx(c)?.graph.read().account_count_of(self.0.id))
+        Ok(ctx(c)?.graph.read().account_count_of(self.key))
     }
     /// The contacts this agent owns, by contact id.
     #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
@@ -379,9 +389,9 @@ impl Agent {
     ) -> Result<Conn<Contact>> {
         let n = page_size(first)?;
         let after = after.map(|a| a.parse::<u64>().map_err(|_| bad_cursor())).transpose()?;
-        let (page, total) = ctx(c)?.graph.read().owned_contacts(self.0.id, after, n + 1);
+        let (page, total) = ctx(c)?.graph.read().owned_contacts(self.key, after, n + 1);
         let has_next = page.len() > n;
-        let edges = page.into_iter().take(n).map(|x| (x.id.to_string(), Contact(x))).collect();
+        let edges = page.into_iter().take(n).map(|x| (x.id.to_string(), Contact::from(x))).collect();
         Ok(connection(after.is_some(), has_next, total, edges))
     }
     /// The accounts this agent owns, by account id.
@@ -393,9 +403,9 @@ impl Agent {
         after: Option<String>,
     ) -> Result<Conn<Account>> {
         let n = page_size(first)?;
-        let (page, total) = ctx(c)?.graph.read().owned_accounts(self.0.id, after.as_deref(), n + 1);
+        let (page, total) = ctx(c)?.graph.read().owned_accounts(self.key, after.as_deref(), n + 1);
         let has_next = page.len() > n;
-        let edges = page.into_iter().take(n).map(|x| (x.id.clone(), Account(x))).collect();
+        let edges = page.into_iter().take(n).map(|x| (x.id.clone(), Account::from(x))).collect();
         Ok(connection(after.is_some(), has_next, total, edges))
     }
     /// Everything recorded about this agent, oldest first, paged by sequence number.
@@ -407,43 +417,46 @@ impl Agent {
         after: Option<String>,
     ) -> Result<Connection<String, ChangeObj, ChangeTotal>> {
         let n = page_size(first)?;
-        let filter = ChangeFilter { after_seq: parse_seq(after)?, agent: Some(self.0.id), ..ChangeFilter::default() };
+        let filter = ChangeFilter { after_seq: parse_seq(after)?, agent: Some(self.key), ..ChangeFilter::default() };
         change_page(&ctx(c)?.graph, filter, n)
     }
 }
 
 /// A Drift account (a company).
-pub struct Account(pub AccountView);
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct Account {
+    id: ID,
+    name: Option<String>,
+    domain: Option<String>,
+    #[graphql(skip)]
+    owner_key: Option<u64>,
+}
 
-#[Object]
+impl From<AccountView> for Account {
+    fn from(a: AccountView) -> Account {
+        Account { id: ID(a.id), name: a.name, domain: a.domain, owner_key: a.owner_id }
+    }
+}
+
+#[async_graphql::ComplexObject]
 impl Account {
-    async fn id(&self) -> ID {
-        ID(self.0.id.clone())
-    }
-    async fn name(&self) -> Option<&str> {
-        self.0.name.as_deref()
-    }
-    async fn domain(&self) -> Option<&str> {
-        self.0.domain.as_deref()
-    }
     async fn owner(&self, c: &Context<'_>) -> Result<Option<Agent>> {
-        Ok(self.0.owner_id.and_then(|o| ctx(c).ok()?.graph.read().agent(o)).map(Agent))
+        Ok(self.owner_key.and_then(|o| ctx(c).ok()?.graph.read().agent(o)).map(Agent::from))
     }
 }
 
 /// A contact whose owner is not active.
-pub struct Orphan(pub OrphanView);
+#[derive(SimpleObject)]
+pub struct Orphan {
+    contact: Contact,
+    reason: OrphanReason,
+    owner: Agent,
+}
 
-#[Object]
-impl Orphan {
-    async fn contact(&self) -> Contact {
-        Contact(self.0.contact.clone())
-    }
-    async fn reason(&self) -> OrphanReason {
-        self.0.reason.into()
-    }
-    async fn owner(&self) -> Agent {
-        Agent(self.0.owner.clone())
+impl From<OrphanView> for Orphan {
+    fn from(o: OrphanView) -> Orphan {
+        Orphan { contact: o.contact.into(), reason: o.reason.into(), owner: o.owner.into() }
     }
 }
 
@@ -465,20 +478,18 @@ pub struct AccountObjFlat {
 }
 
 /// One agent and how much it owns.
-pub struct Ownership(pub OwnershipRow);
-
-#[Object]
-impl Ownership {
-    async fn agent(&self) -> Agent {
-        Agent(self.0.agent.clone())
-    }
+#[derive(SimpleObject)]
+pub struct Ownership {
+    agent: Agent,
     /// Contacts owned.
-    async fn contacts(&self) -> usize {
-        self.0.contacts
-    }
+    contacts: usize,
     /// Accounts owned.
-    async fn accounts(&self) -> usize {
-        self.0.accounts
+    accounts: usize,
+}
+
+impl From<OwnershipRow> for Ownership {
+    fn from(r: OwnershipRow) -> Ownership {
+        Ownership { agent: r.agent.into(), contacts: r.contacts, accounts: r.accounts }
     }
 }
 
@@ -623,7 +634,7 @@ pub struct OffboardingAudit(pub AgentAudit);
 #[Object]
 impl OffboardingAudit {
     async fn agent(&self) -> Agent {
-        Agent(self.0.agent.clone())
+        Agent::from(self.0.agent.clone())
     }
     /// First seen, deactivated, departed, reactivated: with dates.
     async fn timeline(&self) -> Vec<StatusEvent> {
@@ -651,7 +662,7 @@ impl OffboardingAudit {
         let start = after.map_or(0, |a| all.partition_point(|c| c.id <= a));
         let page: Vec<_> = all.iter().skip(start).take(n + 1).cloned().collect();
         let has_next = page.len() > n;
-        let edges = page.into_iter().take(n).map(|x| (x.id.to_string(), Contact(x))).collect();
+        let edges = page.into_iter().take(n).map(|x| (x.id.to_string(), Contact::from(x))).collect();
         Ok(connection(start > 0, has_next, all.len(), edges))
     }
     async fn orphaned_account_count(&self) -> usize {
@@ -757,8 +768,8 @@ impl Query {
     async fn contact(&self, c: &Context<'_>, id: Option<ID>, email: Option<String>) -> Result<Option<Contact>> {
         let ix = graph(c)?.read();
         match (id, email) {
-            (Some(id), _) => Ok(ix.contact(parse_id(&id, "contact")?).map(Contact)),
-            (None, Some(e)) => Ok(ix.contacts_by_email(&e).into_iter().next().map(Contact)),
+            (Some(id), _) => Ok(ix.contact(parse_id(&id, "contact")?).map(Contact::from)),
+            (None, Some(e)) => Ok(ix.contacts_by_email(&e).into_iter().next().map(Contact::from)),
             (None, None) => Err(bad_input("give id or email")),
         }
     }
@@ -766,7 +777,7 @@ impl Query {
     /// Every contact with this email (Drift does not keep emails unique). A list, not a
     /// connection: one email is shared by a handful of contacts at most (capped at 100).
     async fn contacts_by_email(&self, c: &Context<'_>, email: String) -> Result<Vec<Contact>> {
-        Ok(graph(c)?.read().contacts_by_email(&email).into_iter().take(PAGE_MAX as usize).map(Contact).collect())
+        Ok(graph(c)?.read().contacts_by_email(&email).into_iter().take(PAGE_MAX as usize).map(Contact::from).collect())
     }
 
     /// Up to 1,000 contacts by email in one request, in the order given; null for an email no
@@ -777,7 +788,7 @@ impl Query {
             return Err(bad_input(format!("at most {BATCH_MAX} emails a request, not {}", emails.len())));
         }
         let ix = graph(c)?.read();
-        Ok(emails.iter().map(|e| ix.contacts_by_email(e).into_iter().next().map(Contact)).collect())
+        Ok(emails.iter().map(|e| ix.contacts_by_email(e).into_iter().next().map(Contact::from)).collect())
     }
 
     /// Up to 1,000 contacts by Drift id in one request, in the order given; null for an unknown id.
@@ -788,15 +799,15 @@ impl Query {
         }
         let ids = ids.iter().map(|i| parse_id(i, "contact")).collect::<Result<Vec<_>>>()?;
         let ix = graph(c)?.read();
-        Ok(ids.into_iter().map(|id| ix.contact(id).map(Contact)).collect())
+        Ok(ids.into_iter().map(|id| ix.contact(id).map(Contact::from)).collect())
     }
 
     /// An agent by Drift user id or email, also a departed one.
     async fn agent(&self, c: &Context<'_>, id: Option<ID>, email: Option<String>) -> Result<Option<Agent>> {
         let ix = graph(c)?.read();
         match (id, email) {
-            (Some(id), _) => Ok(ix.agent(parse_id(&id, "agent")?).map(Agent)),
-            (None, Some(e)) => Ok(ix.agent_by_email(&e).map(Agent)),
+            (Some(id), _) => Ok(ix.agent(parse_id(&id, "agent")?).map(Agent::from)),
+            (None, Some(e)) => Ok(ix.agent_by_email(&e).map(Agent::from)),
             (None, None) => Err(bad_input("give id or email")),
         }
     }
@@ -823,7 +834,7 @@ impl Query {
         let total = all.len();
         let start = after.map_or(0, |a| all.partition_point(|(id, _)| *id <= a));
         let has_next = total > start + n;
-        let edges = all.into_iter().skip(start).take(n).map(|(id, a)| (id.to_string(), Agent(a))).collect();
+        let edges = all.into_iter().skip(start).take(n).map(|(id, a)| (id.to_string(), Agent::from(a))).collect();
         Ok(connection(start > 0, has_next, total, edges))
     }
 
@@ -847,7 +858,7 @@ impl Query {
         let total = ix.orphan_count(reason, since);
         drop(ix);
         let has_next = page.len() > n;
-        let edges = page.into_iter().take(n).map(|o| (orphan_cursor(&o.key), Orphan(o))).collect();
+        let edges = page.into_iter().take(n).map(|o| (orphan_cursor(&o.key), Orphan::from(o))).collect();
         Ok(Some(connection(after.is_some(), has_next, total, edges)))
     }
 
@@ -886,7 +897,7 @@ impl Query {
         let after = after.map(|a| a.parse::<u64>().map_err(|_| bad_cursor())).transpose()?;
         let (page, total) = graph(c)?.read().unowned(after, n + 1);
         let has_next = page.len() > n;
-        let edges = page.into_iter().take(n).map(|x| (x.id.to_string(), Contact(x))).collect();
+        let edges = page.into_iter().take(n).map(|x| (x.id.to_string(), Contact::from(x))).collect();
         Ok(connection(after.is_some(), has_next, total, edges))
     }
 
@@ -905,7 +916,7 @@ impl Query {
         };
         let (rows, total) = graph(c)?.read().who_owns_whom(offset, n);
         let has_next = offset + rows.len() < total;
-        let edges = rows.into_iter().enumerate().map(|(i, r)| ((offset + i).to_string(), Ownership(r))).collect();
+        let edges = rows.into_iter().enumerate().map(|(i, r)| ((offset + i).to_string(), Ownership::from(r))).collect();
         Ok(Some(connection(offset > 0, has_next, total, edges)))
     }
 
@@ -943,7 +954,7 @@ impl Query {
         let n = page_size(first)?;
         let all: Vec<(String, ContactView)> =
             graph(c)?.read().search_contacts(&prefix).into_iter().map(|(e, c)| (search_cursor(&e, c.id), c)).collect();
-        Ok(page_of(all, after.as_deref(), n, Contact))
+        Ok(page_of(all, after.as_deref(), n, Contact::from))
     }
 
     /// Agents whose email or name (or a word of it) starts with `prefix`, by id.
@@ -958,7 +969,7 @@ impl Query {
         let n = page_size(first)?;
         let (_, agents) = graph(c)?.read().search(&prefix, usize::MAX);
         let all: Vec<(String, AgentView)> = agents.into_iter().map(|a| (format!("{:020}", a.id), a)).collect();
-        Ok(page_of(all, after.as_deref(), n, Agent))
+        Ok(page_of(all, after.as_deref(), n, Agent::from))
     }
 
     /// The offboarding audit of one agent, by id or email.
@@ -989,16 +1000,11 @@ impl Query {
         agent: Option<String>,
         all: Option<bool>,
     ) -> Result<async_graphql::Json<serde_json::Value>> {
-        let g = graph(c)?;
-        let doc = if all.unwrap_or(false) {
-            let r = audit::org_audit(g).map_err(internal)?;
-            serde_json::json!({"kind": "org", "digest": audit::digest(&r), "report": r})
-        } else {
-            let key = agent.ok_or_else(|| bad_input("give agent (an id or email) or all: true"))?;
-            let a = audit::find_agent(g, &key).ok_or_else(|| bad_input(format!("no agent {key:?} in the index")))?;
-            let r = audit::agent_audit(g, a.id).map_err(internal)?.ok_or_else(|| internal("agent vanished"))?;
-            serde_json::json!({"kind": "agent", "digest": audit::digest(&r), "report": r})
-        };
+        let doc = audit::report(graph(c)?, agent.as_deref(), all.unwrap_or(false)).map_err(|e| match e {
+            audit::ReportError::NoAgent(_) | audit::ReportError::NothingAsked => bad_input(e.to_string()),
+            other => internal(other),
+        })?;
+        let doc = serde_json::json!({"kind": doc.kind, "digest": doc.digest, "report": doc.report});
         Ok(async_graphql::Json(doc))
     }
 
@@ -1068,12 +1074,13 @@ impl Mutation {
         from_agent_id: ID,
         to_agent_ids: Vec<ID>,
         #[graphql(default = true)] dry_run: bool,
+        #[graphql(default = false, desc = "Move an ACTIVE agent's contacts too (refused without it).")] force: bool,
     ) -> Result<ReassignResult> {
         let cx = ctx(c)?;
         let from = parse_id(&from_agent_id, "agent")?;
         let to = to_agent_ids.iter().map(|t| parse_id(t, "agent")).collect::<Result<Vec<_>>>()?;
-        let out =
-            cx.ops.reassign(ReassignRequest { from_agent: from, to_agents: to, dry_run }).await.map_err(bad_input)?;
+        let req = ReassignRequest { from_agent: from, to_agents: to, dry_run, force };
+        let out = cx.ops.reassign(req).await.map_err(bad_input)?;
         Ok(ReassignResult {
             dry_run: out.dry_run,
             planned: out.moves.len(),

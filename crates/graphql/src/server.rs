@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use idgraph_graph::{Event, Graph};
+use idgraph_model::Secret;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
@@ -23,19 +24,10 @@ use crate::webhooks::{self, WebhookConfig};
 use crate::{graphiql, Metrics, Operations};
 
 /// Bearer tokens for GraphQL. With neither set, every caller is admin (the demo's mode).
-#[derive(Clone, Default)]
+#[derive(Clone, Default, Debug)]
 pub struct ApiTokens {
-    pub read: Option<String>,
-    pub admin: Option<String>,
-}
-
-impl std::fmt::Debug for ApiTokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiTokens")
-            .field("read", &self.read.as_ref().map(|_| "***"))
-            .field("admin", &self.admin.as_ref().map(|_| "***"))
-            .finish()
-    }
+    pub read: Option<Secret>,
+    pub admin: Option<Secret>,
 }
 
 impl ApiTokens {
@@ -57,7 +49,8 @@ impl ApiTokens {
             .map(|(_, t)| t.trim())
             .filter(|t| !t.is_empty())
             .ok_or(Denied::Missing)?;
-        let eq = |t: &Option<String>| t.as_ref().is_some_and(|t| bool::from(t.as_bytes().ct_eq(given.as_bytes())));
+        let eq =
+            |t: &Option<Secret>| t.as_ref().is_some_and(|t| bool::from(t.expose().as_bytes().ct_eq(given.as_bytes())));
         if eq(&self.admin) {
             Ok(Role::Admin)
         } else if eq(&self.read) {

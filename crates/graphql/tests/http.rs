@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use idgraph_graph::{Graph, ShrinkGuard};
 use idgraph_graphql::{router, ApiTokens, Metrics, NoOperations, ServerConfig};
-use idgraph_model::{Contact, Record, User};
+use idgraph_model::{Contact, Record, Secret, User};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -49,7 +49,7 @@ fn crawl(g: &Graph, contacts: u64) {
 }
 
 fn app(g: Arc<Graph>) -> axum::Router {
-    let tokens = ApiTokens { read: Some(READ.into()), admin: Some(ADMIN.into()) };
+    let tokens = ApiTokens { read: Some(Secret::new(READ)), admin: Some(Secret::new(ADMIN)) };
     router(g, Arc::new(NoOperations), Arc::new(Metrics::default()), ServerConfig { tokens, ..ServerConfig::default() })
 }
 

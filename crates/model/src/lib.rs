@@ -7,6 +7,35 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// A secret string (a token, a client secret): prints as `***` in `Debug` and `Display`, so it
+/// never reaches a log line or an error. The one type for every secret idgraph holds.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The secret itself, for the one place that sends or compares it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
 /// A Drift contact (an end user), normalised from either wire shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Contact {
@@ -313,5 +342,58 @@ mod tests {
             "emails": [{"value": "a@b.c", "primary": true}], "name": {"formatted": "A B"}});
         let u = ScimUser::from_json(&v).unwrap();
         assert_eq!((u.id, u.active, u.display_name.as_deref()), (12, false, Some("A B")));
+    }
+}
+
+/// What a Drift webhook delivery says about a contact.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WebhookChange {
+    /// `contact_identified`: the whole contact.
+    Upsert(Contact),
+    /// `contact_updated` whose diff changes the owner (any of Drift's spellings of it).
+    SetOwner { id: u64, owner: Option<u64>, at_ms: i64 },
+}
+
+/// Reads a webhook delivery; `None` for events that change nothing idgraph keeps.
+pub fn webhook_change(body: &Value) -> Result<Option<WebhookChange>, String> {
+    let kind = body.get("type").and_then(Value::as_str).ok_or("no type")?;
+    let data = body.get("data").ok_or("no data")?;
+    match kind {
+        "contact_identified" => {
+            Contact::from_json(data).map(|c| Some(WebhookChange::Upsert(c))).map_err(|e| e.to_string())
+        }
+        "contact_updated" => {
+            let id = data.get("endUserId").and_then(id_from_value).ok_or("no endUserId")?;
+            let at = data.get("timestamp").and_then(Value::as_i64).ok_or("no timestamp")?;
+            let diff = data.get("diff").and_then(Value::as_array).cloned().unwrap_or_default();
+            for d in diff {
+                let name = d.get("name").and_then(Value::as_str).unwrap_or("");
+                if matches!(name, "attributes.ownerId" | "ownerId" | "attributes.owner_id") {
+                    let owner = match d.get("updated") {
+                        None | Some(Value::Null) => None,
+                        Some(v) => Some(id_from_value(v).ok_or("ownerId is not a user id")?),
+                    };
+                    return Ok(Some(WebhookChange::SetOwner { id, owner, at_ms: at }));
+                }
+            }
+            Ok(None)
+        }
+        _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod webhook_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn owner_diffs_become_owner_changes() {
+        let v = json!({"type": "contact_updated", "data": {"endUserId": 5, "timestamp": 9,
+            "diff": [{"name": "attributes.ownerId", "previous": 1, "updated": "2"}]}});
+        assert_eq!(webhook_change(&v).unwrap(), Some(WebhookChange::SetOwner { id: 5, owner: Some(2), at_ms: 9 }));
+        let other = json!({"type": "new_message", "data": {}});
+        assert_eq!(webhook_change(&other).unwrap(), None);
+        assert!(webhook_change(&json!({"data": {}})).is_err());
     }
 }

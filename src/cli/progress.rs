@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use idgraph_crawler::{ClientStats, Source};
+
+use crate::app::observe::CrawlObserver;
 use indicatif::{ProgressBar, ProgressStyle};
 use parking_lot::Mutex;
 
@@ -43,17 +45,17 @@ impl Progress {
         });
         Progress { bar, inner: Arc::new(Inner::new(expected_contacts, budget_per_s, true)) }
     }
+}
 
-    pub fn quiet() -> Progress {
-        Progress { bar: None, inner: Arc::new(Inner::new(None, 1.0, false)) }
-    }
-
-    pub fn page(&self, source: Source, records: usize, stats: &ClientStats) {
+impl CrawlObserver for Progress {
+    fn page(&self, source: Source, records: usize, stats: &ClientStats) {
         let i = &self.inner;
         i.pages.fetch_add(1, Ordering::Relaxed);
         let counter = match source {
             Source::Contacts => &i.contacts,
-            Source::Users | Source::Scim => &i.agents,
+            Source::Users => &i.agents,
+            // SCIM users are the same agents, seen again: not counted twice.
+            Source::Scim => return,
             Source::Accounts => &i.accounts,
         };
         counter.fetch_add(records as u64, Ordering::Relaxed);
@@ -93,20 +95,23 @@ impl Progress {
         }
     }
 
-    pub fn bad_record(&self) {
+    fn bad_record(&self) {
         self.inner.bad.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn warn(&self, w: &str) {
+    fn warning(&self, w: &str) {
         match &self.bar {
             Some(b) => b.println(format!("warning: {w}")),
             None => tracing::warn!("{w}"),
         }
     }
 
-    pub fn finish(&self, msg: &str) {
+    fn finished(&self, msg: &str) {
+        // The bar's line is cleared and the message printed on a line of its own, so that what
+        // the caller prints next starts on the next line.
         if let Some(b) = &self.bar {
-            b.finish_with_message(msg.to_string());
+            b.finish_and_clear();
+            eprintln!("{msg}");
         }
     }
 }

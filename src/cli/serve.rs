@@ -13,91 +13,108 @@ use idgraph_graph::ShrinkGuard;
 use idgraph_graphql::{router, ApiTokens, Metrics, ServerConfig, WebhookConfig};
 use rand::Rng;
 
-use crate::config::{self, FileConfig};
-use crate::scheduler::{FullSchedule, ScheduleConfig, Scheduler, SchedulerOps};
-use crate::{open_graph, pipeline, progress, DriftArgs};
+use super::common::{forget_server, note_server, open_graph};
+use super::progress::Progress;
+use super::{DriftArgs, StoreArgs};
+use crate::app::http::{MetricsObserver, SchedulerOps};
+use crate::app::observe::CrawlObserver;
+use crate::app::pipeline;
+use crate::app::scheduler::{FullSchedule, PipelineRunner, ScheduleConfig, Scheduler};
+use crate::app::settings::{duration, Env, Flags, Settings};
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// A TOML configuration file (see README); flags and IDGRAPH_* variables override it.
-    #[arg(long, env = "IDGRAPH_CONFIG")]
-    config: Option<PathBuf>,
-    /// Address to serve on.
-    #[arg(long, env = "IDGRAPH_LISTEN")]
-    listen: Option<String>,
-    #[arg(long, env = "IDGRAPH_DATA_DIR")]
-    data_dir: Option<PathBuf>,
     #[command(flatten)]
-    drift: DriftArgs,
-    /// Bearer token for GraphQL queries.
-    #[arg(long, env = "IDGRAPH_READ_TOKEN", hide_env_values = true)]
-    read_token: Option<String>,
-    /// Bearer token for GraphQL queries and mutations (reindex, reassignContacts).
-    #[arg(long, env = "IDGRAPH_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
-    /// The verification token Drift sends with webhooks; webhooks are off without it.
-    #[arg(long, env = "IDGRAPH_WEBHOOK_TOKEN", hide_env_values = true)]
-    webhook_token: Option<String>,
-    /// Full reindex schedule: a duration (`6h`) or a cron expression with seconds.
-    #[arg(long, env = "IDGRAPH_FULL_EVERY")]
-    full_every: Option<String>,
-    /// Agents-only refresh interval.
-    #[arg(long, env = "IDGRAPH_AGENTS_EVERY")]
-    agents_every: Option<String>,
-    /// Allow browser pages from this origin (CORS is off without it). Repeatable.
-    #[arg(long = "cors-origin", env = "IDGRAPH_CORS_ORIGINS", value_delimiter = ',')]
-    cors_origins: Vec<String>,
+    pub store: StoreArgs,
+    /// Address to serve on (default 127.0.0.1:8080) [env: IDGRAPH_LISTEN].
+    #[arg(long)]
+    pub listen: Option<String>,
+    #[command(flatten)]
+    pub drift: DriftArgs,
+    /// Bearer token for GraphQL queries [env: IDGRAPH_READ_TOKEN].
+    #[arg(long)]
+    pub read_token: Option<String>,
+    /// Bearer token for GraphQL queries and mutations (reindex, reassignContacts)
+    /// [env: IDGRAPH_ADMIN_TOKEN].
+    #[arg(long)]
+    pub admin_token: Option<String>,
+    /// The verification token Drift sends with webhooks; webhooks are off without it
+    /// [env: IDGRAPH_WEBHOOK_TOKEN].
+    #[arg(long)]
+    pub webhook_token: Option<String>,
+    /// Full reindex schedule: a duration (`6h`) or a cron expression with seconds
+    /// [env: IDGRAPH_FULL_EVERY].
+    #[arg(long)]
+    pub full_every: Option<String>,
+    /// Agents-only refresh interval (default 5m) [env: IDGRAPH_AGENTS_EVERY].
+    #[arg(long)]
+    pub agents_every: Option<String>,
+    /// Allow browser pages from this origin (CORS is off without it). Repeatable
+    /// [env: IDGRAPH_CORS_ORIGINS, comma-separated].
+    #[arg(long = "cors-origin", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
     /// Serve GraphQL without tokens (anyone who can reach the port can read and reindex).
     #[arg(long)]
-    insecure_no_auth: bool,
+    pub insecure_no_auth: bool,
+}
+
+impl ServeArgs {
+    fn flags(&self) -> Flags {
+        Flags {
+            listen: self.listen.clone(),
+            read_token: self.read_token.clone(),
+            admin_token: self.admin_token.clone(),
+            webhook_token: self.webhook_token.clone(),
+            full_every: self.full_every.clone(),
+            agents_every: self.agents_every.clone(),
+            cors_origins: self.cors_origins.clone(),
+            ..self.drift.flags(self.store.flags())
+        }
+    }
 }
 
 pub async fn serve(a: ServeArgs) -> Result<()> {
-    let file = FileConfig::load(a.config.as_deref())?;
-    let settings = a.drift.settings(&file);
-    let tokens = ApiTokens {
-        read: a.read_token.clone().or(file.read_token.clone()),
-        admin: a.admin_token.clone().or(file.admin_token.clone()),
-    };
+    let settings = Settings::load(&a.flags(), &Env::from_process())?;
+    let srv = &settings.server;
+    let tokens = ApiTokens { read: srv.read_token.clone(), admin: srv.admin_token.clone() };
     if tokens.open() && !a.insecure_no_auth {
         anyhow::bail!("set --read-token and --admin-token (or IDGRAPH_READ_TOKEN / IDGRAPH_ADMIN_TOKEN), or pass --insecure-no-auth");
     }
-    let listen = a.listen.clone().or(file.listen.clone()).unwrap_or_else(|| "127.0.0.1:8080".into());
-    let data_dir = a.data_dir.clone().or(file.data_dir.clone()).unwrap_or_else(|| PathBuf::from("idgraph-data"));
     let schedule = ScheduleConfig {
-        full: a
-            .full_every
-            .clone()
-            .or(file.full_every.clone())
-            .unwrap_or_else(|| "6h".into())
-            .parse()
-            .map_err(anyhow::Error::msg)?,
-        agents_every: config::duration(
-            &a.agents_every.clone().or(file.agents_every.clone()).unwrap_or_else(|| "5m".into()),
-        )?,
+        full: settings.schedule.full.clone(),
+        agents_every: settings.schedule.agents_every,
         jitter: 0.1,
-        guard: ShrinkGuard::default(),
-        incremental: file.incremental.unwrap_or(true),
     };
-    let crawler = Crawler::new(settings.crawl_config()?)?;
-    let webhook = a.webhook_token.clone().or(file.webhook_token.clone()).map(WebhookConfig::new);
-    let cors =
-        if a.cors_origins.is_empty() { file.cors_origins.clone().unwrap_or_default() } else { a.cors_origins.clone() };
-    let server_cfg = ServerConfig { tokens, cors_origins: cors, webhook, ..ServerConfig::default() };
-    run_server(&listen, &data_dir, crawler, schedule, server_cfg, None).await
+    let crawler = Crawler::new(settings.drift.crawl_config()?)?;
+    let webhook = srv.webhook_token.as_ref().map(|t| WebhookConfig::new(t.expose()));
+    let server_cfg =
+        ServerConfig { tokens, cors_origins: srv.cors_origins.clone(), webhook, ..ServerConfig::default() };
+    let listener =
+        tokio::net::TcpListener::bind(&srv.listen).await.with_context(|| format!("cannot listen on {}", srv.listen))?;
+    let run = Run {
+        data_dir: settings.data_dir.clone(),
+        crawler,
+        schedule,
+        incremental: settings.drift.incremental,
+        server_cfg,
+    };
+    run_server(run, listener).await
 }
 
-/// Opens the index, starts the scheduler and serves until Ctrl-C. With `listener`, serves on it.
-async fn run_server(
-    listen: &str,
-    data_dir: &std::path::Path,
+/// What a server runs with.
+struct Run {
+    data_dir: PathBuf,
     crawler: Crawler,
     schedule: ScheduleConfig,
+    incremental: bool,
     server_cfg: ServerConfig,
-    listener: Option<tokio::net::TcpListener>,
-) -> Result<()> {
+}
+
+/// Opens the index, starts the scheduler and serves until Ctrl-C.
+async fn run_server(run: Run, listener: tokio::net::TcpListener) -> Result<()> {
     let started = std::time::Instant::now();
-    let graph = Arc::new(open_graph(data_dir, "stop the other idgraph first: one server holds a data directory")?);
+    let graph =
+        Arc::new(open_graph(&run.data_dir, "stop the other idgraph first: one server holds a data directory", true)?);
     let first_crawl = graph.info().is_none();
     match graph.info() {
         Some(i) => tracing::info!(
@@ -109,18 +126,27 @@ async fn run_server(
         None => tracing::info!("no index yet: crawling first (/readyz says 503 until it is done)"),
     }
     let metrics = Arc::new(Metrics::default());
-    let sched = Scheduler::start(graph.clone(), crawler, metrics.clone(), schedule, first_crawl);
-    let app = router(graph, Arc::new(SchedulerOps(sched)), metrics, server_cfg);
-    let listener = match listener {
-        Some(l) => l,
-        None => tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?,
+    let observer = Arc::new(MetricsObserver(metrics.clone()));
+    let runner = PipelineRunner {
+        graph: graph.clone(),
+        crawler: run.crawler.clone(),
+        observer: observer.clone() as Arc<dyn CrawlObserver>,
+        guard: ShrinkGuard::default(),
+        incremental: run.incremental,
     };
-    tracing::info!(addr = %listener.local_addr()?, "serving GraphQL at /graphql and GraphiQL at /");
-    axum::serve(listener, app)
+    let scheduler = Scheduler::start(Arc::new(runner), observer, run.schedule, first_crawl);
+    let ops = SchedulerOps { scheduler, graph: graph.clone(), crawler: run.crawler };
+    let app = router(graph, Arc::new(ops), metrics, run.server_cfg);
+    let addr = listener.local_addr()?;
+    tracing::info!(addr = %addr, "serving GraphQL at /graphql and GraphiQL at /");
+    note_server(&run.data_dir, &format!("http://{addr}"));
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
-        .await?;
+        .await;
+    forget_server(&run.data_dir);
+    served?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -161,6 +187,41 @@ pub async fn demo(a: DemoArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{} (is something else there? try --port 8081)", a.port))?;
     let addr = listener.local_addr()?;
+    let running = demo_org(&a, addr).await?;
+    let (tmp, data_dir) = match &a.data_dir {
+        Some(d) => (None, d.clone()),
+        None => {
+            let t = tempfile::tempdir().context("cannot make a temporary data directory")?;
+            let p = t.path().to_path_buf();
+            (Some(t), p)
+        }
+    };
+    let mut cfg = CrawlConfig::new(running.url(), Credentials::Token(Secret::new(DEMO_DRIFT_TOKEN)));
+    cfg.scim_url = Some(running.scim_url());
+    cfg.budget = DEMO_RATE.parse::<BudgetConfig>().map_err(anyhow::Error::msg)?;
+    let crawler = Crawler::new(cfg)?;
+    std::fs::create_dir_all(&data_dir).context("cannot create the demo's data directory")?;
+    first_crawl(&data_dir, &crawler, a.contacts).await?;
+    print_banner(&format!("http://{addr}"), &running.url());
+    if !a.no_churn {
+        let every = duration(&a.churn_every)?;
+        tokio::spawn(churn(running.url(), every));
+    }
+    let schedule = ScheduleConfig {
+        full: FullSchedule::Every(Duration::from_secs(180)),
+        agents_every: Duration::from_secs(20),
+        jitter: 0.0,
+    };
+    let server_cfg = ServerConfig { webhook: Some(WebhookConfig::new(DEMO_WEBHOOK_TOKEN)), ..ServerConfig::default() };
+    let run = Run { data_dir: data_dir.clone(), crawler, schedule, incremental: true, server_cfg };
+    let result = run_server(run, listener).await;
+    running.stop().await;
+    drop(tmp);
+    result
+}
+
+/// The simulated org, with its webhooks pointed at the demo's server at `addr`.
+async fn demo_org(a: &DemoArgs, addr: SocketAddr) -> Result<drift_sim::RunningSim> {
     eprintln!("Generating a demo Drift org: {} contacts, {} agents …", a.contacts, a.agents);
     let sim = Sim::new(SimConfig {
         seed: a.seed,
@@ -177,39 +238,27 @@ pub async fn demo(a: DemoArgs) -> Result<()> {
         },
         ..SimConfig::default()
     });
-    let running = sim.spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await.context("cannot start the simulator")?;
-    let (tmp, data_dir) = match &a.data_dir {
-        Some(d) => (None, d.clone()),
-        None => {
-            let t = tempfile::tempdir().context("cannot make a temporary data directory")?;
-            let p = t.path().to_path_buf();
-            (Some(t), p)
-        }
-    };
-    let mut cfg = CrawlConfig::new(running.url(), Credentials::Token(Secret::new(DEMO_DRIFT_TOKEN)));
-    cfg.scim_url = Some(running.scim_url());
-    cfg.budget = DEMO_RATE.parse::<BudgetConfig>().map_err(anyhow::Error::msg)?;
-    let per_s = cfg.budget.per_second();
-    let crawler = Crawler::new(cfg)?;
+    sim.spawn(SocketAddr::from(([127, 0, 0, 1], 0))).await.context("cannot start the simulator")
+}
 
-    // The first crawl, with a progress bar, before serving.
-    {
-        let graph = Arc::new(open_graph(&data_dir, "")?);
-        let progress = progress::Progress::new(Some(a.contacts as u64), per_s);
-        eprintln!("Crawling it at {DEMO_RATE} (the real Drift allows about 200/min) …");
-        let r =
-            pipeline::reindex(&graph, &crawler, &Arc::new(Metrics::default()), &progress, ShrinkGuard::default(), true)
-                .await?;
-        eprintln!(
-            "Indexed {} contacts, {} agents, {} accounts in {:.1}s ({} requests).",
-            r.summary.contacts,
-            r.summary.users,
-            r.summary.accounts,
-            r.summary.elapsed_ms as f64 / 1000.0,
-            r.summary.requests
-        );
-    }
-    let url = format!("http://{addr}");
+/// The first crawl, with a progress bar, before serving.
+async fn first_crawl(data_dir: &std::path::Path, crawler: &Crawler, contacts: usize) -> Result<()> {
+    let graph = Arc::new(open_graph(data_dir, "", true)?);
+    let progress = Progress::new(Some(contacts as u64), crawler.config().budget.per_second());
+    eprintln!("Crawling it at {DEMO_RATE} (the real Drift allows about 200/min) …");
+    let r = pipeline::reindex(&graph, crawler, &progress, ShrinkGuard::default(), true).await?;
+    eprintln!(
+        "Indexed {} contacts, {} agents, {} accounts in {:.1}s ({} requests).",
+        r.summary.contacts,
+        r.summary.users,
+        r.summary.accounts,
+        r.summary.elapsed_ms as f64 / 1000.0,
+        r.summary.requests
+    );
+    Ok(())
+}
+
+fn print_banner(url: &str, sim: &str) {
     eprintln!(
         r#"
 idgraph demo is up.
@@ -236,25 +285,8 @@ While the demo runs the org changes: contacts are created and reassigned, and an
 deprovisioned through SCIM every minute or so. Agents are refreshed every 20s and the full index
 every 3 minutes, so orphans and history (`changes`) appear live. Ctrl-C to stop.
 "#,
-        sim = running.url(),
         tok = DEMO_DRIFT_TOKEN,
     );
-    if !a.no_churn {
-        let every = config::duration(&a.churn_every)?;
-        tokio::spawn(churn(running.url(), every));
-    }
-    let schedule = ScheduleConfig {
-        full: FullSchedule::Every(Duration::from_secs(180)),
-        agents_every: Duration::from_secs(20),
-        jitter: 0.0,
-        guard: ShrinkGuard::default(),
-        incremental: true,
-    };
-    let server_cfg = ServerConfig { webhook: Some(WebhookConfig::new(DEMO_WEBHOOK_TOKEN)), ..ServerConfig::default() };
-    let result = run_server("", &data_dir, crawler, schedule, server_cfg, Some(listener)).await;
-    running.stop().await;
-    drop(tmp);
-    result
 }
 
 /// Changes the demo org through its API, as people would: new contacts, reassignments, and now

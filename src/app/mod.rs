@@ -1,0 +1,15 @@
+//! The app layer: what runs inside `idgraph` whatever the front end.
+//!
+//! - `settings`: defaults < TOML < environment < flags, resolved once.
+//! - `pipeline`: crawl → staging generation → switch; agents refresh in place.
+//! - `scheduler`: when runs happen (on tokio's clock), never two at once.
+//! - `reassign`: moves through Drift, each recorded in the graph as it lands.
+//! - `observe`: how the pipeline and scheduler report, to whoever listens.
+//! - `http`: the one module that knows the GraphQL crate (metrics, `Operations`).
+
+pub mod http;
+pub mod observe;
+pub mod pipeline;
+pub mod reassign;
+pub mod scheduler;
+pub mod settings;

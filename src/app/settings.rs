@@ -1,0 +1,322 @@
+//! Settings, resolved once for every command: defaults < TOML file < `IDGRAPH_*` environment <
+//! flags. This is the only place that reads configuration files and the environment; everything
+//! after it takes typed values.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use idgraph_crawler::{BudgetConfig, CrawlConfig, Credentials, OAuthConfig};
+use idgraph_model::Secret;
+use serde::Deserialize;
+
+use crate::app::scheduler::FullSchedule;
+
+/// The one table of defaults.
+pub mod defaults {
+    pub const DATA_DIR: &str = "idgraph-data";
+    pub const DRIFT_URL: &str = "https://driftapi.com";
+    pub const OAUTH_TOKEN_URL: &str = "https://driftapi.com/oauth2/token";
+    pub const RATE_LIMIT: &str = "200/min";
+    pub const LISTEN: &str = "127.0.0.1:8080";
+    pub const FULL_EVERY: &str = "6h";
+    pub const AGENTS_EVERY: &str = "5m";
+    pub const INCREMENTAL: bool = true;
+}
+
+/// The TOML file. Every key is optional. No `Debug`: it holds secrets.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub drift_url: Option<String>,
+    pub scim_url: Option<String>,
+    pub token: Option<Secret>,
+    pub scim_token: Option<Secret>,
+    pub rate_limit: Option<String>,
+    pub read_token: Option<Secret>,
+    pub admin_token: Option<Secret>,
+    pub webhook_token: Option<Secret>,
+    pub full_every: Option<String>,
+    pub agents_every: Option<String>,
+    pub cors_origins: Option<Vec<String>>,
+    pub known_ids_file: Option<PathBuf>,
+    pub incremental: Option<bool>,
+    pub oauth: Option<OAuthFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthFile {
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub token_file: PathBuf,
+    pub token_url: Option<String>,
+}
+
+impl FileConfig {
+    pub fn load(path: Option<&Path>) -> Result<FileConfig> {
+        let Some(path) = path else {
+            return Ok(FileConfig::default());
+        };
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
+    }
+}
+
+/// What the flags say; `None` where a flag was not given.
+#[derive(Default, Clone)]
+pub struct Flags {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub drift_url: Option<String>,
+    pub scim_url: Option<String>,
+    pub token: Option<String>,
+    pub scim_token: Option<String>,
+    pub rate_limit: Option<String>,
+    pub known_ids_file: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub read_token: Option<String>,
+    pub admin_token: Option<String>,
+    pub webhook_token: Option<String>,
+    pub full_every: Option<String>,
+    pub agents_every: Option<String>,
+    pub cors_origins: Vec<String>,
+}
+
+/// The environment, as a map (the process's, or a test's).
+#[derive(Default, Clone)]
+pub struct Env(HashMap<String, String>);
+
+impl Env {
+    pub fn from_process() -> Env {
+        Env(std::env::vars().collect())
+    }
+
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Env {
+        Env(pairs.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    fn get(&self, key: &str) -> Option<String> {
+        self.0.get(key).filter(|v| !v.is_empty()).cloned()
+    }
+}
+
+/// The OAuth client, after `idgraph auth login`. No `Debug` derive: the secret is a [`Secret`].
+#[derive(Clone, Debug)]
+pub struct OAuthSettings {
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub token_file: PathBuf,
+    pub token_url: String,
+}
+
+/// Where Drift is and how to reach it.
+#[derive(Clone, Debug)]
+pub struct DriftSettings {
+    pub drift_url: String,
+    /// `None`: SCIM is skipped (`scim_url = "none"`).
+    pub scim_url: Option<String>,
+    pub token: Option<Secret>,
+    pub scim_token: Option<Secret>,
+    pub oauth: Option<OAuthSettings>,
+    pub budget: BudgetConfig,
+    pub known_ids_file: Option<PathBuf>,
+    pub incremental: bool,
+}
+
+/// What `serve` listens on and whom it lets in.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    pub listen: String,
+    pub read_token: Option<Secret>,
+    pub admin_token: Option<Secret>,
+    pub webhook_token: Option<Secret>,
+    pub cors_origins: Vec<String>,
+}
+
+/// When `serve` reindexes.
+#[derive(Clone, Debug)]
+pub struct ScheduleSettings {
+    pub full: FullSchedule,
+    pub agents_every: Duration,
+}
+
+/// Everything a command needs, resolved.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub drift: DriftSettings,
+    pub server: ServerSettings,
+    pub schedule: ScheduleSettings,
+}
+
+/// Parses a duration such as `30s`, `5m`, `6h`.
+pub fn duration(s: &str) -> Result<Duration> {
+    humantime::parse_duration(s.trim()).with_context(|| format!("{s:?} is not a duration (try 30s, 5m, 6h)"))
+}
+
+impl Settings {
+    /// Reads the configuration file named by `--config` or `IDGRAPH_CONFIG`, then resolves.
+    pub fn load(flags: &Flags, env: &Env) -> Result<Settings> {
+        let path = flags.config.clone().or_else(|| env.get("IDGRAPH_CONFIG").map(PathBuf::from));
+        Settings::resolve(flags, &FileConfig::load(path.as_deref())?, env)
+    }
+
+    /// Each value from the first of: flag, environment, file, default.
+    pub fn resolve(flags: &Flags, file: &FileConfig, env: &Env) -> Result<Settings> {
+        let pick = |flag: &Option<String>, var: &str, file: &Option<String>| {
+            flag.clone().or_else(|| env.get(var)).or_else(|| file.clone())
+        };
+        let secret = |flag: &Option<String>, var: &str, file: &Option<Secret>| {
+            flag.clone().or_else(|| env.get(var)).map(Secret::new).or_else(|| file.clone())
+        };
+        let path = |flag: &Option<PathBuf>, var: &str, file: &Option<PathBuf>| {
+            flag.clone().or_else(|| env.get(var).map(PathBuf::from)).or_else(|| file.clone())
+        };
+        let drift_url = pick(&flags.drift_url, "IDGRAPH_DRIFT_URL", &file.drift_url)
+            .unwrap_or_else(|| defaults::DRIFT_URL.to_string());
+        let scim_url = pick(&flags.scim_url, "IDGRAPH_SCIM_URL", &file.scim_url)
+            .unwrap_or_else(|| format!("{}/scim/v2", drift_url.trim_end_matches('/')));
+        let rate = pick(&flags.rate_limit, "IDGRAPH_RATE_LIMIT", &file.rate_limit)
+            .unwrap_or_else(|| defaults::RATE_LIMIT.to_string());
+        let budget: BudgetConfig = rate.parse().map_err(|e: String| anyhow::anyhow!("rate limit {rate:?}: {e}"))?;
+        let cors = if !flags.cors_origins.is_empty() {
+            flags.cors_origins.clone()
+        } else if let Some(v) = env.get("IDGRAPH_CORS_ORIGINS") {
+            v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+        } else {
+            file.cors_origins.clone().unwrap_or_default()
+        };
+        let full = pick(&flags.full_every, "IDGRAPH_FULL_EVERY", &file.full_every)
+            .unwrap_or_else(|| defaults::FULL_EVERY.to_string());
+        let agents = pick(&flags.agents_every, "IDGRAPH_AGENTS_EVERY", &file.agents_every)
+            .unwrap_or_else(|| defaults::AGENTS_EVERY.to_string());
+        Ok(Settings {
+            data_dir: path(&flags.data_dir, "IDGRAPH_DATA_DIR", &file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR)),
+            drift: DriftSettings {
+                scim_url: (scim_url != "none").then_some(scim_url),
+                drift_url,
+                token: secret(&flags.token, "DRIFT_TOKEN", &file.token),
+                scim_token: secret(&flags.scim_token, "IDGRAPH_SCIM_TOKEN", &file.scim_token),
+                oauth: file.oauth.as_ref().map(|o| OAuthSettings {
+                    client_id: o.client_id.clone(),
+                    client_secret: o.client_secret.clone(),
+                    token_file: o.token_file.clone(),
+                    token_url: o.token_url.clone().unwrap_or_else(|| defaults::OAUTH_TOKEN_URL.to_string()),
+                }),
+                budget,
+                known_ids_file: path(&flags.known_ids_file, "IDGRAPH_KNOWN_IDS_FILE", &file.known_ids_file),
+                incremental: file.incremental.unwrap_or(defaults::INCREMENTAL),
+            },
+            server: ServerSettings {
+                listen: pick(&flags.listen, "IDGRAPH_LISTEN", &file.listen)
+                    .unwrap_or_else(|| defaults::LISTEN.to_string()),
+                read_token: secret(&flags.read_token, "IDGRAPH_READ_TOKEN", &file.read_token),
+                admin_token: secret(&flags.admin_token, "IDGRAPH_ADMIN_TOKEN", &file.admin_token),
+                webhook_token: secret(&flags.webhook_token, "IDGRAPH_WEBHOOK_TOKEN", &file.webhook_token),
+                cors_origins: cors,
+            },
+            schedule: ScheduleSettings {
+                full: full.parse().map_err(|e: String| anyhow::anyhow!("full_every: {e}"))?,
+                agents_every: duration(&agents).context("agents_every")?,
+            },
+        })
+    }
+}
+
+impl DriftSettings {
+    /// The crawler's configuration; fails when no credentials were given.
+    pub fn crawl_config(&self) -> Result<CrawlConfig> {
+        let creds = match (&self.token, &self.oauth) {
+            (Some(t), _) => Credentials::Token(t.clone()),
+            (None, Some(o)) => Credentials::OAuth(OAuthConfig {
+                token_url: o.token_url.clone(),
+                client_id: o.client_id.clone(),
+                client_secret: o.client_secret.clone(),
+                token_file: Some(o.token_file.clone()),
+                refresh_token: None,
+                refresh_ahead: Duration::from_secs(120),
+            }),
+            (None, None) => anyhow::bail!(
+                "no Drift credentials: pass --token (or set DRIFT_TOKEN), or configure [oauth] after `idgraph auth login`"
+            ),
+        };
+        let mut cfg = CrawlConfig::new(self.drift_url.clone(), creds);
+        cfg.scim_url = self.scim_url.clone();
+        cfg.scim_credentials = self.scim_token.clone().map(Credentials::Token);
+        cfg.budget = self.budget;
+        cfg.known_ids_file = self.known_ids_file.clone();
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> FileConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_given() {
+        let s = Settings::resolve(&Flags::default(), &FileConfig::default(), &Env::default()).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("idgraph-data"));
+        assert_eq!(s.drift.drift_url, "https://driftapi.com");
+        assert_eq!(s.drift.scim_url.as_deref(), Some("https://driftapi.com/scim/v2"));
+        assert_eq!(s.server.listen, "127.0.0.1:8080");
+        assert_eq!(s.schedule.agents_every, Duration::from_secs(300));
+        assert!((s.drift.budget.per_second() - 200.0 / 60.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_file_overrides_defaults() {
+        let f =
+            file("data_dir = \"/var/lib/idgraph\"\nrate_limit = \"50/s\"\nscim_url = \"none\"\nagents_every = \"1m\"");
+        let s = Settings::resolve(&Flags::default(), &f, &Env::default()).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/var/lib/idgraph"));
+        assert!((s.drift.budget.per_second() - 50.0).abs() < 1e-9);
+        assert_eq!(s.drift.scim_url, None);
+        assert_eq!(s.schedule.agents_every, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let f = file("data_dir = \"/from/file\"\nlisten = \"0.0.0.0:1\"\ntoken = \"file-token\"");
+        let env = Env::from_pairs([("IDGRAPH_DATA_DIR", "/from/env"), ("DRIFT_TOKEN", "env-token")]);
+        let s = Settings::resolve(&Flags::default(), &f, &env).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/from/env"));
+        assert_eq!(s.drift.token.as_ref().map(Secret::expose), Some("env-token"));
+        assert_eq!(s.server.listen, "0.0.0.0:1", "what the environment does not set comes from the file");
+    }
+
+    #[test]
+    fn flags_override_the_environment() {
+        let f = file("data_dir = \"/from/file\"");
+        let env = Env::from_pairs([("IDGRAPH_DATA_DIR", "/from/env"), ("IDGRAPH_RATE_LIMIT", "10/s")]);
+        let flags = Flags { data_dir: Some("/from/flag".into()), rate_limit: Some("20/s".into()), ..Flags::default() };
+        let s = Settings::resolve(&flags, &f, &env).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/from/flag"));
+        assert!((s.drift.budget.per_second() - 20.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn bad_values_say_which_setting() {
+        let flags = Flags { rate_limit: Some("lots".into()), ..Flags::default() };
+        let e = Settings::resolve(&flags, &FileConfig::default(), &Env::default()).unwrap_err();
+        assert!(format!("{e:#}").contains("rate limit"), "{e:#}");
+    }
+
+    #[test]
+    fn settings_never_print_secrets() {
+        let flags = Flags { token: Some("s3cr3t".into()), read_token: Some("r34d".into()), ..Flags::default() };
+        let s = Settings::resolve(&flags, &FileConfig::default(), &Env::default()).unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("s3cr3t") && !shown.contains("r34d"), "{shown}");
+    }
+}
