@@ -171,3 +171,65 @@ async fn audit_and_reassign_read_data_dir_from_the_config_file() {
     assert!(err.contains("no agent \"999999\""), "reassign opened the file's data_dir: {err}");
     assert!(!dir.path().join("idgraph-data").exists(), "nothing used the default directory");
 }
+
+/// Runs a command under a pseudo-terminal (`script`), as a person at a terminal does.
+async fn on_a_terminal(cmd: &str, no_color: bool) -> String {
+    let mut c = tokio::process::Command::new("script");
+    c.args(["-qec", cmd, "/dev/null"]).env_remove("NO_COLOR").stdin(Stdio::null());
+    if no_color {
+        c.env("NO_COLOR", "1");
+    }
+    let out = c.output().await.unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn colour_only_on_a_terminal_and_never_with_no_color() {
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipping: no `script` (util-linux) to make a terminal");
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_idgraph");
+    let dir = tempfile::tempdir().unwrap();
+    // A server logs at once; on a terminal each line's level is coloured.
+    let cmd = format!(
+        "timeout 2 {bin} serve --insecure-no-auth --listen 127.0.0.1:0 --drift-url http://127.0.0.1:9 --token t --data-dir {} 2>&1; true",
+        dir.path().display()
+    );
+    // Colour is SGR: ESC [ digits m.
+    let sgr = |s: &str| {
+        s.split('\u{1b}').skip(1).any(|r| {
+            r.starts_with('[') && r[1..].trim_start_matches(|c: char| c.is_ascii_digit() || c == ';').starts_with('m')
+        })
+    };
+    let coloured = on_a_terminal(&cmd, false).await;
+    assert!(coloured.contains("INFO") && sgr(&coloured), "a terminal gets colour: {coloured:?}");
+    let plain = on_a_terminal(&cmd, true).await;
+    assert!(plain.contains("INFO") && !sgr(&plain), "NO_COLOR is honoured: {plain:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_counts_agents_once_and_prints_whole_lines() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = idgraph()
+        .args(["demo", "--port", "0", "--contacts", "2000", "--agents", "30", "--no-churn"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    loop {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(120), lines.next_line())
+            .await
+            .expect("the demo comes up")
+            .unwrap()
+            .expect("the demo exited early");
+        seen.push(line.clone());
+        if line.contains("idgraph demo is up") {
+            break;
+        }
+    }
+    let indexed = seen.iter().find(|l| l.starts_with("Indexed ")).unwrap_or_else(|| panic!("{seen:#?}"));
+    assert!(indexed.starts_with("Indexed 2000 contacts, 30 agents,"), "{indexed}");
+    child.kill().await.unwrap();
+}

@@ -14,6 +14,11 @@ use crate::app::observe::{CrawlObserver, RunKind, RunObserver};
 use crate::app::reassign::execute_moves;
 use crate::app::scheduler::Scheduler;
 
+/// The GraphQL schema in SDL (`idgraph schema`).
+pub fn sdl() -> String {
+    idgraph_graphql::sdl()
+}
+
 /// The server's metrics, fed by crawls and scheduled runs.
 pub struct MetricsObserver(pub Arc<Metrics>);
 

@@ -50,15 +50,7 @@ pub fn open_graph(dir: &Path, hint: &str, create: bool) -> Result<Graph> {
     }
 }
 
-/// The deepest cause of a transport error ("connection refused", "dns error: ..."), which
-/// reqwest's own message ("error sending request") hides.
-pub fn transport_cause(e: &reqwest::Error) -> String {
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
-}
+pub use idgraph_crawler::transport_cause;
 
 /// Runs a GraphQL query against a server; the errors it answers become one message.
 pub async fn remote_query(

@@ -75,7 +75,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Reassign(a) => reassign::reassign(a).await,
         Command::Export(a) => export::export(a).await,
         Command::Sim(a) => sim::sim(a).await,
-        Command::Schema => common::print_out(&idgraph_graphql::sdl()),
+        Command::Schema => common::print_out(&crate::app::http::sdl()),
         Command::Auth(AuthCommand::Login(a)) => login::login(a).await,
     }
 }

@@ -185,12 +185,12 @@ impl DriftClient {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|e| format!("transport: {}", e.without_url()))?;
+        let resp = req.send().await.map_err(|e| format!("transport: {}", transport_cause(&e)))?;
         let status = resp.status();
         let headers = resp.headers().clone();
         match resp.bytes().await {
             Ok(bytes) => Ok((status, headers, bytes)),
-            Err(e) => Err(format!("connection lost reading the body: {}", e.without_url())),
+            Err(e) => Err(format!("connection lost reading the body: {}", transport_cause(&e))),
         }
     }
 
@@ -200,6 +200,30 @@ impl DriftClient {
         // Full jitter: spread retries so that many failing requests do not come back together.
         let ms = rand::rng().random_range(0..=exp.as_millis().max(1) as u64);
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+/// What went wrong with a request, down to its cause ("connection refused", "dns error: ..."),
+/// which reqwest's own message ("error sending request") hides; never the URL (query strings
+/// may hold emails).
+pub fn transport_cause(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let top = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "the body was cut off"
+    } else {
+        "the request failed"
+    };
+    if std::ptr::addr_eq(cause, e as &dyn std::error::Error) {
+        top.to_string()
+    } else {
+        format!("{top}: {cause}")
     }
 }
 

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use auth::{Credentials, OAuthConfig, Secret, StoredTokens, TokenSource};
 pub use budget::{Budget, BudgetConfig};
-pub use client::{ClientStats, DriftClient, RetryPolicy};
+pub use client::{transport_cause, ClientStats, DriftClient, RetryPolicy};
 pub use crawl::Crawler;
 pub use idgraph_model::Record;
 
