@@ -150,7 +150,13 @@ impl Sim {
     pub fn router(&self) -> Router {
         let api = rest::routes().merge(scim::routes()).merge(oauth::api_routes());
         let api = api.layer(axum::middleware::from_fn_with_state(self.state.clone(), gate::gate));
-        Router::new().merge(api.clone()).nest("/v1", api).merge(oauth::open_routes()).with_state(self.state.clone())
+        Router::new()
+            .merge(api.clone())
+            .nest("/v1", api)
+            .merge(oauth::open_routes())
+            .fallback(unknown_route)
+            .method_not_allowed_fallback(wrong_method)
+            .with_state(self.state.clone())
     }
 
     /// Serves on a bound listener until `shutdown` resolves.
@@ -229,6 +235,26 @@ impl Sim {
     pub fn accounts_json(&self) -> Vec<serde_json::Value> {
         let org = self.state.org.read();
         org.accounts.iter().map(|a| a.to_json()).collect()
+    }
+}
+
+/// An unknown route answers as Drift does: its error envelope (SCIM's under `/scim`).
+async fn unknown_route(uri: axum::http::Uri) -> axum::response::Response {
+    let msg = format!("no route {}", uri.path());
+    if uri.path().contains("/scim") {
+        gate::scim_error(axum::http::StatusCode::NOT_FOUND, None, &msg)
+    } else {
+        gate::drift_error(axum::http::StatusCode::NOT_FOUND, "not_found", &msg)
+    }
+}
+
+/// A known route asked with a method it does not take: 405, in the same envelopes.
+async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> axum::response::Response {
+    let msg = format!("{method} is not allowed on {}", uri.path());
+    if uri.path().contains("/scim") {
+        gate::scim_error(axum::http::StatusCode::METHOD_NOT_ALLOWED, None, &msg)
+    } else {
+        gate::drift_error(axum::http::StatusCode::METHOD_NOT_ALLOWED, "validation_error", &msg)
     }
 }
 

@@ -388,9 +388,10 @@ async fn conversations(AxState(st): AxState<S>, headers: HeaderMap, RawQuery(q):
 
 async fn accounts(AxState(st): AxState<S>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
     let pairs = query_pairs(&q);
+    // Drift documents a default of 10 and a maximum of 65.
     let size = match first(&pairs, "size").map(str::parse::<usize>) {
-        None => 65,
-        Some(Ok(n)) if n > 0 => n.min(100),
+        None => 10,
+        Some(Ok(n)) if n > 0 => n.min(65),
         _ => return bad("size must be a positive number"),
     };
     let index = match first(&pairs, "index").map(str::parse::<usize>) {

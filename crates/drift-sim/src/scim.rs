@@ -362,10 +362,34 @@ async fn create(AxState(st): AxState<S>, body: Option<Json<Value>>) -> Response 
     r
 }
 
-/// Stores a changed user, deprovisioning it when it was made inactive (as the policy says).
-fn store(st: &State, u: SimUser) -> Response {
+/// Whether a PUT or PATCH body sets `active` (or Drift's `isActive`) to false: only such a
+/// request deprovisions. A PATCH of anything else (a `displayName`) leaves the user be, even one
+/// created inactive.
+fn sets_inactive(body: &Value) -> bool {
+    let falsy =
+        |v: Option<&Value>| v.is_some_and(|v| v == &json!(false) || v == &json!("false") || v == &json!("False"));
+    let in_object = |v: &Value| falsy(v.get("active")) || falsy(v.get("isActive"));
+    if in_object(body) {
+        return true;
+    }
+    body.get("Operations").and_then(Value::as_array).is_some_and(|ops| {
+        ops.iter().any(|op| {
+            let value = op.get("value").unwrap_or(&Value::Null);
+            match op.get("path").and_then(Value::as_str) {
+                Some(p) => {
+                    (p.eq_ignore_ascii_case("active") || p.eq_ignore_ascii_case("isActive")) && falsy(Some(value))
+                }
+                None => in_object(value),
+            }
+        })
+    })
+}
+
+/// Stores a changed user, deprovisioning it when the request made it inactive (as the policy
+/// says).
+fn store(st: &State, u: SimUser, deactivates: bool) -> Response {
     let mut org = st.org.write();
-    if !u.active && st.cfg.deprovision == DeprovisionPolicy::Delete {
+    if !u.active && deactivates && st.cfg.deprovision == DeprovisionPolicy::Delete {
         org.users.remove(&u.id);
         // Drift deletes the user; SCIM answers as for a successful update of what was sent.
         let mut out = u.to_scim_json();
@@ -403,7 +427,7 @@ async fn replace(AxState(st): AxState<S>, Path(id): Path<String>, body: Option<J
         return scim_error(StatusCode::BAD_REQUEST, Some("invalidValue"), &e);
     }
     u.updated_at = now_ms();
-    store(&st, u)
+    store(&st, u, sets_inactive(&body))
 }
 
 async fn patch(AxState(st): AxState<S>, Path(id): Path<String>, body: Option<Json<Value>>) -> Response {
@@ -462,7 +486,7 @@ async fn patch(AxState(st): AxState<S>, Path(id): Path<String>, body: Option<Jso
         return scim_error(StatusCode::BAD_REQUEST, Some("invalidValue"), &e);
     }
     u.updated_at = now_ms();
-    store(&st, u)
+    store(&st, u, sets_inactive(&body))
 }
 
 async fn delete(AxState(st): AxState<S>, Path(id): Path<String>) -> Response {

@@ -590,3 +590,44 @@ fn the_generator_is_deterministic_and_skewed() {
     assert!(top5 * 3 > a.len(), "a few agents own most contacts: top 5 own {top5} of {}", a.len());
     assert!(none > 0 && strings > 0);
 }
+
+#[tokio::test]
+async fn only_a_request_that_sets_active_false_deprovisions() {
+    let (_sim, r) = start(small()).await;
+    let c = C::new(&r);
+    let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "late@example.com", "displayName": "Late", "active": false});
+    let (s, u) = c.send(reqwest::Method::POST, "/scim/v2/Users", body).await;
+    assert_eq!(s, StatusCode::CREATED, "{u}");
+    let id = u["id"].as_str().unwrap().to_string();
+    let patch = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "displayName", "value": "Late Starter"}]});
+    let (s, u) = c.send(reqwest::Method::PATCH, &format!("/scim/v2/Users/{id}"), patch).await;
+    assert_eq!(s, StatusCode::OK, "{u}");
+    let (s, u) = c.get(&format!("/scim/v2/Users/{id}")).await;
+    assert_eq!(s, StatusCode::OK, "a PATCH of displayName does not deprovision: {u}");
+    assert_eq!(u["displayName"], "Late Starter");
+    let off = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "active", "value": false}]});
+    c.send(reqwest::Method::PATCH, &format!("/scim/v2/Users/{id}"), off).await;
+    assert_eq!(c.get(&format!("/scim/v2/Users/{id}")).await.0, StatusCode::NOT_FOUND, "active: false deprovisions");
+}
+
+#[tokio::test]
+async fn accounts_page_as_documented_and_errors_keep_the_envelope() {
+    let (sim, r) = start(SimConfig { contacts: 250, agents: 30, ..SimConfig::default() }).await;
+    let c = C::new(&r);
+    let total = sim.accounts_json().len();
+    assert!(total > 65, "enough accounts to see the maximum ({total})");
+    let (_, d) = c.get("/accounts").await;
+    assert_eq!(d["data"]["accounts"].as_array().unwrap().len(), 10, "Drift's default page is 10");
+    let (_, d) = c.get("/accounts?index=0&size=100").await;
+    assert_eq!(d["data"]["accounts"].as_array().unwrap().len(), 65, "and its maximum 65");
+    let (s, d) = c.get("/no/such/route").await;
+    assert_eq!((s, d["error"]["type"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{d}");
+    let (s, d) = c.send(reqwest::Method::DELETE, "/users/list", json!({})).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(d["error"]["message"].as_str().is_some_and(|m| m.contains("DELETE")), "{d}");
+    let (s, d) = c.get("/scim/v2/Nothing").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(d["schemas"][0].as_str().is_some_and(|x| x.contains("Error")), "SCIM's envelope under /scim: {d}");
+}
