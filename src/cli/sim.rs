@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use drift_sim::{DeprovisionPolicy, DuplicateEmail, Faults, Profile, RateLimit, Sim, SimConfig, WebhookConfig};
+use drift_sim::{Churn, DeprovisionPolicy, DuplicateEmail, Faults, Profile, RateLimit, Sim, SimConfig, WebhookConfig};
 
 use crate::app::settings::duration;
 
@@ -81,6 +81,16 @@ pub struct SimArgs {
     pub webhook_duplicate_rate: f64,
     #[arg(long, default_value_t = 0.0)]
     pub webhook_reorder_rate: f64,
+    /// Change the org as real orgs change, without webhooks:
+    /// `owner=600/h,delete=10/h,create=60/h,deprovision=1/h` (rates per s, min, h or d).
+    #[arg(long)]
+    pub churn: Option<Churn>,
+    /// Stop the churn after this long (e.g. `60s`); default: never.
+    #[arg(long)]
+    pub churn_duration: Option<String>,
+    /// Seed of the churn, to replay a run.
+    #[arg(long, default_value_t = 1)]
+    pub churn_seed: u64,
 }
 
 impl SimArgs {
@@ -171,6 +181,19 @@ pub async fn sim(a: SimArgs) -> Result<()> {
         }
     );
     eprintln!("  try: curl -H 'Authorization: Bearer {}' 'http://{local}/contacts?limit=2'", cfg.token);
+    if let Some(churn) = a.churn {
+        let duration = a.churn_duration.as_deref().map(duration).transpose()?;
+        sim.start_churn(Churn { duration, seed: a.churn_seed, ..churn });
+        eprintln!(
+            "  churn: owners {:.0}/h, deletions {:.0}/h, new contacts {:.0}/h, deprovisions {:.0}/h{} (seed {})",
+            churn.owner_per_s * 3600.0,
+            churn.delete_per_s * 3600.0,
+            churn.create_per_s * 3600.0,
+            churn.deprovision_per_s * 3600.0,
+            duration.map(|d| format!(" for {}", humantime::format_duration(d))).unwrap_or_default(),
+            a.churn_seed
+        );
+    }
     eprintln!("Ctrl-C to stop.");
     sim.serve(listener, async {
         let _ = tokio::signal::ctrl_c().await;

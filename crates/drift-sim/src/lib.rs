@@ -13,6 +13,7 @@
 // Handlers return `Result<_, Response>`: the error is the answer, built once per request.
 #![allow(clippy::result_large_err)]
 
+pub mod churn;
 pub mod config;
 pub mod data;
 mod gate;
@@ -33,6 +34,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::net::TcpListener;
 
+pub use churn::{Churn, ChurnCounts};
 pub use config::{DeprovisionPolicy, DuplicateEmail, Faults, Profile, RateLimit, SimConfig, WebhookConfig};
 use data::Org;
 
@@ -101,6 +103,7 @@ pub(crate) struct State {
     pub faults: Mutex<FaultState>,
     pub stats: Stats,
     pub webhooks: Option<webhooks::Outbox>,
+    pub churn: Mutex<churn::ChurnCounts>,
 }
 
 /// A simulator: an org and the API around it. Cheap to clone; clones share the org.
@@ -141,6 +144,7 @@ impl Sim {
                 faults: Mutex::new(faults),
                 stats: Stats::default(),
                 webhooks,
+                churn: Mutex::new(churn::ChurnCounts::default()),
                 cfg,
             }),
         }

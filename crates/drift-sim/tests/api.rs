@@ -631,3 +631,29 @@ async fn accounts_page_as_documented_and_errors_keep_the_envelope() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert!(d["schemas"][0].as_str().is_some_and(|x| x.contains("Error")), "SCIM's envelope under /scim: {d}");
 }
+
+/// Runs 10 simulated seconds of churn on a paused clock; returns what changed and the org.
+async fn churned(seed: u64) -> (drift_sim::ChurnCounts, Vec<(Value, Value)>, usize) {
+    let sim = Sim::new(SimConfig { contacts: 500, agents: 20, token: TOKEN.into(), ..SimConfig::default() });
+    let churn: drift_sim::Churn = "owner=36000/h,delete=60/min,create=2/s,deprovision=1/s".parse().unwrap();
+    sim.start_churn(drift_sim::Churn { duration: Some(Duration::from_secs(10)), seed, ..churn });
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    // Ids and owners: what churn decides (the times are the clock's).
+    let contacts = sim.contacts_json().iter().map(|c| (c["id"].clone(), c["ownerId"].clone())).collect();
+    (sim.churn_counts(), contacts, sim.users_json().len())
+}
+
+#[tokio::test(start_paused = true)]
+async fn churn_changes_the_org_at_its_rates_and_replays_by_seed() {
+    let (counts, contacts, users) = churned(7).await;
+    assert_eq!(counts.owners_changed, 100, "10/s for 10 s");
+    assert_eq!(counts.deleted, 10);
+    assert_eq!(counts.created, 20);
+    assert_eq!(counts.deprovisioned, 10);
+    assert_eq!(contacts.len(), 500 - 10 + 20);
+    assert!(users <= 20 - 10, "deprovisioned agents are gone from /users ({users})");
+    let (again, contacts_again, _) = churned(7).await;
+    assert!(again == counts && contacts_again == contacts, "the same seed, the same org");
+    let (_, other, _) = churned(8).await;
+    assert!(other != contacts, "another seed, another org");
+}
