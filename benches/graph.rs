@@ -89,6 +89,7 @@ fn main() {
             scim: vec![],
             accounts: accounts.clone(),
             memory: memory.clone(),
+            contact_verified: vec![],
         },
     );
     let build_s = t.elapsed().as_secs_f64();

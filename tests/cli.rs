@@ -43,7 +43,7 @@ async fn pipes_logs_and_exports_behave_in_a_shell() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(
         text.lines().next().unwrap(),
-        "contact_id,contact_email,contact_name,owner_id,owner_email,owner_name,owner_status,reason,owner_gone_at"
+        "contact_id,contact_email,contact_name,owner_id,owner_email,owner_name,owner_status,reason,owner_gone_at,contact_verified_at"
     );
     let audit =
         idgraph().args(["audit", "--all", "--format", "csv", "--data-dir"]).arg(dir.path()).output().await.unwrap();

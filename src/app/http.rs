@@ -12,6 +12,7 @@ use idgraph_graphql::{Metrics, Operations, ReassignOutcome, ReassignRequest, Sch
 
 use crate::app::observe::{CrawlObserver, RunKind, RunObserver};
 use crate::app::reassign::execute_moves;
+use crate::app::refresher::Refresher;
 use crate::app::scheduler::Scheduler;
 
 /// The GraphQL schema in SDL (`idgraph schema`).
@@ -71,6 +72,7 @@ pub struct SchedulerOps {
     pub scheduler: Arc<Scheduler>,
     pub graph: Arc<Graph>,
     pub crawler: Crawler,
+    pub refresher: Option<Arc<Refresher>>,
 }
 
 fn scope(kind: RunKind) -> Scope {
@@ -81,6 +83,10 @@ fn scope(kind: RunKind) -> Scope {
 }
 
 impl Operations for SchedulerOps {
+    fn projected_cycle_seconds(&self, contacts: usize) -> Option<f64> {
+        self.refresher.as_ref().map(|r| r.projected_cycle_seconds(contacts))
+    }
+
     fn schedule(&self) -> ScheduleStatus {
         let s = self.scheduler.status();
         ScheduleStatus {

@@ -4,6 +4,7 @@
 //! - `pipeline`: crawl → staging generation → switch; agents refresh in place.
 //! - `scheduler`: when runs happen (on tokio's clock), never two at once.
 //! - `reassign`: moves through Drift, each recorded in the graph as it lands.
+//! - `refresher`: re-reads what is known, by priority, at a share of the budget.
 //! - `observe`: how the pipeline and scheduler report, to whoever listens.
 //! - `http`: the one module that knows the GraphQL crate (metrics, `Operations`).
 
@@ -11,5 +12,6 @@ pub mod http;
 pub mod observe;
 pub mod pipeline;
 pub mod reassign;
+pub mod refresher;
 pub mod scheduler;
 pub mod settings;

@@ -22,6 +22,7 @@ pub mod defaults {
     pub const LISTEN: &str = "127.0.0.1:8080";
     pub const FULL_EVERY: &str = "6h";
     pub const AGENTS_EVERY: &str = "5m";
+    pub const REFRESH_SHARE: f64 = 0.5;
     pub const INCREMENTAL: bool = true;
 }
 
@@ -44,6 +45,7 @@ pub struct FileConfig {
     pub cors_origins: Option<Vec<String>>,
     pub known_ids_file: Option<PathBuf>,
     pub incremental: Option<bool>,
+    pub refresh_share: Option<f64>,
     pub oauth: Option<OAuthFile>,
 }
 
@@ -84,6 +86,7 @@ pub struct Flags {
     pub webhook_token: Option<String>,
     pub full_every: Option<String>,
     pub agents_every: Option<String>,
+    pub refresh_share: Option<f64>,
     pub cors_origins: Vec<String>,
 }
 
@@ -143,6 +146,8 @@ pub struct ServerSettings {
 pub struct ScheduleSettings {
     pub full: FullSchedule,
     pub agents_every: Duration,
+    /// The share of the budget the refresher spends between full crawls (0: off).
+    pub refresh_share: f64,
 }
 
 /// Everything a command needs, resolved.
@@ -224,9 +229,23 @@ impl Settings {
             schedule: ScheduleSettings {
                 full: full.parse().map_err(|e: String| anyhow::anyhow!("full_every: {e}"))?,
                 agents_every: duration(&agents).context("agents_every")?,
+                refresh_share: refresh_share(flags, file, env)?,
             },
         })
     }
+}
+
+/// The refresher's share of the budget: a number from 0 (off) to 1.
+fn refresh_share(flags: &Flags, file: &FileConfig, env: &Env) -> Result<f64> {
+    let from_env = env
+        .get("IDGRAPH_REFRESH_SHARE")
+        .map(|v| v.trim().parse::<f64>().with_context(|| format!("IDGRAPH_REFRESH_SHARE={v:?} is not a number")))
+        .transpose()?;
+    let share = flags.refresh_share.or(from_env).or(file.refresh_share).unwrap_or(defaults::REFRESH_SHARE);
+    if !(0.0..=1.0).contains(&share) {
+        anyhow::bail!("refresh_share must be between 0 (off) and 1, not {share}");
+    }
+    Ok(share)
 }
 
 impl DriftSettings {
@@ -272,6 +291,7 @@ mod tests {
         assert_eq!(s.server.listen, "127.0.0.1:8080");
         assert_eq!(s.schedule.agents_every, Duration::from_secs(300));
         assert!((s.drift.budget.per_second() - 200.0 / 60.0).abs() < 1e-9);
+        assert_eq!(s.schedule.refresh_share, 0.5);
     }
 
     #[test]
@@ -303,6 +323,18 @@ mod tests {
         let s = Settings::resolve(&flags, &f, &env).unwrap();
         assert_eq!(s.data_dir, PathBuf::from("/from/flag"));
         assert!((s.drift.budget.per_second() - 20.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_refresh_share_layers_and_is_bounded() {
+        let f = file("refresh_share = 0.3");
+        let env = Env::from_pairs([("IDGRAPH_REFRESH_SHARE", "0.2")]);
+        assert_eq!(Settings::resolve(&Flags::default(), &f, &Env::default()).unwrap().schedule.refresh_share, 0.3);
+        assert_eq!(Settings::resolve(&Flags::default(), &f, &env).unwrap().schedule.refresh_share, 0.2);
+        let flags = Flags { refresh_share: Some(0.0), ..Flags::default() };
+        assert_eq!(Settings::resolve(&flags, &f, &env).unwrap().schedule.refresh_share, 0.0);
+        let flags = Flags { refresh_share: Some(1.5), ..Flags::default() };
+        assert!(Settings::resolve(&flags, &f, &env).is_err());
     }
 
     #[test]

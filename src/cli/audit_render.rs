@@ -44,11 +44,23 @@ fn csv(rows: &[OrphanRow]) -> String {
             status(r.owner_status).to_string(),
             export::reason_name(r.reason).to_string(),
             when(r.owner_gone_at_ms),
+            when(r.contact_verified_at_ms),
         ];
         out.push_str(&cells.iter().map(|c| export::csv_cell(c)).collect::<Vec<_>>().join(","));
         out.push('\n');
     }
     out
+}
+
+/// When an orphan was last verified, and whether that was after its owner went.
+fn verified(r: &OrphanRow) -> String {
+    match r.contact_verified_at_ms {
+        None => "never".into(),
+        Some(_) if !r.verified_after_departure() => {
+            format!("{} (before the owner went)", when(r.contact_verified_at_ms))
+        }
+        Some(_) => when(r.contact_verified_at_ms),
+    }
 }
 
 /// One line of evidence: which generation, how fresh, whether SCIM was there.
@@ -79,6 +91,7 @@ fn agent_rows(a: &AgentAudit) -> Vec<OrphanRow> {
             owner_status: a.agent.status,
             reason: r,
             owner_gone_at_ms: a.agent.departed_at_ms.or(a.agent.deactivated_at_ms),
+            contact_verified_at_ms: Some(c.verified_at_ms).filter(|t| *t > 0),
         })
         .collect()
 }
@@ -131,14 +144,17 @@ fn agent_markdown(a: &AgentAudit, rows: &[OrphanRow], digest: &str) -> String {
     out.push_str(&format!("| Evidence | {} |\n", evidence_line(&a.evidence, "crawl finished", "agents refreshed")));
     out.push_str(&format!("| Digest | sha256:{digest} |\n\n"));
     if !rows.is_empty() {
-        out.push_str("## Orphaned contacts\n\n| contact_id | email | name | reason |\n|---|---|---|---|\n");
+        out.push_str(
+            "## Orphaned contacts\n\n| contact_id | email | name | reason | verified at |\n|---|---|---|---|---|\n",
+        );
         for r in rows {
             out.push_str(&format!(
-                "| {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} |\n",
                 r.contact_id,
                 r.contact_email.as_deref().unwrap_or(""),
                 r.contact_name.as_deref().unwrap_or(""),
-                export::reason_name(r.reason)
+                export::reason_name(r.reason),
+                verified(r)
             ));
         }
     }
@@ -159,13 +175,19 @@ fn agent_table(a: &AgentAudit, rows: &[OrphanRow], digest: &str) -> String {
     out.push_str(&format!("  evidence          {}\n", evidence_line(&a.evidence, "crawl", "agents")));
     out.push_str(&format!("  digest            sha256:{digest}\n"));
     if !rows.is_empty() {
-        out.push_str(&format!("\n  {:<12} {:<40} {}\n", "CONTACT", "EMAIL", "REASON"));
+        let verified_after = rows.iter().filter(|r| r.verified_after_departure()).count();
+        out.push_str(&format!(
+            "  verified          {verified_after} orphans re-read after the agent went, {} not yet\n",
+            rows.len() - verified_after
+        ));
+        out.push_str(&format!("\n  {:<12} {:<40} {:<18} {}\n", "CONTACT", "EMAIL", "REASON", "VERIFIED AT"));
         for r in rows.iter().take(25) {
             out.push_str(&format!(
-                "  {:<12} {:<40} {}\n",
+                "  {:<12} {:<40} {:<18} {}\n",
                 r.contact_id,
                 r.contact_email.as_deref().unwrap_or(""),
-                export::reason_name(r.reason)
+                export::reason_name(r.reason),
+                verified(r)
             ));
         }
         if rows.len() > 25 {
@@ -231,6 +253,10 @@ fn org_table(o: &OrgAudit, digest: &str) -> String {
     out.push_str(&format!(
         "\n  total: {} agents, {} orphaned contacts, {} orphaned accounts; {} contacts have no owner at all\n",
         o.total_agents, o.total_contacts, o.total_accounts, o.unowned_contacts
+    ));
+    out.push_str(&format!(
+        "  verified: {} orphans re-read in Drift after their owner went, {} not yet\n",
+        o.orphans_verified_after_departure, o.orphans_not_yet_verified
     ));
     out.push_str(&format!(
         "  evidence: {}\n  digest: sha256:{digest}\n",

@@ -22,10 +22,52 @@ pub struct CrawlArgs {
     /// Switch even if the new generation is much smaller than the current one.
     #[arg(long)]
     pub force: bool,
+    /// Do not crawl: print how long a first crawl and a refresh cycle take for an org of
+    /// `--contacts` contacts at the budget (`--rate-limit`) and `--refresh-share`.
+    #[arg(long, requires = "contacts")]
+    pub estimate: bool,
+    /// The org's size, for --estimate.
+    #[arg(long)]
+    pub contacts: Option<u64>,
+    /// The org has a contact listing (pages of 100), for --estimate; without it, a request a
+    /// contact, as Drift documents.
+    #[arg(long)]
+    pub listing: bool,
+    /// The refresher's share of the budget, for --estimate (default 0.5).
+    #[arg(long, default_value_t = 0.5)]
+    pub refresh_share: f64,
+}
+
+/// What a crawl and a refresh cycle cost, in requests and time.
+pub fn estimate(contacts: u64, per_s: f64, share: f64, listing: bool) -> String {
+    // Discovery reads conversations (100 a page) and then each contact; a listing, 100 a page.
+    let first = if listing { contacts.div_ceil(100) } else { contacts + contacts.div_ceil(100) };
+    let cycle = if listing { contacts.div_ceil(100) } else { contacts };
+    let t = |requests: u64, rate: f64| {
+        if rate <= 0.0 {
+            return "never (the share is 0)".to_string();
+        }
+        let secs = (requests as f64 / rate).ceil() as u64;
+        humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+    };
+    format!(
+        "{contacts} contacts, {}, budget {:.2} requests/s ({:.0}/min)\n  first crawl: {first} requests, {}\n  refresh cycle at {:.0}% of the budget: {cycle} requests, {} (every contact re-read once)\n",
+        if listing { "with a contact listing (100 a request)" } else { "no listing (a request a contact, as Drift documents)" },
+        per_s,
+        per_s * 60.0,
+        t(first, per_s),
+        share * 100.0,
+        t(cycle, per_s * share),
+    )
 }
 
 pub async fn crawl(a: CrawlArgs) -> Result<()> {
     let settings = Settings::load(&a.drift.flags(a.store.flags()), &Env::from_process())?;
+    if a.estimate {
+        let contacts = a.contacts.unwrap_or(0);
+        print!("{}", estimate(contacts, settings.drift.budget.per_second(), a.refresh_share, a.listing));
+        return Ok(());
+    }
     let cfg = settings.drift.crawl_config()?;
     let per_s = cfg.budget.per_second();
     let crawler = Crawler::new(cfg)?;
@@ -54,4 +96,19 @@ pub async fn crawl(a: CrawlArgs) -> Result<()> {
         if report.resumed { " (resumed)" } else { "" }
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::estimate;
+
+    #[test]
+    fn estimates_follow_the_budget() {
+        // The figures: 1,000,000 contacts at 200/min without a listing is about 83 hours.
+        let e = estimate(1_000_000, 200.0 / 60.0, 0.5, false);
+        assert!(e.contains("first crawl: 1010000 requests, 3days 12h 10m"), "{e}");
+        assert!(e.contains("refresh cycle at 50% of the budget: 1000000 requests, 6days 22h 40m"), "{e}");
+        let l = estimate(1_000_000, 200.0 / 60.0, 0.5, true);
+        assert!(l.contains("first crawl: 10000 requests, 50m"), "{l}");
+    }
 }

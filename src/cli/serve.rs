@@ -19,6 +19,7 @@ use super::{DriftArgs, StoreArgs};
 use crate::app::http::{MetricsObserver, SchedulerOps};
 use crate::app::observe::CrawlObserver;
 use crate::app::pipeline;
+use crate::app::refresher::Refresher;
 use crate::app::scheduler::{FullSchedule, PipelineRunner, ScheduleConfig, Scheduler};
 use crate::app::settings::{duration, Env, Flags, Settings};
 
@@ -49,6 +50,10 @@ pub struct ServeArgs {
     /// Agents-only refresh interval (default 5m) [env: IDGRAPH_AGENTS_EVERY].
     #[arg(long)]
     pub agents_every: Option<String>,
+    /// The share of the rate budget the refresher spends re-reading known contacts between full
+    /// crawls (default 0.5; 0 turns it off) [env: IDGRAPH_REFRESH_SHARE].
+    #[arg(long)]
+    pub refresh_share: Option<f64>,
     /// Allow browser pages from this origin (CORS is off without it). Repeatable
     /// [env: IDGRAPH_CORS_ORIGINS, comma-separated].
     #[arg(long = "cors-origin", value_delimiter = ',')]
@@ -67,6 +72,7 @@ impl ServeArgs {
             webhook_token: self.webhook_token.clone(),
             full_every: self.full_every.clone(),
             agents_every: self.agents_every.clone(),
+            refresh_share: self.refresh_share,
             cors_origins: self.cors_origins.clone(),
             ..self.drift.flags(self.store.flags())
         }
@@ -96,6 +102,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         crawler,
         schedule,
         incremental: settings.drift.incremental,
+        refresh_share: settings.schedule.refresh_share,
         server_cfg,
     };
     run_server(run, listener).await
@@ -107,6 +114,7 @@ struct Run {
     crawler: Crawler,
     schedule: ScheduleConfig,
     incremental: bool,
+    refresh_share: f64,
     server_cfg: ServerConfig,
 }
 
@@ -135,7 +143,10 @@ async fn run_server(run: Run, listener: tokio::net::TcpListener) -> Result<()> {
         incremental: run.incremental,
     };
     let scheduler = Scheduler::start(Arc::new(runner), observer, run.schedule, first_crawl);
-    let ops = SchedulerOps { scheduler, graph: graph.clone(), crawler: run.crawler };
+    let refresher = (run.refresh_share > 0.0)
+        .then(|| Refresher::start(graph.clone(), run.crawler.clone(), scheduler.clone(), run.refresh_share))
+        .transpose()?;
+    let ops = SchedulerOps { scheduler, graph: graph.clone(), crawler: run.crawler, refresher };
     let app = router(graph, Arc::new(ops), metrics, run.server_cfg);
     let addr = listener.local_addr()?;
     tracing::info!(addr = %addr, "serving GraphQL at /graphql and GraphiQL at /");
@@ -213,7 +224,7 @@ pub async fn demo(a: DemoArgs) -> Result<()> {
         jitter: 0.0,
     };
     let server_cfg = ServerConfig { webhook: Some(WebhookConfig::new(DEMO_WEBHOOK_TOKEN)), ..ServerConfig::default() };
-    let run = Run { data_dir: data_dir.clone(), crawler, schedule, incremental: true, server_cfg };
+    let run = Run { data_dir: data_dir.clone(), crawler, schedule, incremental: true, refresh_share: 0.5, server_cfg };
     let result = run_server(run, listener).await;
     running.stop().await;
     drop(tmp);

@@ -120,8 +120,9 @@ pub async fn serve(r: &RunningSim, data_dir: &Path, extra: &[&str]) -> Server {
             "--scim-url",
             &r.scim_url(),
         ])
-        .args(["--token", TOKEN, "--rate-limit", "2000/s", "--data-dir"])
+        .args(["--token", TOKEN, "--data-dir"])
         .arg(data_dir)
+        .args(if extra.contains(&"--rate-limit") { &[][..] } else { &["--rate-limit", "2000/s"][..] })
         .args(extra)
         .stderr(Stdio::piped())
         .spawn()

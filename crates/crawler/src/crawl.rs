@@ -420,6 +420,63 @@ impl Crawler {
         Err(CrawlError::Bound("contacts listing".into()))
     }
 
+    /// Re-reads one contact (`GET /contacts/{id}`); `None` when Drift answers 404 (deleted).
+    pub async fn read_contact(&self, id: u64) -> Result<Option<Contact>, CrawlError> {
+        let r = self.rest.get(&self.url(&format!("/contacts/{id}"))).await?;
+        if r.status.as_u16() == 404 {
+            return Ok(None);
+        }
+        let shape = |detail: String| CrawlError::Shape { endpoint: "/contacts/{id}".into(), detail };
+        let data = r.body.get("data").ok_or_else(|| shape("no data".into()))?;
+        Contact::from_json(data).map(Some).map_err(|e| shape(e.to_string()))
+    }
+
+    /// One page of the contact listing from `cursor` (the start when `None`): its contacts (bad
+    /// records skipped) and the next cursor (`None` at the end).
+    pub async fn listing_page(&self, cursor: Option<&str>) -> Result<(Vec<Contact>, Option<String>), CrawlError> {
+        let limit = self.cfg.page_size;
+        let url = match cursor {
+            Some(c) => self.url(&format!("/contacts?limit={limit}&next={}", urlencoding::encode(c))),
+            None => self.url(&format!("/contacts?limit={limit}")),
+        };
+        let (reply, items) =
+            self.get_list(&self.rest, &url, |v| v.get("data").and_then(Value::as_array).cloned()).await?;
+        let contacts = items.iter().filter_map(|v| Contact::from_json(v).ok()).collect();
+        let next = reply.body.get("next").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+        Ok((contacts, next))
+    }
+
+    /// The contacts of conversations updated at or after `since_ms`, newest first (at most
+    /// `max_pages` pages), and the newest conversation's time.
+    pub async fn conversation_contacts(
+        &self,
+        since_ms: i64,
+        max_pages: usize,
+    ) -> Result<(Vec<u64>, Option<i64>), CrawlError> {
+        let mut url = self.url(&format!("/conversations/list?limit={}", self.cfg.page_size));
+        let (mut ids, mut newest) = (Vec::new(), None);
+        for _ in 0..max_pages.max(1) {
+            let (reply, items) =
+                self.get_list(&self.rest, &url, |v| v.get("data").and_then(Value::as_array).cloned()).await?;
+            let mut older = false;
+            for conv in &items {
+                let updated = conv.get("updatedAt").and_then(Value::as_i64).unwrap_or(0);
+                newest = newest.max(Some(updated));
+                if updated < since_ms {
+                    older = true;
+                    break;
+                }
+                ids.extend(conv.get("contactId").and_then(idgraph_model::id_from_value));
+            }
+            let next = reply.body.get("links").and_then(|l| l.get("next")).and_then(Value::as_str);
+            match next.filter(|s| !s.is_empty() && !older && !items.is_empty()) {
+                Some(n) => url = self.resolve(n),
+                None => break,
+            }
+        }
+        Ok((ids, newest))
+    }
+
     /// Conversations newest first, then each contact id not yet known; then the known-ids file.
     async fn discover_contacts(
         &self,

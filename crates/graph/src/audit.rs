@@ -73,6 +73,20 @@ pub struct OrphanRow {
     pub owner_status: AgentStatus,
     pub reason: OrphanReason,
     pub owner_gone_at_ms: Option<i64>,
+    /// When Drift last confirmed the contact (and so that it is still the leaver's).
+    #[serde(default)]
+    pub contact_verified_at_ms: Option<i64>,
+}
+
+impl OrphanRow {
+    /// Whether Drift confirmed the contact after its owner went: evidence, not hearsay.
+    pub fn verified_after_departure(&self) -> bool {
+        match (self.contact_verified_at_ms, self.owner_gone_at_ms) {
+            (Some(v), Some(g)) => v >= g,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,6 +96,11 @@ pub struct OrgAudit {
     pub total_contacts: usize,
     pub total_accounts: usize,
     pub unowned_contacts: usize,
+    /// Orphans Drift confirmed after their owner went, and those not (yet) re-read since.
+    #[serde(default)]
+    pub orphans_verified_after_departure: usize,
+    #[serde(default)]
+    pub orphans_not_yet_verified: usize,
     pub orphans: Vec<OrphanRow>,
     pub evidence: Evidence,
 }
@@ -197,7 +216,7 @@ pub fn org_audit(graph: &Graph) -> Result<OrgAudit, StoreError> {
         .filter(|r| r.contacts + r.accounts > 0)
         .collect();
     rows.sort_by(|a, b| (b.contacts + b.accounts).cmp(&(a.contacts + a.accounts)).then(a.agent.id.cmp(&b.agent.id)));
-    let orphans = ix
+    let orphans: Vec<OrphanRow> = ix
         .orphans(None, None, None, usize::MAX)
         .into_iter()
         .map(|o| OrphanRow {
@@ -210,13 +229,17 @@ pub fn org_audit(graph: &Graph) -> Result<OrgAudit, StoreError> {
             owner_status: o.owner.status,
             reason: o.reason,
             owner_gone_at_ms: o.owner.departed_at_ms.or(o.owner.deactivated_at_ms),
+            contact_verified_at_ms: Some(o.contact.verified_at_ms).filter(|t| *t > 0),
         })
         .collect();
+    let verified = orphans.iter().filter(|r: &&OrphanRow| r.verified_after_departure()).count();
     Ok(OrgAudit {
         total_agents: rows.len(),
         total_contacts: rows.iter().map(|r| r.contacts).sum(),
         total_accounts: rows.iter().map(|r| r.accounts).sum(),
         unowned_contacts: ix.unowned(None, 0).1,
+        orphans_verified_after_departure: verified,
+        orphans_not_yet_verified: orphans.len() - verified,
         rows,
         orphans,
         evidence,

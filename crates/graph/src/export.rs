@@ -60,6 +60,7 @@ pub const ORPHAN_COLUMNS: &[&str] = &[
     "owner_status",
     "reason",
     "owner_gone_at",
+    "contact_verified_at",
 ];
 const CONTACT_COLUMNS: &[&str] = &[
     "contact_id",
@@ -70,6 +71,7 @@ const CONTACT_COLUMNS: &[&str] = &[
     "owner_email",
     "owner_status",
     "updated_at",
+    "verified_at",
 ];
 const AGENT_COLUMNS: &[&str] = &[
     "agent_id",
@@ -84,6 +86,7 @@ const AGENT_COLUMNS: &[&str] = &[
     "in_scim",
     "contacts",
     "accounts",
+    "verified_at",
 ];
 const ACCOUNT_COLUMNS: &[&str] = &["account_id", "name", "domain", "owner_id", "owner_email", "owner_status"];
 
@@ -197,6 +200,7 @@ impl Export {
             r.str(Some(status_name(o.status)));
             r.str(Some(reason_name(k.0)));
             r.time(o.departed_at_ms.or(o.deactivated_at_ms));
+            r.time(Some(c.verified_at_ms).filter(|t| *t > 0));
             r.end();
             last = Some(k);
         }
@@ -219,6 +223,7 @@ impl Export {
             r.str(owner.and_then(|o| o.email.as_deref()));
             r.str(owner.map(|o| status_name(o.status)));
             r.time(Some(c.updated_at_ms).filter(|t| *t > 0));
+            r.time(Some(c.verified_at_ms).filter(|t| *t > 0));
             r.end();
         }
     }
@@ -242,6 +247,7 @@ impl Export {
             r.boolean(a.in_scim);
             r.num(Some(ix.contact_count_of(a.id) as u64));
             r.num(Some(ix.account_count_of(a.id) as u64));
+            r.time(a.verified_at_ms);
             r.end();
         }
     }
@@ -290,6 +296,7 @@ impl Row<'_> {
             Format::Ndjson => {
                 self.out.push(if self.i == 0 { '{' } else { ',' });
                 self.out.push('"');
+                debug_assert!(self.i < self.cols.len(), "a row has more cells than the table has columns");
                 self.out.push_str(self.cols.get(self.i).copied().unwrap_or("column"));
                 self.out.push_str("\":");
             }

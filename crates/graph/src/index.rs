@@ -69,6 +69,9 @@ pub struct AgentView {
     /// Seen in REST `/users` and in SCIM in the last crawl.
     pub in_rest: bool,
     pub in_scim: bool,
+    /// When Drift last confirmed the agent (the last crawl or agents refresh that saw it).
+    #[serde(default)]
+    pub verified_at_ms: Option<i64>,
 }
 
 /// A contact as queries return it.
@@ -80,6 +83,9 @@ pub struct ContactView {
     pub owner_id: Option<u64>,
     pub external_id: Option<String>,
     pub updated_at_ms: i64,
+    /// When Drift last confirmed this contact as it is (a crawl, a re-read, a webhook); 0: never.
+    #[serde(default)]
+    pub verified_at_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,6 +132,16 @@ pub struct OrphanView {
     pub key: OrphanKey,
 }
 
+/// How fresh the index is (see [`Index::freshness`]); an age is `None` when some contact was
+/// never verified at that rank.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Freshness {
+    pub p50_age_ms: Option<i64>,
+    pub p99_age_ms: Option<i64>,
+    pub max_age_ms: Option<i64>,
+    pub unverified_orphans: usize,
+}
+
 /// The identity graph of one generation.
 #[derive(Debug, Default, Clone)]
 pub struct Index {
@@ -158,10 +174,13 @@ pub struct Inputs {
     pub scim: Vec<ScimUser>,
     pub accounts: Vec<Account>,
     pub memory: HashMap<u64, AgentMemory>,
+    /// When each contact (same order as `contacts`) was last verified; missing: never.
+    pub contact_verified: Vec<i64>,
 }
 
-pub(crate) fn contact_view(c: &Contact) -> ContactView {
+pub(crate) fn contact_view(c: &Contact, verified_at_ms: i64) -> ContactView {
     ContactView {
+        verified_at_ms,
         id: c.id,
         email: c.email.clone(),
         name: c.name.clone(),
@@ -281,6 +300,7 @@ fn agent_view(m: &AgentMemory, present: &Presence) -> AgentView {
         departed_at_ms: if status == AgentStatus::Departed { m.departed_at_ms } else { None },
         in_rest,
         in_scim,
+        verified_at_ms: (in_rest || in_scim).then_some(m.last_seen_ms),
     }
 }
 
@@ -288,7 +308,7 @@ impl Index {
     /// Builds the graph from one generation's records. Memory must already reflect `users` and
     /// `scim` (see [`remember`]).
     pub fn build(generation: u64, inputs: Inputs) -> Index {
-        let Inputs { contacts, users, scim, accounts, memory } = inputs;
+        let Inputs { contacts, users, scim, accounts, memory, contact_verified } = inputs;
         let mut ix = Index { generation, ..Index::default() };
         ix.contacts.reserve(contacts.len());
         let present = presence(&users, &scim);
@@ -298,9 +318,10 @@ impl Index {
         ix.memory = memory;
         ix.graph.reserve_nodes(contacts.len() + ix.agents.len() + accounts.len());
         ix.graph.reserve_edges(contacts.len() + accounts.len());
-        for c in contacts {
+        for (i, c) in contacts.into_iter().enumerate() {
             // Moved, not cloned: a million contacts' strings are most of the build.
             ix.insert_contact(ContactView {
+                verified_at_ms: contact_verified.get(i).copied().unwrap_or(0),
                 id: c.id,
                 email: c.email,
                 name: c.name,
@@ -342,6 +363,7 @@ impl Index {
             departed_at_ms: None,
             in_rest: false,
             in_scim: false,
+            verified_at_ms: None,
         })
     }
 
@@ -472,8 +494,46 @@ impl Index {
             }
         }
         self.remove_contact(c.id);
-        self.insert_contact(contact_view(c));
+        self.insert_contact(contact_view(c, 0));
         true
+    }
+
+    /// Sets a contact to what it is now (`None`: gone), whatever it was.
+    pub fn put_contact(&mut self, id: u64, now: Option<ContactView>) {
+        self.remove_contact(id);
+        if let Some(c) = now {
+            self.insert_contact(c);
+        }
+    }
+
+    /// How old what the index holds is: ages (now - verifiedAt) over all contacts, and the
+    /// orphans not verified since their owner went.
+    pub fn freshness(&self, now_ms: i64) -> Freshness {
+        let mut ages: Vec<i64> = Vec::with_capacity(self.contacts.len());
+        for n in self.contacts.values() {
+            if let Some(Node::Contact(c)) = self.graph.node_weight(*n) {
+                ages.push(if c.verified_at_ms > 0 { (now_ms - c.verified_at_ms).max(0) } else { i64::MAX });
+            }
+        }
+        let pct = |ages: &mut Vec<i64>, p: f64| -> Option<i64> {
+            if ages.is_empty() {
+                return None;
+            }
+            let k = (((ages.len() - 1) as f64) * p).round() as usize;
+            Some(*ages.select_nth_unstable(k).1)
+        };
+        let p50 = pct(&mut ages, 0.5);
+        let p99 = pct(&mut ages, 0.99);
+        let max = ages.iter().copied().max();
+        let unverified_orphans = self
+            .orphans
+            .iter()
+            .filter(|k| {
+                self.contact_ref(k.3).is_none_or(|c| k.0 != OrphanReason::OwnerUnknown && c.verified_at_ms < k.1)
+            })
+            .count();
+        let never = |a: Option<i64>| a.filter(|a| *a != i64::MAX);
+        Freshness { p50_age_ms: never(p50), p99_age_ms: never(p99), max_age_ms: never(max), unverified_orphans }
     }
 
     /// Deletes a contact; returns it.
@@ -884,7 +944,10 @@ mod tests {
             contact(13, Some(99)),
             contact(14, None),
         ];
-        let ix = Index::build(1, Inputs { contacts, users: users2, scim, accounts: vec![], memory });
+        let ix = Index::build(
+            1,
+            Inputs { contacts, users: users2, scim, accounts: vec![], memory, contact_verified: vec![] },
+        );
         assert_eq!(ix.owner_of(10).unwrap().status, AgentStatus::Active);
         assert_eq!(ix.owner_of(13).unwrap().status, AgentStatus::Unknown);
         assert_eq!(ix.agent(3).unwrap().departed_at_ms, Some(200));

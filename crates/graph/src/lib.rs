@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use index::{
-    AccountView, AgentMemory, AgentStatus, AgentView, ContactView, Index, OrphanKey, OrphanReason, OrphanView,
-    OwnershipRow,
+    AccountView, AgentMemory, AgentStatus, AgentView, ContactView, Freshness, Index, OrphanKey, OrphanReason,
+    OrphanView, OwnershipRow,
 };
 pub use store::{GenInfo, InPlaceWrite, Override, Store};
 
@@ -60,6 +60,8 @@ pub enum Via {
     AgentsRefresh,
     Webhook,
     Reassignment,
+    /// The refresher read the record again.
+    Reread,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -229,6 +231,8 @@ pub struct Graph {
     /// Serialises writers (in-place changes and switches): each decides against the index,
     /// commits to the store, then shows its change, with no other writer in between.
     writer: parking_lot::Mutex<()>,
+    /// The last freshness figures and when they were computed (they read every contact).
+    freshness: parking_lot::Mutex<Option<(i64, Freshness)>>,
 }
 
 /// How long applied event ids are remembered, and how often old ones are forgotten.
@@ -271,6 +275,7 @@ impl Graph {
             info: RwLock::new(info),
             events_since_prune: Default::default(),
             writer: parking_lot::Mutex::new(()),
+            freshness: parking_lot::Mutex::new(None),
         })
     }
 
@@ -292,6 +297,29 @@ impl Graph {
     /// Whether an index is loaded (a first crawl has finished).
     pub fn ready(&self) -> bool {
         self.info.read().is_some()
+    }
+
+    /// How fresh the index is, computed at most every few seconds (it reads every contact).
+    pub fn freshness(&self) -> Freshness {
+        const EVERY_MS: i64 = 5_000;
+        let now = now_ms();
+        if let Some((at, f)) = *self.freshness.lock() {
+            if now - at < EVERY_MS {
+                return f;
+            }
+        }
+        let f = self.read().freshness(now);
+        *self.freshness.lock() = Some((now, f));
+        f
+    }
+
+    /// State an app keeps beside the index (the refresher's position and queues), by key.
+    pub fn load_state(&self, key: &str) -> Result<Option<Value>, StoreError> {
+        self.store.load_state(key)
+    }
+
+    pub fn save_state(&self, key: &str, value: &Value) -> Result<(), StoreError> {
+        self.store.save_state(key, value)
     }
 
     /// The sequence number of the newest recorded change.
@@ -453,7 +481,8 @@ impl Graph {
         let mut report = ApplyReport::default();
         let mut w = InPlaceWrite { at_ms: now, ..InPlaceWrite::default() };
         let mut batch_ids = HashSet::new();
-        let mut effects: Vec<Update> = Vec::new();
+        // Each applied update's contact as it is after it (`None`: deleted), in order.
+        let mut effects: Vec<(u64, Option<ContactView>)> = Vec::new();
         let contacts = {
             let ix = self.read();
             // What each contact looks like after the updates decided so far in this batch.
@@ -470,7 +499,7 @@ impl Graph {
                     Some(c) => c.clone(),
                     None => ix.contact(id),
                 };
-                let Some((after, kind, write)) = decide(&ev.update, before.as_ref()) else {
+                let Some((after, kind, write)) = decide(&ev.update, before.as_ref(), now) else {
                     match (&ev.update, &before) {
                         (Update::Upsert(_), _) | (_, Some(_)) => report.stale += 1,
                         _ => report.unknown += 1,
@@ -481,8 +510,11 @@ impl Graph {
                 count += after.is_some() as i64 - before.is_some() as i64;
                 w.changes.extend(kind.map(|k| (k, ev.via)));
                 w.overrides.push((id, write));
-                overlay.insert(id, after);
-                effects.push(ev.update);
+                if after.is_some() {
+                    w.verified.push(id);
+                }
+                overlay.insert(id, after.clone());
+                effects.push((id, after));
             }
             count.max(0) as u64
         };
@@ -492,18 +524,8 @@ impl Graph {
         {
             let mut guard = self.index.write();
             let ix = Arc::make_mut(&mut guard);
-            for u in &effects {
-                match u {
-                    Update::Upsert(c) => {
-                        ix.upsert_contact(c);
-                    }
-                    Update::Delete { id, .. } => {
-                        ix.delete_contact(*id);
-                    }
-                    Update::SetOwner { id, owner, at_ms } => {
-                        ix.set_owner(*id, *owner, *at_ms);
-                    }
-                }
+            for (id, after) in effects {
+                ix.put_contact(id, after);
             }
             ix.finish_batch();
             *self.info.write() = Some(info);
@@ -569,7 +591,11 @@ impl Update {
 /// change to record and the override to store; `None` when it does not apply (older than what is
 /// known, or about a contact idgraph does not hold). Mirrors [`Index::upsert_contact`],
 /// [`Index::delete_contact`] and [`Index::set_owner`].
-fn decide(u: &Update, before: Option<&ContactView>) -> Option<(Option<ContactView>, Option<ChangeKind>, Override)> {
+fn decide(
+    u: &Update,
+    before: Option<&ContactView>,
+    now: i64,
+) -> Option<(Option<ContactView>, Option<ChangeKind>, Override)> {
     match u {
         Update::Upsert(c) => {
             if before.is_some_and(|b| b.updated_at_ms > c.updated_at) {
@@ -582,7 +608,7 @@ fn decide(u: &Update, before: Option<&ContactView>) -> Option<(Option<ContactVie
                 }
                 _ => None,
             };
-            Some((Some(index::contact_view(c)), kind, Override::Put(c.clone())))
+            Some((Some(index::contact_view(c, now)), kind, Override::Put(c.clone())))
         }
         Update::Delete { id, at_ms } => {
             let b = before.filter(|b| b.updated_at_ms <= *at_ms)?;
@@ -599,7 +625,7 @@ fn decide(u: &Update, before: Option<&ContactView>) -> Option<(Option<ContactVie
                 from: b.owner_id,
                 to: *owner,
             });
-            let after = ContactView { owner_id: *owner, updated_at_ms: *at_ms, ..b.clone() };
+            let after = ContactView { owner_id: *owner, updated_at_ms: *at_ms, verified_at_ms: now, ..b.clone() };
             Some((Some(after), kind, Override::Owner { owner: *owner, at_ms: *at_ms }))
         }
     }

@@ -33,6 +33,10 @@ const P_SEGMENT: u8 = b'g';
 /// An in-place change to one contact (webhooks, reassignment), applied over the segments.
 const P_CONTACT: u8 = b'c';
 const K_SEGSEQ: &[u8] = b"S";
+/// When a segment was crawled: every contact in it was verified then.
+const P_SEGTIME: u8 = b'v';
+/// When one contact was last verified in place (a re-read, a webhook), or carried over.
+const P_VERIFIED: u8 = b'V';
 const P_USER: u8 = b'u';
 const P_SCIM: u8 = b's';
 const P_ACCOUNT: u8 = b'a';
@@ -127,17 +131,37 @@ impl LeanContact {
     }
 }
 
-/// Applies segments (in order) and overrides: the contacts of a generation, one per id.
-fn assemble(segments: Vec<Vec<Contact>>, overrides: Vec<(u64, Override)>) -> Vec<Contact> {
-    let n: usize = segments.iter().map(Vec::len).sum();
+/// When contacts were verified: each segment's crawl time, and per contact in-place times.
+#[derive(Debug, Default)]
+struct Verified {
+    segments: HashMap<u64, i64>,
+    contacts: HashMap<u64, i64>,
+}
+
+/// Applies segments (in order) and overrides: the contacts of a generation, one per id, with
+/// when each was last verified (the later of its segment's crawl and any in-place check).
+fn assemble(
+    segments: Vec<(u64, Vec<Contact>)>,
+    overrides: Vec<(u64, Override)>,
+    verified: &Verified,
+) -> (Vec<Contact>, Vec<i64>) {
+    let n: usize = segments.iter().map(|s| s.1.len()).sum();
     let mut out: Vec<Option<Contact>> = Vec::with_capacity(n);
+    let mut times: Vec<i64> = Vec::with_capacity(n);
     let mut pos: HashMap<u64, usize> = HashMap::with_capacity(n);
-    for c in segments.into_iter().flatten() {
-        match pos.get(&c.id) {
-            Some(p) => out[*p] = Some(c),
-            None => {
-                pos.insert(c.id, out.len());
-                out.push(Some(c));
+    for (seq, seg) in segments {
+        let at = verified.segments.get(&seq).copied().unwrap_or(0);
+        for c in seg {
+            match pos.get(&c.id) {
+                Some(p) => {
+                    out[*p] = Some(c);
+                    times[*p] = times[*p].max(at);
+                }
+                None => {
+                    pos.insert(c.id, out.len());
+                    out.push(Some(c));
+                    times.push(at);
+                }
             }
         }
     }
@@ -152,6 +176,7 @@ fn assemble(segments: Vec<Vec<Contact>>, overrides: Vec<(u64, Override)>) -> Vec
                         None => {
                             pos.insert(id, out.len());
                             out.push(Some(c));
+                            times.push(0);
                         }
                     }
                 }
@@ -173,7 +198,12 @@ fn assemble(segments: Vec<Vec<Contact>>, overrides: Vec<(u64, Override)>) -> Vec
             }
         }
     }
-    out.into_iter().flatten().collect()
+    for (id, at) in &verified.contacts {
+        if let Some(p) = pos.get(id) {
+            times[*p] = times[*p].max(*at);
+        }
+    }
+    out.into_iter().zip(times).filter_map(|(c, t)| Some((c?, t))).unzip()
 }
 
 /// The sled store.
@@ -184,6 +214,8 @@ pub struct Store {
     history: sled::Tree,
     history_gens: sled::Tree,
     events: sled::Tree,
+    /// State apps keep beside the index (the refresher's), by key.
+    state: sled::Tree,
 }
 
 /// One in-place change to the current generation, written in one transaction: the event ids
@@ -199,6 +231,8 @@ pub struct InPlaceWrite {
     pub removes: Vec<Vec<u8>>,
     pub info: Option<GenInfo>,
     pub changes: Vec<(ChangeKind, Via)>,
+    /// Contacts Drift confirmed by this write (at `at_ms`).
+    pub verified: Vec<u64>,
     pub at_ms: i64,
 }
 
@@ -261,15 +295,24 @@ fn seq_key(seq: u64) -> [u8; 8] {
 }
 
 /// Decodes every value under a prefix on all cores: decoding dominates a cold start.
-fn decode_parallel<T: serde::de::DeserializeOwned + Send>(t: &sled::Tree, prefix: u8) -> Result<Vec<T>, StoreError> {
+fn decode_parallel<T: serde::de::DeserializeOwned + Send>(
+    t: &sled::Tree,
+    prefix: u8,
+) -> Result<Vec<(u64, T)>, StoreError> {
     let raw: Vec<(sled::IVec, sled::IVec)> = t.scan_prefix([prefix]).collect::<Result<_, _>>()?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
     let chunk = raw.len().div_ceil(threads).max(1);
-    let parts: Vec<Result<Vec<T>, StoreError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = raw
-            .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(|(k, v)| decode::<T>(k, v)).collect::<Result<Vec<T>, _>>()))
-            .collect();
+    let parts: Vec<Result<Vec<(u64, T)>, StoreError>> = std::thread::scope(|s| {
+        let handles: Vec<_> =
+            raw.chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        part.iter()
+                            .map(|(k, v)| Ok((u64_of(&k[1..]).unwrap_or(0), decode::<T>(k, v)?)))
+                            .collect::<Result<Vec<(u64, T)>, StoreError>>()
+                    })
+                })
+                .collect();
         handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|_| Err(StoreError::Corrupt("a decoding thread panicked".into()))))
@@ -311,6 +354,7 @@ impl Store {
             history: db.open_tree("history")?,
             history_gens: db.open_tree("history_gens")?,
             events: db.open_tree("events")?,
+            state: db.open_tree("state")?,
             meta,
             db,
         };
@@ -398,8 +442,8 @@ impl Store {
 
     fn read_inputs(&self, generation: u64, lean: bool) -> Result<Inputs, StoreError> {
         let t = self.tree(generation)?;
-        let contacts = if lean { self.lean_contacts_of(&t)? } else { self.contacts_of(&t)? };
-        let mut inputs = Inputs { contacts, ..Inputs::default() };
+        let (contacts, contact_verified) = if lean { self.lean_contacts_of(&t)? } else { self.contacts_of(&t)? };
+        let mut inputs = Inputs { contacts, contact_verified, ..Inputs::default() };
         for kv in t.scan_prefix([P_USER]) {
             let (k, v) = kv?;
             inputs.users.push(decode::<User>(&k, &v)?);
@@ -420,15 +464,29 @@ impl Store {
         Ok(inputs)
     }
 
-    fn contacts_of(&self, t: &sled::Tree) -> Result<Vec<Contact>, StoreError> {
-        let segments: Vec<Vec<Contact>> = decode_parallel(t, P_SEGMENT)?;
-        Ok(assemble(segments, self.overrides_of(t)?))
+    fn contacts_of(&self, t: &sled::Tree) -> Result<(Vec<Contact>, Vec<i64>), StoreError> {
+        let segments: Vec<(u64, Vec<Contact>)> = decode_parallel(t, P_SEGMENT)?;
+        Ok(assemble(segments, self.overrides_of(t)?, &self.verified_of(t)?))
     }
 
-    fn lean_contacts_of(&self, t: &sled::Tree) -> Result<Vec<Contact>, StoreError> {
-        let segments: Vec<Vec<LeanContact>> = decode_parallel(t, P_SEGMENT)?;
-        let segments = segments.into_iter().map(|s| s.into_iter().map(LeanContact::into_contact).collect()).collect();
-        Ok(assemble(segments, self.overrides_of(t)?))
+    fn lean_contacts_of(&self, t: &sled::Tree) -> Result<(Vec<Contact>, Vec<i64>), StoreError> {
+        let segments: Vec<(u64, Vec<LeanContact>)> = decode_parallel(t, P_SEGMENT)?;
+        let segments =
+            segments.into_iter().map(|(k, s)| (k, s.into_iter().map(LeanContact::into_contact).collect())).collect();
+        Ok(assemble(segments, self.overrides_of(t)?, &self.verified_of(t)?))
+    }
+
+    fn verified_of(&self, t: &sled::Tree) -> Result<Verified, StoreError> {
+        let mut v = Verified::default();
+        for (prefix, map) in [(P_SEGTIME, &mut v.segments), (P_VERIFIED, &mut v.contacts)] {
+            for kv in t.scan_prefix([prefix]) {
+                let (k, val) = kv?;
+                let id =
+                    u64_of(&k[1..]).ok_or_else(|| StoreError::Corrupt("a verification key is not an id".into()))?;
+                map.insert(id, decode::<i64>(&k, &val)?);
+            }
+        }
+        Ok(v)
     }
 
     fn overrides_of(&self, t: &sled::Tree) -> Result<Vec<(u64, Override)>, StoreError> {
@@ -463,6 +521,18 @@ impl Store {
         records: &[Record],
         checkpoint: Option<&Value>,
     ) -> Result<(), StoreError> {
+        self.write_segment(generation, records, checkpoint, Some(crate::now_ms()))
+    }
+
+    /// Writes records (contacts as one segment, crawled at `crawled_at_ms` when known) and the
+    /// checkpoint in one batch.
+    fn write_segment(
+        &self,
+        generation: u64,
+        records: &[Record],
+        checkpoint: Option<&Value>,
+        crawled_at_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
         let t = self.tree(generation)?;
         let mut batch = sled::Batch::default();
         let contacts: Vec<&Contact> = records
@@ -476,6 +546,9 @@ impl Store {
             let seq = t.get(K_SEGSEQ)?.and_then(|v| u64_of(&v)).unwrap_or(0) + 1;
             batch.insert(&key(P_SEGMENT, seq), encode(&contacts)?);
             batch.insert(K_SEGSEQ, &seq.to_be_bytes());
+            if let Some(at) = crawled_at_ms {
+                batch.insert(&key(P_SEGTIME, seq), encode(&at)?);
+            }
         }
         for r in records {
             match r {
@@ -499,18 +572,27 @@ impl Store {
 
     pub fn contact_ids(&self, generation: u64) -> Result<HashSet<u64>, StoreError> {
         let t = self.tree(generation)?;
-        Ok(self.contacts_of(&t)?.into_iter().map(|c| c.id).collect())
+        Ok(self.contacts_of(&t)?.0.into_iter().map(|c| c.id).collect())
     }
 
     /// Copies the contacts of one generation into another, as one segment (incremental
     /// discovery starts from the previous generation's contacts; what it fetches again lands in
     /// later segments and wins). Returns the number of contacts.
     pub fn copy_contacts(&self, from: u64, to: u64) -> Result<u64, StoreError> {
-        let contacts = self.contacts_of(&self.tree(from)?)?;
+        let (contacts, times) = self.contacts_of(&self.tree(from)?)?;
         let n = contacts.len() as u64;
+        // Carried over, not crawled again: each keeps when it was last verified.
+        let t = self.tree(to)?;
+        for chunk in contacts.iter().zip(&times).collect::<Vec<_>>().chunks(10_000) {
+            let mut batch = sled::Batch::default();
+            for (c, at) in chunk {
+                batch.insert(&key(P_VERIFIED, c.id), encode(*at)?);
+            }
+            t.apply_batch(batch)?;
+        }
         let records: Vec<Record> = contacts.into_iter().map(Record::Contact).collect();
         for chunk in records.chunks(10_000) {
-            self.write_records(to, chunk, None)?;
+            self.write_segment(to, chunk, None, None)?;
         }
         Ok(n)
     }
@@ -596,6 +678,17 @@ impl Store {
             self.meta.flush()?;
         }
         self.db.drop_tree(gen_tree_name(generation))?;
+        Ok(())
+    }
+
+    pub fn load_state(&self, key: &str) -> Result<Option<Value>, StoreError> {
+        self.state.get(key.as_bytes())?.map(|v| decode(key.as_bytes(), &v)).transpose()
+    }
+
+    /// Stores an app's state, flushed.
+    pub fn save_state(&self, key: &str, value: &Value) -> Result<(), StoreError> {
+        self.state.insert(key.as_bytes(), encode(value)?)?;
+        self.state.flush()?;
         Ok(())
     }
 
@@ -694,6 +787,7 @@ impl Store {
         if let Some(info) = &w.info {
             encoded_info = Some(encode(info)?);
         }
+        let encoded_at = encode(&w.at_ms)?;
         [&self.meta, &self.history, &self.events, &t]
             .transaction(|trees| {
                 let (meta, history, events, gen) = (&trees[0], &trees[1], &trees[2], &trees[3]);
@@ -723,6 +817,9 @@ impl Store {
                 if let Some(i) = &encoded_info {
                     gen.insert(K_INFO, i.as_slice())?;
                 }
+                for id in &w.verified {
+                    gen.insert(&key(P_VERIFIED, *id), encoded_at.as_slice())?;
+                }
                 let out = tx_history(meta, history, &w.changes, generation, w.at_ms)?;
                 meta.flush();
                 Ok(out)
@@ -750,14 +847,21 @@ mod tests {
 
     #[test]
     fn later_segments_win_and_overrides_never_roll_back() {
-        let segments = vec![vec![c(1, 10, 5), c(2, 10, 5), c(3, 10, 5)], vec![c(2, 20, 9)]];
+        let segments = vec![(1, vec![c(1, 10, 5), c(2, 10, 5), c(3, 10, 5)]), (2, vec![c(2, 20, 9)])];
         let overrides = vec![
             (1, Override::Owner { owner: Some(30), at_ms: 6 }),
             (2, Override::Owner { owner: Some(40), at_ms: 7 }), // older than the re-crawled record
             (3, Override::Deleted { at_ms: 8 }),
             (4, Override::Put(c(4, 50, 1))),
         ];
-        let mut got = assemble(segments, overrides);
+        let verified =
+            Verified { segments: HashMap::from([(1, 100), (2, 200)]), contacts: HashMap::from([(1, 150), (4, 300)]) };
+        let (got, times) = assemble(segments, overrides, &verified);
+        let mut got: Vec<(Contact, i64)> = got.into_iter().zip(times).collect();
+        got.sort_by_key(|(c, _)| c.id);
+        let verified: Vec<(u64, i64)> = got.iter().map(|(c, t)| (c.id, *t)).collect();
+        assert_eq!(verified, vec![(1, 150), (2, 200), (4, 300)], "the later of segment and in-place checks");
+        let mut got: Vec<Contact> = got.into_iter().map(|(c, _)| c).collect();
         got.sort_by_key(|c| c.id);
         let owners: Vec<(u64, Option<u64>)> = got.iter().map(|c| (c.id, c.owner_id)).collect();
         assert_eq!(owners, vec![(1, Some(30)), (2, Some(20)), (4, Some(50))]);

@@ -55,6 +55,11 @@ pub trait Operations: Send + Sync + 'static {
     /// Asks for a run; false when one of that scope is already running or queued.
     fn trigger(&self, scope: Scope) -> bool;
     fn reassign(&self, req: ReassignRequest) -> BoxFuture<'static, Result<ReassignOutcome, String>>;
+    /// How long the refresher needs to re-read `contacts` contacts once at its share of the
+    /// budget; `None` when it is off.
+    fn projected_cycle_seconds(&self, _contacts: usize) -> Option<f64> {
+        None
+    }
 }
 
 /// Operations for a read-only server (an audit, a test): nothing can be triggered.

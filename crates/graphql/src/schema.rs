@@ -298,6 +298,8 @@ pub struct Contact {
     /// The owner's Drift user id, as the contact carries it.
     owner_id: Option<ID>,
     updated_at: Option<DateTime<Utc>>,
+    /// The last time Drift confirmed this contact as it is (a crawl, a re-read, a webhook).
+    verified_at: Option<DateTime<Utc>>,
     #[graphql(skip)]
     key: u64,
 }
@@ -308,6 +310,7 @@ impl From<ContactView> for Contact {
             id: ID(c.id.to_string()),
             owner_id: c.owner_id.map(|o| ID(o.to_string())),
             updated_at: time(c.updated_at_ms),
+            verified_at: Some(c.verified_at_ms).filter(|t| *t > 0).and_then(time),
             key: c.id,
             email: c.email,
             name: c.name,
@@ -349,6 +352,8 @@ pub struct Agent {
     in_rest: bool,
     /// Seen in SCIM Users in the last crawl.
     in_scim: bool,
+    /// The last time Drift confirmed the agent (the last crawl or agents refresh that saw it).
+    verified_at: Option<DateTime<Utc>>,
     #[graphql(skip)]
     key: u64,
 }
@@ -363,6 +368,7 @@ impl From<AgentView> for Agent {
             departed_at: a.departed_at_ms.and_then(time),
             in_rest: a.in_rest,
             in_scim: a.in_scim,
+            verified_at: a.verified_at_ms.and_then(time),
             key: a.id,
             email: a.email,
             name: a.name,
@@ -441,6 +447,10 @@ impl From<AccountView> for Account {
 
 #[async_graphql::ComplexObject]
 impl Account {
+    /// The last time Drift confirmed the account: the crawl of the generation served.
+    async fn verified_at(&self, c: &Context<'_>) -> Result<Option<DateTime<Utc>>> {
+        Ok(ctx(c)?.graph.info().and_then(|i| time(i.finished_at_ms)))
+    }
     async fn owner(&self, c: &Context<'_>) -> Result<Option<Agent>> {
         Ok(self.owner_key.and_then(|o| ctx(c).ok()?.graph.read().agent(o)).map(Agent::from))
     }
@@ -507,13 +517,14 @@ impl ChangeObj {
     async fn at(&self) -> Option<DateTime<Utc>> {
         time(self.0.at_ms)
     }
-    /// CRAWL, AGENTS_REFRESH, WEBHOOK or REASSIGNMENT.
+    /// CRAWL, AGENTS_REFRESH, WEBHOOK, REASSIGNMENT or REREAD (the refresher).
     async fn via(&self) -> String {
         match self.0.via {
             idgraph_graph::Via::Crawl => "CRAWL",
             idgraph_graph::Via::AgentsRefresh => "AGENTS_REFRESH",
             idgraph_graph::Via::Webhook => "WEBHOOK",
             idgraph_graph::Via::Reassignment => "REASSIGNMENT",
+            idgraph_graph::Via::Reread => "REREAD",
         }
         .to_string()
     }
@@ -555,9 +566,24 @@ impl ChangeObj {
     }
 }
 
+/// How old what idgraph holds is: age = now - verifiedAt, over all contacts.
+#[derive(SimpleObject, Default, Clone, Copy)]
+pub struct Freshness {
+    /// Half the contacts were verified more recently than this; null when some were never.
+    p50_age_seconds: Option<i64>,
+    p99_age_seconds: Option<i64>,
+    max_age_seconds: Option<i64>,
+    /// What re-reading every contact once takes at the refresher's share of the budget.
+    projected_cycle_seconds: Option<f64>,
+    /// Orphans not verified since their owner went.
+    unverified_orphans: usize,
+}
+
 /// The index being served and the schedule that keeps it fresh.
 #[derive(SimpleObject, Default)]
 pub struct IndexStatus {
+    /// Null before the first index is loaded.
+    freshness: Option<Freshness>,
     /// Whether an index is loaded; before the first crawl finishes the counts are null.
     ready: bool,
     generation: u64,
@@ -585,7 +611,18 @@ fn index_status(c: &Ctx) -> IndexStatus {
     let info = c.graph.info();
     let s = c.ops.schedule();
     let ready = info.is_some();
+    let freshness = ready.then(|| {
+        let f = c.graph.freshness();
+        Freshness {
+            p50_age_seconds: f.p50_age_ms.map(|a| a / 1000),
+            p99_age_seconds: f.p99_age_ms.map(|a| a / 1000),
+            max_age_seconds: f.max_age_ms.map(|a| a / 1000),
+            projected_cycle_seconds: c.ops.projected_cycle_seconds(contacts),
+            unverified_orphans: f.unverified_orphans,
+        }
+    });
     IndexStatus {
+        freshness,
         ready,
         generation: info.as_ref().map_or(0, |i| i.generation),
         contacts: ready.then_some(contacts),

@@ -93,6 +93,7 @@ impl Default for ServerConfig {
 
 pub struct AppState {
     pub schema: AppSchema,
+    pub ops: Arc<dyn Operations>,
     /// Answers documents that select only introspection (see `introspection`).
     pub introspection_schema: AppSchema,
     /// Parsed documents by their text: a repeated query is not parsed again; automatic persisted
@@ -111,7 +112,8 @@ pub fn router(graph: Arc<Graph>, ops: Arc<dyn Operations>, metrics: Arc<Metrics>
     let webhook_tx = cfg.webhook.as_ref().map(|w| webhooks::start_applier(graph.clone(), metrics.clone(), w));
     let webhook_body = cfg.webhook.as_ref().map_or(64 * 1024, |w| w.body_max_bytes);
     let state = Arc::new(AppState {
-        schema: build_schema(graph.clone(), ops),
+        schema: build_schema(graph.clone(), ops.clone()),
+        ops,
         introspection_schema: build_introspection_schema(),
         documents: LruCacheStorage::new(DOCUMENT_CACHE_ENTRIES),
         graph,
@@ -438,8 +440,30 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
         let (c, a, _) = ix.counts();
         (ix.generation, c, a, ix.orphan_total())
     };
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render(generation, contacts, agents, orphans))
-        .into_response()
+    let mut text = st.metrics.render(generation, contacts, agents, orphans);
+    if st.graph.ready() {
+        let f = st.graph.freshness();
+        let mut gauge = |name: &str, help: &str, v: Option<f64>| {
+            if let Some(v) = v {
+                text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"));
+            }
+        };
+        let secs = |ms: Option<i64>| ms.map(|m| m as f64 / 1000.0);
+        gauge("idgraph_freshness_p50_age_seconds", "Median age of contacts (now - verifiedAt).", secs(f.p50_age_ms));
+        gauge("idgraph_freshness_p99_age_seconds", "99th percentile age of contacts.", secs(f.p99_age_ms));
+        gauge("idgraph_freshness_max_age_seconds", "Oldest contact's age.", secs(f.max_age_ms));
+        gauge(
+            "idgraph_unverified_orphans",
+            "Orphans not verified since their owner went.",
+            Some(f.unverified_orphans as f64),
+        );
+        gauge(
+            "idgraph_refresh_projected_cycle_seconds",
+            "Time to re-read every contact once at the refresher's share of the budget.",
+            st.ops.projected_cycle_seconds(contacts),
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 #[derive(Debug, Default, serde::Deserialize)]

@@ -1,0 +1,329 @@
+//! The refresher: between full crawls, it spends a share of the rate budget re-reading what is
+//! already known, so that the index does not drift away from Drift silently. By priority:
+//!
+//! 1. contacts of new conversations (a contact created since the last look);
+//! 2. the contacts of an agent who has just become DEACTIVATED or DEPARTED (it follows the change
+//!    feed), so that the orphans an offboarding creates are verified within minutes;
+//! 3. the other orphans not verified since their owner went, or not in this cycle, least recently
+//!    verified first;
+//! 4. everything else, in a cycle over the org: listing pages where the org has a listing,
+//!    `GET /contacts/{id}` where it does not.
+//!
+//! A contact that answers 404 is removed (with history). Every read lands in place, through
+//! `Graph::apply`, as `REREAD`. It pauses while a full reindex or agents refresh runs, and keeps
+//! its position and queues in the store, so a restart goes on where it was.
+
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use idgraph_crawler::{ContactsMode, CrawlSummary, Crawler};
+use idgraph_graph::{now_ms, ChangeFilter, ChangeKind, Event, Graph, Index, Update, Via};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::app::scheduler::Scheduler;
+
+/// Where the refresher keeps its state in the store.
+const STATE_KEY: &str = "refresher";
+/// Contacts read between two writes to the graph.
+const BATCH: usize = 10;
+/// How far back the first look at conversations goes.
+const CONVERSATIONS_LOOKBACK_MS: i64 = 3_600_000;
+
+/// Why a contact was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    NewConversation,
+    Leaver,
+    Orphan,
+    Cycle,
+}
+
+/// What the refresher has done since it started.
+#[derive(Debug, Default)]
+pub struct RefreshStats {
+    pub reads: AtomicU64,
+    pub new_conversation_reads: AtomicU64,
+    pub leaver_reads: AtomicU64,
+    pub orphan_reads: AtomicU64,
+    pub cycle_reads: AtomicU64,
+    pub removed: AtomicU64,
+    pub cycles: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// What survives a restart.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct State {
+    /// The change feed is read up to here (for agents who went).
+    feed_seq: u64,
+    /// Conversations are read back to here.
+    conversations_ms: Option<i64>,
+    /// New contacts seen in conversations, still to read.
+    named: VecDeque<u64>,
+    /// Agents who went, with the last of their contacts read.
+    leavers: VecDeque<(u64, u64)>,
+    /// The cycle: the last contact read (by id), or the listing's cursor, and when it began.
+    cycle_after: Option<u64>,
+    listing_cursor: Option<String>,
+    cycle_started_ms: i64,
+}
+
+pub struct Refresher {
+    graph: Arc<Graph>,
+    crawler: Crawler,
+    scheduler: Arc<Scheduler>,
+    /// Requests a second the refresher may spend: its share of the budget.
+    per_s: f64,
+    state: Mutex<State>,
+    /// The contact ids of the cycle under way, sorted (built once a cycle).
+    cycle_ids: Mutex<Option<Arc<Vec<u64>>>>,
+    pub stats: RefreshStats,
+}
+
+impl Refresher {
+    /// Starts the refresher at `share` of the crawler's budget (call inside a Tokio runtime).
+    pub fn start(graph: Arc<Graph>, crawler: Crawler, scheduler: Arc<Scheduler>, share: f64) -> Result<Arc<Refresher>> {
+        let state = match graph.load_state(STATE_KEY)? {
+            Some(v) => serde_json::from_value(v).unwrap_or_default(),
+            None => State { feed_seq: graph.last_change_seq()?, cycle_started_ms: now_ms(), ..State::default() },
+        };
+        let per_s = crawler.config().budget.per_second() * share.clamp(0.0, 1.0);
+        let me = Arc::new(Refresher {
+            graph,
+            crawler,
+            scheduler,
+            per_s,
+            state: Mutex::new(state),
+            cycle_ids: Mutex::new(None),
+            stats: Default::default(),
+        });
+        let r = me.clone();
+        tokio::spawn(async move { r.run().await });
+        Ok(me)
+    }
+
+    /// Whether the org has a contact listing (read pages of 100) or not (a request a contact).
+    fn listing(&self) -> bool {
+        let mode =
+            self.graph.info().and_then(|i| serde_json::from_value::<CrawlSummary>(i.crawl).ok()).and_then(|c| c.mode);
+        mode == Some(ContactsMode::Listing)
+    }
+
+    /// What re-reading `contacts` contacts once takes at this share of the budget.
+    pub fn projected_cycle_seconds(&self, contacts: usize) -> f64 {
+        let requests = if self.listing() { contacts.div_ceil(100) } else { contacts };
+        requests as f64 / self.per_s.max(1e-9)
+    }
+
+    async fn run(self: Arc<Self>) {
+        let gap = Duration::from_secs_f64(1.0 / self.per_s.max(1e-6));
+        loop {
+            // Full reindexes and agents refreshes come first: wait while one runs.
+            while self.scheduler.status().running.is_some() || !self.graph.ready() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            if let Err(e) = self.step(gap).await {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %format!("{e:#}"), "the refresher's step failed; it goes on");
+                tokio::time::sleep(gap.max(Duration::from_secs(1))).await;
+            }
+        }
+    }
+
+    /// One step: new conversations and leavers noted, a batch read (paced), applied, state saved.
+    async fn step(&self, gap: Duration) -> Result<()> {
+        self.follow_feed()?;
+        if self.state.lock().named.is_empty() {
+            self.look_at_conversations().await?;
+            tokio::time::sleep(gap).await;
+        }
+        let batch = {
+            let ix = self.graph.read();
+            self.next_batch(&ix, BATCH)
+        };
+        let mut events = Vec::new();
+        if batch.is_empty() && self.listing() {
+            events = self.listing_step().await?;
+            tokio::time::sleep(gap).await;
+        }
+        for (id, purpose) in batch {
+            let at = now_ms();
+            let update = match self.crawler.read_contact(id).await.context("a re-read failed")? {
+                Some(c) => Update::Upsert(c),
+                None => {
+                    self.stats.removed.fetch_add(1, Ordering::Relaxed);
+                    Update::Delete { id, at_ms: at }
+                }
+            };
+            self.count(purpose);
+            events.push(Event { id: format!("reread:{id}:{at}"), update, via: Via::Reread });
+            tokio::time::sleep(gap).await;
+        }
+        if !events.is_empty() {
+            let g = self.graph.clone();
+            tokio::task::spawn_blocking(move || g.apply(events)).await.context("the apply task failed")??;
+        }
+        let state = serde_json::to_value(&*self.state.lock())?;
+        self.graph.save_state(STATE_KEY, &state)?;
+        Ok(())
+    }
+
+    fn count(&self, p: Purpose) {
+        let s = &self.stats;
+        s.reads.fetch_add(1, Ordering::Relaxed);
+        match p {
+            Purpose::NewConversation => &s.new_conversation_reads,
+            Purpose::Leaver => &s.leaver_reads,
+            Purpose::Orphan => &s.orphan_reads,
+            Purpose::Cycle => &s.cycle_reads,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Agents who went since the last look, from the change feed, join the leavers' queue.
+    fn follow_feed(&self) -> Result<()> {
+        let mut st = self.state.lock();
+        let kinds = vec!["AGENT_DEACTIVATED".to_string(), "AGENT_DEPARTED".to_string()];
+        loop {
+            let f =
+                ChangeFilter { after_seq: Some(st.feed_seq), kinds: Some(kinds.clone()), ..ChangeFilter::default() };
+            let page = self.graph.changes(&f, 1000)?;
+            let Some(last) = page.last() else { break };
+            st.feed_seq = last.seq;
+            for c in &page {
+                if let ChangeKind::AgentDeactivated { agent } | ChangeKind::AgentDeparted { agent } = c.kind {
+                    if !st.leavers.iter().any(|(a, _)| *a == agent) {
+                        st.leavers.push_back((agent, 0));
+                    }
+                }
+            }
+        }
+        st.feed_seq = st.feed_seq.max(self.graph.last_change_seq()?);
+        Ok(())
+    }
+
+    /// New conversations since the last look name contacts idgraph may not know yet.
+    async fn look_at_conversations(&self) -> Result<()> {
+        let since = self.state.lock().conversations_ms.unwrap_or_else(|| now_ms() - CONVERSATIONS_LOOKBACK_MS);
+        let (ids, newest) = self.crawler.conversation_contacts(since, 5).await?;
+        let known: HashSet<u64> = {
+            let ix = self.graph.read();
+            ids.iter().copied().filter(|id| ix.contact_ref(*id).is_some()).collect()
+        };
+        let mut st = self.state.lock();
+        for id in ids {
+            if !known.contains(&id) && !st.named.contains(&id) {
+                st.named.push_back(id);
+            }
+        }
+        // Conversations updated in the same millisecond as the newest are read again next time.
+        if let Some(n) = newest {
+            st.conversations_ms = Some(st.conversations_ms.unwrap_or(n).max(n));
+        }
+        Ok(())
+    }
+
+    /// The next contacts to read, by priority.
+    fn next_batch(&self, ix: &Index, n: usize) -> Vec<(u64, Purpose)> {
+        let mut st = self.state.lock();
+        let mut out: Vec<(u64, Purpose)> = Vec::with_capacity(n);
+        while out.len() < n {
+            let Some(id) = st.named.pop_front() else { break };
+            out.push((id, Purpose::NewConversation));
+        }
+        while out.len() < n {
+            let Some((agent, after)) = st.leavers.front().copied() else { break };
+            let left: Vec<u64> =
+                ix.owned_contact_ids(agent).into_iter().filter(|c| *c > after).take(n - out.len()).collect();
+            match left.last() {
+                Some(last) => {
+                    if let Some(front) = st.leavers.front_mut() {
+                        front.1 = *last;
+                    }
+                    out.extend(left.into_iter().map(|c| (c, Purpose::Leaver)));
+                }
+                None => {
+                    st.leavers.pop_front();
+                }
+            }
+        }
+        let listing = self.listing();
+        if out.len() < n {
+            let taken: HashSet<u64> = out.iter().map(|(id, _)| *id).collect();
+            // With a listing, the cycle reads a hundred contacts a request: only orphans not
+            // verified since their owner went are worth a request each.
+            let since = if listing { i64::MIN } else { st.cycle_started_ms };
+            out.extend(orphans_to_verify(ix, since, n - out.len(), &taken).into_iter().map(|c| (c, Purpose::Orphan)));
+        }
+        if out.len() < n && !listing {
+            out.extend(self.cycle(&mut st, ix, n - out.len()).into_iter().map(|c| (c, Purpose::Cycle)));
+        }
+        out
+    }
+
+    /// The next contacts of the cycle over the org, by id, skipping those verified since it began.
+    fn cycle(&self, st: &mut State, ix: &Index, n: usize) -> Vec<u64> {
+        let mut out = Vec::with_capacity(n);
+        let ids = self.cycle_ids.lock().get_or_insert_with(|| Arc::new(ix.contact_ids_sorted())).clone();
+        let mut start = st.cycle_after.map_or(0, |a| ids.partition_point(|id| *id <= a));
+        while out.len() < n {
+            let Some(id) = ids.get(start).copied() else {
+                // A cycle ends; the next begins.
+                self.stats.cycles.fetch_add(1, Ordering::Relaxed);
+                st.cycle_after = None;
+                st.cycle_started_ms = now_ms();
+                *self.cycle_ids.lock() = None;
+                break;
+            };
+            start += 1;
+            st.cycle_after = Some(id);
+            if ix.contact_ref(id).is_some_and(|c| c.verified_at_ms < st.cycle_started_ms) {
+                out.push(id);
+            }
+        }
+        out
+    }
+
+    /// A cycle step where the org has a listing: one page of 100 contacts.
+    async fn listing_step(&self) -> Result<Vec<Event>> {
+        let cursor = self.state.lock().listing_cursor.clone();
+        let (contacts, next) = self.crawler.listing_page(cursor.as_deref()).await?;
+        let at = now_ms();
+        {
+            let mut st = self.state.lock();
+            if next.is_none() {
+                self.stats.cycles.fetch_add(1, Ordering::Relaxed);
+                st.cycle_started_ms = at;
+            }
+            st.listing_cursor = next;
+        }
+        Ok(contacts
+            .into_iter()
+            .map(|c| {
+                self.count(Purpose::Cycle);
+                Event { id: format!("reread:{}:{at}", c.id), update: Update::Upsert(c), via: Via::Reread }
+            })
+            .collect())
+    }
+}
+
+/// Orphans to verify, least recently verified first: those not verified since their owner went,
+/// then those not verified in this cycle.
+fn orphans_to_verify(ix: &Index, cycle_started_ms: i64, n: usize, taken: &HashSet<u64>) -> Vec<u64> {
+    let mut candidates: BTreeSet<(i64, u64)> = BTreeSet::new();
+    for (key, contact, _) in ix.orphan_refs(None, usize::MAX) {
+        let gone = key.1;
+        let stale = contact.verified_at_ms < gone || contact.verified_at_ms < cycle_started_ms;
+        if stale && !taken.contains(&contact.id) {
+            candidates.insert((contact.verified_at_ms, contact.id));
+            if candidates.len() > n {
+                candidates.pop_last();
+            }
+        }
+    }
+    candidates.into_iter().map(|(_, id)| id).collect()
+}
