@@ -195,6 +195,16 @@ fn cap(s: &str) -> String {
     }
 }
 
+/// An owner for a contact or account: a few agents own most (u³ skew).
+fn pick_owner(humans: &[u64], rng: &mut StdRng) -> Option<u64> {
+    if humans.is_empty() {
+        return None;
+    }
+    let u: f64 = rng.random();
+    let idx = ((humans.len() as f64) * u * u * u) as usize;
+    Some(humans[idx.min(humans.len() - 1)])
+}
+
 impl Org {
     /// Generates an org from the config's seed: the same seed and sizes give the same org.
     ///
@@ -209,6 +219,16 @@ impl Org {
             next_conversation_id: 5_000_001,
             ..Org::default()
         };
+        let humans = org.generate_users(cfg);
+        // The same generator, in the same order: the same seed makes the same org.
+        org.generate_contacts(cfg, &mut rng, &humans);
+        org.generate_accounts(cfg, &mut rng, &humans);
+        org
+    }
+
+    /// The agents (a bot every 50); returns the human ones' ids.
+    fn generate_users(&mut self, cfg: &SimConfig) -> Vec<u64> {
+        let org = self;
         let mut humans = Vec::with_capacity(cfg.agents);
         for i in 0..cfg.agents {
             let id = org.next_user_id;
@@ -244,14 +264,11 @@ impl Org {
                 },
             );
         }
-        let pick_owner = |rng: &mut StdRng| -> Option<u64> {
-            if humans.is_empty() {
-                return None;
-            }
-            let u: f64 = rng.random();
-            let idx = ((humans.len() as f64) * u * u * u) as usize;
-            Some(humans[idx.min(humans.len() - 1)])
-        };
+        humans
+    }
+
+    fn generate_contacts(&mut self, cfg: &SimConfig, rng: &mut StdRng, humans: &[u64]) {
+        let org = self;
         org.contacts = BTreeMap::new();
         org.by_email.reserve(cfg.contacts);
         for i in 0..cfg.contacts {
@@ -267,7 +284,8 @@ impl Org {
                 // An owner id never seen as an agent: deleted before anyone indexed the org.
                 Some(OwnerVal::Num(FIRST_USER_ID - 1 - (i as u64 % 7)))
             } else {
-                pick_owner(&mut rng).map(|o| if roll < 0.06 { OwnerVal::Str(o.to_string()) } else { OwnerVal::Num(o) })
+                pick_owner(humans, rng)
+                    .map(|o| if roll < 0.06 { OwnerVal::Str(o.to_string()) } else { OwnerVal::Num(o) })
             };
             let created = GENERATED_NOW_MS - rng.random_range(0..365 * 86_400_000i64);
             let updated = created + rng.random_range(0..86_400_000i64);
@@ -293,6 +311,10 @@ impl Org {
                 org.add_conversation(id, created + k * 3_600_000, updated + k * 3_600_000);
             }
         }
+    }
+
+    fn generate_accounts(&mut self, cfg: &SimConfig, rng: &mut StdRng, humans: &[u64]) {
+        let org = self;
         let n_accounts = cfg.accounts.unwrap_or(cfg.agents * 3);
         for i in 0..n_accounts {
             let company = COMPANIES[i % COMPANIES.len()];
@@ -301,12 +323,11 @@ impl Org {
                 id: format!("acct-{}", 7_000_001 + i),
                 name: format!("{} {}", cap(company), i),
                 domain: format!("{company}{i}.example"),
-                owner_id: if i % 10 == 9 { None } else { pick_owner(&mut rng) },
+                owner_id: if i % 10 == 9 { None } else { pick_owner(humans, rng) },
                 created_at: created,
                 updated_at: created,
             });
         }
-        org
     }
 
     /// A new, empty contact with the next id (not yet inserted).

@@ -80,112 +80,28 @@ pub(crate) async fn gate(AxState(state): AxState<Arc<State>>, req: Request, next
     let stats = &state.stats;
     stats.requests.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path().to_string();
-    let is_scim = path.contains("/scim");
     let token = bearer(req.headers());
-
-    if let Some((scope, is_contacts)) = required_scope(req.method(), &path) {
-        let denied = |status: StatusCode, msg: &str| {
-            stats.auth_failures.fetch_add(1, Ordering::Relaxed);
-            if is_scim {
-                scim_error(status, None, msg)
-            } else {
-                drift_error(status, "authentication_error", msg)
-            }
-        };
-        let unauth = if is_contacts || is_scim { StatusCode::UNAUTHORIZED } else { StatusCode::FORBIDDEN };
-        let Some(tok) = token.as_deref() else {
-            return denied(unauth, "Missing bearer token");
-        };
-        let info = state.tokens.lock().get(tok).cloned();
-        let Some(info) = info else {
-            return denied(unauth, "Invalid token");
-        };
-        if info.expires_at.is_some_and(|t| Instant::now() >= t) {
-            return denied(unauth, "Token expired");
-        }
-        if is_scim && !state.cfg.scim_enabled {
-            return denied(StatusCode::FORBIDDEN, "SCIM requires the Enterprise plan");
-        }
-        if !info.scopes.iter().any(|s| s == scope) {
-            return denied(StatusCode::FORBIDDEN, &format!("Missing scope: {scope}"));
-        }
+    if let Some(refused) = check_auth(&state, req.method(), &path, token.as_deref()) {
+        return refused;
     }
-
-    // The leaky bucket, one per token.
-    let mut limit_headers = None;
-    if let Some(rl) = state.cfg.rate_limit {
-        let key = token.clone().unwrap_or_default();
-        let rate = rl.per_second();
-        let now = Instant::now();
-        let mut buckets = state.buckets.lock();
-        let b = buckets.entry(key).or_insert(crate::Bucket { level: 0.0, last: now });
-        b.level = (b.level - now.duration_since(b.last).as_secs_f64() * rate).max(0.0);
-        b.last = now;
-        let capacity = f64::from(rl.burst.max(1));
-        if b.level + 1.0 > capacity {
-            let wait_s = (b.level + 1.0 - capacity) / rate;
-            drop(buckets);
-            stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-            let mut r = rate_limited();
-            if state.cfg.rate_headers {
-                let h = r.headers_mut();
-                h.insert("retry-after", HeaderValue::from(wait_s.ceil().max(1.0) as u64));
-                h.insert("x-ratelimit-limit", HeaderValue::from(rl.requests));
-                h.insert("x-ratelimit-remaining", HeaderValue::from(0u32));
-                h.insert("x-ratelimit-reset", HeaderValue::from(wait_s.ceil() as u64));
-            }
-            return r;
-        }
-        b.level += 1.0;
-        let remaining = ((capacity - b.level) / capacity * f64::from(rl.requests)).floor() as u32;
-        limit_headers = Some((rl.requests, remaining));
-    }
-
-    // Faults, drawn from the seeded generator. The OAuth token endpoint is spared: a rotated
-    // refresh token lost to an injected fault would end the session for good, which tests nothing.
+    let limit_headers = match take_from_bucket(&state, token.as_deref()) {
+        Ok(h) => h,
+        Err(limited) => return limited,
+    };
+    // The OAuth token endpoint is spared faults: a rotated refresh token lost to an injected
+    // fault would end the session for good, which tests nothing.
     let is_oauth = path.contains("/oauth2/") || path.contains("/app/token_info");
-    let mut post = Post::None;
-    let mut delay = None;
-    if !is_oauth {
-        let mut f = state.faults.lock();
-        let cfg = f.faults.clone();
-        if f.storm_left > 0 {
-            f.storm_left -= 1;
-            drop(f);
-            stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-            return rate_limited();
+    let (post, delay) = if is_oauth {
+        (Post::None, None)
+    } else {
+        match draw_faults(&state) {
+            Ok(x) => x,
+            Err(fault) => return fault,
         }
-        if cfg.storm_rate > 0.0 && f.rng.random_bool(cfg.storm_rate.min(1.0)) {
-            f.storm_left = cfg.storm_len.saturating_sub(1);
-            drop(f);
-            stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-            return rate_limited();
-        }
-        let roll: f64 = f.rng.random();
-        if cfg.slow_rate > 0.0 && f.rng.random_bool(cfg.slow_rate.min(1.0)) {
-            delay = Some(Duration::from_millis(cfg.slow_ms));
-        }
-        let mut edge = cfg.error_rate;
-        if roll < edge {
-            let code = [StatusCode::INTERNAL_SERVER_ERROR, StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE]
-                [f.rng.random_range(0..3)];
-            drop(f);
-            stats.server_errors.fetch_add(1, Ordering::Relaxed);
-            return drift_error(code, "internal_error", "Internal server error");
-        }
-        edge += cfg.malformed_rate;
-        if roll < edge {
-            post = Post::Malformed;
-        } else if roll < edge + cfg.truncated_rate {
-            post = Post::Truncated;
-        } else if roll < edge + cfg.truncated_rate + cfg.drop_rate {
-            post = Post::Drop;
-        }
-    }
+    };
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
     }
-
     let mut resp = next.run(req).await;
     if let (Some((limit, remaining)), true) = (limit_headers, state.cfg.rate_headers) {
         let h = resp.headers_mut();
@@ -195,32 +111,137 @@ pub(crate) async fn gate(AxState(state): AxState<Arc<State>>, req: Request, next
     if matches!(post, Post::None) || resp.status() != StatusCode::OK {
         return resp;
     }
+    spoil(resp, post, stats).await
+}
+
+/// Auth and scopes, as Drift answers them; `Some` is the refusal.
+fn check_auth(state: &State, method: &axum::http::Method, path: &str, token: Option<&str>) -> Option<Response> {
+    let stats = &state.stats;
+    let is_scim = path.contains("/scim");
+    let (scope, is_contacts) = required_scope(method, path)?;
+    let denied = |status: StatusCode, msg: &str| {
+        stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+        Some(if is_scim { scim_error(status, None, msg) } else { drift_error(status, "authentication_error", msg) })
+    };
+    let unauth = if is_contacts || is_scim { StatusCode::UNAUTHORIZED } else { StatusCode::FORBIDDEN };
+    let Some(tok) = token else {
+        return denied(unauth, "Missing bearer token");
+    };
+    let info = state.tokens.lock().get(tok).cloned();
+    let Some(info) = info else {
+        return denied(unauth, "Invalid token");
+    };
+    if info.expires_at.is_some_and(|t| Instant::now() >= t) {
+        return denied(unauth, "Token expired");
+    }
+    if is_scim && !state.cfg.scim_enabled {
+        return denied(StatusCode::FORBIDDEN, "SCIM requires the Enterprise plan");
+    }
+    if !info.scopes.iter().any(|s| s == scope) {
+        return denied(StatusCode::FORBIDDEN, &format!("Missing scope: {scope}"));
+    }
+    None
+}
+
+/// The leaky bucket, one per token: the limit and what remains, or a 429.
+fn take_from_bucket(state: &State, token: Option<&str>) -> Result<Option<(u32, u32)>, Response> {
+    let Some(rl) = state.cfg.rate_limit else {
+        return Ok(None);
+    };
+    let rate = rl.per_second();
+    let now = Instant::now();
+    let mut buckets = state.buckets.lock();
+    let b = buckets.entry(token.unwrap_or_default().to_string()).or_insert(crate::Bucket { level: 0.0, last: now });
+    b.level = (b.level - now.duration_since(b.last).as_secs_f64() * rate).max(0.0);
+    b.last = now;
+    let capacity = f64::from(rl.burst.max(1));
+    if b.level + 1.0 > capacity {
+        let wait_s = (b.level + 1.0 - capacity) / rate;
+        drop(buckets);
+        state.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+        let mut r = rate_limited();
+        if state.cfg.rate_headers {
+            let h = r.headers_mut();
+            h.insert("retry-after", HeaderValue::from(wait_s.ceil().max(1.0) as u64));
+            h.insert("x-ratelimit-limit", HeaderValue::from(rl.requests));
+            h.insert("x-ratelimit-remaining", HeaderValue::from(0u32));
+            h.insert("x-ratelimit-reset", HeaderValue::from(wait_s.ceil() as u64));
+        }
+        return Err(r);
+    }
+    b.level += 1.0;
+    let remaining = ((capacity - b.level) / capacity * f64::from(rl.requests)).floor() as u32;
+    Ok(Some((rl.requests, remaining)))
+}
+
+/// Faults, drawn from the seeded generator: an answer now (5xx, a 429 storm), or what to do to
+/// the answer (spoil it) and how long to wait first.
+fn draw_faults(state: &State) -> Result<(Post, Option<Duration>), Response> {
+    let stats = &state.stats;
+    let mut f = state.faults.lock();
+    let cfg = f.faults.clone();
+    if f.storm_left > 0 {
+        f.storm_left -= 1;
+        drop(f);
+        stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+        return Err(rate_limited());
+    }
+    if cfg.storm_rate > 0.0 && f.rng.random_bool(cfg.storm_rate.min(1.0)) {
+        f.storm_left = cfg.storm_len.saturating_sub(1);
+        drop(f);
+        stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+        return Err(rate_limited());
+    }
+    let roll: f64 = f.rng.random();
+    let mut delay = None;
+    if cfg.slow_rate > 0.0 && f.rng.random_bool(cfg.slow_rate.min(1.0)) {
+        delay = Some(Duration::from_millis(cfg.slow_ms));
+    }
+    let mut edge = cfg.error_rate;
+    if roll < edge {
+        let code = [StatusCode::INTERNAL_SERVER_ERROR, StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE]
+            [f.rng.random_range(0..3)];
+        drop(f);
+        stats.server_errors.fetch_add(1, Ordering::Relaxed);
+        return Err(drift_error(code, "internal_error", "Internal server error"));
+    }
+    edge += cfg.malformed_rate;
+    let post = if roll < edge {
+        Post::Malformed
+    } else if roll < edge + cfg.truncated_rate {
+        Post::Truncated
+    } else if roll < edge + cfg.truncated_rate + cfg.drop_rate {
+        Post::Drop
+    } else {
+        Post::None
+    };
+    Ok((post, delay))
+}
+
+/// Spoils a good answer as the fault drawn says: malformed, truncated, or dropped mid-body.
+async fn spoil(resp: Response, post: Post, stats: &crate::Stats) -> Response {
     let (parts, body) = resp.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, 64 << 20).await else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     let half = bytes.len() / 2;
+    let mut parts = parts;
+    parts.headers.remove("content-length");
     match post {
         Post::Malformed => {
             stats.malformed.fetch_add(1, Ordering::Relaxed);
-            let mut parts = parts;
-            parts.headers.remove("content-length");
             let mut bad = b"{\"data\": [{\"id\": ,,".to_vec();
             bad.extend_from_slice(&bytes[half..]);
             Response::from_parts(parts, Body::from(bad))
         }
         Post::Truncated => {
             stats.malformed.fetch_add(1, Ordering::Relaxed);
-            let mut parts = parts;
-            parts.headers.remove("content-length");
             Response::from_parts(parts, Body::from(bytes.slice(..half)))
         }
         Post::Drop => {
             // Send the first half, then fail the body stream: hyper aborts the connection, and
             // the client sees a connection closed mid-response.
             stats.dropped.fetch_add(1, Ordering::Relaxed);
-            let mut parts = parts;
-            parts.headers.remove("content-length");
             let first = bytes.slice(..half);
             let s = stream::iter(vec![
                 Ok::<_, std::io::Error>(first),
