@@ -126,10 +126,8 @@ impl DriftClient {
                     continue;
                 }
             };
-            let header_num = |name: &str| -> Option<u64> { headers.get(name)?.to_str().ok()?.trim().parse().ok() };
-            if let (Some(rem), Some(reset)) = (header_num("x-ratelimit-remaining"), header_num("x-ratelimit-reset")) {
-                self.budget.on_limit_headers(rem, Duration::from_secs(reset));
-            }
+            let header_num = |name: &str| header_u64(&headers, name);
+            self.note_limit_headers(&headers);
             match status.as_u16() {
                 200..=299 | 404 => {
                     match parse_body(&bytes) {
@@ -170,6 +168,14 @@ impl DriftClient {
                     return Err(CrawlError::Http { endpoint, status: status.as_u16(), message: error_message(&bytes) });
                 }
             }
+        }
+    }
+
+    /// `X-RateLimit-*`, where a service sends them, tell the budget what is left.
+    fn note_limit_headers(&self, headers: &reqwest::header::HeaderMap) {
+        let rem = header_u64(headers, "x-ratelimit-remaining");
+        if let (Some(rem), Some(reset)) = (rem, header_u64(headers, "x-ratelimit-reset")) {
+            self.budget.on_limit_headers(rem, Duration::from_secs(reset));
         }
     }
 
@@ -225,6 +231,10 @@ pub fn transport_cause(e: &reqwest::Error) -> String {
     } else {
         format!("{top}: {cause}")
     }
+}
+
+fn header_u64(headers: &reqwest::header::HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// A body as JSON; an empty one is `null`.
