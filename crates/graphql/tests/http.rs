@@ -308,6 +308,26 @@ async fn exports_stream_what_graphql_answers_from_one_generation() {
     assert_eq!(r.text.lines().count(), 5001);
     let req = Request::get("/export/orphans").body(Body::empty()).unwrap();
     assert_eq!(send(&a, req).await.status, StatusCode::UNAUTHORIZED);
+    for (table, columns) in [("agents", 13), ("accounts", 6), ("contacts", 9), ("orphans", 10)] {
+        let req = Request::get(format!("/export/{table}"))
+            .header("authorization", format!("Bearer {READ}"))
+            .body(Body::empty())
+            .unwrap();
+        let r = send(&a, req).await;
+        assert_eq!(r.status, StatusCode::OK, "{table}");
+        for line in r.text.lines() {
+            let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{table}: {e}: {line}"));
+            assert_eq!(v.as_object().unwrap().len(), columns, "{table}: {line}");
+        }
+        let req = Request::get(format!("/export/{table}?format=csv"))
+            .header("authorization", format!("Bearer {READ}"))
+            .body(Body::empty())
+            .unwrap();
+        let r = send(&a, req).await;
+        let header = r.text.lines().next().unwrap().split(',').count();
+        assert_eq!(header, columns, "{table} CSV header");
+        assert!(r.text.lines().skip(1).all(|l| l.split(',').count() >= columns), "{table} CSV rows");
+    }
     let resp = a.clone().oneshot(Request::get("/favicon.ico").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK, "GraphiQL's favicon request is no 404");
 
