@@ -30,6 +30,8 @@ use crate::app::scheduler::Scheduler;
 const STATE_KEY: &str = "refresher";
 /// Contacts read between two writes to the graph.
 const BATCH: usize = 10;
+/// New conversations are looked at once every this many steps (a request a look).
+const CONVERSATIONS_EVERY_STEPS: u64 = 5;
 /// How far back the first look at conversations goes.
 const CONVERSATIONS_LOOKBACK_MS: i64 = 3_600_000;
 
@@ -121,25 +123,32 @@ impl Refresher {
 
     async fn run(self: Arc<Self>) {
         let gap = Duration::from_secs_f64(1.0 / self.per_s.max(1e-6));
+        // Requests start on a steady beat: the time a request takes is not added to the gap, so
+        // the refresher spends its share, no more, no less.
+        let mut pace = tokio::time::interval(gap);
+        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut steps = 0u64;
         loop {
             // Full reindexes and agents refreshes come first: wait while one runs.
             while self.scheduler.status().running.is_some() || !self.graph.ready() {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            if let Err(e) = self.step(gap).await {
+            steps += 1;
+            if let Err(e) = self.step(&mut pace, steps).await {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %format!("{e:#}"), "the refresher's step failed; it goes on");
-                tokio::time::sleep(gap.max(Duration::from_secs(1))).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }
 
-    /// One step: new conversations and leavers noted, a batch read (paced), applied, state saved.
-    async fn step(&self, gap: Duration) -> Result<()> {
+    /// One step: new conversations (every few steps) and leavers noted, a batch read on the
+    /// beat, applied, state saved.
+    async fn step(&self, pace: &mut tokio::time::Interval, steps: u64) -> Result<()> {
         self.follow_feed()?;
-        if self.state.lock().named.is_empty() {
+        if steps % CONVERSATIONS_EVERY_STEPS == 1 && self.state.lock().named.is_empty() {
+            pace.tick().await;
             self.look_at_conversations().await?;
-            tokio::time::sleep(gap).await;
         }
         let batch = {
             let ix = self.graph.read();
@@ -147,10 +156,11 @@ impl Refresher {
         };
         let mut events = Vec::new();
         if batch.is_empty() && self.listing() {
+            pace.tick().await;
             events = self.listing_step().await?;
-            tokio::time::sleep(gap).await;
         }
         for (id, purpose) in batch {
+            pace.tick().await;
             let at = now_ms();
             let update = match self.crawler.read_contact(id).await.context("a re-read failed")? {
                 Some(c) => Update::Upsert(c),
@@ -161,9 +171,13 @@ impl Refresher {
             };
             self.count(purpose);
             events.push(Event { id: format!("reread:{id}:{at}"), update, via: Via::Reread });
-            tokio::time::sleep(gap).await;
         }
-        if !events.is_empty() {
+        if events.is_empty() {
+            // Nothing to read (an empty org): wait a beat rather than spin.
+            pace.tick().await;
+            return Ok(());
+        }
+        {
             let g = self.graph.clone();
             tokio::task::spawn_blocking(move || g.apply(events)).await.context("the apply task failed")??;
         }
