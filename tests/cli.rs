@@ -233,3 +233,30 @@ async fn the_demo_counts_agents_once_and_prints_whole_lines() {
     assert!(indexed.starts_with("Indexed 2000 contacts, 30 agents,"), "{indexed}");
     child.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reads_every_value_and_names_a_corrupt_one() {
+    let (_sim, r) = sim(SimConfig { contacts: 800, agents: 10, ..SimConfig::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, log) = crawl(&r, dir.path(), &["--token", TOKEN]).await;
+    assert!(ok, "{log}");
+    let (ok, out, err) = run(&["check", "--data-dir", dir.path().to_str().unwrap()]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("generation 1") && out.contains("ok:"), "{out}");
+    // Overwrite bytes inside one stored value of the current generation.
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let name = db.tree_names().into_iter().find(|n| n.starts_with(b"gen-")).unwrap();
+        let t = db.open_tree(name).unwrap();
+        let (k, v) = t.scan_prefix(b"u").next().unwrap().unwrap();
+        let mut bad = v.to_vec();
+        let last = bad.len() - 2;
+        bad[last] ^= 0x55;
+        t.insert(k, bad).unwrap();
+        db.flush().unwrap();
+    }
+    let (ok, out, err) = run(&["check", "--data-dir", dir.path().to_str().unwrap()]).await;
+    assert!(!ok, "a corrupt value fails the check: {out}");
+    assert!(out.contains("checksum"), "it says what is wrong: {out}{err}");
+    assert!(err.contains("1 problems found") || err.contains("problems found"), "{err}");
+}

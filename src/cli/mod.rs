@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod audit_render;
+pub mod check;
 pub mod common;
 pub mod crawl;
 pub mod export;
@@ -50,6 +51,8 @@ pub enum Command {
     /// Export contacts, orphans, agents or accounts as NDJSON or CSV (from a server or a data
     /// directory).
     Export(export::ExportArgs),
+    /// Read every value of the stored index and say what is wrong (exit non-zero if anything).
+    Check(check::CheckArgs),
     /// Run the Drift simulator alone (REST, SCIM, OAuth), for any Drift client.
     Sim(sim::SimArgs),
     /// Print the GraphQL schema (SDL).
@@ -75,6 +78,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Reassign(a) => reassign::reassign(a).await,
         Command::Export(a) => export::export(a).await,
         Command::Sim(a) => sim::sim(a).await,
+        Command::Check(a) => check::check(a).await,
         Command::Schema => common::print_out(&crate::app::http::sdl()),
         Command::Auth(AuthCommand::Login(a)) => login::login(a).await,
     }

@@ -828,6 +828,155 @@ impl Store {
     }
 }
 
+/// What `Store::check` found: how much it read and what is wrong (empty: nothing).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct CheckReport {
+    pub generation: Option<u64>,
+    pub values: usize,
+    pub history: usize,
+    pub problems: Vec<String>,
+}
+
+impl Store {
+    /// Reads every value of the current generation and of the history: each must pass its
+    /// checksum and decode as its kind; the counts must agree with the generation's info; every
+    /// agent must have idgraph's memory; the history must be in sequence order.
+    pub fn check(&self) -> Result<CheckReport, StoreError> {
+        let mut r = CheckReport { generation: self.current()?, ..CheckReport::default() };
+        let Some(g) = r.generation else {
+            return Ok(r);
+        };
+        let t = self.tree(g)?;
+        let seen = self.check_values(g, &t, &mut r)?;
+        self.check_counts(g, &t, &seen, &mut r)?;
+        self.check_history(g, &mut r)?;
+        Ok(r)
+    }
+
+    /// Every value of a generation decodes as its kind; returns what was counted.
+    fn check_values(&self, g: u64, t: &sled::Tree, r: &mut CheckReport) -> Result<Seen, StoreError> {
+        let problem = |r: &mut CheckReport, p: String| r.problems.push(p);
+        let mut counts = HashMap::<u8, u64>::new();
+        let mut memory = HashSet::new();
+        let mut users = Vec::new();
+        for kv in t.iter() {
+            let (k, v) = kv?;
+            r.values += 1;
+            let Some(prefix) = k.first().copied() else { continue };
+            let name = || format!("{:?}", String::from_utf8_lossy(&k));
+            let ok = match prefix {
+                P_SEGMENT => decode::<Vec<LeanContact>>(&k, &v)
+                    .map(|s| counts.insert(P_SEGMENT, counts.get(&P_SEGMENT).unwrap_or(&0) + s.len() as u64))
+                    .map(|_| ()),
+                P_CONTACT => decode::<Override>(&k, &v).map(|_| ()),
+                P_SEGTIME | P_VERIFIED => decode::<i64>(&k, &v).map(|_| ()),
+                P_USER => decode::<User>(&k, &v).map(|u| users.push(u.id)),
+                P_SCIM => decode::<ScimUser>(&k, &v).map(|_| ()),
+                P_ACCOUNT => decode::<Account>(&k, &v).map(|_| ()),
+                P_MEMORY => decode::<AgentMemory>(&k, &v).map(|m| {
+                    memory.insert(m.id);
+                }),
+                _ if k.as_ref() == K_INFO => decode::<GenInfo>(&k, &v).map(|_| ()),
+                _ if k.as_ref() == K_CHECKPOINT => decode::<Value>(&k, &v).map(|_| ()),
+                _ if k.as_ref() == K_SEGSEQ => {
+                    if v.len() == 8 {
+                        Ok(())
+                    } else {
+                        Err(StoreError::Corrupt("the segment counter is not 8 bytes".into()))
+                    }
+                }
+                _ => Err(StoreError::Corrupt("a key of no known kind".into())),
+            };
+            if prefix == P_USER || prefix == P_SCIM || prefix == P_ACCOUNT {
+                *counts.entry(prefix).or_default() += 1;
+            }
+            if let Err(e) = ok {
+                problem(r, format!("generation {g}, key {}: {e}", name()));
+            }
+        }
+        Ok(Seen { counts, memory, users })
+    }
+
+    /// The counts agree with the generation's info; every user has agent memory.
+    fn check_counts(&self, g: u64, t: &sled::Tree, seen: &Seen, r: &mut CheckReport) -> Result<(), StoreError> {
+        let problem = |r: &mut CheckReport, p: String| r.problems.push(p);
+        let Seen { counts, memory, users } = seen;
+        match self.info(g) {
+            Ok(Some(info)) => {
+                match self.contacts_of(t) {
+                    Ok((contacts, _)) if contacts.len() as u64 != info.contacts => problem(
+                        r,
+                        format!("generation {g} holds {} contacts, its info says {}", contacts.len(), info.contacts),
+                    ),
+                    Ok(_) => {}
+                    Err(e) => problem(r, format!("generation {g}'s contacts cannot be assembled: {e}")),
+                }
+                let c = |p: u8| counts.get(&p).copied().unwrap_or(0);
+                if c(P_USER) != info.users {
+                    problem(r, format!("generation {g} holds {} users, its info says {}", c(P_USER), info.users));
+                }
+                if info.scim_available && c(P_SCIM) != info.scim_users {
+                    problem(
+                        r,
+                        format!("generation {g} holds {} SCIM users, its info says {}", c(P_SCIM), info.scim_users),
+                    );
+                }
+                if c(P_ACCOUNT) != info.accounts {
+                    problem(
+                        r,
+                        format!("generation {g} holds {} accounts, its info says {}", c(P_ACCOUNT), info.accounts),
+                    );
+                }
+            }
+            Ok(None) => problem(r, format!("generation {g} has no info")),
+            Err(e) => problem(r, format!("generation {g}'s info: {e}")),
+        }
+        for u in users.iter().filter(|u| !memory.contains(*u)) {
+            problem(r, format!("user {u} has no agent memory"));
+        }
+        Ok(())
+    }
+
+    /// The history decodes, in sequence order, nothing past the current generation or the counter.
+    fn check_history(&self, g: u64, r: &mut CheckReport) -> Result<(), StoreError> {
+        let problem = |r: &mut CheckReport, p: String| r.problems.push(p);
+        let mut last = 0u64;
+        for kv in self.history.iter() {
+            let (k, v) = kv?;
+            r.history += 1;
+            match decode::<Change>(&k, &v) {
+                Ok(c) => {
+                    if u64_of(&k) != Some(c.seq) || c.seq <= last {
+                        problem(r, format!("history entry {} is out of sequence (after {last})", c.seq));
+                    }
+                    if c.generation > g {
+                        problem(
+                            r,
+                            format!(
+                                "history entry {} belongs to generation {}, after the current {g}",
+                                c.seq, c.generation
+                            ),
+                        );
+                    }
+                    last = c.seq;
+                }
+                Err(e) => problem(r, format!("history key {:?}: {e}", u64_of(&k))),
+            }
+        }
+        if last > self.last_seq()? {
+            problem(r, format!("the history reaches sequence {last}, the store's counter {}", self.last_seq()?));
+        }
+        Ok(())
+    }
+}
+
+/// What `check_values` counted.
+struct Seen {
+    counts: HashMap<u8, u64>,
+    memory: HashSet<u64>,
+    users: Vec<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
