@@ -21,10 +21,10 @@ fn owner(v: &Value) -> Option<u64> {
     }
 }
 
-/// Every contact's owner, as idgraph serves it (`/export/contacts`).
-async fn served(url: &str) -> BTreeMap<u64, Option<u64>> {
+/// The rows of one export, as idgraph streams them.
+async fn export(url: &str, table: &str) -> Vec<Value> {
     let text = reqwest::Client::new()
-        .get(format!("{url}/export/contacts"))
+        .get(format!("{url}/export/{table}"))
         .bearer_auth(READ)
         .send()
         .await
@@ -32,25 +32,16 @@ async fn served(url: &str) -> BTreeMap<u64, Option<u64>> {
         .text()
         .await
         .unwrap();
-    text.lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            (v["contact_id"].as_u64().unwrap(), owner(&v["owner_id"]))
-        })
-        .collect()
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Every contact's owner, as idgraph serves it.
+async fn served(url: &str) -> BTreeMap<u64, Option<u64>> {
+    export(url, "contacts").await.iter().map(|v| (v["contact_id"].as_u64().unwrap(), owner(&v["owner_id"]))).collect()
 }
 
 async fn served_orphans(url: &str) -> BTreeSet<u64> {
-    let text = reqwest::Client::new()
-        .get(format!("{url}/export/orphans"))
-        .bearer_auth(READ)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["contact_id"].as_u64().unwrap()).collect()
+    export(url, "orphans").await.iter().map(|v| v["contact_id"].as_u64().unwrap()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

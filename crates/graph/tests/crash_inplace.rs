@@ -102,7 +102,9 @@ fn apply_from(g: &Graph, from: usize, mut ack: Option<&mut std::fs::File>) {
             }
         }
         if let Some(f) = ack.as_deref_mut() {
-            writeln!(f, "{k}").unwrap();
+            // One write of the whole line: a kill cannot leave half a number for the next
+            // child's line to be glued to.
+            f.write_all(format!("{k}\n").as_bytes()).unwrap();
             f.sync_data().unwrap();
         }
     }
@@ -111,8 +113,10 @@ fn apply_from(g: &Graph, from: usize, mut ack: Option<&mut std::fs::File>) {
 fn acked(dir: &Path) -> usize {
     std::fs::read_to_string(dir.join("ack"))
         .unwrap_or_default()
-        .lines()
+        .split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
         .filter_map(|l| l.trim().parse::<usize>().ok())
+        .filter(|k| *k < STEPS)
         .max()
         .map_or(0, |k| k + 1)
 }
