@@ -260,3 +260,60 @@ async fn check_reads_every_value_and_names_a_corrupt_one() {
     assert!(out.contains("checksum"), "it says what is wrong: {out}{err}");
     assert!(err.contains("1 problems found") || err.contains("problems found"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_knows_its_org_and_serves_read_only() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let (_sim, r) = sim(SimConfig { contacts: 600, agents: 10, ..SimConfig::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (ok, log) = crawl(&r, dir.path(), &["--token", TOKEN]).await;
+    assert!(ok, "{log}");
+    // Another org's URL is refused, before a request is made.
+    let (ok, _, err) = run(&["crawl", "--drift-url", "http://127.0.0.1:9", "--token", TOKEN, "--data-dir", d]).await;
+    assert!(!ok && err.contains(&r.url()) && err.contains("--force"), "{err}");
+    // No URL given: the stored one is used.
+    let (ok, _, err) = run(&["crawl", "--token", TOKEN, "--data-dir", d]).await;
+    assert!(ok, "the stored URL was used: {err}");
+    assert!(err.contains("generation 2 is live"), "{err}");
+    // Read-only: no credentials, no crawl, the stored index served.
+    let mut child = idgraph()
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--read-only",
+            "--insecure-no-auth",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            d,
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("serves");
+        if line.contains("serving GraphQL") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            break v["fields"]["addr"].as_str().unwrap().to_string();
+        }
+    };
+    let v = gql(
+        &format!("http://{addr}"),
+        None,
+        "{ indexStatus { generation contacts crawling } }",
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(v["data"]["indexStatus"]["contacts"], 600, "{v}");
+    assert_eq!(v["data"]["indexStatus"]["generation"], 2);
+    let m = gql(&format!("http://{addr}"), None, "mutation { reindex { crawling } }", serde_json::Value::Null).await;
+    assert!(m["errors"].is_array(), "a read-only server never crawls: {m}");
+    child.kill().await.unwrap();
+}

@@ -5,10 +5,12 @@
 //! - `scheduler`: when runs happen (on tokio's clock), never two at once.
 //! - `reassign`: moves through Drift, each recorded in the graph as it lands.
 //! - `refresher`: re-reads what is known, by priority, at a share of the budget.
+//! - `identity`: the org a data directory holds (its URLs), refused when another is given.
 //! - `observe`: how the pipeline and scheduler report, to whoever listens.
 //! - `http`: the one module that knows the GraphQL crate (metrics, `Operations`).
 
 pub mod http;
+pub mod identity;
 pub mod observe;
 pub mod pipeline;
 pub mod reassign;

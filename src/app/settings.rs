@@ -121,6 +121,9 @@ pub struct OAuthSettings {
 #[derive(Clone, Debug)]
 pub struct DriftSettings {
     pub drift_url: String,
+    /// Whether the Drift URL was given (flag, environment or file) rather than defaulted: a data
+    /// directory that knows its org supplies it otherwise.
+    pub drift_url_given: bool,
     /// `None`: SCIM is skipped (`scim_url = "none"`).
     pub scim_url: Option<String>,
     pub token: Option<Secret>,
@@ -182,8 +185,9 @@ impl Settings {
         let path = |flag: &Option<PathBuf>, var: &str, file: &Option<PathBuf>| {
             flag.clone().or_else(|| env.get(var).map(PathBuf::from)).or_else(|| file.clone())
         };
-        let drift_url = pick(&flags.drift_url, "IDGRAPH_DRIFT_URL", &file.drift_url)
-            .unwrap_or_else(|| defaults::DRIFT_URL.to_string());
+        let given_url = pick(&flags.drift_url, "IDGRAPH_DRIFT_URL", &file.drift_url);
+        let drift_url_given = given_url.is_some();
+        let drift_url = given_url.unwrap_or_else(|| defaults::DRIFT_URL.to_string());
         let scim_url = pick(&flags.scim_url, "IDGRAPH_SCIM_URL", &file.scim_url)
             .unwrap_or_else(|| format!("{}/scim/v2", drift_url.trim_end_matches('/')));
         let rate = pick(&flags.rate_limit, "IDGRAPH_RATE_LIMIT", &file.rate_limit)
@@ -206,6 +210,7 @@ impl Settings {
             drift: DriftSettings {
                 scim_url: (scim_url != "none").then_some(scim_url),
                 drift_url,
+                drift_url_given,
                 token: secret(&flags.token, "DRIFT_TOKEN", &file.token),
                 scim_token: secret(&flags.scim_token, "IDGRAPH_SCIM_TOKEN", &file.scim_token),
                 oauth: file.oauth.as_ref().map(|o| OAuthSettings {

@@ -19,7 +19,8 @@ pub struct CrawlArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub drift: DriftArgs,
-    /// Switch even if the new generation is much smaller than the current one.
+    /// Switch even if the new generation is much smaller than the current one, or crawl into a
+    /// data directory that holds another org (a different Drift URL).
     #[arg(long)]
     pub force: bool,
     /// Do not crawl: print how long a first crawl and a refresh cycle take for an org of
@@ -68,17 +69,19 @@ pub async fn crawl(a: CrawlArgs) -> Result<()> {
         print!("{}", estimate(contacts, settings.drift.budget.per_second(), a.refresh_share, a.listing));
         return Ok(());
     }
-    let cfg = settings.drift.crawl_config()?;
-    let per_s = cfg.budget.per_second();
-    let crawler = Crawler::new(cfg)?;
     let graph = Arc::new(open_graph(
         &settings.data_dir,
         "stop the server, or trigger `mutation { reindex }` at {server}",
         true,
     )?);
+    let mut drift = settings.drift.clone();
+    crate::app::identity::reconcile(&graph, &mut drift, a.force)?;
+    let cfg = drift.crawl_config()?;
+    let per_s = cfg.budget.per_second();
+    let crawler = Crawler::new(cfg)?;
     let progress = Progress::new(graph.info().map(|i| i.contacts), per_s);
     let guard = if a.force { ShrinkGuard::off() } else { ShrinkGuard::default() };
-    let report = pipeline::reindex(&graph, &crawler, &progress, guard, settings.drift.incremental).await?;
+    let report = pipeline::reindex(&graph, &crawler, &progress, guard, drift.incremental).await?;
     let s = &report.summary;
     eprintln!(
         "generation {} is live: {} contacts, {} users, {} SCIM users, {} accounts; {} requests ({} answered 429, {} retried), {} bad records skipped, {} warnings, {:.1}s{}",

@@ -61,6 +61,13 @@ pub struct ServeArgs {
     /// Serve GraphQL without tokens (anyone who can reach the port can read and reindex).
     #[arg(long)]
     pub insecure_no_auth: bool,
+    /// Serve the stored index as it is: no Drift credentials needed, never crawls or refreshes.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Serve and crawl this data directory even though it holds another org (the Drift URL given
+    /// differs from the one it was crawled from).
+    #[arg(long)]
+    pub force: bool,
 }
 
 impl ServeArgs {
@@ -91,25 +98,73 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         agents_every: settings.schedule.agents_every,
         jitter: 0.1,
     };
-    let crawler = Crawler::new(settings.drift.crawl_config()?)?;
     let webhook = srv.webhook_token.as_ref().map(|t| WebhookConfig::new(t.expose()));
     let server_cfg =
         ServerConfig { tokens, cors_origins: srv.cors_origins.clone(), webhook, ..ServerConfig::default() };
+    let hold = "stop the other idgraph first: one server holds a data directory";
+    let graph = Arc::new(open_graph(&settings.data_dir, hold, !a.read_only)?);
     let listener =
         tokio::net::TcpListener::bind(&srv.listen).await.with_context(|| format!("cannot listen on {}", srv.listen))?;
+    if a.read_only {
+        if graph.info().is_none() {
+            anyhow::bail!("--read-only serves a stored index, and {} holds none yet", settings.data_dir.display());
+        }
+        return serve_read_only(graph, &settings.data_dir, server_cfg, listener).await;
+    }
+    let mut drift = settings.drift.clone();
+    crate::app::identity::reconcile(&graph, &mut drift, a.force)?;
+    let crawler = Crawler::new(drift.crawl_config()?)?;
     let run = Run {
+        graph,
         data_dir: settings.data_dir.clone(),
         crawler,
         schedule,
-        incremental: settings.drift.incremental,
+        incremental: drift.incremental,
         refresh_share: settings.schedule.refresh_share,
         server_cfg,
     };
     run_server(run, listener).await
 }
 
+/// Serves a stored index with no scheduler, refresher or Drift credentials.
+async fn serve_read_only(
+    graph: Arc<idgraph_graph::Graph>,
+    data_dir: &std::path::Path,
+    server_cfg: ServerConfig,
+    listener: tokio::net::TcpListener,
+) -> Result<()> {
+    let info = graph.info();
+    tracing::info!(
+        generation = info.as_ref().map(|i| i.generation),
+        "serving the stored index read-only: it will not be refreshed"
+    );
+    let app = router(graph, Arc::new(idgraph_graphql::NoOperations), Arc::new(Metrics::default()), server_cfg);
+    serve_until_stopped(app, listener, data_dir).await
+}
+
+/// Serves until Ctrl-C, noting the address in the data directory meanwhile.
+async fn serve_until_stopped(
+    app: axum::Router,
+    listener: tokio::net::TcpListener,
+    data_dir: &std::path::Path,
+) -> Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!(addr = %addr, "serving GraphQL at /graphql and GraphiQL at /");
+    note_server(data_dir, &format!("http://{addr}"));
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await;
+    forget_server(data_dir);
+    served?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
 /// What a server runs with.
 struct Run {
+    graph: Arc<idgraph_graph::Graph>,
     data_dir: PathBuf,
     crawler: Crawler,
     schedule: ScheduleConfig,
@@ -120,17 +175,10 @@ struct Run {
 
 /// Opens the index, starts the scheduler and serves until Ctrl-C.
 async fn run_server(run: Run, listener: tokio::net::TcpListener) -> Result<()> {
-    let started = std::time::Instant::now();
-    let graph =
-        Arc::new(open_graph(&run.data_dir, "stop the other idgraph first: one server holds a data directory", true)?);
+    let graph = run.graph.clone();
     let first_crawl = graph.info().is_none();
     match graph.info() {
-        Some(i) => tracing::info!(
-            generation = i.generation,
-            contacts = i.contacts,
-            load_ms = started.elapsed().as_millis() as u64,
-            "serving the stored index"
-        ),
+        Some(i) => tracing::info!(generation = i.generation, contacts = i.contacts, "serving the stored index"),
         None => tracing::info!("no index yet: crawling first (/readyz says 503 until it is done)"),
     }
     let metrics = Arc::new(Metrics::default());
@@ -148,18 +196,7 @@ async fn run_server(run: Run, listener: tokio::net::TcpListener) -> Result<()> {
         .transpose()?;
     let ops = SchedulerOps { scheduler, graph: graph.clone(), crawler: run.crawler, refresher };
     let app = router(graph, Arc::new(ops), metrics, run.server_cfg);
-    let addr = listener.local_addr()?;
-    tracing::info!(addr = %addr, "serving GraphQL at /graphql and GraphiQL at /");
-    note_server(&run.data_dir, &format!("http://{addr}"));
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await;
-    forget_server(&run.data_dir);
-    served?;
-    tracing::info!("stopped");
-    Ok(())
+    serve_until_stopped(app, listener, &run.data_dir).await
 }
 
 #[derive(Args)]
@@ -224,7 +261,9 @@ pub async fn demo(a: DemoArgs) -> Result<()> {
         jitter: 0.0,
     };
     let server_cfg = ServerConfig { webhook: Some(WebhookConfig::new(DEMO_WEBHOOK_TOKEN)), ..ServerConfig::default() };
-    let run = Run { data_dir: data_dir.clone(), crawler, schedule, incremental: true, refresh_share: 0.5, server_cfg };
+    let graph = Arc::new(open_graph(&data_dir, "", true)?);
+    let run =
+        Run { graph, data_dir: data_dir.clone(), crawler, schedule, incremental: true, refresh_share: 0.5, server_cfg };
     let result = run_server(run, listener).await;
     running.stop().await;
     drop(tmp);
