@@ -317,3 +317,46 @@ async fn a_data_directory_knows_its_org_and_serves_read_only() {
     assert!(m["errors"].is_array(), "a read-only server never crawls: {m}");
     child.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_while_serving_and_a_checked_restore() {
+    let (_sim, r) = sim(SimConfig { contacts: 700, agents: 10, ..SimConfig::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let copy = dir.path().join("backup");
+    let srv = serve(&r, &data, &["--read-token", READ, "--admin-token", ADMIN]).await;
+    let to = copy.to_str().unwrap();
+    let (ok, _, err) = run(&["backup", "--to", to, "--server", &srv.url, "--admin-token", READ]).await;
+    assert!(!ok && err.contains("admin"), "a read token cannot back up: {err}");
+    let (ok, out, err) = run(&["backup", "--to", to, "--server", &srv.url, "--admin-token", ADMIN]).await;
+    assert!(ok && out.contains("passed its check"), "{out}{err}");
+    drop(srv);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (ok, out, _) = run(&["check", "--data-dir", to]).await;
+    assert!(ok && out.contains("ok:"), "{out}");
+
+    // A corrupt backup is refused and nothing is replaced.
+    let bad = dir.path().join("bad");
+    let (ok, _, err) = run(&["backup", "--to", bad.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]).await;
+    assert!(ok, "an offline backup: {err}");
+    {
+        let db = sled::open(&bad).unwrap();
+        let name = db.tree_names().into_iter().find(|n| n.starts_with(b"gen-")).unwrap();
+        let t = db.open_tree(name).unwrap();
+        let (k, v) = t.scan_prefix(b"u").next().unwrap().unwrap();
+        let mut v = v.to_vec();
+        let i = v.len() - 2;
+        v[i] ^= 0x55;
+        t.insert(k, v).unwrap();
+        db.flush().unwrap();
+    }
+    let (ok, _, err) = run(&["restore", "--from", bad.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]).await;
+    assert!(!ok && err.contains("fails its check"), "{err}");
+    assert!(data.join("db").exists(), "the data directory is untouched");
+
+    let (ok, out, err) = run(&["restore", "--from", to, "--data-dir", data.to_str().unwrap()]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("kept at"), "what it replaced is kept: {out}");
+    let (ok, out, _) = run(&["check", "--data-dir", data.to_str().unwrap()]).await;
+    assert!(ok && out.contains("generation 1"), "{out}");
+}

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod audit_render;
+pub mod backup;
 pub mod check;
 pub mod common;
 pub mod crawl;
@@ -51,6 +52,10 @@ pub enum Command {
     /// Export contacts, orphans, agents or accounts as NDJSON or CSV (from a server or a data
     /// directory).
     Export(export::ExportArgs),
+    /// Write a consistent, checked copy of the index (offline, or through a running server).
+    Backup(backup::BackupArgs),
+    /// Replace the data directory with a backup, after checking it (the old one is kept aside).
+    Restore(backup::RestoreArgs),
     /// Read every value of the stored index and say what is wrong (exit non-zero if anything).
     Check(check::CheckArgs),
     /// Run the Drift simulator alone (REST, SCIM, OAuth), for any Drift client.
@@ -79,6 +84,8 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Export(a) => export::export(a).await,
         Command::Sim(a) => sim::sim(a).await,
         Command::Check(a) => check::check(a).await,
+        Command::Backup(a) => backup::backup(a).await,
+        Command::Restore(a) => backup::restore(a).await,
         Command::Schema => common::print_out(&crate::app::http::sdl()),
         Command::Auth(AuthCommand::Login(a)) => login::login(a).await,
     }

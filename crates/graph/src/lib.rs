@@ -27,7 +27,7 @@ pub use index::{
     AccountView, AgentMemory, AgentStatus, AgentView, ContactView, Freshness, Index, OrphanKey, OrphanReason,
     OrphanView, OwnershipRow,
 };
-pub use store::{GenInfo, InPlaceWrite, Override, Store};
+pub use store::{BackupReport, CheckReport, GenInfo, InPlaceWrite, Override, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -311,6 +311,13 @@ impl Graph {
         let f = self.read().freshness(now);
         *self.freshness.lock() = Some((now, f));
         f
+    }
+
+    /// A consistent copy of the current generation and the history into a new store at `dir`,
+    /// checked after writing. In-place writers and switches wait while it runs; readers do not.
+    pub fn backup_to(&self, dir: &Path) -> Result<BackupReport, StoreError> {
+        let _writer = self.writer.lock();
+        self.store.backup_to(dir)
     }
 
     /// State an app keeps beside the index (the refresher's position and queues), by key.

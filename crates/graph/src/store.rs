@@ -828,6 +828,64 @@ impl Store {
     }
 }
 
+/// What a backup wrote.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BackupReport {
+    pub generation: u64,
+    pub values: usize,
+    pub history: usize,
+}
+
+impl Store {
+    /// Writes a copy of the current generation, the history and what apps keep into a new store
+    /// at `dir`, then opens it and checks every value. The caller keeps writers out meanwhile
+    /// (`Graph::backup_to`), so the copy is one consistent state.
+    pub fn backup_to(&self, dir: &Path) -> Result<BackupReport, StoreError> {
+        let g = self.current()?.ok_or(StoreError::Empty)?;
+        if dir.exists() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
+            return Err(StoreError::Corrupt(format!("{} is not empty: back up into a new directory", dir.display())));
+        }
+        {
+            let db = sled::Config::new().path(dir).open()?;
+            let copy = |from: &sled::Tree, name: &[u8]| -> Result<usize, StoreError> {
+                let to = db.open_tree(name)?;
+                let mut n = 0;
+                let mut batch = sled::Batch::default();
+                for kv in from.iter() {
+                    let (k, v) = kv?;
+                    batch.insert(k, v);
+                    n += 1;
+                    if n % 10_000 == 0 {
+                        to.apply_batch(std::mem::take(&mut batch))?;
+                    }
+                }
+                to.apply_batch(batch)?;
+                Ok(n)
+            };
+            let values = copy(&self.tree(g)?, gen_tree_name(g).as_bytes())?;
+            let history = copy(&self.history, b"history")?;
+            copy(&self.history_gens, b"history_gens")?;
+            copy(&self.events, b"events")?;
+            copy(&self.state, b"state")?;
+            let meta = db.open_tree("meta")?;
+            for k in [META_FORMAT, META_SEQ, META_HISTORY_BY_SEQ] {
+                if let Some(v) = self.meta.get(k)? {
+                    meta.insert(k, v)?;
+                }
+            }
+            meta.insert(META_CURRENT, &g.to_be_bytes())?;
+            db.flush()?;
+            let _ = (values, history);
+        }
+        let copy = Store::open(dir)?;
+        let r = copy.check()?;
+        if !r.problems.is_empty() {
+            return Err(StoreError::Corrupt(format!("the backup failed its check: {}", r.problems.join("; "))));
+        }
+        Ok(BackupReport { generation: g, values: r.values, history: r.history })
+    }
+}
+
 /// What `Store::check` found: how much it read and what is wrong (empty: nothing).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct CheckReport {

@@ -130,6 +130,7 @@ pub fn router(graph: Arc<Graph>, ops: Arc<dyn Operations>, metrics: Arc<Metrics>
         .route("/graphql", get(graphql).post(graphql).layer(DefaultBodyLimit::disable()))
         .route("/webhooks/drift", post(webhooks::receive).layer(DefaultBodyLimit::max(webhook_body)))
         .route("/export/{table}", get(export))
+        .route("/admin/backup", post(backup))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -523,4 +524,54 @@ async fn export(
     let mut r = (StatusCode::OK, [(header::CONTENT_TYPE, ctype)], body).into_response();
     r.headers_mut().insert("x-idgraph-generation", HeaderValue::from(generation));
     r
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct BackupRequest {
+    to: std::path::PathBuf,
+}
+
+/// `POST /admin/backup {"to": DIR}` (admin token): a consistent, checked copy of the index written
+/// on the server's machine while it serves.
+async fn backup(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    const JSON: &str = "application/json";
+    match st.tokens.check(&headers) {
+        Ok(Role::Admin) => {}
+        Ok(Role::Read) => return early(StatusCode::FORBIDDEN, "FORBIDDEN", "a backup needs the admin token", JSON),
+        Err(Denied::Missing) => {
+            return early(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "a bearer token is required", JSON)
+        }
+        Err(Denied::Wrong) => {
+            return early(StatusCode::FORBIDDEN, "FORBIDDEN", "the bearer token is not one this server accepts", JSON)
+        }
+    }
+    let req: BackupRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return early(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                &format!("send {{\"to\": \"/a/new/dir\"}} ({e})"),
+                JSON,
+            )
+        }
+    };
+    let g = st.graph.clone();
+    let to = req.to.clone();
+    let started = Instant::now();
+    match tokio::task::spawn_blocking(move || g.backup_to(&to)).await {
+        Ok(Ok(r)) => {
+            let msg = format!(
+                "backed up generation {} ({} values, {} history entries) into {} in {:.1}s; it passed its check",
+                r.generation,
+                r.values,
+                r.history,
+                req.to.display(),
+                started.elapsed().as_secs_f64()
+            );
+            (StatusCode::OK, Json(json!({"message": msg, "generation": r.generation}))).into_response()
+        }
+        Ok(Err(e)) => early(StatusCode::CONFLICT, "BAD_USER_INPUT", &e.to_string(), JSON),
+        Err(e) => early(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", &e.to_string(), JSON),
+    }
 }
