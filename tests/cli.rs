@@ -360,3 +360,83 @@ async fn backup_while_serving_and_a_checked_restore() {
     let (ok, out, _) = run(&["check", "--data-dir", data.to_str().unwrap()]).await;
     assert!(ok && out.contains("generation 1"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_generation_falls_back_to_the_previous_one_loudly() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let (_sim, r) = sim(SimConfig { contacts: 500, agents: 10, ..SimConfig::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    for _ in 0..2 {
+        let (ok, log) = crawl(&r, dir.path(), &["--token", TOKEN]).await;
+        assert!(ok, "{log}");
+    }
+    // Damage a stored contact page of generation 2 (the current one).
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let t = db.open_tree("gen-00000000000000000002").unwrap();
+        let (k, v) = t.scan_prefix(b"g").next().unwrap().unwrap();
+        let mut v = v.to_vec();
+        let i = v.len() / 2;
+        v[i] ^= 0x55;
+        t.insert(k, v).unwrap();
+        db.flush().unwrap();
+    }
+    let mut child = idgraph()
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--read-only",
+            "--insecure-no-auth",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            d,
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut said = false;
+    let addr = loop {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("serves");
+        said |= line.contains("serving the previous one");
+        if line.contains("serving GraphQL") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            break v["fields"]["addr"].as_str().unwrap().to_string();
+        }
+    };
+    assert!(said, "the log says it fell back");
+    let v = gql(
+        &format!("http://{addr}"),
+        None,
+        "{ indexStatus { generation contacts fallback } }",
+        serde_json::Value::Null,
+    )
+    .await;
+    let st = &v["data"]["indexStatus"];
+    assert_eq!((st["generation"].as_u64(), st["contacts"].as_u64()), (Some(1), Some(500)), "{v}");
+    assert!(st["fallback"].as_str().is_some_and(|f| f.contains("generation 2") && f.contains("checksum")), "{v}");
+    let metrics = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("idgraph_fallback 1"), "the metric says so");
+    child.kill().await.unwrap();
+    // With no intact generation left, it says what to do.
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let t = db.open_tree("gen-00000000000000000001").unwrap();
+        let (k, v) = t.scan_prefix(b"g").next().unwrap().unwrap();
+        let mut v = v.to_vec();
+        let i = v.len() / 2;
+        v[i] ^= 0x55;
+        t.insert(k, v).unwrap();
+        db.flush().unwrap();
+    }
+    let (ok, _, err) =
+        run(&["serve", "--read-only", "--insecure-no-auth", "--listen", "127.0.0.1:0", "--data-dir", d]).await;
+    assert!(!ok && err.contains("idgraph restore") && err.contains("fresh data directory"), "{err}");
+}

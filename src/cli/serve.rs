@@ -176,7 +176,8 @@ struct Run {
 /// Opens the index, starts the scheduler and serves until Ctrl-C.
 async fn run_server(run: Run, listener: tokio::net::TcpListener) -> Result<()> {
     let graph = run.graph.clone();
-    let first_crawl = graph.info().is_none();
+    // No index yet, or a damaged current generation and an older one served: crawl at once.
+    let first_crawl = graph.info().is_none() || graph.fallback().is_some();
     match graph.info() {
         Some(i) => tracing::info!(generation = i.generation, contacts = i.contacts, "serving the stored index"),
         None => tracing::info!("no index yet: crawling first (/readyz says 503 until it is done)"),

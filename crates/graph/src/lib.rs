@@ -233,6 +233,30 @@ pub struct Graph {
     writer: parking_lot::Mutex<()>,
     /// The last freshness figures and when they were computed (they read every contact).
     freshness: parking_lot::Mutex<Option<(i64, Freshness)>>,
+    /// Set when the current generation failed its check at open and an older one is served.
+    fallback: parking_lot::Mutex<Option<Fallback>>,
+}
+
+/// The generation served instead of a damaged current one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fallback {
+    pub from: u64,
+    pub to: u64,
+    pub reason: String,
+}
+
+/// Loads a generation's index, checking its values and counts.
+fn load(store: &Store, g: u64) -> Result<(Index, GenInfo), StoreError> {
+    let info = store.info(g)?.ok_or_else(|| StoreError::Corrupt(format!("generation {g} has no info")))?;
+    let inputs = store.index_inputs(g)?;
+    if inputs.contacts.len() as u64 != info.contacts {
+        return Err(StoreError::Corrupt(format!(
+            "generation {g} holds {} contacts, its info says {}",
+            inputs.contacts.len(),
+            info.contacts
+        )));
+    }
+    Ok((Index::build(g, inputs), info))
 }
 
 /// How long applied event ids are remembered, and how often old ones are forgotten.
@@ -254,20 +278,29 @@ impl Graph {
     /// Opens the store and loads the current generation, checking it against its info.
     pub fn open(path: &Path) -> Result<Graph, StoreError> {
         let store = Store::open(path)?;
-        let (index, info) = match store.current()? {
-            Some(g) => {
-                let info = store.info(g)?.ok_or_else(|| StoreError::Corrupt(format!("generation {g} has no info")))?;
-                let inputs = store.index_inputs(g)?;
-                if inputs.contacts.len() as u64 != info.contacts {
-                    return Err(StoreError::Corrupt(format!(
-                        "generation {g} holds {} contacts, its info says {}",
-                        inputs.contacts.len(),
-                        info.contacts
-                    )));
+        let (index, info, fallback) = match store.current()? {
+            Some(g) => match load(&store, g) {
+                Ok((ix, info)) => (ix, Some(info), None),
+                Err(e) => {
+                    let reason = format!("generation {g} fails its check: {e}");
+                    match store.previous()?.map(|p| (p, load(&store, p))) {
+                        Some((p, Ok((ix, info)))) => {
+                            tracing::error!(
+                                %reason,
+                                serving = p,
+                                "the current generation is damaged: serving the previous one until a crawl replaces it"
+                            );
+                            (ix, Some(info), Some(Fallback { from: g, to: p, reason }))
+                        }
+                        _ => {
+                            return Err(StoreError::Corrupt(format!(
+                                "{reason}; no earlier generation is intact: restore a backup (`idgraph restore --from DIR`) or crawl into a fresh data directory"
+                            )))
+                        }
+                    }
                 }
-                (Index::build(g, inputs), Some(info))
-            }
-            None => (Index::default(), None),
+            },
+            None => (Index::default(), None, None),
         };
         Ok(Graph {
             store,
@@ -276,7 +309,13 @@ impl Graph {
             events_since_prune: Default::default(),
             writer: parking_lot::Mutex::new(()),
             freshness: parking_lot::Mutex::new(None),
+            fallback: parking_lot::Mutex::new(fallback),
         })
+    }
+
+    /// Whether the graph serves an older generation because the current one failed its check.
+    pub fn fallback(&self) -> Option<Fallback> {
+        self.fallback.lock().clone()
     }
 
     pub fn store(&self) -> &Store {
@@ -423,7 +462,9 @@ impl Graph {
         }
         let kinds: Vec<(ChangeKind, Via)> = kinds.into_iter().map(|k| (k, Via::Crawl)).collect();
         let _writer = self.writer.lock();
-        let changes = self.store.switch(s.generation, &memory, &info, &kinds)?;
+        let served = self.info().map(|i| i.generation);
+        let changes = self.store.switch(s.generation, served, &memory, &info, &kinds)?;
+        *self.fallback.lock() = None;
         let old = {
             let mut ix = self.index.write();
             *self.info.write() = Some(info);

@@ -46,6 +46,9 @@ const K_INFO: &[u8] = b"I";
 
 const META_FORMAT: &[u8] = b"format";
 const META_CURRENT: &[u8] = b"current";
+/// The generation served before the current one, kept until the next switch: what a server falls
+/// back to when the current one fails its check.
+const META_PREVIOUS: &[u8] = b"previous";
 const META_STAGING: &[u8] = b"staging";
 const META_SEQ: &[u8] = b"seq";
 /// Set once the history is keyed by sequence number alone (older stores keyed it by generation
@@ -398,6 +401,7 @@ impl Store {
     fn clean(&self) -> Result<(), StoreError> {
         let current = self.current()?;
         let staging = self.staging()?;
+        let previous = self.previous()?;
         for name in self.db.tree_names() {
             let Ok(name) = std::str::from_utf8(&name) else {
                 continue;
@@ -405,7 +409,7 @@ impl Store {
             let Some(g) = name.strip_prefix("gen-").and_then(|g| g.parse::<u64>().ok()) else {
                 continue;
             };
-            if Some(g) != current && Some(g) != staging {
+            if Some(g) != current && Some(g) != staging && Some(g) != previous {
                 self.db.drop_tree(name)?;
             }
         }
@@ -414,6 +418,10 @@ impl Store {
 
     pub fn current(&self) -> Result<Option<u64>, StoreError> {
         Ok(self.meta.get(META_CURRENT)?.and_then(|v| u64_of(&v)))
+    }
+
+    pub fn previous(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.meta.get(META_PREVIOUS)?.and_then(|v| u64_of(&v)))
     }
 
     pub fn staging(&self) -> Result<Option<u64>, StoreError> {
@@ -635,6 +643,7 @@ impl Store {
     pub fn switch(
         &self,
         generation: u64,
+        served: Option<u64>,
         memory: &HashMap<u64, AgentMemory>,
         info: &GenInfo,
         changes: &[(ChangeKind, Via)],
@@ -651,7 +660,9 @@ impl Store {
         batch.remove(K_CHECKPOINT);
         t.apply_batch(batch)?;
         t.flush()?;
-        let previous = self.current()?;
+        // The generation served until now is kept as the previous one (the one to fall back to);
+        // a current generation that failed its check and was not served is not.
+        let previous = served.filter(|p| *p != generation);
         // The history of the switch and the switch itself: one transaction.
         let changes = [&self.meta, &self.history, &self.history_gens]
             .transaction(|trees| {
@@ -660,14 +671,16 @@ impl Store {
                 let first = meta.get(META_SEQ)?.and_then(|v| u64_of(&v)).unwrap_or(0) + 1 - out.len() as u64;
                 gens.insert(&generation.to_be_bytes(), &first.to_be_bytes())?;
                 meta.insert(META_CURRENT, &generation.to_be_bytes())?;
+                match previous {
+                    Some(p) => meta.insert(META_PREVIOUS, &p.to_be_bytes())?,
+                    None => meta.remove(META_PREVIOUS)?,
+                };
                 meta.remove(META_STAGING)?;
                 meta.flush();
                 Ok(out)
             })
             .map_err(tx_err)?;
-        if let Some(p) = previous.filter(|p| *p != generation) {
-            self.db.drop_tree(gen_tree_name(p))?;
-        }
+        self.clean()?;
         Ok(changes)
     }
 

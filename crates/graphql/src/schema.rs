@@ -582,6 +582,9 @@ pub struct Freshness {
 /// The index being served and the schedule that keeps it fresh.
 #[derive(SimpleObject, Default)]
 pub struct IndexStatus {
+    /// Set when the current generation failed its check at start and an older one is served
+    /// (a crawl then replaces it); says which and why.
+    fallback: Option<String>,
     /// Null before the first index is loaded.
     freshness: Option<Freshness>,
     /// Whether an index is loaded; before the first crawl finishes the counts are null.
@@ -622,6 +625,7 @@ fn index_status(c: &Ctx) -> IndexStatus {
         }
     });
     IndexStatus {
+        fallback: c.graph.fallback().map(|f| format!("serving generation {}: {}", f.to, f.reason)),
         freshness,
         ready,
         generation: info.as_ref().map_or(0, |i| i.generation),

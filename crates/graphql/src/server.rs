@@ -459,6 +459,11 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
             Some(f.unverified_orphans as f64),
         );
         gauge(
+            "idgraph_fallback",
+            "1 when the current generation failed its check and an older one is served.",
+            Some(st.graph.fallback().is_some() as u8 as f64),
+        );
+        gauge(
             "idgraph_refresh_projected_cycle_seconds",
             "Time to re-read every contact once at the refresher's share of the budget.",
             st.ops.projected_cycle_seconds(contacts),
