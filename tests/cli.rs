@@ -263,7 +263,6 @@ async fn check_reads_every_value_and_names_a_corrupt_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_directory_knows_its_org_and_serves_read_only() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
     let (_sim, r) = sim(SimConfig { contacts: 600, agents: 10, ..SimConfig::default() }).await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
@@ -277,33 +276,7 @@ async fn a_data_directory_knows_its_org_and_serves_read_only() {
     assert!(ok, "the stored URL was used: {err}");
     assert!(err.contains("generation 2 is live"), "{err}");
     // Read-only: no credentials, no crawl, the stored index served.
-    let mut child = idgraph()
-        .args([
-            "--log-format",
-            "json",
-            "serve",
-            "--read-only",
-            "--insecure-no-auth",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            d,
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
-            .await
-            .unwrap()
-            .unwrap()
-            .expect("serves");
-        if line.contains("serving GraphQL") {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            break v["fields"]["addr"].as_str().unwrap().to_string();
-        }
-    };
+    let (mut child, addr, _) = serve_read_only(d).await;
     let v = gql(
         &format!("http://{addr}"),
         None,
@@ -363,7 +336,6 @@ async fn backup_while_serving_and_a_checked_restore() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_generation_falls_back_to_the_previous_one_loudly() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
     let (_sim, r) = sim(SimConfig { contacts: 500, agents: 10, ..SimConfig::default() }).await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
@@ -382,35 +354,8 @@ async fn a_damaged_generation_falls_back_to_the_previous_one_loudly() {
         t.insert(k, v).unwrap();
         db.flush().unwrap();
     }
-    let mut child = idgraph()
-        .args([
-            "--log-format",
-            "json",
-            "serve",
-            "--read-only",
-            "--insecure-no-auth",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            d,
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut said = false;
-    let addr = loop {
-        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
-            .await
-            .unwrap()
-            .unwrap()
-            .expect("serves");
-        said |= line.contains("serving the previous one");
-        if line.contains("serving GraphQL") {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            break v["fields"]["addr"].as_str().unwrap().to_string();
-        }
-    };
+    let (mut child, addr, log) = serve_read_only(d).await;
+    let said = log.iter().any(|l| l.contains("serving the previous one"));
     assert!(said, "the log says it fell back");
     let v = gql(
         &format!("http://{addr}"),
@@ -439,4 +384,28 @@ async fn a_damaged_generation_falls_back_to_the_previous_one_loudly() {
     let (ok, _, err) =
         run(&["serve", "--read-only", "--insecure-no-auth", "--listen", "127.0.0.1:0", "--data-dir", d]).await;
     assert!(!ok && err.contains("idgraph restore") && err.contains("fresh data directory"), "{err}");
+}
+
+/// `idgraph serve --read-only` on a data directory: the child, its address, and what it logged
+/// until it served.
+async fn serve_read_only(d: &str) -> (tokio::process::Child, String, Vec<String>) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let args = ["--log-format", "json", "serve", "--read-only", "--insecure-no-auth", "--listen", "127.0.0.1:0"];
+    let mut child = idgraph().args(args).args(["--data-dir", d]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = Vec::new();
+    loop {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("serves");
+        if line.contains("serving GraphQL") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let addr = v["fields"]["addr"].as_str().unwrap().to_string();
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return (child, addr, log);
+        }
+        log.push(line);
+    }
 }

@@ -55,14 +55,7 @@ pub async fn backup(a: BackupArgs) -> Result<()> {
     let graph = open_graph(&dir, &hint, false)?;
     let started = std::time::Instant::now();
     let r = graph.backup_to(&a.to).with_context(|| format!("cannot back up into {}", a.to.display()))?;
-    println!(
-        "backed up generation {} ({} values, {} history entries) into {} in {:.1}s; it passed its check",
-        r.generation,
-        r.values,
-        r.history,
-        a.to.display(),
-        started.elapsed().as_secs_f64()
-    );
+    println!("{}", r.summary(&a.to, started.elapsed()));
     Ok(())
 }
 

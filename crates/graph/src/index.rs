@@ -486,18 +486,6 @@ impl Index {
 
     // ---- incremental updates ----
 
-    /// Inserts or replaces a contact unless the stored one is newer. Returns whether it applied.
-    pub fn upsert_contact(&mut self, c: &Contact) -> bool {
-        if let Some(old) = self.contact(c.id) {
-            if old.updated_at_ms > c.updated_at {
-                return false;
-            }
-        }
-        self.remove_contact(c.id);
-        self.insert_contact(contact_view(c, 0));
-        true
-    }
-
     /// Sets a contact to what it is now (`None`: gone), whatever it was.
     pub fn put_contact(&mut self, id: u64, now: Option<ContactView>) {
         self.remove_contact(id);
@@ -534,25 +522,6 @@ impl Index {
             .count();
         let never = |a: Option<i64>| a.filter(|a| *a != i64::MAX);
         Freshness { p50_age_ms: never(p50), p99_age_ms: never(p99), max_age_ms: never(max), unverified_orphans }
-    }
-
-    /// Deletes a contact; returns it.
-    pub fn delete_contact(&mut self, id: u64) -> Option<ContactView> {
-        self.remove_contact(id)
-    }
-
-    /// Changes a contact's owner if `at_ms` is not older than the contact. Returns the old owner.
-    pub fn set_owner(&mut self, id: u64, owner: Option<u64>, at_ms: i64) -> Option<Option<u64>> {
-        let mut c = self.contact(id)?;
-        if c.updated_at_ms > at_ms {
-            return None;
-        }
-        let old = c.owner_id;
-        c.owner_id = owner;
-        c.updated_at_ms = at_ms;
-        self.remove_contact(id);
-        self.insert_contact(c);
-        Some(old)
     }
 
     /// Re-derives agents' statuses after an agents-only refresh, updating the orphan sets of the
@@ -962,22 +931,5 @@ mod tests {
         assert_eq!(ix.orphan_count(Some(OrphanReason::OwnerDeparted), Some(201)), 0);
         assert_eq!(ix.unowned(None, 10).1, 1);
         assert_eq!(ix.who_owns_whom(0, 1).0[0].contacts, 1);
-    }
-
-    #[test]
-    fn late_updates_never_roll_back() {
-        let mut memory = HashMap::new();
-        let users = vec![user(1, "a@x.io"), user(2, "b@x.io")];
-        remember(&mut memory, &users, &[], 0);
-        let mut ix =
-            Index::build(1, Inputs { contacts: vec![contact(10, Some(1))], users, memory, ..Default::default() });
-        assert_eq!(ix.set_owner(10, Some(2), 20), Some(Some(1)));
-        assert_eq!(ix.set_owner(10, Some(1), 15), None, "an older change is ignored");
-        assert_eq!(ix.owner_of(10).unwrap().id, 2);
-        let mut stale = contact(10, Some(1));
-        stale.updated_at = 5;
-        assert!(!ix.upsert_contact(&stale));
-        assert_eq!(ix.owned_contacts(2, None, 10).1, 1);
-        assert_eq!(ix.owned_contacts(1, None, 10).1, 0);
     }
 }

@@ -637,8 +637,8 @@ impl Update {
 
 /// What an update does to a contact as it stands (`None`: absent): the contact after it, the
 /// change to record and the override to store; `None` when it does not apply (older than what is
-/// known, or about a contact idgraph does not hold). Mirrors [`Index::upsert_contact`],
-/// [`Index::delete_contact`] and [`Index::set_owner`].
+/// known, or about a contact idgraph does not hold). The one place these rules live: the index
+/// only takes the result (`Index::put_contact`).
 fn decide(
     u: &Update,
     before: Option<&ContactView>,
@@ -745,6 +745,27 @@ mod tests {
             updated_at: 0,
             extra: Default::default(),
         })
+    }
+
+    #[test]
+    fn late_updates_never_roll_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Graph::open(dir.path()).unwrap();
+        let s = g.begin(true).unwrap();
+        g.write(&s, &[contact(10)], None).unwrap();
+        g.commit(s, Value::Null, false, ShrinkGuard::default()).unwrap();
+        let ev = |id: &str, update| Event { id: id.into(), update, via: Via::Webhook };
+        let r = g.apply(vec![ev("a", Update::SetOwner { id: 10, owner: Some(2), at_ms: 20 })]).unwrap();
+        assert_eq!(r.applied, 1);
+        let r = g.apply(vec![ev("b", Update::SetOwner { id: 10, owner: Some(1), at_ms: 15 })]).unwrap();
+        assert_eq!(r.stale, 1, "an older change is ignored");
+        assert_eq!(g.read().owner_of(10).unwrap().id, 2);
+        let Record::Contact(mut stale) = contact(10) else { unreachable!() };
+        stale.updated_at = 5;
+        let r = g.apply(vec![ev("c", Update::Upsert(stale))]).unwrap();
+        assert_eq!(r.stale, 1, "an older record is ignored");
+        assert_eq!(g.read().owned_contacts(2, None, 10).1, 1);
+        assert_eq!(g.read().owned_contacts(1, None, 10).1, 0);
     }
 
     #[test]

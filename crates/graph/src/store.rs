@@ -849,6 +849,20 @@ pub struct BackupReport {
     pub history: usize,
 }
 
+impl BackupReport {
+    /// What a person is told once the copy at `to` is written and checked.
+    pub fn summary(&self, to: &Path, took: std::time::Duration) -> String {
+        format!(
+            "backed up generation {} ({} values, {} history entries) into {} in {:.1}s; it passed its check",
+            self.generation,
+            self.values,
+            self.history,
+            to.display(),
+            took.as_secs_f64()
+        )
+    }
+}
+
 impl Store {
     /// Writes a copy of the current generation, the history and what apps keep into a new store
     /// at `dir`, then opens it and checks every value. The caller keeps writers out meanwhile

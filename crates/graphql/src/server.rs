@@ -566,14 +566,7 @@ async fn backup(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
     let started = Instant::now();
     match tokio::task::spawn_blocking(move || g.backup_to(&to)).await {
         Ok(Ok(r)) => {
-            let msg = format!(
-                "backed up generation {} ({} values, {} history entries) into {} in {:.1}s; it passed its check",
-                r.generation,
-                r.values,
-                r.history,
-                req.to.display(),
-                started.elapsed().as_secs_f64()
-            );
+            let msg = r.summary(&req.to, started.elapsed());
             (StatusCode::OK, Json(json!({"message": msg, "generation": r.generation}))).into_response()
         }
         Ok(Err(e)) => early(StatusCode::CONFLICT, "BAD_USER_INPUT", &e.to_string(), JSON),
