@@ -4,7 +4,9 @@
 use anyhow::Result;
 use clap::Args;
 
-use super::audit_render::{render, Doc, Format};
+use idgraph_graph::audit::render::{render, Format as TextFormat};
+use idgraph_graph::audit::ReportDoc;
+
 use super::common::{data_dir, open_graph, print_out, remote_query};
 use super::{ServerArgs, StoreArgs};
 
@@ -18,25 +20,41 @@ pub struct AuditArgs {
     pub all: bool,
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
+    /// With `--format html`: how many orphans the file lists (the rest are in the CSV).
+    #[arg(long, default_value_t = 2000)]
+    pub html_orphans: usize,
     #[command(flatten)]
     pub remote: ServerArgs,
     #[command(flatten)]
     pub store: StoreArgs,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+    Markdown,
+    /// One self-contained HTML file: charts, the agent's graph, tables, digest and evidence.
+    Html,
+}
+
 pub async fn audit(a: AuditArgs) -> Result<()> {
-    let doc = match &a.remote.server {
+    // The HTML report of the org draws the timeline too.
+    let timeline = a.format == Format::Html && a.all;
+    let (doc, timeline) = match &a.remote.server {
         Some(server) => {
-            let q = "query($agent: String, $all: Boolean) { auditReport(agent: $agent, all: $all) }";
-            let d =
-                remote_query(server, a.remote.token.as_deref(), q, serde_json::json!({"agent": a.agent, "all": a.all}))
-                    .await?;
+            let q = "query($agent: String, $all: Boolean, $t: Boolean!) { auditReport(agent: $agent, all: $all) \
+                     auditTimeline @include(if: $t) }";
+            let vars = serde_json::json!({"agent": a.agent, "all": a.all, "t": timeline});
+            let d = remote_query(server, a.remote.token.as_deref(), q, vars).await?;
             let r = d.get("auditReport").cloned().unwrap_or_default();
-            Doc {
+            let doc = ReportDoc {
                 kind: r.get("kind").and_then(|k| k.as_str()).unwrap_or("org").to_string(),
                 digest: r.get("digest").and_then(|k| k.as_str()).unwrap_or_default().to_string(),
                 report: r.get("report").cloned().unwrap_or_default(),
-            }
+            };
+            (doc, d.get("auditTimeline").cloned())
         }
         None => {
             let dir = data_dir(&a.store)?;
@@ -46,10 +64,37 @@ pub async fn audit(a: AuditArgs) -> Result<()> {
             if graph.info().is_none() {
                 anyhow::bail!("no index in {} yet: run `idgraph crawl` first", dir.display());
             }
-            let r = idgraph_graph::audit::report(&graph, a.agent.as_deref(), a.all)?;
-            Doc { kind: r.kind, digest: r.digest, report: r.report }
+            let doc = idgraph_graph::audit::report(&graph, a.agent.as_deref(), a.all)?;
+            let t = if timeline {
+                Some(serde_json::to_value(idgraph_graph::audit::timeline::timeline(&graph, 120)?)?)
+            } else {
+                None
+            };
+            (doc, t)
         }
     };
+    let out = match a.format {
+        Format::Html => html(doc, timeline, a.html_orphans),
+        Format::Table => render(&doc, TextFormat::Table)?,
+        Format::Csv => render(&doc, TextFormat::Csv)?,
+        Format::Json => render(&doc, TextFormat::Json)?,
+        Format::Markdown => render(&doc, TextFormat::Markdown)?,
+    };
     // `| head` closes the pipe early: that ends the report quietly, not with a panic.
-    print_out(&render(&doc, a.format)?)
+    print_out(&out)
+}
+
+/// The report as one self-contained HTML file (the audit page's code, its data inline).
+fn html(doc: ReportDoc, timeline: Option<serde_json::Value>, orphans: usize) -> String {
+    let title = match doc.kind.as_str() {
+        "agent" => {
+            let a = &doc.report["agent"];
+            let who = a["email"].as_str().map(str::to_string).unwrap_or_else(|| format!("agent {}", a["id"]));
+            format!("Offboarding audit: {who}")
+        }
+        _ => "Org offboarding audit".to_string(),
+    };
+    let key = if doc.kind == "agent" { "agent" } else { "org" };
+    let data = serde_json::json!({ key: doc.into_json(Some(orphans)), "timeline": timeline });
+    idgraph_web::audit_report_html(&title, &data)
 }

@@ -2,7 +2,6 @@
 //! [`Settings`](crate::app::settings::Settings) once, then works with typed values.
 
 pub mod audit;
-pub mod audit_render;
 pub mod backup;
 pub mod check;
 pub mod common;

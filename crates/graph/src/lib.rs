@@ -603,6 +603,11 @@ impl Graph {
         self.store.count_changes(filter)
     }
 
+    /// Every recorded change, newest first, until `visit` returns false.
+    pub fn for_each_change_rev(&self, visit: impl FnMut(Change) -> bool) -> Result<(), StoreError> {
+        self.store.for_each_change_rev(visit)
+    }
+
     pub fn agent_history(&self, agent: u64) -> Result<Vec<Change>, StoreError> {
         self.store.changes_of_agent(agent)
     }

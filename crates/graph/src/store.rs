@@ -746,6 +746,17 @@ impl Store {
         Ok(out)
     }
 
+    /// Every recorded change, newest first, until `visit` returns false.
+    pub fn for_each_change_rev(&self, mut visit: impl FnMut(Change) -> bool) -> Result<(), StoreError> {
+        for kv in self.history.iter().rev() {
+            let (k, v) = kv?;
+            if !visit(decode(&k, &v)?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// How many changes pass `filter`, ignoring its cursor.
     pub fn count_changes(&self, filter: &ChangeFilter) -> Result<usize, StoreError> {
         let whole = ChangeFilter { after_seq: None, ..filter.clone() };

@@ -1,99 +1,23 @@
-//! GraphiQL, served from assets embedded at build time (see `build.rs`): no CDN.
+//! The browser pages: GraphiQL at `/`, the audit view at `/audit`, and their assets, all from
+//! `idgraph-web` (embedded at build time: no CDN).
 
 use axum::extract::Path;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 
-const JS: &str = include_str!(concat!(env!("OUT_DIR"), "/graphiql/graphiql.min.js"));
-const CSS: &str = include_str!(concat!(env!("OUT_DIR"), "/graphiql/graphiql.min.css"));
-const REACT: &str = include_str!(concat!(env!("OUT_DIR"), "/graphiql/react.production.min.js"));
-const REACT_DOM: &str = include_str!(concat!(env!("OUT_DIR"), "/graphiql/react-dom.production.min.js"));
-
-const DEFAULT_QUERY: &str = r#"# idgraph: who owns whom in your Drift org.
-# Press the run button (or Ctrl-Enter).
-{
-  indexStatus { generation contacts agents orphans lastCrawlAt nextCrawlAt crawling }
-  orphans(first: 5) {
-    totalCount
-    edges { node { contact { id email } reason owner { id email status departedAt } } }
-  }
-  whoOwnsWhom(first: 5) { edges { node { agent { id email status } contacts accounts } } }
-}
-"#;
-
-/// Whether the real GraphiQL was bundled (else the minimal page is served).
-pub fn bundled() -> bool {
-    cfg!(graphiql_bundled)
-}
-
 pub async fn page() -> Html<String> {
-    let query_js = serde_json::to_string(DEFAULT_QUERY).unwrap_or_else(|_| "\"\"".into());
-    if bundled() {
-        Html(format!(
-            r#"<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <title>idgraph · GraphiQL</title>
-  <link rel="stylesheet" href="/assets/graphiql.min.css">
-  <style>html, body, #graphiql {{ height: 100%; margin: 0; }}</style>
-</head>
-<body>
-  <div id="graphiql">Loading GraphiQL…</div>
-  <script src="/assets/react.production.min.js"></script>
-  <script src="/assets/react-dom.production.min.js"></script>
-  <script src="/assets/graphiql.min.js"></script>
-  <script>
-    // Sends the headers typed in GraphiQL's header editor (e.g. an Authorization bearer token).
-    async function fetcher(params, opts) {{
-      const headers = Object.assign({{'content-type': 'application/json'}}, (opts && opts.headers) || {{}});
-      const r = await fetch('/graphql', {{method: 'POST', headers, body: JSON.stringify(params)}});
-      return r.json();
-    }}
-    const root = ReactDOM.createRoot(document.getElementById('graphiql'));
-    root.render(React.createElement(GraphiQL, {{fetcher, defaultQuery: {query_js}, defaultEditorToolbarOpen: true}}));
-  </script>
-</body>
-</html>"#
-        ))
-    } else {
-        Html(format!(
-            r#"<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><title>idgraph · query</title>
-<style>body{{font-family:system-ui,sans-serif;margin:1rem}}textarea{{width:100%;height:40vh;font-family:monospace}}pre{{background:#f4f4f4;padding:1rem;overflow:auto}}</style></head>
-<body>
-<h1>idgraph</h1>
-<p>This build has no GraphiQL assets (npm was not reachable when it was built); this minimal page runs queries against <code>/graphql</code>.</p>
-<p><label>Bearer token (if the server requires one): <input id="token" type="password" size="40"></label></p>
-<textarea id="query"></textarea>
-<p><button id="run">Run</button></p>
-<pre id="result"></pre>
-<script>
-document.getElementById('query').value = {query_js};
-document.getElementById('run').onclick = async () => {{
-  const headers = {{'content-type': 'application/json'}};
-  const t = document.getElementById('token').value;
-  if (t) headers['authorization'] = 'Bearer ' + t;
-  const r = await fetch('/graphql', {{method: 'POST', headers, body: JSON.stringify({{query: document.getElementById('query').value}})}});
-  document.getElementById('result').textContent = JSON.stringify(await r.json(), null, 2);
-}};
-</script>
-</body></html>"#
-        ))
-    }
+    Html(idgraph_web::graphiql_page())
+}
+
+pub async fn audit() -> Html<String> {
+    Html(idgraph_web::audit_page())
 }
 
 pub async fn asset(Path(name): Path<String>) -> Response {
-    let (body, ctype) = match name.as_str() {
-        "graphiql.min.js" => (JS, "text/javascript; charset=utf-8"),
-        "graphiql.min.css" => (CSS, "text/css; charset=utf-8"),
-        "react.production.min.js" => (REACT, "text/javascript; charset=utf-8"),
-        "react-dom.production.min.js" => (REACT_DOM, "text/javascript; charset=utf-8"),
-        _ => return StatusCode::NOT_FOUND.into_response(),
-    };
-    if body.is_empty() {
-        return StatusCode::NOT_FOUND.into_response();
+    match idgraph_web::asset(&name) {
+        Some((body, ctype)) => {
+            ([(header::CONTENT_TYPE, ctype), (header::CACHE_CONTROL, "public, max-age=86400")], body).into_response()
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
     }
-    ([(header::CONTENT_TYPE, ctype), (header::CACHE_CONTROL, "public, max-age=86400")], body).into_response()
 }

@@ -192,6 +192,36 @@ impl From<OrphanReason> for GReason {
     }
 }
 
+/// A rendering of an audit report, as `idgraph audit --format` prints it.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum AuditFormat {
+    /// The text table a terminal shows.
+    Table,
+    /// The orphans, one row each (the columns of `/export/orphans`).
+    Csv,
+    /// `{kind, digest, report}`, pretty-printed.
+    Json,
+    Markdown,
+}
+
+impl From<AuditFormat> for audit::render::Format {
+    fn from(f: AuditFormat) -> Self {
+        match f {
+            AuditFormat::Table => audit::render::Format::Table,
+            AuditFormat::Csv => audit::render::Format::Csv,
+            AuditFormat::Json => audit::render::Format::Json,
+            AuditFormat::Markdown => audit::render::Format::Markdown,
+        }
+    }
+}
+
+fn report_error(e: audit::ReportError) -> Error {
+    match e {
+        audit::ReportError::NoAgent(_) | audit::ReportError::NothingAsked => bad_input(e.to_string()),
+        other => internal(other),
+    }
+}
+
 /// What a change recorded.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum ChangeKind {
@@ -1033,20 +1063,46 @@ impl Query {
         Ok(a.map(OffboardingAudit))
     }
 
-    /// An audit report as one JSON document, `{kind, report, digest}`: one agent's (by id or
-    /// email) or, with `all: true`, the org's. This is what `idgraph audit --server` renders.
+    /// An audit report as one JSON document, `{kind, report, digest, truncated}`: one agent's
+    /// (by id or email) or, with `all: true`, the org's. This is what `idgraph audit --server`
+    /// renders. `orphanLimit` cuts the longest list (the org's `orphans`, an agent's
+    /// `orphaned_contacts`) for a page that must stay light; `truncated` then says how many there
+    /// are, and the digest stays the whole report's.
     async fn audit_report(
         &self,
         c: &Context<'_>,
         agent: Option<String>,
         all: Option<bool>,
+        orphan_limit: Option<i32>,
     ) -> Result<async_graphql::Json<serde_json::Value>> {
-        let doc = audit::report(graph(c)?, agent.as_deref(), all.unwrap_or(false)).map_err(|e| match e {
-            audit::ReportError::NoAgent(_) | audit::ReportError::NothingAsked => bad_input(e.to_string()),
-            other => internal(other),
-        })?;
-        let doc = serde_json::json!({"kind": doc.kind, "digest": doc.digest, "report": doc.report});
-        Ok(async_graphql::Json(doc))
+        let doc = audit::report(graph(c)?, agent.as_deref(), all.unwrap_or(false)).map_err(report_error)?;
+        Ok(async_graphql::Json(doc.into_json(orphan_limit.map(|n| n.max(0) as usize))))
+    }
+
+    /// An audit report rendered as `idgraph audit --format` prints it (the audit page's
+    /// downloads): the same arguments as `auditReport`.
+    async fn audit_document(
+        &self,
+        c: &Context<'_>,
+        agent: Option<String>,
+        all: Option<bool>,
+        format: AuditFormat,
+    ) -> Result<String> {
+        let doc = audit::report(graph(c)?, agent.as_deref(), all.unwrap_or(false)).map_err(report_error)?;
+        audit::render::render(&doc, format.into()).map_err(internal)
+    }
+
+    /// Orphaned contacts and departures over time, replayed from the history: at most `points`
+    /// buckets (default 120, at most 1,000) from the oldest record to now,
+    /// `{bucket_s, points: [{at_ms, orphans, departures}]}`; `orphans` is null before the history
+    /// begins.
+    async fn audit_timeline(&self, c: &Context<'_>, points: Option<i32>) -> Result<async_graphql::Json<serde_json::Value>> {
+        let n = points.unwrap_or(120);
+        if !(2..=1000).contains(&n) {
+            return Err(bad_input("points must be between 2 and 1000"));
+        }
+        let t = audit::timeline::timeline(graph(c)?, n as usize).map_err(internal)?;
+        Ok(async_graphql::Json(serde_json::to_value(t).map_err(internal)?))
     }
 
     /// The change feed: agents appearing, deactivated, departed or reactivated; contacts added,

@@ -125,6 +125,7 @@ pub fn router(graph: Arc<Graph>, ops: Arc<dyn Operations>, metrics: Arc<Metrics>
     });
     let mut app = Router::new()
         .route("/", get(graphiql::page))
+        .route("/audit", get(graphiql::audit))
         .route("/favicon.ico", get(favicon))
         .route("/assets/{name}", get(graphiql::asset))
         .route("/graphql", get(graphql).post(graphql).layer(DefaultBodyLimit::disable()))

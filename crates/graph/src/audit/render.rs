@@ -1,24 +1,16 @@
-//! `idgraph audit`: renders audit reports as a table, CSV, JSON or Markdown.
+//! Audit reports as text: a table for a terminal, CSV, JSON or Markdown. The CLI prints these and
+//! GraphQL's `auditDocument` answers them, so the audit page's downloads are the CLI's files.
 
-use anyhow::{Context, Result};
-use idgraph_graph::audit::{AgentAudit, Evidence, OrgAudit, OrphanRow};
-use idgraph_graph::export;
-use idgraph_graph::AgentStatus;
-use serde_json::Value;
+use super::{AgentAudit, Evidence, OrgAudit, OrphanRow, ReportDoc, ReportError};
+use crate::export;
+use crate::index::AgentStatus;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Table,
     Csv,
     Json,
     Markdown,
-}
-
-/// A report as fetched: `{kind, report, digest}`.
-pub struct Doc {
-    pub kind: String,
-    pub report: Value,
-    pub digest: String,
 }
 
 fn when(ms: Option<i64>) -> String {
@@ -75,7 +67,8 @@ fn evidence_line(e: &Evidence, crawl: &str, agents: &str) -> String {
     )
 }
 
-fn agent_rows(a: &AgentAudit) -> Vec<OrphanRow> {
+/// An agent audit's orphaned contacts as audit CSV rows.
+pub fn agent_rows(a: &AgentAudit) -> Vec<OrphanRow> {
     let Some(r) = a.orphan_reason else {
         return Vec::new();
     };
@@ -96,20 +89,22 @@ fn agent_rows(a: &AgentAudit) -> Vec<OrphanRow> {
         .collect()
 }
 
-pub fn render(doc: &Doc, format: Format) -> Result<String> {
+/// Renders a report document (`{kind, report, digest}`, as `report` or `auditReport` gives it).
+pub fn render(doc: &ReportDoc, format: Format) -> Result<String, ReportError> {
+    fn shape(what: &'static str) -> impl Fn(serde_json::Error) -> ReportError {
+        move |e| ReportError::Shape(format!("the {what} report: {e}"))
+    }
     if format == Format::Json {
         let v = serde_json::json!({"kind": doc.kind, "digest": doc.digest, "report": doc.report});
-        return Ok(serde_json::to_string_pretty(&v)? + "\n");
+        return Ok(serde_json::to_string_pretty(&v).map_err(shape("json"))? + "\n");
     }
     match doc.kind.as_str() {
         "agent" => {
-            let a: AgentAudit =
-                serde_json::from_value(doc.report.clone()).context("the agent report has an unexpected shape")?;
+            let a: AgentAudit = serde_json::from_value(doc.report.clone()).map_err(shape("agent"))?;
             Ok(render_agent(&a, &doc.digest, format))
         }
         _ => {
-            let o: OrgAudit =
-                serde_json::from_value(doc.report.clone()).context("the org report has an unexpected shape")?;
+            let o: OrgAudit = serde_json::from_value(doc.report.clone()).map_err(shape("org"))?;
             Ok(render_org(&o, &doc.digest, format))
         }
     }

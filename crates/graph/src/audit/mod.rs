@@ -5,6 +5,9 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub mod render;
+pub mod timeline;
+
 use crate::index::{AccountView, AgentStatus, AgentView, ContactView, OrphanReason};
 use crate::{now_ms, Change, ChangeKind, Graph, StoreError};
 
@@ -49,6 +52,9 @@ pub struct AgentAudit {
     pub orphaned_accounts: Vec<AccountView>,
     pub orphan_reason: Option<OrphanReason>,
     pub reassigned_since: Vec<Reassignment>,
+    /// Of its orphaned contacts, those Drift confirmed after it went.
+    #[serde(default)]
+    pub orphans_verified_after_departure: usize,
     pub evidence: Evidence,
 }
 
@@ -186,7 +192,7 @@ pub fn agent_audit(graph: &Graph, agent_id: u64) -> Result<Option<AgentAudit>, S
         Vec::new()
     };
     let orphaned_accounts = if reason.is_some() { ix.owned_accounts(agent_id, None, usize::MAX).0 } else { Vec::new() };
-    Ok(Some(AgentAudit {
+    let mut audit = AgentAudit {
         contacts_at_departure: gone_at.map(|_| contacts_now + reassigned_since.len()),
         accounts_now: ix.account_count_of(agent_id),
         timeline,
@@ -195,9 +201,13 @@ pub fn agent_audit(graph: &Graph, agent_id: u64) -> Result<Option<AgentAudit>, S
         orphaned_accounts,
         orphan_reason: reason,
         reassigned_since,
+        orphans_verified_after_departure: 0,
         agent,
         evidence,
-    }))
+    };
+    audit.orphans_verified_after_departure =
+        render::agent_rows(&audit).iter().filter(|r| r.verified_after_departure()).count();
+    Ok(Some(audit))
 }
 
 pub fn org_audit(graph: &Graph) -> Result<OrgAudit, StoreError> {
@@ -260,6 +270,24 @@ pub struct ReportDoc {
     pub report: serde_json::Value,
 }
 
+impl ReportDoc {
+    /// The document as JSON, its longest list (the org's `orphans`, an agent's
+    /// `orphaned_contacts`) cut to `limit` entries for a page or a file that must stay small. The
+    /// digest stays the whole report's; `truncated` says what was cut (null when nothing was).
+    pub fn into_json(self, limit: Option<usize>) -> serde_json::Value {
+        let mut report = self.report;
+        let field = if self.kind == "agent" { "orphaned_contacts" } else { "orphans" };
+        let mut truncated = serde_json::Value::Null;
+        if let (Some(limit), Some(list)) = (limit, report.get_mut(field).and_then(|v| v.as_array_mut())) {
+            if list.len() > limit {
+                truncated = serde_json::json!({"field": field, "total": list.len(), "shown": limit});
+                list.truncate(limit);
+            }
+        }
+        serde_json::json!({"kind": self.kind, "digest": self.digest, "report": report, "truncated": truncated})
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error("no agent {0:?} in the index")]
@@ -270,6 +298,8 @@ pub enum ReportError {
     Store(#[from] StoreError),
     #[error("cannot encode the report: {0}")]
     Encode(String),
+    #[error("{0} has an unexpected shape")]
+    Shape(String),
 }
 
 /// The org's audit (`all`), or one agent's by id or email.
