@@ -21,18 +21,6 @@ fn owner_of(v: &Value) -> Option<u64> {
     }
 }
 
-async fn wait_idle(url: &str, want: &str) -> Value {
-    for _ in 0..300 {
-        let d = data(url, READ, "{ indexStatus { generation crawling lastResult lastError orphans } }").await;
-        let st = &d["indexStatus"];
-        if st["crawling"] == false && st["lastResult"].as_str().is_some_and(|r| r.contains(want)) {
-            return st.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("no {want} finished");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deprovision_to_orphans_to_audit_to_reassignment() {
     let (sim, r) = sim(SimConfig { contacts: 3000, agents: 40, ..SimConfig::default() }).await;
@@ -122,7 +110,7 @@ async fn deprovision_to_orphans_to_audit_to_reassignment() {
     let denied = gql(&url, Some(READ), "mutation { reindex(scope: AGENTS) { generation } }", Value::Null).await;
     assert!(denied["errors"][0]["message"].as_str().unwrap().contains("admin"));
     data(&url, ADMIN, "mutation { reindex(scope: AGENTS) { crawling } }").await;
-    wait_idle(&url, "agents refresh").await;
+    wait_idle(&url, READ, "agents refresh").await;
     let q = format!(
         r#"{{ orphans(reason: OWNER_DEPARTED, first: 5) {{ totalCount edges {{ node {{ contact {{ id email }} reason owner {{ id email status }} }} }} }}
             agent(id: "{leaver}") {{ status departedAt email }} }}"#
@@ -211,7 +199,7 @@ async fn deprovision_to_orphans_to_audit_to_reassignment() {
 
     // A full reindex: a new generation, and the departed agent is still remembered.
     data(&url, ADMIN, "mutation { reindex { crawling } }").await;
-    let st = wait_idle(&url, "full reindex").await;
+    let st = wait_idle(&url, READ, "full reindex").await;
     assert_eq!(st["generation"], 2);
     let d = data(
         &url,

@@ -55,15 +55,18 @@ try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
   const requests = [];
   page.on('request', (r) => requests.push(r.url()));
-  const started = Date.now();
+  let started = Date.now();
   await page.goto(base + '/audit', { waitUntil: 'domcontentloaded' });
   if (token) {
     await page.waitForSelector('#token', { timeout: 20000 });
     await page.fill('#token', token);
+    started = Date.now(); // first paint counted from the sign-in
     await page.click('form.login button');
   }
   await page.waitForFunction(() => window.idgraphAudit && window.idgraphAudit.barChart && window.idgraphAudit.timelineChart, null, { timeout: 30000 });
   out.firstPaintMs = Date.now() - started;
+  await page.waitForFunction(() => window.idgraphAudit.complete, null, { timeout: 60000 });
+  out.completeMs = Date.now() - started;
   out.org = await seen(page);
   if (shots) await page.screenshot({ path: shots + '/audit-org.png', fullPage: false });
 
@@ -74,11 +77,28 @@ try {
   for await (const c of await dl.createReadStream()) chunks.push(c);
   out.markdown = Buffer.concat(chunks).toString('utf8');
 
+  // The page follows the index: an agent deprovisioned in Drift, an agents refresh, and the
+  // numbers change without a reload.
+  if (process.env.LIVE_DELETE_URL) {
+    const before = await seen(page);
+    await fetch(process.env.LIVE_DELETE_URL, { method: 'DELETE', headers: { authorization: 'Bearer ' + process.env.LIVE_SIM_TOKEN } });
+    await fetch(base + '/graphql', { method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer ' + process.env.LIVE_ADMIN_TOKEN },
+      body: JSON.stringify({ query: 'mutation { reindex(scope: AGENTS) { crawling } }' }) });
+    await page.waitForFunction((n) => window.idgraphAudit.rendered > n && window.idgraphAudit.barChart && window.idgraphAudit.complete, before.rendered, { timeout: 30000 });
+    out.live = { before, after: await seen(page) };
+  }
+
   // 2. Click the most exposed agent in the table: its page.
   const link = page.locator('#agents-table tbody tr').first().locator('a.agent').first();
   out.clickedAgent = await link.textContent();
+  const clickedAt = Date.now();
   await link.click();
   await page.waitForFunction(() => window.idgraphAudit.cy && window.idgraphAudit.cy.nodes().length > 0, null, { timeout: 30000 });
+  out.agentPageMs = Date.now() - clickedAt;
+  // Responsive: the page answers a scripted click on its table's next page promptly.
+  const t = Date.now();
+  await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => r())));
+  out.agentFrameMs = Date.now() - t;
   await page.waitForTimeout(300);
   out.agentHash = await page.evaluate(() => location.hash);
   out.agent = await seen(page);
@@ -98,11 +118,13 @@ try {
       tried.push(u);
       return route.abort();
     });
+    const opened = Date.now();
     await p.goto(pathToFileURL(file).href, { waitUntil: 'load' });
     await p.waitForFunction((k) => window.idgraphAudit && window.idgraphAudit.rendered > 0 &&
       (k === 'report' ? window.idgraphAudit.barChart : window.idgraphAudit.cy), key, { timeout: 30000 });
     await p.waitForTimeout(300);
     out[key] = await seen(p);
+    out[key].openMs = Date.now() - opened;
     out[key].network = tried;
     if (shots && key === 'report') await p.screenshot({ path: shots + '/audit-report.png', fullPage: false });
     await ctx.close();

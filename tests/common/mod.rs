@@ -171,3 +171,16 @@ pub async fn data(url: &str, token: &str, query: &str) -> serde_json::Value {
     assert!(v.get("errors").is_none(), "{query}: {v}");
     v["data"].clone()
 }
+
+/// Waits until the server is idle and its last run was `want` (a crawl, an agents refresh).
+pub async fn wait_idle(url: &str, token: &str, want: &str) -> serde_json::Value {
+    for _ in 0..300 {
+        let d = data(url, token, "{ indexStatus { generation crawling lastResult lastError orphans } }").await;
+        let st = &d["indexStatus"];
+        if st["crawling"] == false && st["lastResult"].as_str().is_some_and(|r| r.contains(want)) {
+            return st.clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no {want} finished");
+}

@@ -1075,8 +1075,16 @@ impl Query {
         all: Option<bool>,
         orphan_limit: Option<i32>,
     ) -> Result<async_graphql::Json<serde_json::Value>> {
-        let doc = audit::report(graph(c)?, agent.as_deref(), all.unwrap_or(false)).map_err(report_error)?;
-        Ok(async_graphql::Json(doc.into_json(orphan_limit.map(|n| n.max(0) as usize))))
+        let limit = orphan_limit.map(|n| n.max(0) as usize);
+        let doc = audit::report_json(graph(c)?, agent.as_deref(), all.unwrap_or(false), limit).map_err(report_error)?;
+        Ok(async_graphql::Json(doc))
+    }
+
+    /// The org audit without its list of orphans and without a digest: every total, count and row
+    /// as `auditReport(all: true)` has them, cheap at any size (what the audit page draws first).
+    async fn audit_summary(&self, c: &Context<'_>) -> Result<async_graphql::Json<serde_json::Value>> {
+        let r = audit::org_summary(graph(c)?).map_err(internal)?;
+        Ok(async_graphql::Json(serde_json::to_value(r).map_err(internal)?))
     }
 
     /// An audit report rendered as `idgraph audit --format` prints it (the audit page's
@@ -1096,7 +1104,11 @@ impl Query {
     /// buckets (default 120, at most 1,000) from the oldest record to now,
     /// `{bucket_s, points: [{at_ms, orphans, departures}]}`; `orphans` is null before the history
     /// begins.
-    async fn audit_timeline(&self, c: &Context<'_>, points: Option<i32>) -> Result<async_graphql::Json<serde_json::Value>> {
+    async fn audit_timeline(
+        &self,
+        c: &Context<'_>,
+        points: Option<i32>,
+    ) -> Result<async_graphql::Json<serde_json::Value>> {
         let n = points.unwrap_or(120);
         if !(2..=1000).contains(&n) {
             return Err(bad_input("points must be between 2 and 1000"));

@@ -11,6 +11,7 @@
   const ORPHAN_LIMIT = 2000; // orphans fetched for the page's table; the downloads hold them all
   const MAX_DRAWN_CONTACTS = 80; // above this an agent's graph is summarised
   const MAX_DRAWN_ACCOUNTS = 40;
+  const SAMPLE_ACCOUNTS = 30; // above MAX_DRAWN_ACCOUNTS: these, and one node for the rest
   const BARS = 25;
   const PAGE = 25;
   const POLL_MS = 5000;
@@ -68,11 +69,14 @@
     return body.data;
   }
 
+  // First the summary (totals, rows, timeline: cheap at any size), drawn at once; then the whole
+  // report (the orphans list and the digest), which fills its two slots when it comes.
   async function loadOrg() {
     if (FILE) return { doc: FILE.org, timeline: FILE.timeline };
-    const d = await gql('query($n: Int) { auditReport(all: true, orphanLimit: $n) auditTimeline indexStatus { lastChangeSeq generation } }', { n: ORPHAN_LIMIT });
+    const d = await gql('{ auditSummary auditTimeline indexStatus { lastChangeSeq generation } }');
     view.seq = d.indexStatus.lastChangeSeq + ':' + d.indexStatus.generation;
-    return { doc: d.auditReport, timeline: d.auditTimeline };
+    const full = gql('query($n: Int) { auditReport(all: true, orphanLimit: $n) }', { n: ORPHAN_LIMIT }).then((x) => x.auditReport);
+    return { doc: { kind: 'org', report: d.auditSummary, digest: null, truncated: null }, timeline: d.auditTimeline, full };
   }
 
   async function loadAgent(id) {
@@ -169,7 +173,7 @@
 
   function timelineChart(t) {
     const pts = (t && t.points) || [];
-    const labels = pts.map((p) => when(p.at_ms).slice(0, t.bucket_s >= 86400 ? 10 : 16));
+    const labels = pts.map((p) => new Date(p.at_ms).toISOString().replace('T', ' ').slice(0, t.bucket_s >= 86400 ? 10 : t.bucket_s >= 60 ? 16 : 19));
     if (!window.Chart) {
       return h('ul', { id: 'timeline-chart', class: 'timeline-list' }, pts.filter((p) => p.departures || p.orphans != null).slice(-30)
         .map((p) => h('li', {}, when(p.at_ms) + ': ' + (p.orphans == null ? 'no history yet' : num(p.orphans) + ' orphans') + (p.departures ? ', ' + p.departures + ' departures' : ''))));
@@ -182,7 +186,7 @@
           { type: 'bar', label: 'departures', data: pts.map((p) => p.departures), backgroundColor: '#34495e', yAxisID: 'y1' },
         ] },
         options: { animation: false, responsive: true, maintainAspectRatio: false, plugins: { legend: { position: 'bottom' } },
-          scales: { y: { beginAtZero: true, position: 'left', title: { display: true, text: 'orphans' } },
+          scales: { x: { ticks: { maxRotation: 0, autoSkip: true, maxTicksLimit: 6 } }, y: { beginAtZero: true, position: 'left', title: { display: true, text: 'orphans' } },
             y1: { beginAtZero: true, position: 'right', grid: { drawOnChartArea: false }, ticks: { precision: 0 }, title: { display: true, text: 'departures' } } } },
       });
       view.charts.push(chart);
@@ -213,10 +217,11 @@
       }
     }
     const accounts = a.orphaned_accounts || [];
-    if (accounts.length === a.accounts_now && accounts.length <= MAX_DRAWN_ACCOUNTS) {
-      for (const acc of accounts) nodes.push({ id: 'a' + acc.id, label: acc.name || acc.domain || acc.id, kind: 'account', color: '#34495e', size: 22 });
-    } else if (a.accounts_now > 0) {
-      nodes.push({ id: 'g-accounts', label: num(a.accounts_now) + ' accounts', kind: 'group', count: a.accounts_now, color: '#34495e', size: 30 });
+    const drawn = accounts.length === a.accounts_now ? accounts.slice(0, accounts.length <= MAX_DRAWN_ACCOUNTS ? accounts.length : SAMPLE_ACCOUNTS) : [];
+    for (const acc of drawn) nodes.push({ id: 'a' + acc.id, label: acc.name || acc.domain || acc.id, kind: 'account', color: '#34495e', size: 22 });
+    const rest = a.accounts_now - drawn.length;
+    if (rest > 0) {
+      nodes.push({ id: 'g-accounts', label: num(rest) + (drawn.length ? ' more accounts' : ' accounts'), kind: 'group', count: rest, color: '#34495e', size: 30 });
     }
     return nodes;
   }
@@ -237,7 +242,7 @@
         container: box,
         elements: nodes.map((n) => ({ data: n })).concat(nodes.slice(1).map((n) => ({ data: { id: 'e-' + n.id, source: 'agent', target: n.id } }))),
         style: [
-          { selector: 'node', style: { 'background-color': 'data(color)', width: 'data(size)', height: 'data(size)', label: 'data(label)', 'font-size': 9, color: '#1d2330', 'text-valign': 'bottom', 'text-margin-y': 3 } },
+          { selector: 'node', style: { 'background-color': 'data(color)', width: 'data(size)', height: 'data(size)', label: 'data(label)', 'font-size': 9, color: '#1d2330', 'text-valign': 'bottom', 'text-margin-y': 3, 'text-background-color': '#fff', 'text-background-opacity': 0.75, 'text-background-padding': 1 } },
           { selector: 'node[kind = "agent"]', style: { 'font-size': 12, 'font-weight': 'bold' } },
           { selector: 'node[kind = "account"]', style: { shape: 'round-rectangle' } },
           { selector: 'node[kind = "group"]', style: { shape: 'ellipse', 'font-size': 11, 'border-width': 2, 'border-color': '#fff' } },
@@ -255,9 +260,13 @@
     return h('div', { class: 'evidence', id: 'evidence' },
       h('div', {}, 'Generation ', h('b', {}, e.generation), ' · crawl finished ', when(e.crawl_finished_at_ms), ' · agents refreshed ', when(e.agents_refreshed_at_ms),
         ' · data age ', age(e.data_age_s), ' · SCIM ', e.scim_available ? 'yes' : 'no', ' · report generated ', when(e.generated_at_ms)),
-      h('div', {}, 'Digest ', h('code', { id: 'digest' }, 'sha256:' + digest),
+      h('div', {}, 'Digest ', digest ? h('code', { id: 'digest' }, 'sha256:' + digest) : h('span', { class: 'note' }, 'computing…'),
         h('span', { class: 'note' }, ' — the SHA-256 of the report\'s canonical JSON (`idgraph audit --format json`); recompute it to show the report was not edited.')),
       truncated ? h('div', { class: 'note' }, 'This page lists ' + num(truncated.shown) + ' of ' + num(truncated.total) + ' orphaned contacts; the CSV and JSON downloads (or `idgraph audit --format csv`) hold them all.') : null);
+  }
+
+  function shownNote(truncated) {
+    return truncated ? h('p', { class: 'note', id: 'truncated-note' }, 'Showing the first ' + num(truncated.shown) + ' of ' + num(truncated.total) + '; the CSV download has them all.') : null;
   }
 
   function card(n, label, id) {
@@ -285,6 +294,12 @@
       { key: 'reason', label: 'Reason', get: (r) => upper(r.reason) },
       { key: 'verified', label: 'Verified at', get: (r) => r.contact_verified_at_ms || 0, cell: (r) => verifiedCell(r.contact_verified_at_ms, r.owner_gone_at_ms) },
     ];
+    view.fillOrg = (full) => {
+      document.getElementById('orphans-slot').replaceChildren(shownNote(full.truncated) || '', table('orphans-table', full.report.orphans, orphanCols));
+      document.getElementById('evidence-slot').replaceChildren(evidenceBlock(full.report.evidence, full.digest, full.truncated));
+      view.doc = full;
+      view.complete = true;
+    };
     return [
       h('h1', {}, 'Org offboarding audit'),
       h('p', { class: 'sub' }, 'Departed, deactivated or unknown owners who still own contacts or accounts in Drift, most exposed first.'),
@@ -301,9 +316,9 @@
       h('h2', {}, 'Gone owners'),
       table('agents-table', o.rows, agentCols, { sort: 'contacts' }),
       h('h2', {}, 'Orphaned contacts'),
-      table('orphans-table', o.orphans, orphanCols),
+      h('div', { id: 'orphans-slot' }, doc.digest ? [shownNote(doc.truncated), table('orphans-table', o.orphans, orphanCols)] : h('p', { class: 'note' }, 'Loading the orphans…')),
       h('h2', {}, 'Evidence'),
-      evidenceBlock(o.evidence, doc.digest, doc.truncated),
+      h('div', { id: 'evidence-slot' }, doc.digest ? evidenceBlock(o.evidence, doc.digest, doc.truncated) : evidenceBlock(o.evidence, null, null)),
       h('h2', { class: 'noprint' }, 'Download'),
       downloads({ all: true }, 'idgraph-org-audit'),
     ];
@@ -362,7 +377,7 @@
         h('section', { class: 'panel' }, h('h2', {}, 'What it owns'), agentGraph(a, doc.truncated)),
         h('section', { class: 'panel' }, h('h2', {}, 'Timeline'),
           h('ol', { class: 'timeline-list', id: 'agent-timeline' }, a.timeline.map((e) => h('li', {}, badge(e.status), ' ', when(e.at_ms)))))),
-      h('h2', {}, 'Orphaned contacts'), table('agent-contacts', a.orphaned_contacts, contactCols),
+      h('h2', {}, 'Orphaned contacts'), shownNote(doc.truncated), table('agent-contacts', a.orphaned_contacts, contactCols),
       a.orphaned_accounts.length ? [h('h2', {}, 'Orphaned accounts'), table('agent-accounts', a.orphaned_accounts, accountCols)] : null,
       a.reassigned_since.length ? [h('h2', {}, 'Reassigned since it went'), table('agent-moved', a.reassigned_since, movedCols)] : null,
       h('h2', {}, 'Evidence'),
@@ -408,6 +423,7 @@
     const m = /^#\/agent\/(.+)$/.exec(location.hash);
     const route = FILE && FILE.agent ? 'agent:' + FILE.agent.report.agent.id : m ? 'agent:' + decodeURIComponent(m[1]) : 'org';
     if (route !== view.route) { view.tables = {}; window.scrollTo(0, 0); }
+    view.pending = null;
     view.route = route;
     try {
       let content;
@@ -416,16 +432,23 @@
         content = doc ? agentPage(doc) : h('div', { class: 'error' }, 'No such agent.');
         view.doc = doc;
       } else {
-        const { doc, timeline } = await loadOrg();
+        const { doc, timeline, full } = await loadOrg();
         content = orgPage(doc, timeline);
         view.doc = doc;
         view.timeline = timeline;
+        view.pending = full;
       }
       view.charts.forEach((c) => c.destroy());
       view.charts = [];
       if (view.cy) { view.cy.destroy(); view.cy = null; }
+      view.complete = !view.pending;
       app.replaceChildren(...frame(content));
       view.rendered = (view.rendered || 0) + 1;
+      if (view.pending) {
+        const full = await view.pending;
+        view.pending = null;
+        if (view.route === route) view.fillOrg(full);
+      }
     } catch (e) {
       showError(e);
     }

@@ -62,10 +62,8 @@ fn libraries() -> impl Iterator<Item = &'static str> {
 
 /// The audit view as served at `/audit`: its data comes from `/graphql`.
 pub fn audit_page() -> String {
-    let scripts: String = libraries()
-        .chain(["audit.js"])
-        .map(|n| format!("<script src=\"/assets/{n}\"></script>\n"))
-        .collect();
+    let scripts: String =
+        libraries().chain(["audit.js"]).map(|n| format!("<script src=\"/assets/{n}\"></script>\n")).collect();
     shell("idgraph · audit", "<link rel=\"stylesheet\" href=\"/assets/audit.css\">", "", &scripts)
 }
 
@@ -113,7 +111,8 @@ mod tests {
 
     #[test]
     fn the_report_is_one_file_and_data_cannot_close_its_script() {
-        let data = serde_json::json!({"org": {"kind": "org", "report": {"name": "</script><script>alert(1)</script>"}}});
+        let data =
+            serde_json::json!({"org": {"kind": "org", "report": {"name": "</script><script>alert(1)</script>"}}});
         let html = audit_report_html("t", &data);
         assert!(!html.contains("src=\"/assets"), "nothing is loaded from elsewhere");
         assert!(!html.contains("</script><script>alert"), "the JSON cannot end its script block");

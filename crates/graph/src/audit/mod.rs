@@ -87,11 +87,7 @@ pub struct OrphanRow {
 impl OrphanRow {
     /// Whether Drift confirmed the contact after its owner went: evidence, not hearsay.
     pub fn verified_after_departure(&self) -> bool {
-        match (self.contact_verified_at_ms, self.owner_gone_at_ms) {
-            (Some(v), Some(g)) => v >= g,
-            (Some(_), None) => true,
-            (None, _) => false,
-        }
+        verified_after(self.contact_verified_at_ms, self.owner_gone_at_ms)
     }
 }
 
@@ -113,8 +109,21 @@ pub struct OrgAudit {
 
 /// The SHA-256 of a report's canonical JSON: a reviewer recomputes it to see it was not edited.
 pub fn digest<T: Serialize>(report: &T) -> String {
-    let bytes = serde_json::to_vec(report).unwrap_or_default();
-    hex::encode(Sha256::digest(&bytes))
+    // Streamed into the hash: an org's report at 1,000,000 contacts is tens of megabytes of JSON.
+    struct Hasher(Sha256);
+    impl std::io::Write for Hasher {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Hasher(Sha256::new());
+    // Serialising plain structs to a writer that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut h, report);
+    hex::encode(h.0.finalize())
 }
 
 fn evidence(graph: &Graph) -> Result<Evidence, StoreError> {
@@ -211,6 +220,16 @@ pub fn agent_audit(graph: &Graph, agent_id: u64) -> Result<Option<AgentAudit>, S
 }
 
 pub fn org_audit(graph: &Graph) -> Result<OrgAudit, StoreError> {
+    org_audit_with(graph, true)
+}
+
+/// The org audit without its list of orphans (`orphans` empty, no digest): every total, count and
+/// row as the whole report has them, cheap at any size. What the audit page draws first.
+pub fn org_summary(graph: &Graph) -> Result<OrgAudit, StoreError> {
+    org_audit_with(graph, false)
+}
+
+fn org_audit_with(graph: &Graph, with_orphans: bool) -> Result<OrgAudit, StoreError> {
     let evidence = evidence(graph)?;
     let ix = graph.read();
     let mut rows: Vec<ExposureRow> = ix
@@ -226,34 +245,52 @@ pub fn org_audit(graph: &Graph) -> Result<OrgAudit, StoreError> {
         .filter(|r| r.contacts + r.accounts > 0)
         .collect();
     rows.sort_by(|a, b| (b.contacts + b.accounts).cmp(&(a.contacts + a.accounts)).then(a.agent.id.cmp(&b.agent.id)));
-    let orphans: Vec<OrphanRow> = ix
-        .orphans(None, None, None, usize::MAX)
-        .into_iter()
-        .map(|o| OrphanRow {
-            contact_id: o.contact.id,
-            contact_email: o.contact.email,
-            contact_name: o.contact.name,
-            owner_id: o.owner.id,
-            owner_email: o.owner.email.clone(),
-            owner_name: o.owner.name.clone(),
-            owner_status: o.owner.status,
-            reason: o.reason,
-            owner_gone_at_ms: o.owner.departed_at_ms.or(o.owner.deactivated_at_ms),
-            contact_verified_at_ms: Some(o.contact.verified_at_ms).filter(|t| *t > 0),
-        })
-        .collect();
-    let verified = orphans.iter().filter(|r: &&OrphanRow| r.verified_after_departure()).count();
+    // Borrowed from the index: the counts need no copies, the list copies each row once.
+    let refs = ix.orphan_refs(None, usize::MAX);
+    let gone = |o: &AgentView| o.departed_at_ms.or(o.deactivated_at_ms);
+    let verified = refs.iter().filter(|(_, c, o)| verified_after(verified_ms(c), gone(o))).count();
+    let orphans: Vec<OrphanRow> = if with_orphans {
+        refs.iter()
+            .map(|(k, c, o)| OrphanRow {
+                contact_id: c.id,
+                contact_email: c.email.clone(),
+                contact_name: c.name.clone(),
+                owner_id: o.id,
+                owner_email: o.email.clone(),
+                owner_name: o.name.clone(),
+                owner_status: o.status,
+                reason: k.0,
+                owner_gone_at_ms: gone(o),
+                contact_verified_at_ms: verified_ms(c),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(OrgAudit {
         total_agents: rows.len(),
         total_contacts: rows.iter().map(|r| r.contacts).sum(),
         total_accounts: rows.iter().map(|r| r.accounts).sum(),
         unowned_contacts: ix.unowned(None, 0).1,
         orphans_verified_after_departure: verified,
-        orphans_not_yet_verified: orphans.len() - verified,
+        orphans_not_yet_verified: refs.len() - verified,
         rows,
         orphans,
         evidence,
     })
+}
+
+fn verified_ms(c: &ContactView) -> Option<i64> {
+    Some(c.verified_at_ms).filter(|t| *t > 0)
+}
+
+/// Whether Drift confirmed a contact (last at `verified`) after its owner went (at `gone`).
+fn verified_after(verified: Option<i64>, gone: Option<i64>) -> bool {
+    match (verified, gone) {
+        (Some(v), Some(g)) => v >= g,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
 }
 
 pub fn status_label(s: AgentStatus) -> String {
@@ -305,12 +342,70 @@ pub enum ReportError {
 /// The org's audit (`all`), or one agent's by id or email.
 pub fn report(graph: &Graph, agent: Option<&str>, all: bool) -> Result<ReportDoc, ReportError> {
     let enc = |e: serde_json::Error| ReportError::Encode(e.to_string());
+    match build(graph, agent, all)? {
+        Report::Org(r) => {
+            Ok(ReportDoc { kind: "org".into(), digest: digest(&r), report: serde_json::to_value(r).map_err(enc)? })
+        }
+        Report::Agent(r) => {
+            Ok(ReportDoc { kind: "agent".into(), digest: digest(&r), report: serde_json::to_value(r).map_err(enc)? })
+        }
+    }
+}
+
+/// `report(…).into_json(limit)` without building the whole report as JSON first: the digest is
+/// the whole report's, the longest list is cut before it is encoded. What a page asks for.
+pub fn report_json(
+    graph: &Graph,
+    agent: Option<&str>,
+    all: bool,
+    limit: Option<usize>,
+) -> Result<serde_json::Value, ReportError> {
+    let enc = |e: serde_json::Error| ReportError::Encode(e.to_string());
+    let (kind, digest, total, report) = match build(graph, agent, all)? {
+        Report::Org(mut r) => {
+            let (d, n) = (digest(&r), r.orphans.len());
+            r.orphans.truncate(limit.unwrap_or(usize::MAX));
+            ("org", d, n, serde_json::to_value(r).map_err(enc)?)
+        }
+        Report::Agent(mut r) => {
+            let (d, n) = (digest(&r), r.orphaned_contacts.len());
+            r.orphaned_contacts.truncate(limit.unwrap_or(usize::MAX));
+            ("agent", d, n, serde_json::to_value(r).map_err(enc)?)
+        }
+    };
+    // The same shape as `into_json` gives, cut or not.
+    let doc = ReportDoc { kind: kind.into(), digest, report };
+    let mut json = doc.into_json(None);
+    if let Some(shown) = limit.filter(|l| *l < total) {
+        let field = if kind == "agent" { "orphaned_contacts" } else { "orphans" };
+        json["truncated"] = serde_json::json!({"field": field, "total": total, "shown": shown});
+    }
+    Ok(json)
+}
+
+enum Report {
+    Org(OrgAudit),
+    Agent(AgentAudit),
+}
+
+fn build(graph: &Graph, agent: Option<&str>, all: bool) -> Result<Report, ReportError> {
     if all {
-        let r = org_audit(graph)?;
-        return Ok(ReportDoc { kind: "org".into(), digest: digest(&r), report: serde_json::to_value(r).map_err(enc)? });
+        return Ok(Report::Org(org_audit(graph)?));
     }
     let key = agent.ok_or(ReportError::NothingAsked)?;
     let a = find_agent(graph, key).ok_or_else(|| ReportError::NoAgent(key.to_string()))?;
     let r = agent_audit(graph, a.id)?.ok_or_else(|| ReportError::NoAgent(key.to_string()))?;
-    Ok(ReportDoc { kind: "agent".into(), digest: digest(&r), report: serde_json::to_value(r).map_err(enc)? })
+    Ok(Report::Agent(r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_streamed_digest_is_the_digest_of_the_bytes() {
+        let v = serde_json::json!({"a": [1, 2, 3], "b": "x"});
+        let bytes = serde_json::to_vec(&v).unwrap();
+        assert_eq!(digest(&v), hex::encode(Sha256::digest(&bytes)));
+    }
 }

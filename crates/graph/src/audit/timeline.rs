@@ -97,6 +97,27 @@ fn statuses_before(changes: &[(i64, ChangeKind)]) -> Vec<bool> {
     before
 }
 
+/// The orphans at `now`, `now - bucket`, … (`n + 1` points, newest first), undoing `changes`
+/// (newest first) from the state `replay` holds now.
+fn series(mut replay: Replay, changes: &[(i64, ChangeKind)], now: i64, bucket: i64, n: i64) -> Vec<TimelinePoint> {
+    let before = statuses_before(changes);
+    let mut points: Vec<TimelinePoint> = Vec::with_capacity(n as usize + 1);
+    let mut k = 0;
+    for ((at, kind), gone_before) in changes.iter().zip(before) {
+        while k <= n && now - k * bucket >= *at {
+            let orphans = Some(replay.orphans.max(0) as usize);
+            points.push(TimelinePoint { at_ms: now - k * bucket, orphans, departures: 0 });
+            k += 1;
+        }
+        replay.undo(kind, gone_before);
+    }
+    while k <= n {
+        points.push(TimelinePoint { at_ms: now - k * bucket, orphans: None, departures: 0 });
+        k += 1;
+    }
+    points
+}
+
 /// Orphans and departures in at most `max_points` buckets (a minute to a month each, the
 /// smallest that fits) from the oldest recorded change or departure to now.
 pub fn timeline(graph: &Graph, max_points: usize) -> Result<Timeline, StoreError> {
@@ -122,26 +143,12 @@ pub fn timeline(graph: &Graph, max_points: usize) -> Result<Timeline, StoreError
         }
         true
     })?;
-    let before = statuses_before(&changes);
     let start = changes.last().map(|c| c.0).into_iter().chain(departures.iter().copied()).min().unwrap_or(now);
     let max_points = max_points.max(2) as i64;
-    let bucket_s =
-        BUCKETS_S.iter().copied().find(|b| (now - start) / (b * 1000) < max_points).unwrap_or(BUCKETS_S[10]);
+    let bucket_s = BUCKETS_S.iter().copied().find(|b| (now - start) / (b * 1000) < max_points).unwrap_or(BUCKETS_S[10]);
     let bucket = bucket_s * 1000;
     let n = ((now - start) / bucket).min(max_points - 1);
-    let mut points: Vec<TimelinePoint> = Vec::with_capacity(n as usize + 1);
-    let mut k = 0;
-    for ((at, kind), gone_before) in changes.iter().zip(before) {
-        while k <= n && now - k * bucket >= *at {
-            points.push(TimelinePoint { at_ms: now - k * bucket, orphans: Some(replay.orphans.max(0) as usize), departures: 0 });
-            k += 1;
-        }
-        replay.undo(kind, gone_before);
-    }
-    while k <= n {
-        points.push(TimelinePoint { at_ms: now - k * bucket, orphans: None, departures: 0 });
-        k += 1;
-    }
+    let mut points = series(replay, &changes, now, bucket, n);
     for d in departures {
         if let Some(p) = points.get_mut(((now - d).max(0) / bucket) as usize) {
             p.departures += 1;
@@ -149,4 +156,47 @@ pub fn timeline(graph: &Graph, max_points: usize) -> Result<Timeline, StoreError
     }
     points.reverse();
     Ok(Timeline { bucket_s, points })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn undoing_the_history_gives_the_orphans_of_each_moment() {
+        // Now: agent 1 active with 3 contacts, agent 2 departed with 2, owner 77 never an agent
+        // with 1.
+        let replay = Replay {
+            gone: HashMap::from([(1, false), (2, true), (77, true)]),
+            count: HashMap::from([(1, 3), (2, 2), (77, 1)]),
+            orphans: 3,
+        };
+        let g = ChangeKind::Generation { contacts: 4, agents: 2, accounts: 0, initial: true };
+        let oldest_first = [
+            (1_000, g),
+            (2_000, ChangeKind::ContactAdded { contact: 9, owner: Some(2) }),
+            (5_000, ChangeKind::AgentDeparted { agent: 2 }),
+            (7_000, ChangeKind::ContactMoved { contact: 9, from: Some(2), to: Some(1) }),
+            (7_500, ChangeKind::ContactAdded { contact: 10, owner: Some(77) }),
+        ];
+        let changes: Vec<_> = oldest_first.into_iter().rev().collect();
+        let points = series(replay, &changes, 8_000, 1_000, 8);
+        let orphans: Vec<Option<usize>> = points.iter().rev().map(|p| p.orphans).collect();
+        // t = 0: before the history; 1000..4000: agent 2 still active; 5000, 6000: it left owning
+        // 3; 7000: one moved away; 8000: a contact of an owner never seen as an agent arrived.
+        assert_eq!(orphans, [None, Some(0), Some(0), Some(0), Some(0), Some(3), Some(3), Some(2), Some(2 + 1)]);
+    }
+
+    #[test]
+    fn a_reactivation_undone_makes_the_agent_gone_again() {
+        let changes = [
+            (3_000, ChangeKind::AgentReactivated { agent: 1 }),
+            (2_000, ChangeKind::AgentDeactivated { agent: 1 }),
+            (1_000, ChangeKind::Generation { contacts: 5, agents: 1, accounts: 0, initial: true }),
+        ];
+        let replay = Replay { gone: HashMap::from([(1, false)]), count: HashMap::from([(1, 5)]), orphans: 0 };
+        let points = series(replay, &changes, 3_000, 1_000, 2);
+        let orphans: Vec<Option<usize>> = points.iter().rev().map(|p| p.orphans).collect();
+        assert_eq!(orphans, [Some(0), Some(5), Some(0)]);
+    }
 }
