@@ -248,7 +248,8 @@
           { selector: 'node[kind = "group"]', style: { shape: 'ellipse', 'font-size': 11, 'border-width': 2, 'border-color': '#fff' } },
           { selector: 'edge', style: { width: 1, 'line-color': '#c5ccd8' } },
         ],
-        layout: { name: 'concentric', concentric: (n) => (n.data('kind') === 'agent' ? 2 : 1), levelWidth: () => 1, minNodeSpacing: 12, animate: false },
+        // The agent in the middle, summary nodes around it, single contacts and accounts outside.
+        layout: { name: 'concentric', concentric: (n) => ({ agent: 3, group: 2 })[n.data('kind')] || 1, levelWidth: () => 1, minNodeSpacing: 16, animate: false },
         wheelSensitivity: 0.3,
       });
     });
