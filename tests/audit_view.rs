@@ -158,6 +158,14 @@ async fn the_audit_view_shows_what_audit_report_says() {
         assert!(md.contains(&format!("| {} | {} |", row["agent"]["id"], row["agent"]["email"].as_str().unwrap_or(""))));
     }
 
+    // Without Chart.js and Cytoscape.js the page draws plain bars, the same numbers.
+    assert_eq!(v["fallback"]["charts"], "undefined undefined");
+    let now = &after["auditReport"]["report"];
+    for (k, want) in org_cards(now).as_object().unwrap() {
+        assert_eq!(&v["fallback"]["cards"][k], want, "fallback card {k}");
+    }
+    assert_eq!(v["fallback"]["bars"].as_u64().unwrap() as usize, now["rows"].as_array().unwrap().len().min(25));
+
     // The agent page: its numbers and its graph.
     let clicked = v["clickedAgent"].as_str().unwrap();
     assert_eq!(v["agentHash"], format!("#/agent/{clicked}"));

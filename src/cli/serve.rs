@@ -149,7 +149,7 @@ async fn serve_until_stopped(
     data_dir: &std::path::Path,
 ) -> Result<()> {
     let addr = listener.local_addr()?;
-    tracing::info!(addr = %addr, "serving GraphQL at /graphql and GraphiQL at /");
+    tracing::info!(addr = %addr, "serving GraphQL at /graphql, GraphiQL at / and the audit view at /audit");
     note_server(data_dir, &format!("http://{addr}"));
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async {
@@ -315,6 +315,7 @@ fn print_banner(url: &str, sim: &str) {
 idgraph demo is up.
 
   GraphiQL   {url}/            (open it in a browser)
+  audit      {url}/audit       (the offboarding audit: charts, each leaver's graph, downloads)
   GraphQL    {url}/graphql
   metrics    {url}/metrics
 

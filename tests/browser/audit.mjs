@@ -107,6 +107,20 @@ try {
   out.external = requests.filter((u) => !u.startsWith(base));
   await page.close();
 
+  // 2b. Without the chart and graph libraries (a build that could not fetch them): plain HTML
+  // bars and lists with the same numbers.
+  {
+    const ctx = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
+    await ctx.route(/\/assets\/(chart\.umd\.min|cytoscape\.min)\.js$/, (route) => route.abort());
+    const p = await ctx.newPage();
+    await p.addInitScript((t) => { if (t) sessionStorage.setItem('idgraph.token', t); }, token || '');
+    await p.goto(base + '/audit', { waitUntil: 'domcontentloaded' });
+    await p.waitForFunction(() => window.idgraphAudit && window.idgraphAudit.complete && document.querySelector('#orphans-chart'), null, { timeout: 60000 });
+    out.fallback = await seen(p);
+    out.fallback.charts = await p.evaluate(() => typeof window.Chart + ' ' + typeof window.cytoscape);
+    await ctx.close();
+  }
+
   // 3. The report files, opened from disk with every network request refused.
   for (const [key, file] of [['report', report], ['agentReport', agentReport]]) {
     const ctx = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
