@@ -4,16 +4,21 @@
 //! 1. contacts of new conversations (a contact created since the last look);
 //! 2. the contacts of an agent who has just become DEACTIVATED or DEPARTED (it follows the change
 //!    feed), so that the orphans an offboarding creates are verified within minutes;
-//! 3. the other orphans not verified since their owner went, or not in this cycle, least recently
-//!    verified first;
+//! 3. the other orphans, least recently verified first: those not verified since their owner
+//!    went, then (without a listing) every orphan again once its last check is older than the
+//!    orphan period, `ORPHAN_FACTOR` times as often as the other contacts, within at most half the
+//!    refresher's budget: orphans are what an audit names, so they are kept the freshest;
 //! 4. everything else, in a cycle over the org: listing pages where the org has a listing,
 //!    `GET /contacts/{id}` where it does not.
+//!
+//! Reads go out on a steady beat at the refresher's share of the budget, without waiting for the
+//! previous answer, so a slow answer delays only itself (at most a batch in flight).
 //!
 //! A contact that answers 404 is removed (with history). Every read lands in place, through
 //! `Graph::apply`, as `REREAD`. It pauses while a full reindex or agents refresh runs, and keeps
 //! its position and queues in the store, so a restart goes on where it was.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,8 +33,18 @@ use crate::app::scheduler::Scheduler;
 
 /// Where the refresher keeps its state in the store.
 const STATE_KEY: &str = "refresher";
-/// Contacts read between two writes to the graph.
+/// Contacts read between two writes to the graph, at least (a quarter second's worth at large
+/// budgets, at most `MAX_BATCH`): also the most reads in flight.
 const BATCH: usize = 10;
+const MAX_BATCH: usize = 256;
+/// Orphans are re-read this many times as often as other contacts...
+pub const ORPHAN_FACTOR: f64 = 8.0;
+/// ...with at most this share of the refresher's budget.
+pub const MAX_ORPHAN_SHARE: f64 = 0.5;
+/// The queue of orphans due is rebuilt at most this often (it scans every orphan).
+const ORPHAN_QUEUE_EVERY_MS: i64 = 1_000;
+/// The queue holds at most this many (the least recently verified); the rest wait their turn.
+const ORPHAN_QUEUE_MAX: usize = 20_000;
 /// New conversations are looked at once every this many steps (a request a look).
 const CONVERSATIONS_EVERY_STEPS: u64 = 5;
 /// How far back the first look at conversations goes.
@@ -54,6 +69,8 @@ pub struct RefreshStats {
     pub cycle_reads: AtomicU64,
     pub removed: AtomicU64,
     pub cycles: AtomicU64,
+    /// How long the last complete cycle took, in milliseconds (0: none yet).
+    pub last_cycle_ms: AtomicU64,
     pub errors: AtomicU64,
 }
 
@@ -83,6 +100,8 @@ pub struct Refresher {
     state: Mutex<State>,
     /// The contact ids of the cycle under way, sorted (built once a cycle).
     cycle_ids: Mutex<Option<Arc<Vec<u64>>>>,
+    /// Orphans due for a check, least recently verified first, and when the queue was built.
+    orphan_queue: Mutex<(i64, VecDeque<u64>)>,
     pub stats: RefreshStats,
 }
 
@@ -101,6 +120,7 @@ impl Refresher {
             per_s,
             state: Mutex::new(state),
             cycle_ids: Mutex::new(None),
+            orphan_queue: Mutex::new((i64::MIN, VecDeque::new())),
             stats: Default::default(),
         });
         let r = me.clone();
@@ -115,10 +135,36 @@ impl Refresher {
         mode == Some(ContactsMode::Listing)
     }
 
-    /// What re-reading `contacts` contacts once takes at this share of the budget.
+    /// The share of the refresher's budget that goes to checking orphans again (none with a
+    /// listing, where the cycle reads a hundred contacts a request).
+    fn orphan_share(&self, contacts: usize, orphans: usize) -> f64 {
+        if self.listing() || contacts == 0 {
+            return 0.0;
+        }
+        (ORPHAN_FACTOR * orphans as f64 / contacts as f64).min(MAX_ORPHAN_SHARE)
+    }
+
+    /// How often each orphan is checked again, in milliseconds.
+    fn orphan_period_ms(&self, contacts: usize, orphans: usize) -> i64 {
+        let share = self.orphan_share(contacts, orphans).max(1e-9);
+        (orphans as f64 / (self.per_s.max(1e-9) * share) * 1000.0) as i64
+    }
+
+    /// What re-reading every contact once takes at this share of the budget: the orphans in
+    /// their own, faster round, the other contacts in the cycle, with what the orphans leave.
     pub fn projected_cycle_seconds(&self, contacts: usize) -> f64 {
-        let requests = if self.listing() { contacts.div_ceil(100) } else { contacts };
-        requests as f64 / self.per_s.max(1e-9)
+        if self.listing() {
+            return contacts.div_ceil(100) as f64 / self.per_s.max(1e-9);
+        }
+        let orphans = self.graph.read().orphan_total().min(contacts);
+        let share = self.orphan_share(contacts, orphans);
+        (contacts - if share > 0.0 { orphans } else { 0 }) as f64 / (self.per_s.max(1e-9) * (1.0 - share))
+    }
+
+    /// How long the last complete cycle took.
+    pub fn last_cycle_seconds(&self) -> Option<f64> {
+        let ms = self.stats.last_cycle_ms.load(Ordering::Relaxed);
+        (ms > 0).then(|| ms as f64 / 1000.0)
     }
 
     async fn run(self: Arc<Self>) {
@@ -129,7 +175,8 @@ impl Refresher {
         pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut steps = 0u64;
         loop {
-            // Full reindexes and agents refreshes come first: wait while one runs.
+            // Full reindexes and agents refreshes come first: wait while one runs (an agents
+            // refresh is short, and what it finds decides what to read next).
             while self.scheduler.status().running.is_some() || !self.graph.ready() {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
@@ -150,23 +197,37 @@ impl Refresher {
             pace.tick().await;
             self.look_at_conversations().await?;
         }
+        let size = ((self.per_s / 4.0) as usize).clamp(BATCH, MAX_BATCH);
         let batch = {
             let ix = self.graph.read();
-            self.next_batch(&ix, BATCH)
+            self.next_batch(&ix, size)
         };
         let mut events = Vec::new();
         if batch.is_empty() && self.listing() {
             pace.tick().await;
             events = self.listing_step().await?;
         }
+        // Each read leaves on the beat; none waits for the one before it.
+        let mut reads = Vec::with_capacity(batch.len());
         for (id, purpose) in batch {
             pace.tick().await;
+            let crawler = self.crawler.clone();
+            reads.push(tokio::spawn(async move { (id, purpose, crawler.read_contact(id).await) }));
+        }
+        for read in reads {
+            let (id, purpose, answer) = read.await.context("a re-read task failed")?;
             let at = now_ms();
-            let update = match self.crawler.read_contact(id).await.context("a re-read failed")? {
-                Some(c) => Update::Upsert(c),
-                None => {
+            let update = match answer {
+                Ok(Some(c)) => Update::Upsert(c),
+                Ok(None) => {
                     self.stats.removed.fetch_add(1, Ordering::Relaxed);
                     Update::Delete { id, at_ms: at }
+                }
+                Err(e) => {
+                    // Retried already by the crawler; the contact comes round again.
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(contact = id, error = %e, "a re-read failed");
+                    continue;
                 }
             };
             self.count(purpose);
@@ -202,6 +263,8 @@ impl Refresher {
     fn follow_feed(&self) -> Result<()> {
         let mut st = self.state.lock();
         let kinds = vec!["AGENT_DEACTIVATED".to_string(), "AGENT_DEPARTED".to_string()];
+        // Where the feed ends before looking: a change committed while we look is seen next time.
+        let end = self.graph.last_change_seq()?;
         loop {
             let f =
                 ChangeFilter { after_seq: Some(st.feed_seq), kinds: Some(kinds.clone()), ..ChangeFilter::default() };
@@ -216,7 +279,7 @@ impl Refresher {
                 }
             }
         }
-        st.feed_seq = st.feed_seq.max(self.graph.last_change_seq()?);
+        st.feed_seq = st.feed_seq.max(end);
         Ok(())
     }
 
@@ -266,15 +329,57 @@ impl Refresher {
             }
         }
         let listing = self.listing();
-        if out.len() < n {
-            let taken: HashSet<u64> = out.iter().map(|(id, _)| *id).collect();
-            // With a listing, the cycle reads a hundred contacts a request: only orphans not
-            // verified since their owner went are worth a request each.
-            let since = if listing { i64::MIN } else { st.cycle_started_ms };
-            out.extend(orphans_to_verify(ix, since, n - out.len(), &taken).into_iter().map(|c| (c, Purpose::Orphan)));
-        }
+        // Orphans not verified since their owner went come first; the others take at most their
+        // share of the batch while the cycle has contacts left, the whole of it when it has none.
+        let taken: HashSet<u64> = out.iter().map(|(id, _)| *id).collect();
+        out.extend(self.orphans_due(ix, n - out.len(), &taken, true).into_iter().map(|c| (c, Purpose::Orphan)));
+        let taken: HashSet<u64> = out.iter().map(|(id, _)| *id).collect();
+        let quota = if listing { n - out.len() } else { (n - out.len()).div_ceil(2) };
+        out.extend(self.orphans_due(ix, quota, &taken, false).into_iter().map(|c| (c, Purpose::Orphan)));
         if out.len() < n && !listing {
             out.extend(self.cycle(&mut st, ix, n - out.len()).into_iter().map(|c| (c, Purpose::Cycle)));
+        }
+        if out.len() < n {
+            let taken: HashSet<u64> = out.iter().map(|(id, _)| *id).collect();
+            out.extend(self.orphans_due(ix, n - out.len(), &taken, false).into_iter().map(|c| (c, Purpose::Orphan)));
+        }
+        out
+    }
+
+    /// Up to `n` orphans due for a check from a queue rebuilt at most every second: first those
+    /// not verified since their owner went (`urgent`: only those), then (without a listing) those
+    /// whose last check is older than the orphan period, least recently verified first.
+    fn orphans_due(&self, ix: &Index, n: usize, taken: &HashSet<u64>, urgent: bool) -> Vec<u64> {
+        let now = now_ms();
+        let (contacts, orphans) = (ix.counts().0, ix.orphan_total());
+        let period = if self.listing() { None } else { Some(self.orphan_period_ms(contacts, orphans)) };
+        let due = |gone: i64, verified: i64| verified < gone || period.is_some_and(|p| verified < now.saturating_sub(p));
+        let mut q = self.orphan_queue.lock();
+        if q.1.is_empty() && now.saturating_sub(q.0) >= ORPHAN_QUEUE_EVERY_MS {
+            q.0 = now;
+            let mut found: Vec<(bool, i64, u64)> = ix
+                .orphan_refs(None, usize::MAX)
+                .into_iter()
+                .filter(|(key, c, _)| due(key.1, c.verified_at_ms))
+                .map(|(key, c, _)| (c.verified_at_ms >= key.1, c.verified_at_ms, c.id))
+                .collect();
+            found.sort_unstable();
+            found.truncate(ORPHAN_QUEUE_MAX);
+            q.1 = found.into_iter().map(|(_, _, id)| id).collect();
+        }
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let Some(&id) = q.1.front() else { break };
+            let key = ix.orphan_key_of(id);
+            if urgent && key.zip(ix.contact_ref(id)).is_some_and(|(k, c)| c.verified_at_ms >= k.1) {
+                break;
+            }
+            q.1.pop_front();
+            // Still an orphan, still due (a webhook or the cycle may have read it meanwhile)?
+            let still = key.zip(ix.contact_ref(id)).is_some_and(|(k, c)| due(k.1, c.verified_at_ms));
+            if still && !taken.contains(&id) {
+                out.push(id);
+            }
         }
         out
     }
@@ -288,6 +393,8 @@ impl Refresher {
             let Some(id) = ids.get(start).copied() else {
                 // A cycle ends; the next begins.
                 self.stats.cycles.fetch_add(1, Ordering::Relaxed);
+                let took = (now_ms() - st.cycle_started_ms).max(1) as u64;
+                self.stats.last_cycle_ms.store(took, Ordering::Relaxed);
                 st.cycle_after = None;
                 st.cycle_started_ms = now_ms();
                 *self.cycle_ids.lock() = None;
@@ -311,6 +418,7 @@ impl Refresher {
             let mut st = self.state.lock();
             if next.is_none() {
                 self.stats.cycles.fetch_add(1, Ordering::Relaxed);
+                self.stats.last_cycle_ms.store((at - st.cycle_started_ms).max(1) as u64, Ordering::Relaxed);
                 st.cycle_started_ms = at;
             }
             st.listing_cursor = next;
@@ -323,21 +431,4 @@ impl Refresher {
             })
             .collect())
     }
-}
-
-/// Orphans to verify, least recently verified first: those not verified since their owner went,
-/// then those not verified in this cycle.
-fn orphans_to_verify(ix: &Index, cycle_started_ms: i64, n: usize, taken: &HashSet<u64>) -> Vec<u64> {
-    let mut candidates: BTreeSet<(i64, u64)> = BTreeSet::new();
-    for (key, contact, _) in ix.orphan_refs(None, usize::MAX) {
-        let gone = key.1;
-        let stale = contact.verified_at_ms < gone || contact.verified_at_ms < cycle_started_ms;
-        if stale && !taken.contains(&contact.id) {
-            candidates.insert((contact.verified_at_ms, contact.id));
-            if candidates.len() > n {
-                candidates.pop_last();
-            }
-        }
-    }
-    candidates.into_iter().map(|(_, id)| id).collect()
 }

@@ -381,6 +381,12 @@ impl Index {
         Some((reason, gone, owner, contact))
     }
 
+    /// The orphan key of a contact, when it is an orphan now.
+    pub fn orphan_key_of(&self, contact: u64) -> Option<OrphanKey> {
+        let owner = self.owner_of(contact)?.id;
+        self.orphan_key(owner, contact)
+    }
+
     fn orphan_insert(&mut self, k: OrphanKey) {
         if self.orphans.insert(k) {
             self.orphan_by_reason[k.0 as usize] += 1;

@@ -60,6 +60,10 @@ pub trait Operations: Send + Sync + 'static {
     fn projected_cycle_seconds(&self, _contacts: usize) -> Option<f64> {
         None
     }
+    /// How long the refresher's last complete cycle took; `None` before the first or when off.
+    fn last_cycle_seconds(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// Operations for a read-only server (an audit, a test): nothing can be triggered.

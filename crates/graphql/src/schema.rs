@@ -603,8 +603,11 @@ pub struct Freshness {
     p50_age_seconds: Option<i64>,
     p99_age_seconds: Option<i64>,
     max_age_seconds: Option<i64>,
-    /// What re-reading every contact once takes at the refresher's share of the budget.
+    /// What re-reading every contact once takes at the refresher's share of the budget (orphans
+    /// are checked in their own, faster round within it).
     projected_cycle_seconds: Option<f64>,
+    /// How long the refresher's last complete cycle over the org took; null before the first.
+    last_cycle_seconds: Option<f64>,
     /// Orphans not verified since their owner went.
     unverified_orphans: usize,
 }
@@ -651,6 +654,7 @@ fn index_status(c: &Ctx) -> IndexStatus {
             p99_age_seconds: f.p99_age_ms.map(|a| a / 1000),
             max_age_seconds: f.max_age_ms.map(|a| a / 1000),
             projected_cycle_seconds: c.ops.projected_cycle_seconds(contacts),
+            last_cycle_seconds: c.ops.last_cycle_seconds(),
             unverified_orphans: f.unverified_orphans,
         }
     });

@@ -469,6 +469,11 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
             "Time to re-read every contact once at the refresher's share of the budget.",
             st.ops.projected_cycle_seconds(contacts),
         );
+        gauge(
+            "idgraph_refresh_last_cycle_seconds",
+            "How long the refresher's last complete cycle over the org took.",
+            st.ops.last_cycle_seconds(),
+        );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
