@@ -9,7 +9,12 @@
 //! 3. Memory: `idgraph sim` serves 1,000,000 contacts in another process; this process crawls it,
 //!    counting records, and prints its peak resident memory (target < 200 MB).
 //!
-//! `IDGRAPH_BENCH_QUICK=1` runs smaller orgs.
+//! 4. A large budget under faults: the `drift` profile (a request a contact) against a simulator
+//!    allowing 5,000 requests a second with every fault on (5% 5xx, malformed, truncated and
+//!    dropped answers, slow answers, 429 storms); the crawler is told 5,000/s. The ratio of wall
+//!    time to the floor is printed (target <= 1.10), with the reads kept in flight.
+//!
+//! `IDGRAPH_BENCH_QUICK=1` runs smaller orgs; `CRAWL_CASES=4` (a comma list) runs some cases.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -45,9 +50,53 @@ async fn crawl(url: &str, scim: &str, token: &str, budget: &str) -> (u64, Durati
     (records, t.elapsed())
 }
 
+/// Case 4: a drift-profile crawl at 5,000 requests a second, faults on.
+async fn large_budget_under_faults(contacts: usize) {
+    let rate = 5000u32;
+    let sim = Sim::new(SimConfig {
+        contacts,
+        agents: 200,
+        profile: drift_sim::Profile::Drift,
+        rate_limit: Some(format!("{rate}/s").parse().unwrap()),
+        faults: if std::env::var("NO_FAULTS").is_ok() {
+            drift_sim::Faults::default()
+        } else if std::env::var("NO_STORMS").is_ok() {
+            drift_sim::Faults { storm_rate: 0.0, ..drift_sim::Faults::all(7) }
+        } else {
+            drift_sim::Faults::all(7)
+        },
+        ..SimConfig::default()
+    });
+    let r = sim.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (records, wall) = crawl(&r.url(), &r.scim_url(), "sim-token", &format!("{rate}/s")).await;
+    let s = sim.stats();
+    let floor = s.requests as f64 / f64::from(rate);
+    println!(
+        "large budget under faults ({rate}/s, drift profile): {records} records, {} requests ({:.0}/s), wall {:.2} s, floor {floor:.2} s, ratio {:.3} (target <= 1.10), 429s {}",
+        s.requests,
+        s.requests as f64 / wall.as_secs_f64(),
+        wall.as_secs_f64(),
+        wall.as_secs_f64() / floor,
+        s.rate_limited
+    );
+    r.stop().await;
+}
+
 #[tokio::main]
 async fn main() {
+    let cases: Vec<String> = std::env::var("CRAWL_CASES")
+        .unwrap_or_else(|_| "1,2,3,4".into())
+        .split(',')
+        .map(|c| c.trim().to_string())
+        .collect();
+    let run = |c: &str| cases.iter().any(|x| x == c);
     let quick = std::env::var("IDGRAPH_BENCH_QUICK").is_ok();
+    if run("4") {
+        large_budget_under_faults(if quick { 10_000 } else { 40_000 }).await;
+    }
+    if !(run("1") || run("2") || run("3")) {
+        return;
+    }
     let rate = 50u32;
     let contacts = if quick { 10_000 } else { 60_000 };
 

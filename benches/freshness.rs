@@ -40,6 +40,29 @@ fn truth(sim: &Sim) -> BTreeSet<u64> {
         .collect()
 }
 
+/// Departures whose orphans were all verified since: when the last of them was.
+fn watch_departures(graph: &Graph, verify_lag: &mut HashMap<u64, f64>) {
+    let f = ChangeFilter { kinds: Some(vec!["AGENT_DEPARTED".into()]), ..ChangeFilter::default() };
+    for d in graph.changes(&f, usize::MAX).unwrap() {
+        if let ChangeKind::AgentDeparted { agent } = d.kind {
+            if verify_lag.contains_key(&agent) {
+                continue;
+            }
+            let ix = graph.read();
+            let times: Vec<i64> = ix
+                .owned_contact_ids(agent)
+                .iter()
+                .filter_map(|id| ix.contact_ref(*id))
+                .map(|c| c.verified_at_ms)
+                .collect();
+            if times.iter().all(|t| *t >= d.at_ms) {
+                let last = times.iter().copied().max().unwrap_or(d.at_ms);
+                verify_lag.insert(agent, (last - d.at_ms) as f64 / 1000.0);
+            }
+        }
+    }
+}
+
 fn main() {
     let contacts: usize = env("CONTACTS", 100_000);
     let agents: usize = env("AGENTS", 1_000);
@@ -117,8 +140,17 @@ fn main() {
         let mut last_cycles = 0;
         let mut worst_precision: f64 = 1.0;
         let mut last_recall = 0.0;
+        let mut next_sample = Instant::now() + sample;
         while started.elapsed().as_secs_f64() * speedup < hours * 3600.0 {
-            tokio::time::sleep(sample).await;
+            // Departures are watched a few times a simulated minute: orphans are checked again
+            // every orphan period, so the moment all of a leaver's were first verified must be
+            // caught when it happens, not at the next half-hour sample.
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            watch_departures(&graph, &mut verify_lag);
+            if Instant::now() < next_sample {
+                continue;
+            }
+            next_sample += sample;
             let truth = truth(&sim);
             let (listed, verified): (BTreeSet<u64>, BTreeSet<u64>) = {
                 let ix = graph.read();
@@ -132,24 +164,6 @@ fn main() {
                 if verified.is_empty() { 1.0 } else { verified.intersection(&truth).count() as f64 / verified.len() as f64 };
             worst_precision = worst_precision.min(precision);
             last_recall = recall;
-            // Departures and when all their orphans were verified.
-            let departures =
-                graph.changes(&ChangeFilter { kinds: Some(vec!["AGENT_DEPARTED".into()]), ..ChangeFilter::default() }, usize::MAX).unwrap();
-            for d in departures {
-                if let ChangeKind::AgentDeparted { agent } = d.kind {
-                    if verify_lag.contains_key(&agent) {
-                        continue;
-                    }
-                    let ix = graph.read();
-                    let times: Vec<i64> =
-                        ix.owned_contact_ids(agent).iter().filter_map(|id| ix.contact_ref(*id)).map(|c| c.verified_at_ms).collect();
-                    if times.iter().all(|t| *t >= d.at_ms) {
-                        // When the last of its orphans was verified, after the departure was seen.
-                        let last = times.iter().copied().max().unwrap_or(d.at_ms);
-                        verify_lag.insert(agent, (last - d.at_ms) as f64 / 1000.0);
-                    }
-                }
-            }
             let cycles = refresher.stats.cycles.load(Ordering::Relaxed);
             if cycles > last_cycles {
                 // The refresher times its own cycles; the projection is the one of now (it moves

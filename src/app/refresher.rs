@@ -353,7 +353,8 @@ impl Refresher {
         let now = now_ms();
         let (contacts, orphans) = (ix.counts().0, ix.orphan_total());
         let period = if self.listing() { None } else { Some(self.orphan_period_ms(contacts, orphans)) };
-        let due = |gone: i64, verified: i64| verified < gone || period.is_some_and(|p| verified < now.saturating_sub(p));
+        let due =
+            |gone: i64, verified: i64| verified < gone || period.is_some_and(|p| verified < now.saturating_sub(p));
         let mut q = self.orphan_queue.lock();
         if q.1.is_empty() && now.saturating_sub(q.0) >= ORPHAN_QUEUE_EVERY_MS {
             q.0 = now;

@@ -135,7 +135,9 @@ impl Budget {
     pub fn on_rate_limited(&self, retry_after: Option<Duration>) {
         let mut s = self.state.lock();
         let now = Instant::now();
-        let settle = Duration::from_secs_f64((4.0 / s.rate).min(2.0));
+        // 429s within a few slots, or within 100 ms at large rates (a storm answers a burst of
+        // them at once), are the same overflow.
+        let settle = Duration::from_secs_f64((4.0 / s.rate).clamp(0.1, 2.0));
         if s.last_decrease.is_none_or(|t| now.duration_since(t) >= settle) {
             let n = s.successes.len();
             let span = s.successes.front().map_or(0.0, |first| now.duration_since(*first).as_secs_f64());

@@ -43,6 +43,24 @@ pub struct ClientStats {
     pub server_errors: AtomicU64,
     pub malformed: AtomicU64,
     pub transport_errors: AtomicU64,
+    /// How long an answer takes, smoothed (microseconds; 0 before the first): what decides how
+    /// many requests must be in flight to spend a budget.
+    pub latency_us: AtomicU64,
+}
+
+impl ClientStats {
+    fn note_latency(&self, took: Duration) {
+        let us = took.as_micros().min(u128::from(u32::MAX)) as u64;
+        let old = self.latency_us.load(Ordering::Relaxed);
+        // An exponential average over about eight answers; races only lose a sample.
+        let new = if old == 0 { us } else { (old * 7 + us) / 8 };
+        self.latency_us.store(new.max(1), Ordering::Relaxed);
+    }
+
+    /// The smoothed latency of an answer.
+    pub fn latency(&self) -> Duration {
+        Duration::from_micros(self.latency_us.load(Ordering::Relaxed))
+    }
 }
 
 /// A client for one token: every request it makes spends that token's budget.
@@ -116,7 +134,10 @@ impl DriftClient {
             self.budget.acquire().await;
             let (token, gen) = self.auth.bearer().await?;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let (status, headers, bytes) = match self.send_once(&method, url, body, token.expose()).await {
+            let sent = std::time::Instant::now();
+            let answer = self.send_once(&method, url, body, token.expose()).await;
+            self.stats.note_latency(sent.elapsed());
+            let (status, headers, bytes) = match answer {
                 Ok(x) => x,
                 Err(e) => {
                     self.stats.transport_errors.fetch_add(1, Ordering::Relaxed);

@@ -16,6 +16,24 @@ use crate::budget::Budget;
 use crate::client::{DriftClient, Reply};
 use crate::{Checkpoint, CheckpointUpdate, ContactsMode, CrawlConfig, CrawlError, CrawlEvent, CrawlSummary, Source};
 
+/// The most contact reads a crawl keeps in flight, however large the budget.
+pub const MAX_IN_FLIGHT: usize = 256;
+/// The most conversation pages whose contacts are read at once.
+const MAX_PAGES_AHEAD: usize = 64;
+
+/// Conversation pages whose contacts are being read, oldest first, each with its checkpoint.
+/// Dropped early (the crawl failed or was cancelled), it stops the reads still going.
+type PageRead = (tokio::task::JoinHandle<Result<Vec<Value>, CrawlError>>, Vec<CheckpointUpdate>);
+struct ReadAhead(std::collections::VecDeque<PageRead>);
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        for (task, _) in &self.0 {
+            task.abort();
+        }
+    }
+}
+
 /// The most SCIM users a crawl will page through before it calls the source broken.
 const SCIM_USERS_MAX: usize = 1_000_000;
 
@@ -478,6 +496,11 @@ impl Crawler {
     }
 
     /// Conversations newest first, then each contact id not yet known; then the known-ids file.
+    ///
+    /// The contacts of several conversation pages are read at once (`pages_ahead`, more with a
+    /// larger budget), each page's reads spread over `in_flight` requests, so that a slow answer
+    /// or a retry waiting its backoff holds up its own page, not the crawl. Pages are still handed
+    /// on in order, each with its checkpoint, so a resume never skips one.
     async fn discover_contacts(
         &self,
         resume: &Checkpoint,
@@ -491,68 +514,107 @@ impl Crawler {
             .unwrap_or_else(|| self.url(&format!("/conversations/list?limit={}", self.cfg.page_size)));
         let mut high_water = None;
         let mut pages = 0usize;
+        let mut listed_all = false;
+        let mut ahead = ReadAhead(std::collections::VecDeque::new());
+        // Each page's reads signal when they end, so that a page stuck on a slow answer does not
+        // keep the next pages from starting (they wait, read, to be handed on in order).
+        let ended = Arc::new(tokio::sync::Notify::new());
         loop {
-            let (reply, items) =
-                self.get_list(&self.rest, &url, |v| v.get("data").and_then(Value::as_array).cloned()).await?;
-            pages += 1;
-            let mut ids = Vec::new();
-            let mut reached_since = false;
-            for conv in &items {
-                let updated = conv.get("updatedAt").and_then(Value::as_i64).unwrap_or(0);
-                if high_water.is_none_or(|h| updated > h) {
-                    high_water = Some(updated);
-                }
-                if resume.since_ms.or(self.cfg.since_ms).is_some_and(|s| updated < s) {
-                    reached_since = true;
-                    break;
-                }
-                if let Some(id) = conv.get("contactId").and_then(idgraph_model::id_from_value) {
-                    if known.insert(id) {
-                        ids.push(id);
+            let reading = |a: &ReadAhead| a.0.iter().filter(|(t, _)| !t.is_finished()).count();
+            let limit = self.pages_ahead();
+            while !listed_all && reading(&ahead) < limit && ahead.0.len() < limit * 4 {
+                let (reply, items) =
+                    self.get_list(&self.rest, &url, |v| v.get("data").and_then(Value::as_array).cloned()).await?;
+                pages += 1;
+                let mut ids = Vec::new();
+                let mut reached_since = false;
+                for conv in &items {
+                    let updated = conv.get("updatedAt").and_then(Value::as_i64).unwrap_or(0);
+                    if high_water.is_none_or(|h| updated > h) {
+                        high_water = Some(updated);
+                    }
+                    if resume.since_ms.or(self.cfg.since_ms).is_some_and(|s| updated < s) {
+                        reached_since = true;
+                        break;
+                    }
+                    if let Some(id) = conv.get("contactId").and_then(idgraph_model::id_from_value) {
+                        if known.insert(id) {
+                            ids.push(id);
+                        }
                     }
                 }
+                let next = reply
+                    .body
+                    .get("links")
+                    .and_then(|l| l.get("next"))
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(|l| self.resolve(l));
+                listed_all = next.is_none() || reached_since || items.is_empty();
+                let checkpoint = vec![CheckpointUpdate::Conversations {
+                    next: if listed_all { None } else { next.clone() },
+                    high_water_ms: high_water,
+                }];
+                let (me, end) = (self.clone(), ended.clone());
+                let task = tokio::spawn(async move {
+                    let r = me.read_contacts(&ids).await;
+                    end.notify_one();
+                    r
+                });
+                ahead.0.push_back((task, checkpoint));
+                if !listed_all {
+                    if pages >= self.cfg.max_pages {
+                        return Err(CrawlError::Bound("conversations".into()));
+                    }
+                    url = next.unwrap_or_default();
+                }
             }
-            let fetched = self.fetch_contacts(&ids, tx, counts).await?;
+            let front_done = ahead.0.front().map(|(t, _)| t.is_finished());
+            let can_list = !listed_all && ahead.0.len() < limit * 4;
+            match front_done {
+                None => break,
+                Some(false) if can_list => {
+                    // Wait for any page to end, then list more or hand on the first.
+                    ended.notified().await;
+                    continue;
+                }
+                _ => {}
+            }
+            let Some((read, checkpoint)) = ahead.0.pop_front() else { break };
+            let values = read.await.map_err(|e| CrawlError::Config(format!("a contact read task failed: {e}")))??;
+            let fetched = Self::parse_page(tx, counts, Source::Contacts, &values, Contact::from_json).await?;
             counts.contacts.fetch_add(fetched.len() as u64, Ordering::Relaxed);
-            let next = reply
-                .body
-                .get("links")
-                .and_then(|l| l.get("next"))
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(|l| self.resolve(l));
-            let finished = next.is_none() || reached_since || items.is_empty();
-            let checkpoint = vec![CheckpointUpdate::Conversations {
-                next: if finished { None } else { next.clone() },
-                high_water_ms: high_water,
-            }];
             Self::page(tx, Source::Contacts, fetched.into_iter().map(Record::Contact).collect(), checkpoint).await?;
-            if finished {
-                break;
-            }
-            if pages >= self.cfg.max_pages {
-                return Err(CrawlError::Bound("conversations".into()));
-            }
-            url = next.unwrap_or_default();
         }
         self.known_ids(&mut known, tx, counts).await?;
         Self::page(tx, Source::Contacts, vec![], vec![CheckpointUpdate::Done(Source::Contacts)]).await?;
         Ok(high_water)
     }
 
-    /// Fetches contacts by id, a few at a time; a 404 (deleted since) is skipped.
-    async fn fetch_contacts(
-        &self,
-        ids: &[u64],
-        tx: &mpsc::Sender<CrawlEvent>,
-        counts: &Counts,
-    ) -> Result<Vec<Contact>, CrawlError> {
+    /// How many conversation pages' contacts are read at once: one at Drift's documented 200 a
+    /// minute, one more for every 100 requests a second of budget, at most `MAX_PAGES_AHEAD`.
+    fn pages_ahead(&self) -> usize {
+        ((self.cfg.budget.per_second() / 100.0).ceil() as usize).clamp(1, MAX_PAGES_AHEAD)
+    }
+
+    /// How many reads to keep in flight: enough to spend the budget at the service's current
+    /// latency (twice the product, for slow answers and retries that hold a slot), never fewer
+    /// than `concurrency`, never more than `MAX_IN_FLIGHT`.
+    pub fn in_flight(&self) -> usize {
+        let latency = self.rest.stats.latency().as_secs_f64();
+        let wanted = (self.cfg.budget.per_second() * latency * 2.0).ceil() as usize;
+        wanted.clamp(self.cfg.concurrency.max(1), MAX_IN_FLIGHT)
+    }
+
+    /// Reads contacts by id, `in_flight` at a time: their records as Drift sent them (a 404,
+    /// deleted since, is skipped).
+    async fn read_contacts(&self, ids: &[u64]) -> Result<Vec<Value>, CrawlError> {
         let results: Vec<Result<Option<Value>, CrawlError>> = stream::iter(ids.iter().copied())
             .map(|id| async move {
                 let r = self.rest.get(&self.url(&format!("/contacts/{id}"))).await?;
                 Ok(if r.status.as_u16() == 404 { None } else { r.body.get("data").cloned() })
             })
-            .buffer_unordered(self.cfg.concurrency.max(1))
+            .buffer_unordered(self.in_flight())
             .collect()
             .await;
         let mut values = Vec::with_capacity(results.len());
@@ -561,7 +623,7 @@ impl Crawler {
                 values.push(v);
             }
         }
-        Self::parse_page(tx, counts, Source::Contacts, &values, Contact::from_json).await
+        Ok(values)
     }
 
     /// Looks up every email (and `ext:` external id) of the known-ids file.
