@@ -209,9 +209,11 @@ async fn a_leavers_orphans_are_verified_before_other_contacts_are_reread() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    // At most one batch of other contacts was already being read when the departure was seen.
+    // At most the reads chosen before the refresher saw the departure: the batch in flight when
+    // the agents refresh decided it, and one chosen while its write landed (batches of 10 at this
+    // budget). Everything after that is the leaver's, 280 contacts.
     assert!(
-        verified_all <= 10,
+        verified_all <= 20,
         "{verified_all} other contacts were re-read before the leaver's orphans (departed {departed})"
     );
     let st = data(&url, READ, "{ indexStatus { freshness { unverifiedOrphans } } }").await;

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Soak: `idgraph serve` on 1,000,000 contacts for DURATION seconds (30 minutes by default) of
+#  - owner changes made through Drift's API (PATCH /contacts/{id}), which the simulator announces
+#    by webhooks, 10% of them delivered twice and 10% swapped with the next;
+#  - agents deprovisioned through SCIM (the simulator's churn), seen by agents refreshes every minute;
+#  - the refresher re-reading the org (listing pages) at half the budget;
+#  - GraphQL queries (owner lookups, orphan pages, the change feed).
+# Prints the server's resident memory at start (after WARMUP seconds of the same load, which fill
+# sled's 128 MB page cache and the allocator's pools), peak and end, then, once the org is quiet, the
+# changes lost (a contact whose owner in idgraph is not Drift's) and doubled (a contact moved in
+# the history more often than it was changed): both must be 0.
+#
+#   bash benches/soak.sh                         # DURATION=1800 CONTACTS=1000000
+#   DURATION=120 CONTACTS=100000 bash benches/soak.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-1800}
+WARMUP=${WARMUP:-180}
+CONTACTS=${CONTACTS:-1000000}
+AGENTS=${AGENTS:-10000}
+CHANGES_PER_S=${CHANGES_PER_S:-20}
+SIM_PORT=${SIM_PORT:-18451}
+PORT=${PORT:-18452}
+cargo build --release -q
+BIN=target/release/idgraph
+WORK=$(mktemp -d)
+cleanup() { kill "${SERVE_PID:-}" "${SIM_PID:-}" 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+SIM="http://127.0.0.1:$SIM_PORT"
+URL="http://127.0.0.1:$PORT"
+
+echo "== simulator: $CONTACTS contacts, $AGENTS agents; webhooks to idgraph (10% twice, 10% reordered)"
+$BIN sim --port "$SIM_PORT" --contacts "$CONTACTS" --agents "$AGENTS" --token soak \
+  --webhook-url "$URL/webhooks/drift" --webhook-token hook --webhook-duplicate-rate 0.1 --webhook-reorder-rate 0.1 \
+  --churn "deprovision=60/h" 2>"$WORK/sim.log" &
+SIM_PID=$!
+until curl -s -o /dev/null -H 'authorization: Bearer soak' "$SIM/users/1"; do sleep 0.5; done
+echo "== crawl"
+$BIN crawl --drift-url "$SIM" --token soak --rate-limit 100000/s --data-dir "$WORK/data" 2>&1 | tail -1
+echo "== serve (agents refresh every minute, refresher at half of 500/s)"
+$BIN serve --listen "127.0.0.1:$PORT" --drift-url "$SIM" --token soak --rate-limit 500/s --data-dir "$WORK/data" \
+  --read-token r --admin-token a --webhook-token hook --agents-every 60s --full-every 1000h --refresh-share 0.5 \
+  2>"$WORK/serve.log" &
+SERVE_PID=$!
+until curl -sf -o /dev/null "$URL/readyz"; do sleep 0.2; done
+
+python3 - "$SIM" "$URL" "$SERVE_PID" "$DURATION" "$CHANGES_PER_S" "$WARMUP" <<'PY'
+import json, random, sys, threading, time, urllib.request
+
+sim, url, pid, duration, per_s = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
+warmup = float(sys.argv[6])
+rng = random.Random(7)
+
+def rss_mb():
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+def call(method, u, body=None, token=None):
+    req = urllib.request.Request(u, method=method, data=None if body is None else json.dumps(body).encode())
+    req.add_header("content-type", "application/json")
+    if token:
+        req.add_header("authorization", "Bearer " + token)
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.loads(r.read() or b"null")
+
+def gql(query, variables=None):
+    d = call("POST", url + "/graphql", {"query": query, "variables": variables or {}}, "r")
+    if d.get("errors"):
+        raise RuntimeError(d["errors"])
+    return d["data"]
+
+agents = [u["id"] for u in call("GET", sim + "/users", token="soak")["data"] if not u.get("bot")]
+status = gql("{ indexStatus { contacts lastChangeSeq } }")["indexStatus"]
+first_seq = status["lastChangeSeq"]
+ids = list(range(1000001, 1000001 + status["contacts"]))
+changed = {}   # contact -> how many times its owner was changed through the API
+began = time.time()
+stop = began + warmup + duration
+ready_rss = rss_mb()
+start_rss = None
+peak = ready_rss
+errors = {"patch": 0, "query": 0}
+print(f"   RSS when ready {ready_rss:.0f} MB; {warmup:.0f} s of warm-up, then {duration:.0f} s measured", flush=True)
+
+def queries():
+    while time.time() < stop:
+        try:
+            c = rng.choice(ids)
+            gql("query($ids: [ID!]!) { contactsByIds(ids: $ids) { id owner { email status } } }", {"ids": [str(c)]})
+            gql("{ orphans(first: 20) { totalCount edges { node { contact { id } } } } }")
+            gql("query($a: String) { changes(after: $a, first: 50) { edges { node { seq } } } }", {"a": None})
+        except Exception:
+            errors["query"] += 1
+        time.sleep(0.02)
+
+threads = [threading.Thread(target=queries, daemon=True) for _ in range(2)]
+for t in threads:
+    t.start()
+next_report = time.time() + 60
+while time.time() < stop:
+    c = rng.choice(ids)
+    owner = rng.choice(agents)
+    try:
+        call("PATCH", f"{sim}/contacts/{c}", {"attributes": {"ownerId": owner}}, "soak")
+        changed[c] = changed.get(c, 0) + 1
+    except Exception:
+        errors["patch"] += 1
+    peak = max(peak, rss_mb())
+    if start_rss is None and time.time() >= began + warmup:
+        start_rss = rss_mb()
+        peak = start_rss
+        print(f"   RSS at start (after the warm-up) {start_rss:.0f} MB", flush=True)
+    if time.time() >= next_report:
+        next_report += 60
+        print(f"   {int(time.time() - began)} s: {len(changed)} contacts changed, RSS {rss_mb():.0f} MB", flush=True)
+    time.sleep(1.0 / per_s)
+for t in threads:
+    t.join()
+end_rss = rss_mb()
+start_rss = start_rss or ready_rss
+peak = max(peak, end_rss)
+print(f"   RSS: start {start_rss:.0f} MB, peak {peak:.0f} MB, end {end_rss:.0f} MB ({100 * (end_rss - start_rss) / start_rss:+.1f}%)")
+print(f"   {sum(changed.values())} owner changes on {len(changed)} contacts; errors: {errors}")
+
+# Quiet: no more changes; let the webhooks and an agents refresh land.
+time.sleep(90)
+lost = 0
+sample = list(changed)
+for i in range(0, len(sample), 1000):
+    chunk = sample[i:i + 1000]
+    got = gql("query($ids: [ID!]!) { contactsByIds(ids: $ids) { id owner { id } } }", {"ids": [str(c) for c in chunk]})
+    for c, node in zip(chunk, got["contactsByIds"]):
+        truth = call("GET", f"{sim}/contacts/{c}", token="soak")["data"]
+        want = truth.get("attributes", truth).get("ownerId", truth.get("ownerId"))
+        have = node and node["owner"] and node["owner"]["id"]
+        if str(want) != str(have):
+            lost += 1
+# Doubled: a contact moved in the history (after the start) more often than it was changed.
+moves = {}
+after = str(first_seq)
+while True:
+    page = gql("query($a: String) { changes(after: $a, first: 100, kinds: [CONTACT_MOVED]) { edges { cursor node { contactId } } pageInfo { hasNextPage endCursor } } }", {"a": after})["changes"]
+    for e in page["edges"]:
+        cid = int(e["node"]["contactId"])
+        moves[cid] = moves.get(cid, 0) + 1
+    if not page["pageInfo"]["hasNextPage"]:
+        break
+    after = page["pageInfo"]["endCursor"]
+doubled = sum(max(0, n - changed.get(c, 0)) for c, n in moves.items() if c in changed)
+print(f"   lost changes: {lost} of {len(changed)} contacts checked against Drift; doubled changes: {doubled}")
+PY
