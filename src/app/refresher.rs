@@ -45,8 +45,6 @@ pub const MAX_ORPHAN_SHARE: f64 = 0.5;
 const ORPHAN_QUEUE_EVERY_MS: i64 = 1_000;
 /// The queue holds at most this many (the least recently verified); the rest wait their turn.
 const ORPHAN_QUEUE_MAX: usize = 20_000;
-/// Changes read from the feed at a time.
-const FEED_PAGE: usize = 1000;
 /// New conversations are looked at once every this many steps (a request a look).
 const CONVERSATIONS_EVERY_STEPS: u64 = 5;
 /// How far back the first look at conversations goes.
@@ -102,9 +100,8 @@ pub struct Refresher {
     state: Mutex<State>,
     /// The contact ids of the cycle under way, sorted (built once a cycle).
     cycle_ids: Mutex<Option<Arc<Vec<u64>>>>,
-    /// Orphans due for a check (urgent first, then least recently verified), when the queue was
-    /// built and how many orphans there were then.
-    orphan_queue: Mutex<(i64, usize, VecDeque<u64>)>,
+    /// Orphans due for a check, least recently verified first, and when the queue was built.
+    orphan_queue: Mutex<(i64, VecDeque<u64>)>,
     pub stats: RefreshStats,
 }
 
@@ -123,7 +120,7 @@ impl Refresher {
             per_s,
             state: Mutex::new(state),
             cycle_ids: Mutex::new(None),
-            orphan_queue: Mutex::new((i64::MIN, 0, VecDeque::new())),
+            orphan_queue: Mutex::new((i64::MIN, VecDeque::new())),
             stats: Default::default(),
         });
         let r = me.clone();
@@ -265,12 +262,13 @@ impl Refresher {
     /// Agents who went since the last look, from the change feed, join the leavers' queue.
     fn follow_feed(&self) -> Result<()> {
         let mut st = self.state.lock();
-        // Every change after the last one seen, whatever its kind, so that the position moves
-        // only over changes actually read: one committed while we look is read next time (taking
-        // the feed's end from elsewhere could step over it).
+        let kinds = vec!["AGENT_DEACTIVATED".to_string(), "AGENT_DEPARTED".to_string()];
+        // Where the feed ends before looking: a change committed while we look is seen next time.
+        let end = self.graph.last_change_seq()?;
         loop {
-            let f = ChangeFilter { after_seq: Some(st.feed_seq), ..ChangeFilter::default() };
-            let page = self.graph.changes(&f, FEED_PAGE)?;
+            let f =
+                ChangeFilter { after_seq: Some(st.feed_seq), kinds: Some(kinds.clone()), ..ChangeFilter::default() };
+            let page = self.graph.changes(&f, 1000)?;
             let Some(last) = page.last() else { break };
             st.feed_seq = last.seq;
             for c in &page {
@@ -280,10 +278,8 @@ impl Refresher {
                     }
                 }
             }
-            if page.len() < FEED_PAGE {
-                break;
-            }
         }
+        st.feed_seq = st.feed_seq.max(end);
         Ok(())
     }
 
@@ -360,12 +356,8 @@ impl Refresher {
         let due =
             |gone: i64, verified: i64| verified < gone || period.is_some_and(|p| verified < now.saturating_sub(p));
         let mut q = self.orphan_queue.lock();
-        // Rebuilt when drained, or soon after the orphans changed (a departure adds urgent ones).
-        let since = now.saturating_sub(q.0);
-        let rebuild = (q.2.is_empty() && since >= ORPHAN_QUEUE_EVERY_MS) || (q.1 != orphans && since >= 250);
-        if rebuild {
+        if q.1.is_empty() && now.saturating_sub(q.0) >= ORPHAN_QUEUE_EVERY_MS {
             q.0 = now;
-            q.1 = orphans;
             let mut found: Vec<(bool, i64, u64)> = ix
                 .orphan_refs(None, usize::MAX)
                 .into_iter()
@@ -374,16 +366,16 @@ impl Refresher {
                 .collect();
             found.sort_unstable();
             found.truncate(ORPHAN_QUEUE_MAX);
-            q.2 = found.into_iter().map(|(_, _, id)| id).collect();
+            q.1 = found.into_iter().map(|(_, _, id)| id).collect();
         }
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
-            let Some(&id) = q.2.front() else { break };
+            let Some(&id) = q.1.front() else { break };
             let key = ix.orphan_key_of(id);
             if urgent && key.zip(ix.contact_ref(id)).is_some_and(|(k, c)| c.verified_at_ms >= k.1) {
                 break;
             }
-            q.2.pop_front();
+            q.1.pop_front();
             // Still an orphan, still due (a webhook or the cycle may have read it meanwhile)?
             let still = key.zip(ix.contact_ref(id)).is_some_and(|(k, c)| due(k.1, c.verified_at_ms));
             if still && !taken.contains(&id) {
