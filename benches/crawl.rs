@@ -50,24 +50,28 @@ async fn crawl(url: &str, scim: &str, token: &str, budget: &str) -> (u64, Durati
     (records, t.elapsed())
 }
 
+/// A running simulator of `contacts` contacts and 200 agents allowing `rate` requests a second,
+/// the rest of its configuration from `base`.
+async fn rated_sim(contacts: usize, rate: u32, base: SimConfig) -> (Sim, drift_sim::RunningSim) {
+    let sim =
+        Sim::new(SimConfig { contacts, agents: 200, rate_limit: Some(format!("{rate}/s").parse().unwrap()), ..base });
+    let r = sim.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    (sim, r)
+}
+
 /// Case 4: a drift-profile crawl at 5,000 requests a second, faults on.
 async fn large_budget_under_faults(contacts: usize) {
     let rate = 5000u32;
-    let sim = Sim::new(SimConfig {
-        contacts,
-        agents: 200,
-        profile: drift_sim::Profile::Drift,
-        rate_limit: Some(format!("{rate}/s").parse().unwrap()),
-        faults: if std::env::var("NO_FAULTS").is_ok() {
-            drift_sim::Faults::default()
-        } else if std::env::var("NO_STORMS").is_ok() {
-            drift_sim::Faults { storm_rate: 0.0, ..drift_sim::Faults::all(7) }
-        } else {
-            drift_sim::Faults::all(7)
-        },
-        ..SimConfig::default()
-    });
-    let r = sim.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let faults = if std::env::var("NO_FAULTS").is_ok() {
+        drift_sim::Faults::default()
+    } else if std::env::var("NO_STORMS").is_ok() {
+        drift_sim::Faults { storm_rate: 0.0, ..drift_sim::Faults::all(7) }
+    } else {
+        drift_sim::Faults::all(7)
+    };
+    let (sim, r) =
+        rated_sim(contacts, rate, SimConfig { profile: drift_sim::Profile::Drift, faults, ..SimConfig::default() })
+            .await;
     let (records, wall) = crawl(&r.url(), &r.scim_url(), "sim-token", &format!("{rate}/s")).await;
     let s = sim.stats();
     let floor = s.requests as f64 / f64::from(rate);
@@ -101,13 +105,7 @@ async fn main() {
     let contacts = if quick { 10_000 } else { 60_000 };
 
     // 1. Budget known.
-    let sim = Sim::new(SimConfig {
-        contacts,
-        agents: 200,
-        rate_limit: Some(format!("{rate}/s").parse().unwrap()),
-        ..SimConfig::default()
-    });
-    let r = sim.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (sim, r) = rated_sim(contacts, rate, SimConfig::default()).await;
     let (records, wall) = crawl(&r.url(), &r.scim_url(), "sim-token", &format!("{rate}/s")).await;
     let s = sim.stats();
     let floor = s.requests as f64 / f64::from(rate);
@@ -121,13 +119,7 @@ async fn main() {
     r.stop().await;
 
     // 2. Budget set too high (twice the real one).
-    let sim = Sim::new(SimConfig {
-        contacts,
-        agents: 200,
-        rate_limit: Some(format!("{rate}/s").parse().unwrap()),
-        ..SimConfig::default()
-    });
-    let r = sim.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (sim, r) = rated_sim(contacts, rate, SimConfig::default()).await;
     let (records, wall) = crawl(&r.url(), &r.scim_url(), "sim-token", &format!("{}/s", rate * 2)).await;
     let s = sim.stats();
     println!(

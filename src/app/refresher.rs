@@ -135,10 +135,11 @@ impl Refresher {
         mode == Some(ContactsMode::Listing)
     }
 
-    /// The share of the refresher's budget that goes to checking orphans again (none with a
-    /// listing, where the cycle reads a hundred contacts a request).
+    /// Without a listing, the share of the refresher's budget that goes to checking orphans again
+    /// (with one, the cycle reads a hundred contacts a request and orphans get no round of their
+    /// own).
     fn orphan_share(&self, contacts: usize, orphans: usize) -> f64 {
-        if self.listing() || contacts == 0 {
+        if contacts == 0 {
             return 0.0;
         }
         (ORPHAN_FACTOR * orphans as f64 / contacts as f64).min(MAX_ORPHAN_SHARE)
@@ -332,16 +333,20 @@ impl Refresher {
         // Orphans not verified since their owner went come first; the others take at most their
         // share of the batch while the cycle has contacts left, the whole of it when it has none.
         let taken: HashSet<u64> = out.iter().map(|(id, _)| *id).collect();
-        out.extend(self.orphans_due(ix, n - out.len(), &taken, true).into_iter().map(|c| (c, Purpose::Orphan)));
+        out.extend(
+            self.orphans_due(ix, listing, n - out.len(), &taken, true).into_iter().map(|c| (c, Purpose::Orphan)),
+        );
         let taken: HashSet<u64> = out.iter().map(|(id, _)| *id).collect();
         let quota = if listing { n - out.len() } else { (n - out.len()).div_ceil(2) };
-        out.extend(self.orphans_due(ix, quota, &taken, false).into_iter().map(|c| (c, Purpose::Orphan)));
+        out.extend(self.orphans_due(ix, listing, quota, &taken, false).into_iter().map(|c| (c, Purpose::Orphan)));
         if out.len() < n && !listing {
             out.extend(self.cycle(&mut st, ix, n - out.len()).into_iter().map(|c| (c, Purpose::Cycle)));
         }
         if out.len() < n {
             let taken: HashSet<u64> = out.iter().map(|(id, _)| *id).collect();
-            out.extend(self.orphans_due(ix, n - out.len(), &taken, false).into_iter().map(|c| (c, Purpose::Orphan)));
+            out.extend(
+                self.orphans_due(ix, listing, n - out.len(), &taken, false).into_iter().map(|c| (c, Purpose::Orphan)),
+            );
         }
         out
     }
@@ -349,10 +354,10 @@ impl Refresher {
     /// Up to `n` orphans due for a check from a queue rebuilt at most every second: first those
     /// not verified since their owner went (`urgent`: only those), then (without a listing) those
     /// whose last check is older than the orphan period, least recently verified first.
-    fn orphans_due(&self, ix: &Index, n: usize, taken: &HashSet<u64>, urgent: bool) -> Vec<u64> {
+    fn orphans_due(&self, ix: &Index, listing: bool, n: usize, taken: &HashSet<u64>, urgent: bool) -> Vec<u64> {
         let now = now_ms();
         let (contacts, orphans) = (ix.counts().0, ix.orphan_total());
-        let period = if self.listing() { None } else { Some(self.orphan_period_ms(contacts, orphans)) };
+        let period = if listing { None } else { Some(self.orphan_period_ms(contacts, orphans)) };
         let due =
             |gone: i64, verified: i64| verified < gone || period.is_some_and(|p| verified < now.saturating_sub(p));
         let mut q = self.orphan_queue.lock();

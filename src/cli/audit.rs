@@ -1,7 +1,7 @@
 //! `idgraph audit`: one agent's offboarding audit, or the org's, from a server or a data
 //! directory, in the format asked for.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 use idgraph_graph::audit::render::{render, Format as TextFormat};
@@ -49,11 +49,8 @@ pub async fn audit(a: AuditArgs) -> Result<()> {
             let vars = serde_json::json!({"agent": a.agent, "all": a.all, "t": timeline});
             let d = remote_query(server, a.remote.token.as_deref(), q, vars).await?;
             let r = d.get("auditReport").cloned().unwrap_or_default();
-            let doc = ReportDoc {
-                kind: r.get("kind").and_then(|k| k.as_str()).unwrap_or("org").to_string(),
-                digest: r.get("digest").and_then(|k| k.as_str()).unwrap_or_default().to_string(),
-                report: r.get("report").cloned().unwrap_or_default(),
-            };
+            let doc: ReportDoc =
+                serde_json::from_value(r).context("the server's audit report has an unexpected shape")?;
             (doc, d.get("auditTimeline").cloned())
         }
         None => {

@@ -313,16 +313,39 @@ impl ReportDoc {
     /// digest stays the whole report's; `truncated` says what was cut (null when nothing was).
     pub fn into_json(self, limit: Option<usize>) -> serde_json::Value {
         let mut report = self.report;
-        let field = if self.kind == "agent" { "orphaned_contacts" } else { "orphans" };
-        let mut truncated = serde_json::Value::Null;
+        let field = list_field(&self.kind);
+        let mut total = 0;
         if let (Some(limit), Some(list)) = (limit, report.get_mut(field).and_then(|v| v.as_array_mut())) {
-            if list.len() > limit {
-                truncated = serde_json::json!({"field": field, "total": list.len(), "shown": limit});
-                list.truncate(limit);
-            }
+            total = list.len();
+            list.truncate(limit);
         }
-        serde_json::json!({"kind": self.kind, "digest": self.digest, "report": report, "truncated": truncated})
+        doc_json(&self.kind, self.digest, report, total, limit)
     }
+}
+
+/// The list a page or file cuts: the org's orphans, an agent's orphaned contacts.
+fn list_field(kind: &str) -> &'static str {
+    if kind == "agent" {
+        "orphaned_contacts"
+    } else {
+        "orphans"
+    }
+}
+
+/// `{kind, digest, report, truncated}`; `truncated` says what was cut from a list of `total`
+/// (null when nothing was).
+fn doc_json(
+    kind: &str,
+    digest: String,
+    report: serde_json::Value,
+    total: usize,
+    limit: Option<usize>,
+) -> serde_json::Value {
+    let truncated = match limit.filter(|l| *l < total) {
+        Some(shown) => serde_json::json!({"field": list_field(kind), "total": total, "shown": shown}),
+        None => serde_json::Value::Null,
+    };
+    serde_json::json!({"kind": kind, "digest": digest, "report": report, "truncated": truncated})
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -373,14 +396,7 @@ pub fn report_json(
             ("agent", d, n, serde_json::to_value(r).map_err(enc)?)
         }
     };
-    // The same shape as `into_json` gives, cut or not.
-    let doc = ReportDoc { kind: kind.into(), digest, report };
-    let mut json = doc.into_json(None);
-    if let Some(shown) = limit.filter(|l| *l < total) {
-        let field = if kind == "agent" { "orphaned_contacts" } else { "orphans" };
-        json["truncated"] = serde_json::json!({"field": field, "total": total, "shown": shown});
-    }
-    Ok(json)
+    Ok(doc_json(kind, digest, report, total, limit))
 }
 
 enum Report {
