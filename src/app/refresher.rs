@@ -15,8 +15,9 @@
 //! previous answer, so a slow answer delays only itself (at most a batch in flight).
 //!
 //! A contact that answers 404 is removed (with history). Every read lands in place, through
-//! `Graph::apply`, as `REREAD`. It pauses while a full reindex or agents refresh runs, and keeps
-//! its position and queues in the store, so a restart goes on where it was.
+//! `Graph::apply`, as `REREAD`. It pauses while a full reindex, an agents refresh or a
+//! reassignment runs, and keeps its position and queues in the store, so a restart goes on where
+//! it was.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -176,9 +177,9 @@ impl Refresher {
         pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut steps = 0u64;
         loop {
-            // Full reindexes and agents refreshes come first: wait while one runs (an agents
-            // refresh is short, and what it finds decides what to read next).
-            while self.scheduler.status().running.is_some() || !self.graph.ready() {
+            // Full reindexes, agents refreshes and reassignments come first: wait while one runs
+            // (they are short or asked for by a person, and what they change decides what to read).
+            while self.scheduler.busy() || !self.graph.ready() {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             steps += 1;

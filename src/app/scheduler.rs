@@ -183,6 +183,12 @@ impl Scheduler {
         self.exclusive.lock().await
     }
 
+    /// Whether a run or a reassignment holds the writer's turn now: background work (the
+    /// refresher) waits while it does.
+    pub fn busy(&self) -> bool {
+        self.status().running.is_some() || self.exclusive.try_lock().is_err()
+    }
+
     async fn run_loop(self: Arc<Self>, mut triggers: mpsc::Receiver<RunKind>, full_now: bool) {
         let now = Instant::now();
         let mut next_full = if full_now { now } else { now + self.cfg.full.next_delay(self.cfg.jitter) };
