@@ -8,6 +8,15 @@ use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 use serde::{Deserialize, Serialize};
 
+/// In [`Index::email_first`]: ask `contact_emails`.
+const ASK_TREE: u64 = u64::MAX;
+
+/// The key of a normalised email in [`Index::email_first`].
+fn email_hash(normalized: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(normalized)
+}
+
 /// What idgraph knows of an agent's standing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum AgentStatus {
@@ -152,6 +161,11 @@ pub struct Index {
     accounts: HashMap<String, NodeIndex>,
     /// Normalised email -> contact ids (sorted), for lookups and prefix search.
     contact_emails: BTreeMap<String, Vec<u64>>,
+    /// Exact email lookups in one probe instead of a walk down `contact_emails` (batch lookups
+    /// of 1,000 emails): the hash of a normalised email -> the lowest id with it, or
+    /// [`ASK_TREE`] (two emails share the hash, or the email went away): then `contact_emails`
+    /// answers. Every email in `contact_emails` has an entry; a found id is checked.
+    email_first: HashMap<u64, u64>,
     agent_emails: HashMap<String, u64>,
     /// Agent id -> its contacts, sorted by id: stable pages.
     owned: HashMap<u64, BTreeSet<u64>>,
@@ -409,10 +423,13 @@ impl Index {
             if let Some(agent) = self.agent_emails.get(&e).and_then(|a| self.agents.get(a)).copied() {
                 self.graph.add_edge(n, agent, Edge::SamePerson);
             }
+            let h = email_hash(&e);
             let ids = self.contact_emails.entry(e).or_default();
             if let Err(pos) = ids.binary_search(&id) {
                 ids.insert(pos, id);
             }
+            let first = ids[0];
+            self.email_first.insert(h, first);
         }
         match owner {
             Some(o) => {
@@ -437,9 +454,12 @@ impl Index {
         if let Some(e) = c.email.as_deref().map(normalize_email) {
             if let Some(ids) = self.contact_emails.get_mut(&e) {
                 ids.retain(|x| *x != id);
+                // Never removed: another email with the same hash may rely on the entry.
+                let first = ids.first().copied().unwrap_or(ASK_TREE);
                 if ids.is_empty() {
                     self.contact_emails.remove(&e);
                 }
+                self.email_first.insert(email_hash(&e), first);
             }
         }
         match c.owner_id {
@@ -627,6 +647,22 @@ impl Index {
             .get(&normalize_email(email))
             .map(|ids| ids.iter().filter_map(|id| self.contact(*id)).collect())
             .unwrap_or_default()
+    }
+
+    /// The contact with this email and the lowest id, borrowed (batch lookups).
+    pub fn contact_by_email_ref(&self, email: &str) -> Option<&ContactView> {
+        let e = normalize_email(email);
+        match self.email_first.get(&email_hash(&e)) {
+            None => return None,
+            Some(&ASK_TREE) => {}
+            Some(id) => {
+                let same = |c: &&ContactView| c.email.as_deref().is_some_and(|x| x.trim().eq_ignore_ascii_case(&e));
+                if let Some(c) = self.contact_ref(*id).filter(same) {
+                    return Some(c);
+                }
+            }
+        }
+        self.contact_emails.get(&e)?.iter().find_map(|id| self.contact_ref(*id))
     }
 
     /// The owner of a contact, through the graph's ownership edge.
@@ -898,6 +934,32 @@ mod tests {
             updated_at: 10,
             extra: Default::default(),
         }
+    }
+
+    /// Email lookups through the hash index agree with the ordered one, also when two emails
+    /// share a hash (simulated by overwriting entries) and after contacts go.
+    #[test]
+    fn email_lookups_survive_shared_hashes_and_removals() {
+        let mut contacts: Vec<Contact> = (1..=6).map(|i| contact(i, None)).collect();
+        contacts[4].email = Some(" C1@X.io ".into()); // 5 shares 1's email
+        let mut ix = Index::build(1, Inputs { contacts, ..Inputs::default() });
+        let id = |ix: &Index, e: &str| ix.contact_by_email_ref(e).map(|c| c.id);
+        assert_eq!((id(&ix, "c1@x.io"), id(&ix, "C2@x.IO"), id(&ix, "nobody@x.io")), (Some(1), Some(2), None));
+        // A shared hash: 2's entry now names 3, or says to ask the ordered index.
+        ix.email_first.insert(email_hash("c2@x.io"), 3);
+        assert_eq!(id(&ix, "c2@x.io"), Some(2));
+        ix.email_first.insert(email_hash("c2@x.io"), ASK_TREE);
+        assert_eq!(id(&ix, "c2@x.io"), Some(2));
+        // The lowest id goes: the next one answers; the last goes: nothing does.
+        ix.put_contact(1, None);
+        assert_eq!(id(&ix, "c1@x.io"), Some(5));
+        ix.put_contact(5, None);
+        assert_eq!(id(&ix, "c1@x.io"), None);
+        assert_eq!(ix.email_first.get(&email_hash("c1@x.io")), Some(&ASK_TREE));
+        let mut back = contact(9, None);
+        back.email = Some("c1@x.io".into());
+        ix.put_contact(9, Some(contact_view(&back, 0)));
+        assert_eq!(id(&ix, "c1@x.io"), Some(9));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 mod graphiql;
 mod introspection;
 pub mod metrics;
+mod plan;
 mod schema;
 mod server;
 mod webhooks;

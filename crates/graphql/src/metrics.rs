@@ -11,6 +11,8 @@ const BUCKETS_S: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0
 pub struct Metrics {
     pub graphql_requests: AtomicU64,
     pub graphql_errors: AtomicU64,
+    /// GraphQL requests answered by a plan (see `plan`), without async-graphql.
+    pub graphql_planned: AtomicU64,
     pub unauthorized: AtomicU64,
     latency_buckets: [AtomicU64; 10],
     latency_count: AtomicU64,
@@ -58,6 +60,11 @@ impl Metrics {
         };
         counter("idgraph_graphql_requests_total", "GraphQL requests served.", l(&self.graphql_requests));
         counter("idgraph_graphql_errors_total", "GraphQL responses with errors.", l(&self.graphql_errors));
+        counter(
+            "idgraph_graphql_planned_total",
+            "GraphQL requests answered by a cached plan, without async-graphql.",
+            l(&self.graphql_planned),
+        );
         counter("idgraph_unauthorized_total", "Requests refused for a missing or wrong token.", l(&self.unauthorized));
         counter("idgraph_webhooks_received_total", "Webhook deliveries accepted.", l(&self.webhooks_received));
         counter("idgraph_webhooks_rejected_total", "Webhook deliveries refused.", l(&self.webhooks_rejected));

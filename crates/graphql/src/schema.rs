@@ -107,7 +107,7 @@ fn ctx<'a>(c: &'a Context<'_>) -> Result<&'a Ctx> {
     c.data::<Ctx>()
 }
 
-fn time(ms: i64) -> Option<DateTime<Utc>> {
+pub(crate) fn time(ms: i64) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(ms)
 }
 
@@ -844,7 +844,7 @@ impl Query {
         let ix = graph(c)?.read();
         match (id, email) {
             (Some(id), _) => Ok(ix.contact(parse_id(&id, "contact")?).map(Contact::from)),
-            (None, Some(e)) => Ok(ix.contacts_by_email(&e).into_iter().next().map(Contact::from)),
+            (None, Some(e)) => Ok(ix.contact_by_email_ref(&e).cloned().map(Contact::from)),
             (None, None) => Err(bad_input("give id or email")),
         }
     }
@@ -863,7 +863,7 @@ impl Query {
             return Err(bad_input(format!("at most {BATCH_MAX} emails a request, not {}", emails.len())));
         }
         let ix = graph(c)?.read();
-        Ok(emails.iter().map(|e| ix.contacts_by_email(e).into_iter().next().map(Contact::from)).collect())
+        Ok(emails.iter().map(|e| ix.contact_by_email_ref(e).cloned().map(Contact::from)).collect())
     }
 
     /// Up to 1,000 contacts by Drift id in one request, in the order given; null for an unknown id.

@@ -4,7 +4,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_graphql::extensions::apollo_persisted_queries::{CacheStorage, LruCacheStorage};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -19,6 +18,7 @@ use tokio::sync::mpsc;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 
+use crate::plan::{Cached, Documents, Plan};
 use crate::schema::{build_introspection_schema, build_schema, AppSchema, Role};
 use crate::webhooks::{self, WebhookConfig};
 use crate::{graphiql, Metrics, Operations};
@@ -98,7 +98,7 @@ pub struct AppState {
     pub introspection_schema: AppSchema,
     /// Parsed documents by their text: a repeated query is not parsed again; automatic persisted
     /// queries find theirs here by SHA-256.
-    pub documents: LruCacheStorage,
+    pub(crate) documents: Documents,
     pub graph: Arc<Graph>,
     pub metrics: Arc<Metrics>,
     pub tokens: ApiTokens,
@@ -115,7 +115,7 @@ pub fn router(graph: Arc<Graph>, ops: Arc<dyn Operations>, metrics: Arc<Metrics>
         schema: build_schema(graph.clone(), ops.clone()),
         ops,
         introspection_schema: build_introspection_schema(),
-        documents: LruCacheStorage::new(DOCUMENT_CACHE_ENTRIES),
+        documents: Documents::new(DOCUMENT_CACHE_ENTRIES),
         graph,
         metrics,
         tokens: cfg.tokens.clone(),
@@ -284,13 +284,21 @@ async fn graphql(
         Err(msg) => return early(StatusCode::BAD_REQUEST, "BAD_REQUEST", &msg, media),
     };
     let started = Instant::now();
-    let resp = execute(&st, wire, role).await;
+    let answered = execute(&st, wire, role).await;
     st.metrics.observe_query(started.elapsed());
     st.metrics.graphql_requests.fetch_add(1, Ordering::Relaxed);
-    if !resp.errors.is_empty() {
-        st.metrics.graphql_errors.fetch_add(1, Ordering::Relaxed);
+    match answered {
+        Answered::Planned(body) => {
+            st.metrics.graphql_planned.fetch_add(1, Ordering::Relaxed);
+            (StatusCode::OK, [(header::CONTENT_TYPE, media)], body).into_response()
+        }
+        Answered::Graphql(resp) => {
+            if !resp.errors.is_empty() {
+                st.metrics.graphql_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            respond(resp, media)
+        }
     }
-    respond(resp, media)
 }
 
 /// Reads a request body of at most `max` bytes. A longer one is refused, but read on (up to a
@@ -334,59 +342,76 @@ fn request_failure(code: &'static str, message: String) -> Answer {
     Answer { data: None, errors: vec![e], request_error: true }
 }
 
-async fn execute(st: &AppState, wire: WireRequest, role: Role) -> Answer {
+/// The cached document a request names (by its text, or by its hash for an automatic persisted
+/// query), parsed and cached on first sight.
+fn document(st: &AppState, query: &str, hash: Option<&str>) -> Result<Arc<Cached>, Answer> {
+    // An ordinary request never hashes: documents are cached under their text, and under their
+    // hash too when a client names one.
+    let key = match (hash, query.is_empty()) {
+        (Some(h), true) => h,
+        (Some(h), false) if sha256_hex(query) != h => {
+            return Err(request_failure("BAD_USER_INPUT", "provided sha256Hash does not match query".into()));
+        }
+        (_, false) => query,
+        (None, true) => return Err(request_failure("BAD_REQUEST", "the request has no query".into())),
+    };
+    if let Some(d) = st.documents.get(key) {
+        return Ok(d);
+    }
+    if query.is_empty() {
+        return Err(request_failure("PERSISTED_QUERY_NOT_FOUND", "PersistedQueryNotFound".into()));
+    }
+    let doc = async_graphql::parser::parse_query(query)
+        .map_err(|e| request_failure("GRAPHQL_PARSE_FAILED", format!("the query does not parse: {e}")))?;
+    let cached = Arc::new(Cached { doc, plan: Default::default() });
+    if query.len() <= CACHED_QUERY_MAX_BYTES {
+        if let Some(h) = hash {
+            st.documents.put(h.to_string(), cached.clone());
+        }
+        st.documents.put(query.to_string(), cached.clone());
+    }
+    Ok(cached)
+}
+
+/// What a request is answered with: async-graphql's answer, or a planned one already written.
+enum Answered {
+    Graphql(Answer),
+    Planned(Vec<u8>),
+}
+
+async fn execute(st: &AppState, wire: WireRequest, role: Role) -> Answered {
     let hash = persisted_hash(wire.extensions.as_ref());
     let query = wire.query.unwrap_or_default();
-    // Documents are cached under their text, and under their hash when a client names one
-    // (automatic persisted queries): an ordinary request never hashes.
-    let (key, apq_key) = match (&hash, query.is_empty()) {
-        (Some(h), true) => (h.clone(), None),
-        (Some(h), false) => {
-            if &sha256_hex(&query) != h {
-                return request_failure("BAD_USER_INPUT", "provided sha256Hash does not match query".into());
-            }
-            (query.clone(), Some(h.clone()))
-        }
-        (None, true) => return request_failure("BAD_REQUEST", "the request has no query".into()),
-        (None, false) => (query.clone(), None),
+    let cached = match document(st, &query, hash.as_deref()) {
+        Ok(c) => c,
+        Err(a) => return Answered::Graphql(a),
     };
-    let doc = match st.documents.get(key.clone()).await {
-        Some(d) => d,
-        None if query.is_empty() => {
-            return request_failure("PERSISTED_QUERY_NOT_FOUND", "PersistedQueryNotFound".into());
+    let operation = wire.operation_name;
+    if let (Some(Some(plan)), true) = (cached.plan.get(), st.graph.ready()) {
+        if let Some(body) = plan.answer(&st.graph.read(), operation.as_deref(), wire.variables.as_ref()) {
+            return Answered::Planned(body);
         }
-        None => match async_graphql::parser::parse_query(&query) {
-            Ok(d) => {
-                if query.len() <= CACHED_QUERY_MAX_BYTES {
-                    if let Some(h) = apq_key {
-                        st.documents.set(h, d.clone()).await;
-                    }
-                    st.documents.set(key, d.clone()).await;
-                }
-                d
-            }
-            Err(e) => {
-                return request_failure("GRAPHQL_PARSE_FAILED", format!("the query does not parse: {e}"));
-            }
-        },
-    };
-    let introspection = crate::introspection::only_introspection(&doc, wire.operation_name.as_deref());
+    }
+    let introspection = crate::introspection::only_introspection(&cached.doc, operation.as_deref());
     if let Some(Err(msg)) = &introspection {
-        return request_failure("GRAPHQL_VALIDATION_FAILED", msg.clone());
+        return Answered::Graphql(request_failure("GRAPHQL_VALIDATION_FAILED", msg.clone()));
     }
     let mut req = async_graphql::Request::new(query).data(role);
-    if let Some(op) = wire.operation_name {
-        req = req.operation_name(op);
+    if let Some(op) = &operation {
+        req = req.operation_name(op.clone());
     }
     if let Some(v) = wire.variables.filter(|v| !v.is_null()) {
         req = req.variables(async_graphql::Variables::from_json(v));
     }
-    req.set_parsed_query(doc);
+    req.set_parsed_query(cached.doc.clone());
     let resp = match introspection {
         Some(_) => st.introspection_schema.execute(req.only_introspection()).await,
         None => st.schema.execute(req).await,
     };
     let request_error = resp.data == async_graphql::Value::Null && !resp.errors.is_empty();
+    if resp.errors.is_empty() {
+        cached.plan.get_or_init(|| Plan::of(&cached.doc, operation.as_deref()));
+    }
     let mut errors = resp.errors;
     for e in &mut errors {
         let ext = e.extensions.get_or_insert_with(Default::default);
@@ -394,7 +419,7 @@ async fn execute(st: &AppState, wire: WireRequest, role: Role) -> Answer {
             ext.set("code", if request_error { "GRAPHQL_VALIDATION_FAILED" } else { "INTERNAL" });
         }
     }
-    Answer { data: (!request_error).then_some(resp.data), errors, request_error }
+    Answered::Graphql(Answer { data: (!request_error).then_some(resp.data), errors, request_error })
 }
 
 /// The HTTP answer, as GraphQL over HTTP asks: with `application/graphql-response+json`, a
@@ -420,7 +445,10 @@ fn respond(a: Answer, media: &'static str) -> Response {
 /// Queries longer than this are parsed every time rather than cached (the cache stays small).
 const CACHED_QUERY_MAX_BYTES: usize = 16 * 1024;
 /// Parsed documents kept, by their text (and by SHA-256 for automatic persisted queries).
-const DOCUMENT_CACHE_ENTRIES: usize = 1024;
+const DOCUMENT_CACHE_ENTRIES: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(1024) {
+    Some(n) => n,
+    None => unreachable!(),
+};
 
 /// idgraph's icon (three linked nodes), so that a browser's request for it is no 404.
 async fn favicon() -> Response {

@@ -9,6 +9,7 @@ use idgraph_graph::{Graph, ShrinkGuard};
 use idgraph_graphql::{router, ApiTokens, Metrics, NoOperations, ServerConfig};
 use idgraph_model::{Contact, Record, Secret, User};
 use serde_json::{json, Value};
+use proptest::strategy::Strategy;
 use tower::ServiceExt;
 
 const READ: &str = "read-token";
@@ -49,8 +50,12 @@ fn crawl(g: &Graph, contacts: u64) {
 }
 
 fn app(g: Arc<Graph>) -> axum::Router {
+    app_with(g, Arc::new(Metrics::default()))
+}
+
+fn app_with(g: Arc<Graph>, metrics: Arc<Metrics>) -> axum::Router {
     let tokens = ApiTokens { read: Some(Secret::new(READ)), admin: Some(Secret::new(ADMIN)) };
-    router(g, Arc::new(NoOperations), Arc::new(Metrics::default()), ServerConfig { tokens, ..ServerConfig::default() })
+    router(g, Arc::new(NoOperations), metrics, ServerConfig { tokens, ..ServerConfig::default() })
 }
 
 struct Answer {
@@ -338,4 +343,189 @@ async fn exports_stream_what_graphql_answers_from_one_generation() {
     assert_eq!(g.read().counts().0, 3000);
     let rest: String = export.collect();
     assert_eq!(first_chunk.lines().count() + rest.lines().count(), 5000, "the old generation, whole");
+}
+
+/// An org with every kind of value a planned answer writes: a departed owner (agent 5 is gone in
+/// the second crawl), an unknown one (99), no owner, no email, emails and names that need
+/// escaping or normalising, external ids.
+fn varied_org(g: &Graph) {
+    let contacts = |_: ()| -> Vec<Record> {
+        (1..=60u64)
+            .map(|i| {
+                let mut c = match contact(i, 0) {
+                    Record::Contact(c) => c,
+                    _ => unreachable!(),
+                };
+                c.email = match i % 7 {
+                    0 => None,
+                    1 => Some(format!("Q\"uo\\te{i}@Example.COM")),
+                    2 => Some(format!("ünï{i}@example.com")),
+                    _ => c.email,
+                };
+                c.name = (i % 3 == 0).then(|| format!("Name \"{i}\"\n\t\u{1}é"));
+                c.owner_id = match (i % 11, i % 10) {
+                    (0, _) => None,
+                    (_, 0) => Some(99),
+                    _ => Some(1 + i % 5),
+                };
+                c.external_id = (i % 4 == 0).then(|| format!("ext-{i}"));
+                c.updated_at = i as i64 * 1_000_003;
+                Record::Contact(c)
+            })
+            .collect()
+    };
+    for users in [5u64, 4] {
+        let s = g.begin(false).unwrap();
+        let mut recs: Vec<Record> = (1..=users).map(user).collect();
+        recs.extend(contacts(()));
+        g.write(&s, &recs, None).unwrap();
+        g.commit(s, Value::Null, false, ShrinkGuard::off()).unwrap();
+    }
+}
+
+const CONTACT_FIELDS: [&str; 10] =
+    ["__typename", "id", "email", "name", "externalId", "ownerId", "updatedAt", "verifiedAt", "ownerStatus", "owner"];
+const AGENT_FIELDS: [&str; 12] = [
+    "__typename",
+    "id",
+    "email",
+    "name",
+    "status",
+    "role",
+    "firstSeenAt",
+    "deactivatedAt",
+    "departedAt",
+    "inRest",
+    "inScim",
+    "verifiedAt",
+];
+
+/// A selection of `fields`, some aliased.
+fn selection(fields: &[&str], aliases: &[bool], owner: &str) -> String {
+    let mut out = String::from("{");
+    for (i, f) in fields.iter().enumerate() {
+        if aliases.get(i).copied().unwrap_or(false) {
+            out.push_str(&format!(" a{i}: "));
+        } else {
+            out.push(' ');
+        }
+        out.push_str(f);
+        if *f == "owner" {
+            out.push(' ');
+            out.push_str(owner);
+        }
+    }
+    out.push_str(" }");
+    out
+}
+
+/// Sends the same request to a fresh server twice: the first answer is async-graphql's, the
+/// second a planned one when the document has a plan. Returns both bodies and how many were planned.
+async fn twice(g: &Arc<Graph>, body: &Value) -> (String, String, u64) {
+    let metrics = Arc::new(Metrics::default());
+    let a = app_with(g.clone(), metrics.clone());
+    let first = send(&a, post(Some(READ), body.clone())).await;
+    let second = send(&a, post(Some(READ), body.clone())).await;
+    (first.text, second.text, metrics.graphql_planned.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 200, ..Default::default() })]
+
+    /// A planned answer is byte for byte async-graphql's, for any selection of the planned fields,
+    /// aliases, lookups by literal or variable, known and unknown keys.
+    #[test]
+    fn planned_answers_equal_async_graphqls(
+        lookup in 0usize..4,
+        by_variable in proptest::bool::ANY,
+        fields in proptest::sample::subsequence(CONTACT_FIELDS.to_vec(), 1..=CONTACT_FIELDS.len()).prop_shuffle(),
+        owner in proptest::sample::subsequence(AGENT_FIELDS.to_vec(), 1..=AGENT_FIELDS.len()).prop_shuffle(),
+        aliases in proptest::collection::vec(proptest::bool::ANY, 10),
+        keys in proptest::collection::vec(0u64..70, 1..12),
+    ) {
+        use proptest::prelude::*;
+        static ORG: std::sync::OnceLock<(tempfile::TempDir, Arc<Graph>)> = std::sync::OnceLock::new();
+        let (_, g) = ORG.get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let g = Arc::new(Graph::open(dir.path()).unwrap());
+            varied_org(&g);
+            (dir, g)
+        });
+        let email = |i: u64| match i % 7 {
+            1 => format!("q\"uo\\te{i}@example.com"),
+            2 => format!("ÜNÏ{i}@example.com"),
+            _ => format!("c{i}@example.com"),
+        };
+        let sel = selection(&fields, &aliases, &selection(&owner, &aliases[5..], ""));
+        let (field, arg, ty, keys): (&str, &str, &str, Vec<String>) = match lookup {
+            0 => ("contact", "email", "String!", vec![email(keys[0])]),
+            1 => ("contact", "id", "ID", vec![keys[0].to_string()]),
+            2 => ("contactsByEmails", "emails", "[String!]!", keys.iter().map(|k| email(*k)).collect()),
+            _ => ("contactsByIds", "ids", "[ID!]", keys.iter().map(|k| k.to_string()).collect()),
+        };
+        let value = if lookup < 2 { json!(keys[0]) } else { json!(keys) };
+        let body = if by_variable {
+            json!({"query": format!("query Q($k: {ty}) {{ r: {field}({arg}: $k) {sel} }}"), "variables": {"k": value}})
+        } else {
+            json!({"query": format!("{{ {field}({arg}: {value}) {sel} }}")})
+        };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (first, second, planned) = rt.block_on(twice(g, &body));
+        prop_assert!(!first.contains("\"errors\""), "{first}");
+        prop_assert_eq!(&first, &second);
+        prop_assert_eq!(planned, 1, "the second request was planned: {}", body);
+    }
+}
+
+#[tokio::test]
+async fn documents_outside_the_plan_take_the_ordinary_way_with_its_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Arc::new(Graph::open(dir.path()).unwrap());
+    varied_org(&g);
+    let g = Arc::new(g);
+    let g: &Arc<Graph> = &g;
+    let emails: Vec<String> = (0..1001).map(|i| format!("c{i}@example.com")).collect();
+    let q = |q: &str, vars: Value| json!({"query": q, "variables": vars});
+    let cases = [
+        // Shapes a plan does not take: fragments, directives, a repeated key, other fields.
+        (q("{ contact(id: \"3\") { ...F } } fragment F on Contact { id email }", json!({})), false),
+        (q("query($x: Boolean!) { contact(id: \"3\") { id @include(if: $x) email } }", json!({"x": true})), false),
+        (q("{ contact(id: \"3\") { id id email } }", json!({})), false),
+        (q("{ contact(id: \"3\") { id samePersonAgent { id } owner { contactCount } } }", json!({})), false),
+        (q("{ contact(id: \"3\") { id } agent(id: \"1\") { id } }", json!({})), false),
+        // Requests the plan hands back: too many, not a number, null, too complex.
+        (q("query($e: [String!]!) { contactsByEmails(emails: $e) { id } }", json!({"e": emails})), true),
+        (q("query($i: [ID!]!) { contactsByIds(ids: $i) { id } }", json!({"i": ["1", "abc"]})), true),
+        (q("query($e: String) { contact(email: $e) { id } }", json!({"e": null})), true),
+        (
+            q(
+                "query($e: [String!]!) { a: contactsByEmails(emails: $e) { id } contactsByEmails(emails: $e) { __typename id email name externalId ownerId updatedAt verifiedAt ownerStatus owner { id email name status role firstSeenAt deactivatedAt departedAt inRest inScim verifiedAt } } }",
+                json!({"e": emails[..1000]}),
+            ),
+            true,
+        ),
+    ];
+    for (body, error) in cases {
+        let (first, second, planned) = twice(g, &body).await;
+        let short = |s: &str| s.chars().take(300).collect::<String>();
+        let (b, a) = (short(&body.to_string()), short(&second));
+        assert_eq!(planned, 0, "{b}: {a}");
+        assert!(first == second, "{b}");
+        let v: Value = serde_json::from_str(&second).unwrap();
+        assert_eq!(v.get("errors").is_some(), error, "{b}: {a}");
+        if error {
+            assert!(v["errors"][0]["extensions"]["code"].is_string(), "{second}");
+        }
+    }
+    // A planned document whose next request is one the plan hands back: the ordinary error.
+    let metrics = Arc::new(Metrics::default());
+    let a = app_with(g.clone(), metrics.clone());
+    let doc = "query($e: [String!]!) { contactsByEmails(emails: $e) { id owner { status } } }";
+    let ok = send(&a, post(Some(READ), q(doc, json!({"e": ["c3@example.com"]})))).await;
+    assert!(ok.body["data"]["contactsByEmails"][0]["id"] == "3", "{}", ok.text);
+    let r = send(&a, post(Some(READ), q(doc, json!({"e": emails})))).await;
+    assert_eq!(code(&r), "BAD_USER_INPUT", "{}", r.text);
+    let r = send(&a, post(Some(READ), q(doc, json!({"e": ["c4@example.com", "nobody@x"]})))).await;
+    assert_eq!(r.body["data"]["contactsByEmails"][1], Value::Null, "{}", r.text);
+    assert_eq!(metrics.graphql_planned.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
