@@ -506,6 +506,9 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
+/// Encoded chunks (2,000 rows each) an export keeps ready ahead of the socket.
+const EXPORT_CHUNKS_AHEAD: usize = 4;
+
 #[derive(Debug, Default, serde::Deserialize)]
 struct ExportParams {
     format: Option<String>,
@@ -553,9 +556,19 @@ async fn export(
     }
     let generation = st.graph.read().generation;
     let rows = Export::new(st.graph.snapshot(), table, format);
-    let body = axum::body::Body::from_stream(futures::stream::iter(
-        rows.map(|chunk| Ok::<_, std::convert::Infallible>(Bytes::from(chunk))),
-    ));
+    // Chunks are encoded on a blocking thread a few ahead of the socket, so that encoding and
+    // sending overlap; a client that goes away stops the encoder at its next chunk.
+    let (tx, rx) = mpsc::channel::<Bytes>(EXPORT_CHUNKS_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        for chunk in rows {
+            if tx.blocking_send(Bytes::from(chunk)).is_err() {
+                break;
+            }
+        }
+    });
+    let body = axum::body::Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|c| (Ok::<_, std::convert::Infallible>(c), rx))
+    }));
     let ctype = match format {
         Format::Csv => "text/csv; charset=utf-8",
         Format::Ndjson => "application/x-ndjson",
