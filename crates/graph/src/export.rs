@@ -326,12 +326,9 @@ impl Row<'_> {
     }
 
     fn num(&mut self, v: Option<u64>) {
-        use std::fmt::Write;
         self.start_cell();
         match (self.format, v) {
-            (_, Some(n)) => {
-                let _ = write!(self.out, "{n}");
-            }
+            (_, Some(n)) => self.out.push_str(itoa::Buffer::new().format(n)),
             (Format::Ndjson, None) => self.out.push_str("null"),
             (Format::Csv, None) => {}
         }
@@ -341,7 +338,7 @@ impl Row<'_> {
     /// its allocation (an export writes two a row).
     fn time(&mut self, ms: Option<i64>) {
         use chrono::{Datelike, Timelike};
-        let t = ms.and_then(DateTime::<Utc>::from_timestamp_millis);
+        let t = ms.and_then(DateTime::<Utc>::from_timestamp_millis).map(|t| t.naive_utc());
         let Some(t) = t.filter(|t| (0..=9999).contains(&t.year())) else {
             let t = when(ms);
             return self.str(Some(t.as_str()).filter(|s| !s.is_empty()));

@@ -6,6 +6,7 @@ use idgraph_model::{normalize_email, Account, Contact, ScimUser, User};
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 /// In [`Index::email_first`]: ask `contact_emails`.
@@ -156,8 +157,8 @@ pub struct Freshness {
 pub struct Index {
     pub generation: u64,
     graph: StableDiGraph<Node, Edge>,
-    contacts: HashMap<u64, NodeIndex>,
-    agents: HashMap<u64, NodeIndex>,
+    contacts: FxHashMap<u64, NodeIndex>,
+    agents: FxHashMap<u64, NodeIndex>,
     accounts: HashMap<String, NodeIndex>,
     /// Normalised email -> contact ids (sorted), for lookups and prefix search.
     contact_emails: BTreeMap<String, Vec<u64>>,
@@ -165,7 +166,7 @@ pub struct Index {
     /// of 1,000 emails): the hash of a normalised email -> the lowest id with it, or
     /// [`ASK_TREE`] (two emails share the hash, or the email went away): then `contact_emails`
     /// answers. Every email in `contact_emails` has an entry; a found id is checked.
-    email_first: HashMap<u64, u64>,
+    email_first: FxHashMap<u64, u64>,
     agent_emails: HashMap<String, u64>,
     /// Agent id -> its contacts, sorted by id: stable pages.
     owned: HashMap<u64, BTreeSet<u64>>,

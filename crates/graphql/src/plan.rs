@@ -108,7 +108,12 @@ impl Plan {
 
     /// The whole answer (`{"data": …}`) from `ix`, or `None` when this request must take the
     /// ordinary way (its variables are not what the plan reads, or it is over the limits).
-    pub(crate) fn answer(&self, ix: &Index, operation: Option<&str>, vars: Option<&serde_json::Value>) -> Option<Vec<u8>> {
+    pub(crate) fn answer(
+        &self,
+        ix: &Index,
+        operation: Option<&str>,
+        vars: Option<&serde_json::Value>,
+    ) -> Option<Vec<u8>> {
         if self.operation.as_deref() != operation {
             return None;
         }
@@ -380,7 +385,9 @@ fn key_of_literal(v: &Value, many: bool) -> Option<Key<'_>> {
 fn key_of_json(v: &serde_json::Value, many: bool) -> Option<Key<'_>> {
     match (v, many) {
         (serde_json::Value::String(s), false) => Some(Key::One(s)),
-        (serde_json::Value::Array(items), true) => items.iter().map(|i| i.as_str()).collect::<Option<Vec<_>>>().map(Key::Many),
+        (serde_json::Value::Array(items), true) => {
+            items.iter().map(|i| i.as_str()).collect::<Option<Vec<_>>>().map(Key::Many)
+        }
         _ => None,
     }
 }

@@ -8,8 +8,8 @@ use axum::http::{Request, StatusCode};
 use idgraph_graph::{Graph, ShrinkGuard};
 use idgraph_graphql::{router, ApiTokens, Metrics, NoOperations, ServerConfig};
 use idgraph_model::{Contact, Record, Secret, User};
-use serde_json::{json, Value};
 use proptest::strategy::Strategy;
+use serde_json::{json, Value};
 use tower::ServiceExt;
 
 const READ: &str = "read-token";
