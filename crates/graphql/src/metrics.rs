@@ -40,11 +40,11 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn observe_query(&self, d: Duration) {
+        // One bucket per request (the first that holds it); `render` adds them up, so that a
+        // fast request touches three counters, not twelve.
         let s = d.as_secs_f64();
-        for (i, b) in BUCKETS_S.iter().enumerate() {
-            if s <= *b {
-                self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(i) = BUCKETS_S.iter().position(|b| s <= *b) {
+            self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
         self.latency_sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
@@ -112,9 +112,10 @@ impl Metrics {
             out,
             "# HELP idgraph_graphql_duration_seconds GraphQL request latency.\n# TYPE idgraph_graphql_duration_seconds histogram"
         );
+        let mut below = 0;
         for (i, b) in BUCKETS_S.iter().enumerate() {
-            let _ =
-                writeln!(out, "idgraph_graphql_duration_seconds_bucket{{le=\"{b}\"}} {}", l(&self.latency_buckets[i]));
+            below += l(&self.latency_buckets[i]);
+            let _ = writeln!(out, "idgraph_graphql_duration_seconds_bucket{{le=\"{b}\"}} {below}");
         }
         let count = l(&self.latency_count);
         let _ = writeln!(out, "idgraph_graphql_duration_seconds_bucket{{le=\"+Inf\"}} {count}");

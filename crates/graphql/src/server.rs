@@ -246,19 +246,16 @@ fn sha256_hex(s: &str) -> String {
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }
 
-async fn graphql(
-    State(st): State<Arc<AppState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: axum::body::Body,
-) -> Response {
-    let media = response_media(&headers);
+async fn graphql(State(st): State<Arc<AppState>>, req: axum::extract::Request) -> Response {
+    // The request taken whole, not through extractors that copy its headers.
+    let (parts, body) = req.into_parts();
+    let (method, uri, headers) = (&parts.method, &parts.uri, &parts.headers);
+    let media = response_media(headers);
     let body = match read_body(body, st.body_max_bytes).await {
         Ok(b) => b,
         Err(msg) => return early(StatusCode::PAYLOAD_TOO_LARGE, "BAD_REQUEST", &msg, media),
     };
-    let mut role = match st.tokens.check(&headers) {
+    let mut role = match st.tokens.check(headers) {
         Ok(r) => r,
         Err(denied) => {
             st.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
@@ -276,10 +273,10 @@ async fn graphql(
         }
     };
     // A GET can be forged by another page: it never carries admin rights.
-    if method == Method::GET {
+    if *method == Method::GET {
         role = Role::Read;
     }
-    let wire = match wire_request(&method, &headers, &uri, &body) {
+    let wire = match wire_request(method, headers, uri, &body) {
         Ok(w) => w,
         Err(msg) => return early(StatusCode::BAD_REQUEST, "BAD_REQUEST", &msg, media),
     };
