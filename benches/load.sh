@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Load test of `idgraph serve` on an org of 1,000,000 contacts, with wrk (Debian's package) on the
-# same machine. Prints requests a second and latency percentiles, idle and during a full reindex,
-# then sends 10,000 hostile requests and checks each got an error and the server's memory.
+# same machine. Prints requests a second and latency percentiles idle, during a full reindex (and
+# the memory after it), during a backup through the server, and while the refresher re-reads the
+# org (restarted with it on, and the memory it adds); then sends 10,000 hostile requests and checks
+# each got an error and the server's memory.
 #
 #   bash benches/load.sh            # CONTACTS=200000 DURATION=10s for a quicker run
 set -euo pipefail
@@ -27,11 +29,17 @@ until curl -s -o /dev/null "http://127.0.0.1:$SIM_PORT/healthz" 2>/dev/null || c
 echo "== crawl"
 $BIN crawl --drift-url "http://127.0.0.1:$SIM_PORT" --token bench --rate-limit 100000/s --data-dir "$WORK/data" 2>&1 | tail -1
 
-echo "== serve"
-$BIN serve --listen "127.0.0.1:$PORT" --drift-url "http://127.0.0.1:$SIM_PORT" --token bench --rate-limit 100000/s \
-  --data-dir "$WORK/data" --read-token r --admin-token a --full-every 6h --agents-every 6h 2>"$WORK/serve.log" &
-SERVE_PID=$!
-until curl -sf -o /dev/null "http://127.0.0.1:$PORT/readyz"; do sleep 0.2; done
+# serve RATE SHARE: the server, with the refresher's share of RATE (0: off).
+serve() {
+  $BIN serve --listen "127.0.0.1:$PORT" --drift-url "http://127.0.0.1:$SIM_PORT" --token bench --rate-limit "$1" \
+    --refresh-share "$2" --data-dir "$WORK/data" --read-token r --admin-token a --full-every 6h --agents-every 6h \
+    2>>"$WORK/serve.log" &
+  SERVE_PID=$!
+  until curl -sf -o /dev/null "http://127.0.0.1:$PORT/readyz"; do sleep 0.2; done
+}
+rss() { awk '/VmRSS/ {print int($2/1024) " MB"}' "/proc/$SERVE_PID/status"; }
+echo "== serve (the refresher off: the idle figures)"
+serve 100000/s 0
 grep -o 'load_ms[^ ]*' "$WORK/serve.log" | head -1 | sed 's/^/   cold start: /'
 
 # 1,000 real emails for the queries.
@@ -96,9 +104,34 @@ status() { curl -s -H 'authorization: Bearer r' -H 'content-type: application/js
 echo "   status after the load: $(status)"
 until status | grep -q '"crawling":false'; do sleep 1; done
 echo "   reindex done: $(status)"
+echo "   server memory right after the reindex of $CONTACTS contacts: $(rss) (target < 1.5 GB)"
+
+echo "== contact(email) during a backup through the server (target: < 15 s, p99 <= 2x idle)"
+run "$WORK/contact.lua" &
+WRK_PID=$!
+sleep 2
+T0=$(date +%s.%N)
+$BIN backup --server "http://127.0.0.1:$PORT" --admin-token a --to "$WORK/backup" 2>&1 | tail -1 | sed 's/^/   /'
+python3 -c "print(f'   backup took {$(date +%s.%N) - $T0:.1f} s wall, while wrk ran')"
+wait "$WRK_PID"
+rm -rf "$WORK/backup"
+
+echo "== the refresher on (half of 500 requests/s, by listing pages): memory and contact(email)"
+echo "   server memory with the refresher off, after the load above: $(rss)"
+kill "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true
+serve 500/s 0
+sleep 30
+OFF=$(rss)
+kill "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true
+serve 500/s 0.5
+sleep 30
+echo "   memory 30 s after a restart: refresher off $OFF, on $(rss)"
+echo "== contact(email) while the refresher runs (target p99 <= 1.5x idle)"
+run "$WORK/contact.lua"
+echo "   $(curl -s -H 'authorization: Bearer r' -H 'content-type: application/json' -d '{"query":"{ indexStatus { freshness { p50AgeSeconds lastCycleSeconds projectedCycleSeconds } } }"}' "http://127.0.0.1:$PORT/graphql")"
+echo "   memory after: $(rss)"
 
 echo "== 10,000 hostile requests (bad JSON, deep nesting, huge bodies, wrong tokens)"
-rss() { awk '/VmRSS/ {print $2/1024 " MB"}' "/proc/$SERVE_PID/status"; }
 echo "   server memory before: $(rss)"
 cat > "$WORK/hostile.lua" <<'LUA'
 local n = 0
