@@ -329,3 +329,113 @@ fn schema_file_is_what_idgraph_schema_prints() {
         assert!(checked_in.lines().any(|l| l.trim() == name), "the contract names {name} exactly");
     }
 }
+
+/// The hostile corpus: bodies that are not requests, documents that do not parse or validate,
+/// limits pushed, tokens missing or wrong, persisted-query tricks, and generated ones (valid
+/// documents cut at random, random bytes). Each is `(token, content type, body)`.
+fn hostile_corpus(seed: u64) -> Vec<(Option<&'static str>, &'static str, Vec<u8>)> {
+    use rand::{Rng, SeedableRng};
+    const J: &str = "application/json";
+    let q = |s: &str| json!({ "query": s }).to_string().into_bytes();
+    let deep = format!("{{ {}id{} }}", "agent(id: \"1\") { history { nodes { ".repeat(6), " } } }".repeat(6));
+    let aliases: String = (0..5000).map(|i| format!("a{i}: indexStatus {{ generation }} ")).collect();
+    let mut out: Vec<(Option<&'static str>, &'static str, Vec<u8>)> = vec![
+        (Some(READ), J, b"{not json".to_vec()),
+        (Some(READ), J, Vec::new()),
+        (Some(READ), J, b"null".to_vec()),
+        (Some(READ), J, b"[{\"query\": \"{ indexStatus { generation } }\"}]".to_vec()),
+        (Some(READ), J, b"{\"query\": 5}".to_vec()),
+        (Some(READ), J, b"{\"query\": \"{ indexStatus { generation } }\", \"variables\": 7}".to_vec()),
+        (Some(READ), J, vec![0xff, 0xfe, 0x00, 0x7b]),
+        (Some(READ), J, format!("{}{}", "[".repeat(20_000), "]".repeat(20_000)).into_bytes()),
+        (Some(READ), J, vec![b'a'; 1 << 20]),
+        (Some(READ), "application/graphql", vec![0xc3, 0x28]),
+        (Some(READ), J, q("{ indexStatus {")),
+        (Some(READ), J, q(&"{".repeat(50_000))),
+        (Some(READ), J, q("{ \"unterminated }")),
+        (Some(READ), J, q("{ nope }")),
+        (Some(READ), J, q(&deep)),
+        (Some(READ), J, q("{ whoOwnsWhom(first: 100) { edges { node { agent { ownedContacts(first: 100) { edges { node { owner { ownedContacts(first: 100) { totalCount } } } } } } } } } }")),
+        (Some(READ), J, q("{ ...A } fragment A on Query { ...B } fragment B on Query { ...A }")),
+        (Some(READ), J, q("{ indexStatus @skip { generation } }")),
+        (Some(READ), J, q("{ indexStatus @nope { generation } }")),
+        (Some(READ), J, q(&format!("{{ {aliases} }}"))),
+        (Some(READ), J, q("{ __schema { types { fields { type { fields { type { fields { name } } } } } } } }")),
+        (Some(READ), J, q("query($x: Int) { orphans(first: $y) { totalCount } }")),
+        (Some(READ), J, json!({"query": "query($x: Int!) { orphans(first: $x) { totalCount } }", "variables": {"x": "many"}}).to_string().into_bytes()),
+        (Some(READ), J, json!({"query": "query A { indexStatus { generation } } query B { indexStatus { generation } }"}).to_string().into_bytes()),
+        (Some(READ), J, json!({"query": "{ indexStatus { generation } }", "operationName": "Nope"}).to_string().into_bytes()),
+        (Some(READ), J, q("{ orphans(first: -1) { totalCount } }")),
+        (Some(READ), J, q("{ orphans(first: 1000000) { totalCount } }")),
+        (Some(READ), J, q("{ orphans(after: \"garbage\") { totalCount } }")),
+        (Some(READ), J, q("{ contact(id: \"abc\") { id } }")),
+        (Some(READ), J, q("{ contact { id } }")),
+        (Some(READ), J, json!({"query": "query($e: [String!]!) { contactsByEmails(emails: $e) { id } }", "variables": {"e": vec!["x@y"; 1001]}}).to_string().into_bytes()),
+        (Some(READ), J, q("{ changes(after: \"-5\") { totalCount } }")),
+        (Some(READ), J, json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "00".repeat(32)}}}).to_string().into_bytes()),
+        (Some(READ), J, json!({"query": "{ indexStatus { generation } }", "extensions": {"persistedQuery": {"version": 1, "sha256Hash": "ab".repeat(32)}}}).to_string().into_bytes()),
+        (Some(READ), J, q("mutation { reindex { crawling } }")),
+        (Some("wrong"), J, q("{ indexStatus { generation } }")),
+        (None, J, q("{ indexStatus { generation } }")),
+    ];
+    let valid = [
+        "{ orphans(first: 5) { totalCount edges { node { contact { id email } owner { id status } } } } }",
+        "query($e: String) { contact(email: $e) { id owner { email } } }",
+        "{ whoOwnsWhom(first: 3) { edges { node { agent { email } contacts } } } }",
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for i in 0..60 {
+        let doc = valid[i % valid.len()];
+        // Cut inside the document: never a whole one (it would be a valid request).
+        let cut = rng.random_range(1..doc.len() - 1);
+        out.push((Some(READ), J, q(&doc[..cut])));
+        let noise: Vec<u8> = (0..rng.random_range(1..2000)).map(|_| rng.random()).collect();
+        out.push((Some(READ), J, noise));
+    }
+    out
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_corpus_gets_coded_errors_and_memory_stays_flat() {
+    let (_sim, r) = sim(SimConfig { contacts: 2000, agents: 20, ..SimConfig::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let srv = serve(&r, dir.path(), &["--read-token", READ, "--admin-token", ADMIN, "--refresh-share", "0"]).await;
+    let pid = srv.child.id().expect("the server runs");
+    let http = reqwest::Client::new();
+    let g = format!("{}/graphql", srv.url);
+    let corpus = hostile_corpus(11);
+    let mut rss = Vec::new();
+    for round in 0..6 {
+        for (i, (token, ctype, body)) in corpus.iter().enumerate() {
+            let mut req = http.post(&g).header("content-type", *ctype).body(body.clone());
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let resp = req.send().await.unwrap_or_else(|e| panic!("request {i} of round {round}: {e}"));
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            let v: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|_| panic!("request {i}: {status} answered with something not JSON: {text:.200}"));
+            let errors =
+                v["errors"].as_array().unwrap_or_else(|| panic!("request {i}: {status} no errors: {text:.300}"));
+            assert!(!errors.is_empty(), "request {i}: {text:.300}");
+            for e in errors {
+                assert!(e["extensions"]["code"].is_string(), "request {i}: an error without a code: {text:.300}");
+                assert!(!e["message"].as_str().unwrap_or("").contains("Error {"), "a debug string: {text:.300}");
+            }
+        }
+        rss.push(rss_kb(pid));
+    }
+    // The first round fills caches and pools; after it, memory stays where it is.
+    let (first, last) = (rss[1], rss[rss.len() - 1]);
+    assert!(last <= first + 24 * 1024, "RSS grew from {first} kB to {last} kB over rounds: {rss:?}");
+    let d = data(&srv.url, READ, "{ indexStatus { contacts } }").await;
+    assert_eq!(d["indexStatus"]["contacts"], 2000, "still serving");
+}

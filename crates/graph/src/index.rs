@@ -515,6 +515,16 @@ impl Index {
 
     /// Sets a contact to what it is now (`None`: gone), whatever it was.
     pub fn put_contact(&mut self, id: u64, now: Option<ContactView>) {
+        // The same email and owner: nothing the graph's structure depends on changes, so the node
+        // is updated where it is (a re-read that only confirms a contact is the common case).
+        if let (Some(c), Some(n)) = (&now, self.contacts.get(&id)) {
+            if let Some(Node::Contact(old)) = self.graph.node_weight_mut(*n) {
+                if old.email == c.email && old.owner_id == c.owner_id {
+                    *old = c.clone();
+                    return;
+                }
+            }
+        }
         self.remove_contact(id);
         if let Some(c) = now {
             self.insert_contact(c);
