@@ -377,6 +377,10 @@ enum Answered {
 }
 
 async fn execute(st: &AppState, wire: WireRequest, role: Role) -> Answered {
+    if wire.variables.as_ref().is_some_and(|v| !v.is_null() && !v.is_object()) {
+        let msg = "variables must be a JSON object of names and values";
+        return Answered::Graphql(request_failure("BAD_REQUEST", msg.into()));
+    }
     let hash = persisted_hash(wire.extensions.as_ref());
     let query = wire.query.unwrap_or_default();
     let cached = match document(st, &query, hash.as_deref()) {
@@ -608,33 +612,12 @@ async fn backup(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
     let g = st.graph.clone();
     let to = req.to.clone();
     let started = Instant::now();
-    // A thread of its own at a lower CPU priority: the queries served meanwhile come first.
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let spawned = std::thread::Builder::new().name("idgraph-backup".into()).spawn(move || {
-        lower_this_threads_priority();
-        let _ = tx.send(g.backup_to(&to));
-    });
-    if let Err(e) = spawned {
-        return early(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", &format!("cannot start the backup: {e}"), JSON);
-    }
-    match rx.await {
+    match tokio::task::spawn_blocking(move || g.backup_to(&to)).await {
         Ok(Ok(r)) => {
             let msg = r.summary(&req.to, started.elapsed());
             (StatusCode::OK, Json(json!({"message": msg, "generation": r.generation}))).into_response()
         }
         Ok(Err(e)) => early(StatusCode::CONFLICT, "BAD_USER_INPUT", &e.to_string(), JSON),
         Err(e) => early(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", &e.to_string(), JSON),
-    }
-}
-
-/// Background work (a backup) yields the CPU to requests: nice 10 for the calling thread only.
-fn lower_this_threads_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: plain system calls on the calling thread's own id; no memory is passed.
-    unsafe {
-        let tid = libc::gettid();
-        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10) != 0 {
-            tracing::debug!("could not lower the backup thread's priority");
-        }
     }
 }
