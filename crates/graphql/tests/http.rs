@@ -349,35 +349,33 @@ async fn exports_stream_what_graphql_answers_from_one_generation() {
 /// the second crawl), an unknown one (99), no owner, no email, emails and names that need
 /// escaping or normalising, external ids.
 fn varied_org(g: &Graph) {
-    let contacts = |_: ()| -> Vec<Record> {
-        (1..=60u64)
-            .map(|i| {
-                let mut c = match contact(i, 0) {
-                    Record::Contact(c) => c,
-                    _ => unreachable!(),
-                };
-                c.email = match i % 7 {
-                    0 => None,
-                    1 => Some(format!("Q\"uo\\te{i}@Example.COM")),
-                    2 => Some(format!("ünï{i}@example.com")),
-                    _ => c.email,
-                };
-                c.name = (i % 3 == 0).then(|| format!("Name \"{i}\"\n\t\u{1}é"));
-                c.owner_id = match (i % 11, i % 10) {
-                    (0, _) => None,
-                    (_, 0) => Some(99),
-                    _ => Some(1 + i % 5),
-                };
-                c.external_id = (i % 4 == 0).then(|| format!("ext-{i}"));
-                c.updated_at = i as i64 * 1_000_003;
-                Record::Contact(c)
-            })
-            .collect()
-    };
+    let contacts: Vec<Record> = (1..=60u64)
+        .map(|i| {
+            let mut c = match contact(i, 0) {
+                Record::Contact(c) => c,
+                _ => unreachable!(),
+            };
+            c.email = match i % 7 {
+                0 => None,
+                1 => Some(format!("Q\"uo\\te{i}@Example.COM")),
+                2 => Some(format!("ünï{i}@example.com")),
+                _ => c.email,
+            };
+            c.name = (i % 3 == 0).then(|| format!("Name \"{i}\"\n\t\u{1}é"));
+            c.owner_id = match (i % 11, i % 10) {
+                (0, _) => None,
+                (_, 0) => Some(99),
+                _ => Some(1 + i % 5),
+            };
+            c.external_id = (i % 4 == 0).then(|| format!("ext-{i}"));
+            c.updated_at = i as i64 * 1_000_003;
+            Record::Contact(c)
+        })
+        .collect();
     for users in [5u64, 4] {
         let s = g.begin(false).unwrap();
         let mut recs: Vec<Record> = (1..=users).map(user).collect();
-        recs.extend(contacts(()));
+        recs.extend(contacts.iter().cloned());
         g.write(&s, &recs, None).unwrap();
         g.commit(s, Value::Null, false, ShrinkGuard::off()).unwrap();
     }
@@ -482,8 +480,7 @@ async fn documents_outside_the_plan_take_the_ordinary_way_with_its_errors() {
     let dir = tempfile::tempdir().unwrap();
     let g = Arc::new(Graph::open(dir.path()).unwrap());
     varied_org(&g);
-    let g = Arc::new(g);
-    let g: &Arc<Graph> = &g;
+    let g = &g;
     let emails: Vec<String> = (0..1001).map(|i| format!("c{i}@example.com")).collect();
     let q = |q: &str, vars: Value| json!({"query": q, "variables": vars});
     let cases = [
