@@ -12,6 +12,7 @@
 #
 #   bash benches/soak.sh                         # DURATION=1800 CONTACTS=1000000
 #   DURATION=120 CONTACTS=100000 bash benches/soak.sh
+#   REFRESH_SHARE=0 bash benches/soak.sh          # the same without the refresher
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-1800}
@@ -19,6 +20,7 @@ WARMUP=${WARMUP:-180}
 CONTACTS=${CONTACTS:-1000000}
 AGENTS=${AGENTS:-10000}
 CHANGES_PER_S=${CHANGES_PER_S:-20}
+REFRESH_SHARE=${REFRESH_SHARE:-0.5}
 SIM_PORT=${SIM_PORT:-18451}
 PORT=${PORT:-18452}
 cargo build --release -q
@@ -37,9 +39,9 @@ SIM_PID=$!
 until curl -s -o /dev/null -H 'authorization: Bearer soak' "$SIM/users/1"; do sleep 0.5; done
 echo "== crawl"
 $BIN crawl --drift-url "$SIM" --token soak --rate-limit 100000/s --data-dir "$WORK/data" 2>&1 | tail -1
-echo "== serve (agents refresh every minute, refresher at half of 500/s)"
+echo "== serve (agents refresh every minute, the refresher at $REFRESH_SHARE of 500/s)"
 $BIN serve --listen "127.0.0.1:$PORT" --drift-url "$SIM" --token soak --rate-limit 500/s --data-dir "$WORK/data" \
-  --read-token r --admin-token a --webhook-token hook --agents-every 60s --full-every 1000h --refresh-share 0.5 \
+  --read-token r --admin-token a --webhook-token hook --agents-every 60s --full-every 1000h --refresh-share "$REFRESH_SHARE" \
   2>"$WORK/serve.log" &
 SERVE_PID=$!
 until curl -sf -o /dev/null "$URL/readyz"; do sleep 0.2; done
