@@ -48,7 +48,7 @@ pub async fn execute_moves(
             .filter(|t| *t > 0)
             .unwrap_or_else(now_ms);
         let ev = Event {
-            id: format!("reassign:{}:{}:{}", m.contact_id, m.to, at_ms),
+            id: Some(format!("reassign:{}:{}:{}", m.contact_id, m.to, at_ms)),
             update: Update::SetOwner { id: m.contact_id, owner: Some(m.to), at_ms },
             via: Via::Reassignment,
         };

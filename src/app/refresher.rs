@@ -233,7 +233,7 @@ impl Refresher {
                 }
             };
             self.count(purpose);
-            events.push(Event { id: format!("reread:{id}:{at}"), update, via: Via::Reread });
+            events.push(Event { id: None, update, via: Via::Reread });
         }
         if events.is_empty() {
             // Nothing to read (an empty org): wait a beat rather than spin.
@@ -434,7 +434,7 @@ impl Refresher {
             .into_iter()
             .map(|c| {
                 self.count(Purpose::Cycle);
-                Event { id: format!("reread:{}:{at}", c.id), update: Update::Upsert(c), via: Via::Reread }
+                Event { id: None, update: Update::Upsert(c), via: Via::Reread }
             })
             .collect())
     }

@@ -173,7 +173,9 @@ pub enum Update {
 /// An update with the id that makes applying it idempotent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
-    pub id: String,
+    /// `None` for an update that is its own proof against repeats: a re-read says what Drift
+    /// holds, so applying it twice changes nothing twice. Only ids are remembered (for a week).
+    pub id: Option<String>,
     pub update: Update,
     pub via: Via,
 }
@@ -537,11 +539,13 @@ impl Graph {
             let mut overlay: HashMap<u64, Option<ContactView>> = HashMap::new();
             let mut count = ix.counts().0 as i64;
             for ev in events {
-                if !batch_ids.insert(ev.id.clone()) || self.store.seen(&ev.id)? {
-                    report.duplicates += 1;
-                    continue;
+                if let Some(eid) = ev.id {
+                    if !batch_ids.insert(eid.clone()) || self.store.seen(&eid)? {
+                        report.duplicates += 1;
+                        continue;
+                    }
+                    w.event_ids.push(eid);
                 }
-                w.event_ids.push(ev.id);
                 let id = ev.update.contact_id();
                 let before = match overlay.get(&id) {
                     Some(c) => c.clone(),
@@ -759,7 +763,7 @@ mod tests {
         let s = g.begin(true).unwrap();
         g.write(&s, &[contact(10)], None).unwrap();
         g.commit(s, Value::Null, false, ShrinkGuard::default()).unwrap();
-        let ev = |id: &str, update| Event { id: id.into(), update, via: Via::Webhook };
+        let ev = |id: &str, update| Event { id: Some(id.into()), update, via: Via::Webhook };
         let r = g.apply(vec![ev("a", Update::SetOwner { id: 10, owner: Some(2), at_ms: 20 })]).unwrap();
         assert_eq!(r.applied, 1);
         let r = g.apply(vec![ev("b", Update::SetOwner { id: 10, owner: Some(1), at_ms: 15 })]).unwrap();
@@ -771,6 +775,25 @@ mod tests {
         assert_eq!(r.stale, 1, "an older record is ignored");
         assert_eq!(g.read().owned_contacts(2, None, 10).1, 1);
         assert_eq!(g.read().owned_contacts(1, None, 10).1, 0);
+    }
+
+    #[test]
+    fn re_reads_apply_every_time_and_leave_no_event_ids_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Graph::open(dir.path()).unwrap();
+        let s = g.begin(true).unwrap();
+        g.write(&s, &[contact(10)], None).unwrap();
+        g.commit(s, Value::Null, false, ShrinkGuard::default()).unwrap();
+        let Record::Contact(mut c) = contact(10) else { unreachable!() };
+        for owner in [2, 3] {
+            c.owner_id = Some(owner);
+            c.updated_at += 1;
+            let reread = Event { id: None, update: Update::Upsert(c.clone()), via: Via::Reread };
+            let r = g.apply(vec![reread.clone(), reread]).unwrap();
+            assert_eq!((r.applied, r.duplicates), (2, 0), "a re-read is not a duplicate of another");
+            assert_eq!(g.read().owner_of(10).unwrap().id, owner);
+        }
+        assert_eq!(g.store.events_remembered(), 0, "re-reads are not remembered as events");
     }
 
     #[test]

@@ -217,6 +217,8 @@ pub struct Store {
     history: sled::Tree,
     history_gens: sled::Tree,
     events: sled::Tree,
+    /// The same ids keyed by time then id (`event_time_key`), for forgetting the old ones.
+    events_at: sled::Tree,
     /// State apps keep beside the index (the refresher's), by key.
     state: sled::Tree,
 }
@@ -297,6 +299,14 @@ fn seq_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }
 
+/// An event id's key in `events_at`: its time (big-endian, so keys sort by time), then the id.
+fn event_time_key(at_ms: i64, id: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + id.len());
+    k.extend_from_slice(&(at_ms.max(0) as u64).to_be_bytes());
+    k.extend_from_slice(id);
+    k
+}
+
 /// Decodes every value under a prefix on all cores: decoding dominates a cold start.
 fn decode_parallel<T: serde::de::DeserializeOwned + Send>(
     t: &sled::Tree,
@@ -357,11 +367,13 @@ impl Store {
             history: db.open_tree("history")?,
             history_gens: db.open_tree("history_gens")?,
             events: db.open_tree("events")?,
+            events_at: db.open_tree("events_at")?,
             state: db.open_tree("state")?,
             meta,
             db,
         };
         store.rekey_history()?;
+        store.index_events_by_time()?;
         store.clean()?;
         Ok(store)
     }
@@ -783,22 +795,41 @@ impl Store {
         Ok(self.events.contains_key(event_id.as_bytes())?)
     }
 
-    /// Records a webhook event id; returns false when it was already applied.
-    pub fn first_time(&self, event_id: &str, at_ms: i64) -> Result<bool, StoreError> {
-        let prev = self.events.insert(event_id.as_bytes(), &at_ms.to_be_bytes())?;
-        Ok(prev.is_none())
+    /// How many event ids are remembered (the table `prune_events` keeps bounded).
+    pub fn events_remembered(&self) -> usize {
+        self.events.len()
     }
 
-    /// Forgets event ids older than `before_ms`, keeping the table bounded.
-    pub fn prune_events(&self, before_ms: i64) -> Result<usize, StoreError> {
-        let mut n = 0;
-        for kv in self.events.iter() {
-            let (k, v) = kv?;
-            if u64_of(&v).map(|x| x as i64).is_some_and(|t| t < before_ms) {
-                self.events.remove(k)?;
-                n += 1;
-            }
+    /// Stores written before event ids were also kept by time hold them by id alone: index them
+    /// by time once, so that forgetting old ids reads only what it forgets.
+    fn index_events_by_time(&self) -> Result<(), StoreError> {
+        if self.events.is_empty() || !self.events_at.is_empty() {
+            return Ok(());
         }
+        let mut batch = sled::Batch::default();
+        for kv in self.events.iter() {
+            let (id, at) = kv?;
+            batch.insert(event_time_key(u64_of(&at).unwrap_or(0) as i64, &id), &[]);
+        }
+        self.events_at.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Forgets event ids older than `before_ms`, keeping the table bounded. It reads the ids by
+    /// time, so its cost is what it forgets, not what the table holds.
+    pub fn prune_events(&self, before_ms: i64) -> Result<usize, StoreError> {
+        let end = (before_ms.max(0) as u64).to_be_bytes();
+        let mut n = 0;
+        let mut batch = sled::Batch::default();
+        let mut index = sled::Batch::default();
+        for kv in self.events_at.range(..end.as_slice()) {
+            let (k, _) = kv?;
+            batch.remove(&k[8..]);
+            index.remove(k);
+            n += 1;
+        }
+        self.events.apply_batch(batch)?;
+        self.events_at.apply_batch(index)?;
         Ok(n)
     }
 
@@ -812,11 +843,12 @@ impl Store {
             encoded_info = Some(encode(info)?);
         }
         let encoded_at = encode(&w.at_ms)?;
-        [&self.meta, &self.history, &self.events, &t]
+        [&self.meta, &self.history, &self.events, &self.events_at, &t]
             .transaction(|trees| {
-                let (meta, history, events, gen) = (&trees[0], &trees[1], &trees[2], &trees[3]);
+                let (meta, history, events, events_at, gen) = (&trees[0], &trees[1], &trees[2], &trees[3], &trees[4]);
                 for id in &w.event_ids {
                     events.insert(id.as_bytes(), &w.at_ms.to_be_bytes())?;
+                    events_at.insert(event_time_key(w.at_ms, id.as_bytes()), &[])?;
                 }
                 let mut folded: HashMap<u64, Override> = HashMap::new();
                 for (id, o) in &w.overrides {
@@ -904,6 +936,7 @@ impl Store {
             let history = copy(&self.history, b"history")?;
             copy(&self.history_gens, b"history_gens")?;
             copy(&self.events, b"events")?;
+            copy(&self.events_at, b"events_at")?;
             copy(&self.state, b"state")?;
             let meta = db.open_tree("meta")?;
             for k in [META_FORMAT, META_SEQ, META_HISTORY_BY_SEQ] {
@@ -1116,12 +1149,35 @@ mod tests {
     fn seen_event_ids_are_forgotten_when_old() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        assert!(store.first_time("old", 1_000).unwrap());
-        assert!(store.first_time("new", 9_000).unwrap());
-        assert!(!store.first_time("old", 9_500).unwrap(), "a duplicate");
-        assert_eq!(store.prune_events(5_000).unwrap(), 0, "the duplicate refreshed its time");
-        assert_eq!(store.prune_events(9_600).unwrap(), 2);
-        assert!(store.first_time("old", 10_000).unwrap());
+        let write = |ids: &[&str], at_ms| InPlaceWrite {
+            event_ids: ids.iter().map(|s| s.to_string()).collect(),
+            at_ms,
+            ..InPlaceWrite::default()
+        };
+        store.commit_in_place(1, &write(&["old", "older"], 1_000)).unwrap();
+        store.commit_in_place(1, &write(&["new"], 9_000)).unwrap();
+        assert!(store.seen("old").unwrap() && store.seen("new").unwrap());
+        assert_eq!(store.prune_events(1_000).unwrap(), 0, "nothing is older than 1,000");
+        assert_eq!(store.prune_events(5_000).unwrap(), 2);
+        assert!(!store.seen("old").unwrap() && !store.seen("older").unwrap());
+        assert!(store.seen("new").unwrap(), "a recent id is kept");
+        assert_eq!(store.prune_events(9_600).unwrap(), 1);
+        assert!(!store.seen("new").unwrap());
+    }
+
+    #[test]
+    fn event_ids_of_an_older_store_are_indexed_by_time_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            // What a store written before the time index holds: ids by id alone.
+            store.events.insert("old", &1_000i64.to_be_bytes()).unwrap();
+            store.events.insert("new", &9_000i64.to_be_bytes()).unwrap();
+            store.db.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.prune_events(5_000).unwrap(), 1);
+        assert!(!store.seen("old").unwrap() && store.seen("new").unwrap());
     }
 
     #[test]

@@ -66,7 +66,7 @@ fn writer(dir: &Path) {
         g.commit(s, json!({}), true, ShrinkGuard::off()).expect("commit");
         let evs: Vec<Event> = (0..50)
             .map(|k| Event {
-                id: format!("e-{}-{k}", g.info().map_or(0, |i| i.generation)),
+                id: Some(format!("e-{}-{k}", g.info().map_or(0, |i| i.generation))),
                 update: Update::SetOwner { id: k + 1, owner: Some(101), at_ms: i64::MAX / 2 },
                 via: Via::Webhook,
             })

@@ -64,7 +64,7 @@ fn stream() -> Vec<Step> {
                 _ => Update::SetOwner { id, owner: Some(rng.random_range(1..=6)), at_ms: at },
             };
             let via = if j == 3 { Via::Reassignment } else { Via::Webhook };
-            evs.push(Event { id: format!("e{k}-{j}"), update, via });
+            evs.push(Event { id: Some(format!("e{k}-{j}")), update, via });
         }
         // Drift redelivers: an earlier delivery comes again now and then.
         if let Some(old) = recent.get(rng.random_range(0..recent.len().max(1))) {

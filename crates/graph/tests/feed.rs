@@ -103,7 +103,7 @@ fn run(dir: &Path, ops: &[Op]) {
                 for (c, owner, at, twice) in ws {
                     delivery += 1;
                     let ev = Event {
-                        id: format!("d{delivery}"),
+                        id: Some(format!("d{delivery}")),
                         update: Update::SetOwner { id: *c, owner: Some(*owner), at_ms: *at },
                         via: Via::Webhook,
                     };
@@ -175,7 +175,7 @@ fn polling_during_concurrent_writers_misses_nothing() {
             std::thread::spawn(move || {
                 for k in 0..60u64 {
                     let ev = Event {
-                        id: format!("w{w}-{k}"),
+                        id: Some(format!("w{w}-{k}")),
                         update: Update::SetOwner {
                             id: 1 + (k * 3 + w) % 200,
                             owner: Some(1 + k % 5),

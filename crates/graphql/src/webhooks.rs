@@ -118,7 +118,7 @@ pub(crate) async fn receive(State(st): State<Arc<AppState>>, headers: HeaderMap,
         Err(e) => return reject(StatusCode::BAD_REQUEST, &e),
     };
     let id = hex::encode(&Sha256::digest(&body)[..16]);
-    match tx.try_send(Event { id, update, via: Via::Webhook }) {
+    match tx.try_send(Event { id: Some(id), update, via: Via::Webhook }) {
         Ok(()) => {
             m.webhook_queue_depth.fetch_add(1, Ordering::Relaxed);
             (StatusCode::ACCEPTED, Json(json!({"accepted": true}))).into_response()
