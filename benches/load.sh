@@ -5,7 +5,9 @@
 # org (restarted with it on, and the memory it adds); then sends 10,000 hostile requests and checks
 # each got an error and the server's memory.
 #
-#   bash benches/load.sh            # CONTACTS=200000 DURATION=10s for a quicker run, HOSTILE=0 to skip the last part
+#   bash benches/load.sh            # CONTACTS=200000 DURATION=10s for a quicker run
+#   PARTS="refresher" bash benches/load.sh   # the idle figures and only the parts named (of
+#                                            # "reindex backup refresher hostile"; HOSTILE=0 drops the last)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONTACTS=${CONTACTS:-1000000}
@@ -14,6 +16,9 @@ DURATION=${DURATION:-15s}
 CONNS=${CONNS:-32}
 SIM_PORT=${SIM_PORT:-18411}
 PORT=${PORT:-18412}
+PARTS=${PARTS:-reindex backup refresher hostile}
+[ "${HOSTILE:-1}" = 0 ] && PARTS=${PARTS/hostile/}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --release -q
 BIN=target/release/idgraph
@@ -95,6 +100,7 @@ run "$WORK/contact.lua"
 echo "== orphans, first page, idle (target p99 < 10 ms)"
 run "$WORK/orphans.lua"
 
+if part reindex; then
 echo "== contact(email) during a full reindex (target p99 <= 2x idle)"
 curl -s -o /dev/null -H 'authorization: Bearer a' -H 'content-type: application/json' \
   -d '{"query":"mutation { reindex { crawling } }"}' "http://127.0.0.1:$PORT/graphql"
@@ -105,6 +111,9 @@ echo "   status after the load: $(status)"
 until status | grep -q '"crawling":false'; do sleep 1; done
 echo "   reindex done: $(status)"
 echo "   server memory right after the reindex of $CONTACTS contacts: $(rss) (target < 1.5 GB)"
+fi
+
+if part backup; then
 
 echo "== contact(email) during a backup through the server (target: < 15 s, p99 <= 2x idle)"
 run "$WORK/contact.lua" &
@@ -115,6 +124,9 @@ $BIN backup --server "http://127.0.0.1:$PORT" --admin-token a --to "$WORK/backup
 python3 -c "print(f'   backup took {$(date +%s.%N) - $T0:.1f} s wall, while wrk ran')"
 wait "$WRK_PID"
 rm -rf "$WORK/backup"
+fi
+
+if part refresher; then
 
 echo "== the refresher on (half of 500 requests/s, by listing pages): memory and contact(email)"
 echo "   server memory with the refresher off, after the load above: $(rss)"
@@ -130,8 +142,9 @@ echo "== contact(email) while the refresher runs (target p99 <= 1.5x idle)"
 run "$WORK/contact.lua"
 echo "   $(curl -s -H 'authorization: Bearer r' -H 'content-type: application/json' -d '{"query":"{ indexStatus { freshness { p50AgeSeconds lastCycleSeconds projectedCycleSeconds } } }"}' "http://127.0.0.1:$PORT/graphql")"
 echo "   memory after: $(rss)"
+fi
 
-if [ "${HOSTILE:-1}" = 0 ]; then exit 0; fi
+if ! part hostile; then exit 0; fi
 echo "== 10,000 hostile requests (bad JSON, deep nesting, huge bodies, wrong tokens)"
 echo "   server memory before: $(rss)"
 cat > "$WORK/hostile.lua" <<'LUA'

@@ -178,6 +178,9 @@ pub struct Index {
     unowned: BTreeSet<u64>,
     /// Agents by the number of things they own, most first.
     ranking: Vec<(usize, u64)>,
+    /// A contact came or went since the ranking was made (a re-read that only confirms one
+    /// does not, and its batch skips the re-ranking: the writer holds the lock for less).
+    rank_stale: bool,
     pub memory: HashMap<u64, AgentMemory>,
 }
 
@@ -415,6 +418,7 @@ impl Index {
     }
 
     fn insert_contact(&mut self, c: ContactView) {
+        self.rank_stale = true;
         let id = c.id;
         let email = c.email.as_deref().map(normalize_email);
         let owner = c.owner_id;
@@ -448,6 +452,7 @@ impl Index {
     }
 
     fn remove_contact(&mut self, id: u64) -> Option<ContactView> {
+        self.rank_stale = true;
         let n = self.contacts.remove(&id)?;
         let Some(Node::Contact(c)) = self.graph.remove_node(n) else {
             return None;
@@ -509,6 +514,7 @@ impl Index {
             .collect();
         ranking.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         self.ranking = ranking;
+        self.rank_stale = false;
     }
 
     // ---- incremental updates ----
@@ -611,7 +617,9 @@ impl Index {
 
     /// Call after a batch of incremental updates.
     pub fn finish_batch(&mut self) {
-        self.rerank();
+        if self.rank_stale {
+            self.rerank();
+        }
     }
 
     // ---- queries ----

@@ -561,7 +561,7 @@ impl Graph {
                 report.applied += 1;
                 count += after.is_some() as i64 - before.is_some() as i64;
                 w.changes.extend(kind.map(|k| (k, ev.via)));
-                w.overrides.push((id, write));
+                w.overrides.extend(write.map(|o| (id, o)));
                 if after.is_some() {
                     w.verified.push(id);
                 }
@@ -652,11 +652,17 @@ fn decide(
     u: &Update,
     before: Option<&ContactView>,
     now: i64,
-) -> Option<(Option<ContactView>, Option<ChangeKind>, Override)> {
+) -> Option<(Option<ContactView>, Option<ChangeKind>, Option<Override>)> {
     match u {
         Update::Upsert(c) => {
             if before.is_some_and(|b| b.updated_at_ms > c.updated_at) {
                 return None;
+            }
+            let after = index::contact_view(c, now);
+            // The version the index holds, confirmed (most re-reads): only the verified time is
+            // new, and the store already has the record, so only that time is written.
+            if before.is_some_and(|b| ContactView { verified_at_ms: now, ..b.clone() } == after) {
+                return Some((Some(after), None, None));
             }
             let kind = match before {
                 None => Some(ChangeKind::ContactAdded { contact: c.id, owner: c.owner_id }),
@@ -665,14 +671,14 @@ fn decide(
                 }
                 _ => None,
             };
-            Some((Some(index::contact_view(c, now)), kind, Override::Put(c.clone())))
+            Some((Some(after), kind, Some(Override::Put(c.clone()))))
         }
         Update::Delete { id, at_ms } => {
             let b = before.filter(|b| b.updated_at_ms <= *at_ms)?;
             Some((
                 None,
                 Some(ChangeKind::ContactRemoved { contact: *id, owner: b.owner_id }),
-                Override::Deleted { at_ms: *at_ms },
+                Some(Override::Deleted { at_ms: *at_ms }),
             ))
         }
         Update::SetOwner { id, owner, at_ms } => {
@@ -683,7 +689,7 @@ fn decide(
                 to: *owner,
             });
             let after = ContactView { owner_id: *owner, updated_at_ms: *at_ms, verified_at_ms: now, ..b.clone() };
-            Some((Some(after), kind, Override::Owner { owner: *owner, at_ms: *at_ms }))
+            Some((Some(after), kind, Some(Override::Owner { owner: *owner, at_ms: *at_ms })))
         }
     }
 }
@@ -794,6 +800,16 @@ mod tests {
             assert_eq!(g.read().owner_of(10).unwrap().id, owner);
         }
         assert_eq!(g.store.events_remembered(), 0, "re-reads are not remembered as events");
+        // A re-read that finds the contact as it is: only its verified time changes, and stays.
+        let before = g.read().contact(10).unwrap().verified_at_ms;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let r = g.apply(vec![Event { id: None, update: Update::Upsert(c.clone()), via: Via::Reread }]).unwrap();
+        assert_eq!(r.applied, 1);
+        let confirmed = g.read().contact(10).unwrap();
+        assert!(confirmed.verified_at_ms > before, "a confirming re-read verifies");
+        drop(g);
+        let g = Graph::open(dir.path()).unwrap();
+        assert_eq!(g.read().contact(10).unwrap(), confirmed, "as it was after a restart");
     }
 
     #[test]
