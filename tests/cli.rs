@@ -292,6 +292,34 @@ async fn a_data_directory_knows_its_org_and_serves_read_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_orgs_token_at_the_same_url_is_refused() {
+    let (_sim, r) = sim(SimConfig { contacts: 300, agents: 5, ..SimConfig::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (ok, log) = crawl(&r, dir.path(), &["--token", TOKEN]).await;
+    assert!(ok, "{log}");
+    // Every org shares Drift's URL: at the same address now answers another org.
+    let url = r.url();
+    let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    r.stop().await;
+    let other = drift_sim::Sim::new(SimConfig {
+        token: TOKEN.into(),
+        org_id: 2_000_002,
+        contacts: 300,
+        agents: 5,
+        ..SimConfig::default()
+    });
+    let _r2 = other.spawn(addr).await.expect("the same address again");
+    let (ok, _, err) = run(&["crawl", "--token", TOKEN, "--data-dir", d]).await;
+    assert!(!ok, "another org's token is refused");
+    assert!(err.contains("1000001") && err.contains("2000002") && err.contains("--force"), "{err}");
+    let (ok, _, err) = run(&["crawl", "--token", TOKEN, "--data-dir", d, "--force"]).await;
+    assert!(ok && err.contains("generation 2 is live"), "--force replaces it: {err}");
+    let (ok, _, err) = run(&["crawl", "--token", TOKEN, "--data-dir", d]).await;
+    assert!(ok, "the directory now holds the new org: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_while_serving_and_a_checked_restore() {
     let (_sim, r) = sim(SimConfig { contacts: 700, agents: 10, ..SimConfig::default() }).await;
     let dir = tempfile::tempdir().unwrap();

@@ -79,6 +79,7 @@ pub async fn crawl(a: CrawlArgs) -> Result<()> {
     let cfg = drift.crawl_config()?;
     let per_s = cfg.budget.per_second();
     let crawler = Crawler::new(cfg)?;
+    crate::app::identity::check_token_org(&graph, &crawler, a.force).await?;
     let progress = Progress::new(graph.info().map(|i| i.contacts), per_s);
     let guard = if a.force { ShrinkGuard::off() } else { ShrinkGuard::default() };
     let report = pipeline::reindex(&graph, &crawler, &progress, guard, drift.incremental).await?;

@@ -114,6 +114,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     let mut drift = settings.drift.clone();
     crate::app::identity::reconcile(&graph, &mut drift, a.force)?;
     let crawler = Crawler::new(drift.crawl_config()?)?;
+    crate::app::identity::check_token_org(&graph, &crawler, a.force).await?;
     let run = Run {
         graph,
         data_dir: settings.data_dir.clone(),

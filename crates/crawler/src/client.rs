@@ -112,6 +112,25 @@ impl DriftClient {
         DriftClient { http, auth, budget, retry, stats: Arc::new(ClientStats::default()) }
     }
 
+    /// What `POST /app/token_info` at `url` says of this client's token: its org's id, `None`
+    /// when the answer names none. The token goes in the body, as Drift asks, and nowhere else.
+    pub async fn token_org(&self, url: &str) -> Result<Option<u64>, CrawlError> {
+        let (token, _) = self.auth.bearer().await?;
+        let body = serde_json::json!({ "access_token": token.expose() });
+        let reply = self.request(Method::POST, url, Some(&body)).await?;
+        if !reply.status.is_success() {
+            return Ok(None);
+        }
+        let b = &reply.body;
+        Ok(b.get("orgId").and_then(idgraph_model::id_from_value).or_else(|| {
+            // `authenticated_userid: "orgId:123"`
+            b.get("authenticated_userid")
+                .and_then(Value::as_str)
+                .and_then(|s| s.strip_prefix("orgId:"))
+                .and_then(|id| id.trim().parse().ok())
+        }))
+    }
+
     pub async fn get(&self, url: &str) -> Result<Reply, CrawlError> {
         self.request(Method::GET, url, None).await
     }

@@ -90,6 +90,11 @@ impl Crawler {
         &self.rest
     }
 
+    /// The Drift org the token belongs to, as `POST /app/token_info` tells it (`None`: not said).
+    pub async fn org_id(&self) -> Result<Option<u64>, CrawlError> {
+        self.rest.token_org(&self.url("/app/token_info")).await
+    }
+
     pub fn config(&self) -> &CrawlConfig {
         &self.cfg
     }
