@@ -14,7 +14,9 @@
 //!    dropped answers, slow answers, 429 storms); the crawler is told 5,000/s. The ratio of wall
 //!    time to the floor is printed (target <= 1.10), with the reads kept in flight.
 //!
-//! `IDGRAPH_BENCH_QUICK=1` runs smaller orgs; `CRAWL_CASES=4` (a comma list) runs some cases.
+//! `IDGRAPH_BENCH_QUICK=1` runs smaller orgs; `CRAWL_CASES=4` (a comma list) runs some cases;
+//! `FAULTS_CONTACTS=100000` sets case 4's org size (40,000 by default); `NO_STORMS=1` and
+//! `NO_FAULTS=1` turn its 429 storms, or every fault, off.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -96,7 +98,8 @@ async fn main() {
     let run = |c: &str| cases.iter().any(|x| x == c);
     let quick = std::env::var("IDGRAPH_BENCH_QUICK").is_ok();
     if run("4") {
-        large_budget_under_faults(if quick { 10_000 } else { 40_000 }).await;
+        let n = std::env::var("FAULTS_CONTACTS").ok().and_then(|n| n.parse().ok());
+        large_budget_under_faults(n.unwrap_or(if quick { 10_000 } else { 40_000 })).await;
     }
     if !(run("1") || run("2") || run("3")) {
         return;

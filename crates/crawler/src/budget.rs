@@ -6,6 +6,11 @@
 //! back additively (AIMD), slowly near the rate where the last 429 was met. `Retry-After` and
 //! `X-RateLimit-*` are honoured when present and never needed.
 //!
+//! Slots are handed out at most a short horizon ahead: other requests wait in line for theirs, so
+//! that a request that must not wait behind the line (a retry whose page is holding up a crawl, a
+//! listing page whose contacts are the next work) takes the next slot (`acquire_first`) instead of
+//! the last. The rate is the same either way.
+//!
 //! This is hand-rolled rather than `governor` because the rate must change while requests wait.
 
 use std::time::Duration;
@@ -76,6 +81,13 @@ const SUCCESSES_MAX: usize = 4096;
 #[derive(Debug)]
 pub struct Budget {
     state: Mutex<State>,
+    /// Where `acquire` waits its turn (tokio's mutex is fair: first come, first served).
+    line: tokio::sync::Mutex<()>,
+}
+
+/// How far ahead slots are handed out: a few slots, and at least the timer's resolution.
+fn horizon(rate: f64) -> Duration {
+    Duration::from_secs_f64((4.0 / rate).max(0.002))
 }
 
 /// The slowest the pacer will go, as a fraction of the configured rate.
@@ -93,21 +105,46 @@ impl Budget {
                 last_decrease: None,
                 successes: std::collections::VecDeque::new(),
             }),
+            line: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Waits for this request's slot. Slots are handed out in order, one every `1/rate` seconds.
+    /// Waits in line, then for this request's slot. Slots are handed out in order, one every
+    /// `1/rate` seconds, and never more than a short horizon ahead.
     pub async fn acquire(&self) {
-        let wait = {
-            let mut s = self.state.lock();
-            let now = Instant::now();
-            let slot = s.next_slot.max(now);
-            s.next_slot = slot + Duration::from_secs_f64(1.0 / s.rate);
-            slot.saturating_duration_since(now)
-        };
+        let turn = self.line.lock().await;
+        loop {
+            let ahead = {
+                let s = self.state.lock();
+                s.next_slot.saturating_duration_since(Instant::now()).checked_sub(horizon(s.rate))
+            };
+            match ahead {
+                Some(d) if !d.is_zero() => tokio::time::sleep(d).await,
+                _ => break,
+            }
+        }
+        let wait = self.take_slot();
+        drop(turn);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// Waits for the next slot without waiting in line: for the few requests the others wait on.
+    pub async fn acquire_first(&self) {
+        let wait = self.take_slot();
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Takes the next slot; returns how long until it.
+    fn take_slot(&self) -> Duration {
+        let mut s = self.state.lock();
+        let now = Instant::now();
+        let slot = s.next_slot.max(now);
+        s.next_slot = slot + Duration::from_secs_f64(1.0 / s.rate);
+        slot.saturating_duration_since(now)
     }
 
     /// A request succeeded: grow back towards the configured rate.
@@ -142,11 +179,13 @@ impl Budget {
             let n = s.successes.len();
             let span = s.successes.front().map_or(0.0, |first| now.duration_since(*first).as_secs_f64());
             let measured = n as f64 / span.max(1e-9);
-            if n >= 10 && span >= 1.0 && measured >= 0.9 * s.rate {
+            // A second of successes, or as many as are kept (a large budget fills them sooner).
+            let enough = n >= 10 && (span >= 1.0 || n >= SUCCESSES_MAX);
+            if enough && measured >= 0.9 * s.rate {
                 // Nothing was being held back before this 429 (a storm, another client's burst):
                 // ease off a little and keep the estimate of the service's rate.
                 s.rate = (s.rate * 0.9).max(s.rate_max * RATE_FLOOR);
-            } else if n >= 10 && span >= 1.0 {
+            } else if enough {
                 let estimate = 0.95 * measured;
                 s.rate = estimate.min(s.rate * 0.9).max(s.rate_max * RATE_FLOOR);
                 s.ceiling = estimate.max(s.rate);
@@ -189,6 +228,30 @@ mod tests {
         assert!("0/s".parse::<BudgetConfig>().is_err());
         assert!("10/fortnight".parse::<BudgetConfig>().is_err());
         assert!("10/s@2".parse::<BudgetConfig>().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_takes_the_next_slot_not_the_last() {
+        let b = std::sync::Arc::new(Budget::new("10/s".parse().unwrap()));
+        let t0 = tokio::time::Instant::now();
+        // Fifty requests in line: five seconds of slots.
+        let line: Vec<_> = (0..50)
+            .map(|_| {
+                let b = b.clone();
+                tokio::spawn(async move { b.acquire().await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let asked = tokio::time::Instant::now();
+        b.acquire_first().await;
+        let waited = asked.elapsed();
+        assert!(waited <= Duration::from_millis(600), "the retry waited {waited:?}, not behind the line");
+        for t in line {
+            t.await.unwrap();
+        }
+        // The rate holds: 51 slots at 10/s, the last 5 s after the first.
+        let el = t0.elapsed().as_secs_f64();
+        assert!((4.95..5.2).contains(&el), "{el}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -135,9 +135,21 @@ impl DriftClient {
         self.request(Method::GET, url, None).await
     }
 
+    /// A GET that takes the budget's next slot instead of waiting in line behind the others: for
+    /// the list pages whose items are the next work.
+    pub async fn get_first(&self, url: &str) -> Result<Reply, CrawlError> {
+        self.send(Method::GET, url, None, true).await
+    }
+
     /// Sends one request until it succeeds, is refused for good, or runs out of attempts.
     /// A 404 is returned as a reply, not an error: for a lookup, "gone" is an answer.
     pub async fn request(&self, method: Method, url: &str, body: Option<&Value>) -> Result<Reply, CrawlError> {
+        self.send(method, url, body, false).await
+    }
+
+    /// `request`, whose first attempt waits in the budget's line unless `first`; its retries never
+    /// do (a retry often holds up a page whose other reads are done).
+    async fn send(&self, method: Method, url: &str, body: Option<&Value>, first: bool) -> Result<Reply, CrawlError> {
         let endpoint = endpoint_of(url);
         let mut attempts = 0u32;
         let mut limited = 0u32;
@@ -150,7 +162,11 @@ impl DriftClient {
             if limited > self.retry.max_rate_limited {
                 return Err(CrawlError::RateLimited { endpoint, times: limited });
             }
-            self.budget.acquire().await;
+            if first || attempts > 0 || limited > 0 || refreshed {
+                self.budget.acquire_first().await;
+            } else {
+                self.budget.acquire().await;
+            }
             let (token, gen) = self.auth.bearer().await?;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let sent = std::time::Instant::now();

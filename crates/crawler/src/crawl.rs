@@ -1,7 +1,7 @@
 //! The sources of a crawl, run concurrently under one budget.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -244,7 +244,7 @@ impl Crawler {
     ) -> Result<(Reply, Vec<Value>), CrawlError> {
         let mut tries = 0;
         loop {
-            let reply = client.get(url).await?;
+            let reply = client.get_first(url).await?;
             if reply.status.as_u16() == 404 {
                 return Err(CrawlError::Http {
                     endpoint: crate::client::endpoint_of(url),
@@ -521,13 +521,16 @@ impl Crawler {
         let mut pages = 0usize;
         let mut listed_all = false;
         let mut ahead = ReadAhead(std::collections::VecDeque::new());
-        // Each page's reads signal when they end, so that a page stuck on a slow answer does not
-        // keep the next pages from starting (they wait, read, to be handed on in order).
+        // Each read signals when it ends, so that a page waiting on a slow answer or a retry does
+        // not keep the next pages from starting (they wait, read, to be handed on in order).
+        // Pages are listed while fewer reads are outstanding than `pages_ahead` full pages hold:
+        // reads, not pages, so that pages each waiting on one straggler do not hold it up.
         let ended = Arc::new(tokio::sync::Notify::new());
+        let outstanding = Arc::new(AtomicUsize::new(0));
         loop {
-            let reading = |a: &ReadAhead| a.0.iter().filter(|(t, _)| !t.is_finished()).count();
             let limit = self.pages_ahead();
-            while !listed_all && reading(&ahead) < limit && ahead.0.len() < limit * 4 {
+            let reads_max = limit * self.cfg.page_size;
+            while !listed_all && outstanding.load(Ordering::Relaxed) < reads_max && ahead.0.len() < limit * 8 {
                 let (reply, items) =
                     self.get_list(&self.rest, &url, |v| v.get("data").and_then(Value::as_array).cloned()).await?;
                 pages += 1;
@@ -560,12 +563,9 @@ impl Crawler {
                     next: if listed_all { None } else { next.clone() },
                     high_water_ms: high_water,
                 }];
-                let (me, end) = (self.clone(), ended.clone());
-                let task = tokio::spawn(async move {
-                    let r = me.read_contacts(&ids).await;
-                    end.notify_one();
-                    r
-                });
+                let (me, end, left) = (self.clone(), ended.clone(), outstanding.clone());
+                left.fetch_add(ids.len(), Ordering::Relaxed);
+                let task = tokio::spawn(async move { me.read_contacts(&ids, &left, &end).await });
                 ahead.0.push_back((task, checkpoint));
                 if !listed_all {
                     if pages >= self.cfg.max_pages {
@@ -575,11 +575,11 @@ impl Crawler {
                 }
             }
             let front_done = ahead.0.front().map(|(t, _)| t.is_finished());
-            let can_list = !listed_all && ahead.0.len() < limit * 4;
+            let can_list = !listed_all && ahead.0.len() < limit * 8;
             match front_done {
                 None => break,
                 Some(false) if can_list => {
-                    // Wait for any page to end, then list more or hand on the first.
+                    // Wait for any read to end, then list more or hand on the first.
                     ended.notified().await;
                     continue;
                 }
@@ -612,11 +612,19 @@ impl Crawler {
     }
 
     /// Reads contacts by id, `in_flight` at a time: their records as Drift sent them (a 404,
-    /// deleted since, is skipped).
-    async fn read_contacts(&self, ids: &[u64]) -> Result<Vec<Value>, CrawlError> {
+    /// deleted since, is skipped). Each read that ends takes one off `left` and says so to `ended`.
+    async fn read_contacts(
+        &self,
+        ids: &[u64],
+        left: &AtomicUsize,
+        ended: &tokio::sync::Notify,
+    ) -> Result<Vec<Value>, CrawlError> {
         let results: Vec<Result<Option<Value>, CrawlError>> = stream::iter(ids.iter().copied())
             .map(|id| async move {
-                let r = self.rest.get(&self.url(&format!("/contacts/{id}"))).await?;
+                let r = self.rest.get(&self.url(&format!("/contacts/{id}"))).await;
+                left.fetch_sub(1, Ordering::Relaxed);
+                ended.notify_one();
+                let r = r?;
                 Ok(if r.status.as_u16() == 404 { None } else { r.body.get("data").cloned() })
             })
             .buffer_unordered(self.in_flight())
