@@ -101,6 +101,8 @@ threads = [threading.Thread(target=queries, daemon=True) for _ in range(2)]
 for t in threads:
     t.start()
 next_report = time.time() + 60
+samples = []   # RSS every 10 s after the warm-up
+next_sample = began + warmup
 while time.time() < stop:
     c = rng.choice(ids)
     owner = rng.choice(agents)
@@ -114,6 +116,9 @@ while time.time() < stop:
         start_rss = rss_mb()
         peak = start_rss
         print(f"   RSS at start (after the warm-up) {start_rss:.0f} MB", flush=True)
+    if start_rss is not None and time.time() >= next_sample:
+        next_sample += 10
+        samples.append(rss_mb())
     if time.time() >= next_report:
         next_report += 60
         print(f"   {int(time.time() - began)} s: {len(changed)} contacts changed, RSS {rss_mb():.0f} MB", flush=True)
@@ -124,6 +129,13 @@ end_rss = rss_mb()
 start_rss = start_rss or ready_rss
 peak = max(peak, end_rss)
 print(f"   RSS: start {start_rss:.0f} MB, peak {peak:.0f} MB, end {end_rss:.0f} MB ({100 * (end_rss - start_rss) / start_rss:+.1f}%)")
+if len(samples) >= 6:
+    # RSS moves by tens of MB from one minute to the next: the medians of the first and last
+    # tenths of the run (a sample every 10 s) say more than two single samples.
+    k = max(3, len(samples) // 10)
+    med = lambda xs: sorted(xs)[len(xs) // 2]
+    first, last = med(samples[:k]), med(samples[-k:])
+    print(f"   RSS medians: first {k * 10} s {first:.0f} MB, last {k * 10} s {last:.0f} MB ({100 * (last - first) / first:+.1f}%)")
 print(f"   {sum(changed.values())} owner changes on {len(changed)} contacts; errors: {errors}")
 
 # Quiet: no more changes; let the webhooks and an agents refresh land.

@@ -87,6 +87,10 @@ impl Operations for SchedulerOps {
         self.refresher.as_ref().map(|r| r.projected_cycle_seconds(contacts))
     }
 
+    fn give_back_memory(&self) {
+        crate::app::pipeline::give_back_memory();
+    }
+
     fn last_cycle_seconds(&self) -> Option<f64> {
         self.refresher.as_ref().and_then(|r| r.last_cycle_seconds())
     }

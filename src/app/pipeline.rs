@@ -79,7 +79,7 @@ pub async fn reindex(
 
 /// Asks mimalloc (the binary's allocator) to return freed pages, abandoned threads' included.
 /// Harmless under another allocator: mimalloc's own heaps are then empty.
-fn give_back_memory() {
+pub(crate) fn give_back_memory() {
     // SAFETY: `mi_collect` takes no pointers and may be called from any thread at any time.
     unsafe { libmimalloc_sys::mi_collect(true) }
 }

@@ -65,6 +65,9 @@ pub trait Operations: Send + Sync + 'static {
     fn last_cycle_seconds(&self) -> Option<f64> {
         None
     }
+    /// Asks the allocator to hand freed memory back to the system, on the calling thread, after
+    /// work that freed much of it (a backup). The binary knows its allocator; by default nothing.
+    fn give_back_memory(&self) {}
 }
 
 /// Operations for a read-only server (an audit, a test): nothing can be triggered.

@@ -131,12 +131,18 @@ pub fn router(graph: Arc<Graph>, ops: Arc<dyn Operations>, metrics: Arc<Metrics>
         .route("/graphql", get(graphql).post(graphql).layer(DefaultBodyLimit::disable()))
         .route("/webhooks/drift", post(webhooks::receive).layer(DefaultBodyLimit::max(webhook_body)))
         .route("/export/{table}", get(export))
-        .route("/admin/backup", post(backup))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(state)
+        .with_state(state.clone())
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, cfg.request_timeout));
+    // A backup takes as long as the store is large (about 10 s a million contacts beside a busy
+    // server): it has a bound of its own, not the queries' few seconds.
+    let backups = Router::new()
+        .route("/admin/backup", post(backup))
+        .with_state(state)
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, BACKUP_TIMEOUT));
+    let mut app = app.merge(backups);
     if !cfg.cors_origins.is_empty() {
         let origins: Vec<HeaderValue> = cfg.cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
         app = app.layer(
@@ -510,6 +516,9 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
 /// Encoded chunks (2,000 rows each) an export keeps ready ahead of the socket.
 const EXPORT_CHUNKS_AHEAD: usize = 4;
 
+/// The longest a backup through the server may take.
+const BACKUP_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
 #[derive(Debug, Default, serde::Deserialize)]
 struct ExportParams {
     format: Option<String>,
@@ -612,7 +621,14 @@ async fn backup(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
     let g = st.graph.clone();
     let to = req.to.clone();
     let started = Instant::now();
-    match tokio::task::spawn_blocking(move || g.backup_to(&to)).await {
+    let ops = st.ops.clone();
+    let backup = move || {
+        let r = g.backup_to(&to);
+        // The copy and its check went through hundreds of MB: give them back now.
+        ops.give_back_memory();
+        r
+    };
+    match tokio::task::spawn_blocking(backup).await {
         Ok(Ok(r)) => {
             let msg = r.summary(&req.to, started.elapsed());
             (StatusCode::OK, Json(json!({"message": msg, "generation": r.generation}))).into_response()

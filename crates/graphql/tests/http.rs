@@ -526,3 +526,23 @@ async fn documents_outside_the_plan_take_the_ordinary_way_with_its_errors() {
     assert_eq!(r.body["data"]["contactsByEmails"][1], Value::Null, "{}", r.text);
     assert_eq!(metrics.graphql_planned.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_is_not_cut_short_by_the_queries_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Arc::new(Graph::open(&dir.path().join("data")).unwrap());
+    crawl(&g, 5_000);
+    let tokens = ApiTokens { read: Some(Secret::new(READ)), admin: Some(Secret::new(ADMIN)) };
+    // Queries time out after a millisecond here; a backup takes longer than that.
+    let cfg = ServerConfig { tokens, request_timeout: std::time::Duration::from_millis(1), ..ServerConfig::default() };
+    let app = router(g.clone(), Arc::new(NoOperations), Arc::new(Metrics::default()), cfg);
+    let to = dir.path().join("backup");
+    let req = Request::post("/admin/backup")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Body::from(json!({ "to": to }).to_string()))
+        .unwrap();
+    let a = send(&app, req).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert!(a.body["message"].as_str().unwrap_or("").contains("passed its check"), "{}", a.text);
+}
