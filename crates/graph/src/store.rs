@@ -916,9 +916,7 @@ impl Store {
             return Err(StoreError::Corrupt(format!("{} is not empty: back up into a new directory", dir.display())));
         }
         {
-            // A small cache: the copy is written once and read back once, and a large cache would
-            // take memory (and the page faults that fill it) from the server it runs beside.
-            let db = sled::Config::new().path(dir).cache_capacity(16 << 20).open()?;
+            let db = sled::Config::new().path(dir).open()?;
             let copy = |from: &sled::Tree, name: &[u8]| -> Result<usize, StoreError> {
                 let to = db.open_tree(name)?;
                 let mut n = 0;

@@ -123,7 +123,7 @@ pub fn router(graph: Arc<Graph>, ops: Arc<dyn Operations>, metrics: Arc<Metrics>
         webhook_tx,
         body_max_bytes: cfg.body_max_bytes,
     });
-    let mut app = Router::new()
+    let app = Router::new()
         .route("/", get(graphiql::page))
         .route("/audit", get(graphiql::audit))
         .route("/favicon.ico", get(favicon))
