@@ -114,14 +114,28 @@ impl DriftClient {
 
     /// What `POST /app/token_info` at `url` says of this client's token: its org's id, `None`
     /// when the answer names none. The token goes in the body, as Drift asks, and nowhere else.
+    /// One attempt, not retried: a command asks it at start and must not wait out a backoff
+    /// when Drift is down (it goes on with the URL check alone).
     pub async fn token_org(&self, url: &str) -> Result<Option<u64>, CrawlError> {
         let (token, _) = self.auth.bearer().await?;
         let body = serde_json::json!({ "access_token": token.expose() });
-        let reply = self.request(Method::POST, url, Some(&body)).await?;
-        if !reply.status.is_success() {
+        self.budget.acquire_first().await;
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let answer = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.send_once(&Method::POST, url, Some(&body), token.expose()),
+        )
+        .await
+        .unwrap_or_else(|_| Err("no answer within 10 s".into()));
+        let (status, _, bytes) =
+            answer.map_err(|last| CrawlError::Exhausted { endpoint: endpoint_of(url), attempts: 1, last })?;
+        if !status.is_success() {
             return Ok(None);
         }
-        let b = &reply.body;
+        let Ok(b) = parse_body(&bytes) else {
+            return Ok(None);
+        };
+        let b = &b;
         Ok(b.get("orgId").and_then(idgraph_model::id_from_value).or_else(|| {
             // `authenticated_userid: "orgId:123"`
             b.get("authenticated_userid")
