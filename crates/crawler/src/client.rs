@@ -272,7 +272,9 @@ impl DriftClient {
 
     async fn backoff(&self, attempt: u32) {
         self.stats.retries.fetch_add(1, Ordering::Relaxed);
-        let exp = self.retry.backoff_base.saturating_mul(1 << attempt.min(10)).min(self.retry.backoff_max);
+        // The first retry waits up to the base (100 ms), each next one up to twice as long.
+        let exp =
+            self.retry.backoff_base.saturating_mul(1 << attempt.saturating_sub(1).min(10)).min(self.retry.backoff_max);
         // Full jitter: spread retries so that many failing requests do not come back together.
         let ms = rand::rng().random_range(0..=exp.as_millis().max(1) as u64);
         tokio::time::sleep(Duration::from_millis(ms)).await;
