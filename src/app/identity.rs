@@ -30,7 +30,7 @@ fn same(a: &str, b: &str) -> bool {
 /// given; refuses another org's URL unless `force` (which records the new one); records the org
 /// when the directory knows none yet.
 pub fn reconcile(graph: &Graph, drift: &mut DriftSettings, force: bool) -> Result<()> {
-    let stored: Option<OrgIdentity> = graph.load_state(KEY)?.and_then(|v| serde_json::from_value(v).ok());
+    let stored = stored(graph)?;
     match stored {
         Some(org) if !drift.drift_url_given => {
             drift.drift_url = org.drift_url;

@@ -762,13 +762,19 @@ mod tests {
         })
     }
 
-    #[test]
-    fn late_updates_never_roll_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let g = Graph::open(dir.path()).unwrap();
+    /// A store at `dir` whose current generation holds contact 10 (owned by 1).
+    fn one_contact(dir: &Path) -> Graph {
+        let g = Graph::open(dir).unwrap();
         let s = g.begin(true).unwrap();
         g.write(&s, &[contact(10)], None).unwrap();
         g.commit(s, Value::Null, false, ShrinkGuard::default()).unwrap();
+        g
+    }
+
+    #[test]
+    fn late_updates_never_roll_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = one_contact(dir.path());
         let ev = |id: &str, update| Event { id: Some(id.into()), update, via: Via::Webhook };
         let r = g.apply(vec![ev("a", Update::SetOwner { id: 10, owner: Some(2), at_ms: 20 })]).unwrap();
         assert_eq!(r.applied, 1);
@@ -786,10 +792,7 @@ mod tests {
     #[test]
     fn re_reads_apply_every_time_and_leave_no_event_ids_behind() {
         let dir = tempfile::tempdir().unwrap();
-        let g = Graph::open(dir.path()).unwrap();
-        let s = g.begin(true).unwrap();
-        g.write(&s, &[contact(10)], None).unwrap();
-        g.commit(s, Value::Null, false, ShrinkGuard::default()).unwrap();
+        let g = one_contact(dir.path());
         let Record::Contact(mut c) = contact(10) else { unreachable!() };
         for owner in [2, 3] {
             c.owner_id = Some(owner);
