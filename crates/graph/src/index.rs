@@ -653,6 +653,24 @@ impl Index {
             .collect()
     }
 
+    /// The orphans' keys after `after` up to `upto` (both in key order; `None`: from the first,
+    /// to the last), with their contacts and owners, borrowed (an export's chunk).
+    pub fn orphan_refs_between(
+        &self,
+        after: Option<OrphanKey>,
+        upto: Option<OrphanKey>,
+    ) -> impl Iterator<Item = (OrphanKey, &ContactView, &AgentView)> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let range = (after.map_or(Unbounded, Excluded), upto.map_or(Unbounded, Included));
+        self.orphans.range(range).filter_map(|k| Some((*k, self.contact_ref(k.3)?, self.agent_ref(k.2)?)))
+    }
+
+    /// Every `step`-th orphan key in order (the last of each run of `step`): where an export's
+    /// chunks end, so that they can be encoded apart.
+    pub fn orphan_key_marks(&self, step: usize) -> Vec<OrphanKey> {
+        self.orphans.iter().skip(step.saturating_sub(1)).step_by(step.max(1)).copied().collect()
+    }
+
     pub fn contact(&self, id: u64) -> Option<ContactView> {
         match self.graph.node_weight(*self.contacts.get(&id)?) {
             Some(Node::Contact(c)) => Some(c.clone()),
@@ -686,13 +704,25 @@ impl Index {
 
     /// The owner of a contact, through the graph's ownership edge.
     pub fn owner_of(&self, contact_id: u64) -> Option<&AgentView> {
-        let n = *self.contacts.get(&contact_id)?;
+        self.owner_of_node(*self.contacts.get(&contact_id)?)
+    }
+
+    fn owner_of_node(&self, n: NodeIndex) -> Option<&AgentView> {
         self.graph.edges_directed(n, Direction::Incoming).find(|e| *e.weight() == Edge::Owns).and_then(|e| {
             match self.graph.node_weight(e.source()) {
                 Some(Node::Agent(a)) => Some(a),
                 _ => None,
             }
         })
+    }
+
+    /// A contact and its owner, borrowed, with one lookup of the id (exports).
+    pub fn contact_and_owner(&self, id: u64) -> Option<(&ContactView, Option<&AgentView>)> {
+        let n = *self.contacts.get(&id)?;
+        match self.graph.node_weight(n) {
+            Some(Node::Contact(c)) => Some((c, self.owner_of_node(n))),
+            _ => None,
+        }
     }
 
     pub fn agent(&self, id: u64) -> Option<AgentView> {

@@ -513,8 +513,11 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-/// Encoded chunks (2,000 rows each) an export keeps ready ahead of the socket.
-const EXPORT_CHUNKS_AHEAD: usize = 4;
+/// Encoded chunks (2,000 rows each) each of an export's encoders keeps ready ahead of the socket.
+const EXPORT_CHUNKS_AHEAD: usize = 2;
+
+/// The threads an export is encoded on: encoding, not the socket, bounds an export's speed.
+const EXPORT_THREADS: usize = 2;
 
 /// The longest a backup through the server may take.
 const BACKUP_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -565,20 +568,30 @@ async fn export(
         );
     }
     let generation = st.graph.read().generation;
-    let rows = Export::new(st.graph.snapshot(), table, format);
-    // Chunks are encoded on a blocking thread a few ahead of the socket, so that encoding and
-    // sending overlap; a client that goes away stops the encoder at its next chunk.
-    let (tx, rx) = mpsc::channel::<Bytes>(EXPORT_CHUNKS_AHEAD);
-    tokio::task::spawn_blocking(move || {
-        for chunk in rows {
-            if tx.blocking_send(Bytes::from(chunk)).is_err() {
-                break;
-            }
-        }
+    // Chunks are encoded on blocking threads (each its share, dealt in turn) a few ahead of the
+    // socket, so that encoding and sending overlap, and taken from them in turn; a client that
+    // goes away stops the encoders at their next chunk.
+    let parts = Export::new(st.graph.snapshot(), table, format).split(EXPORT_THREADS);
+    let receivers: Vec<mpsc::Receiver<Bytes>> = parts
+        .into_iter()
+        .map(|rows| {
+            let (tx, rx) = mpsc::channel::<Bytes>(EXPORT_CHUNKS_AHEAD);
+            tokio::task::spawn_blocking(move || {
+                for chunk in rows {
+                    if tx.blocking_send(Bytes::from(chunk)).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        })
+        .collect();
+    let turns = futures::stream::unfold((receivers, 0usize), |(mut rxs, turn)| async move {
+        let n = rxs.len();
+        let chunk = rxs.get_mut(turn % n)?.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(chunk), (rxs, turn + 1)))
     });
-    let body = axum::body::Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|c| (Ok::<_, std::convert::Infallible>(c), rx))
-    }));
+    let body = axum::body::Body::from_stream(turns);
     let ctype = match format {
         Format::Csv => "text/csv; charset=utf-8",
         Format::Ndjson => "application/x-ndjson",
