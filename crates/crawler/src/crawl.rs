@@ -20,6 +20,9 @@ use crate::{Checkpoint, CheckpointUpdate, ContactsMode, CrawlConfig, CrawlError,
 pub const MAX_IN_FLIGHT: usize = 256;
 /// The most conversation pages whose contacts are read at once.
 const MAX_PAGES_AHEAD: usize = 64;
+/// Contact reads kept outstanding, in full pages per page read at once: listing goes on while
+/// fewer are, so that a slow or retried listing page does not leave the budget idle.
+const READS_AHEAD_PAGES: usize = 3;
 
 /// Conversation pages whose contacts are being read, oldest first, each with its checkpoint.
 /// Dropped early (the crawl failed or was cancelled), it stops the reads still going.
@@ -529,7 +532,7 @@ impl Crawler {
         let outstanding = Arc::new(AtomicUsize::new(0));
         loop {
             let limit = self.pages_ahead();
-            let reads_max = limit * self.cfg.page_size;
+            let reads_max = limit * self.cfg.page_size * READS_AHEAD_PAGES;
             while !listed_all && outstanding.load(Ordering::Relaxed) < reads_max && ahead.0.len() < limit * 8 {
                 let (reply, items) =
                     self.get_list(&self.rest, &url, |v| v.get("data").and_then(Value::as_array).cloned()).await?;
