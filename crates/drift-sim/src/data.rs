@@ -504,6 +504,13 @@ impl SimAccount {
     }
 }
 
+impl Conversation {
+    pub fn to_json(&self) -> Value {
+        json!({"id": self.id, "status": self.status, "contactId": self.contact_id, "inboxId": 1,
+               "createdAt": self.created_at, "updatedAt": self.updated_at})
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -511,12 +518,5 @@ mod tests {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::rfc3339(1_764_000_000_000), "2025-11-24T16:00:00Z");
         assert_eq!(super::rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
-    }
-}
-
-impl Conversation {
-    pub fn to_json(&self) -> Value {
-        json!({"id": self.id, "status": self.status, "contactId": self.contact_id, "inboxId": 1,
-               "createdAt": self.created_at, "updatedAt": self.updated_at})
     }
 }

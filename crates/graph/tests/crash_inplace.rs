@@ -135,7 +135,9 @@ fn crash_inplace_child() {
 
 /// What must come out the same: every contact's owner, every agent's status, and the history
 /// without its clock.
-fn state(g: &Graph) -> (Vec<(u64, Option<u64>)>, Vec<(u64, AgentStatus)>, Vec<String>) {
+type State = (Vec<(u64, Option<u64>)>, Vec<(u64, AgentStatus)>, Vec<String>);
+
+fn state(g: &Graph) -> State {
     let ix = g.read();
     let mut owners: Vec<(u64, Option<u64>)> = ix.owner_map().into_iter().collect();
     owners.sort();

@@ -39,13 +39,14 @@ fn contact(id: u64, owner: u64) -> Record {
     })
 }
 
-/// Agents 1..=6 crawled, then a crawl without 3, 4 and 5 (departed); contacts interleaved over
-/// owners 1..=6 and 99 (never an agent), so that consecutive orphans change owner and reason.
-fn org(g: &Graph) {
+/// Agents 1..=6 crawled, then a crawl without 3, 4 and 5 (departed); `contacts` contacts
+/// interleaved over owners 1..=6 and 99 (never an agent), so that consecutive orphans change owner
+/// and reason.
+fn org(g: &Graph, contacts: u64) {
     for agents in [vec![1, 2, 3, 4, 5, 6], vec![1, 2, 6]] {
         let s = g.begin(false).unwrap();
         let mut recs: Vec<Record> = agents.into_iter().map(user).collect();
-        recs.extend((1..=700).map(|i| contact(i, if i % 7 == 0 { 99 } else { 1 + i % 6 })));
+        recs.extend((1..=contacts).map(|i| contact(i, if i % 7 == 0 { 99 } else { 1 + i % 6 })));
         g.write(&s, &recs, None).unwrap();
         g.commit(s, Value::Null, false, ShrinkGuard::off()).unwrap();
     }
@@ -55,7 +56,7 @@ fn org(g: &Graph) {
 fn the_orphans_export_is_the_audit_csv_in_both_formats() {
     let dir = tempfile::tempdir().unwrap();
     let g = Graph::open(dir.path()).unwrap();
-    org(&g);
+    org(&g, 700);
     let csv: String = Export::new(g.snapshot(), Table::Orphans, Format::Csv).collect();
     let audit = render(&report(&g, None, true).unwrap(), AuditFormat::Csv).unwrap();
     let sorted = |s: &str| {
@@ -91,13 +92,7 @@ fn the_orphans_export_is_the_audit_csv_in_both_formats() {
 fn an_export_split_into_parts_is_the_same_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let g = Graph::open(dir.path()).unwrap();
-    for agents in [vec![1, 2, 3, 4, 5, 6], vec![1, 2, 6]] {
-        let s = g.begin(false).unwrap();
-        let mut recs: Vec<Record> = agents.into_iter().map(user).collect();
-        recs.extend((1..=9_001).map(|i| contact(i, if i % 7 == 0 { 99 } else { 1 + i % 6 })));
-        g.write(&s, &recs, None).unwrap();
-        g.commit(s, Value::Null, false, ShrinkGuard::off()).unwrap();
-    }
+    org(&g, 9_001);
     for table in [Table::Contacts, Table::Orphans, Table::Agents, Table::Accounts] {
         for format in [Format::Csv, Format::Ndjson] {
             let whole: String = Export::new(g.snapshot(), table, format).collect();
