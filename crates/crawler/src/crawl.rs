@@ -532,8 +532,8 @@ impl Crawler {
         let outstanding = Arc::new(AtomicUsize::new(0));
         loop {
             let limit = self.pages_ahead();
-            let reads_max = limit * self.cfg.page_size * READS_AHEAD_PAGES;
-            while !listed_all && outstanding.load(Ordering::Relaxed) < reads_max && ahead.0.len() < limit * 8 {
+            let (reads_max, pages_max) = (limit * self.cfg.page_size * READS_AHEAD_PAGES, limit * 8);
+            while !listed_all && outstanding.load(Ordering::Relaxed) < reads_max && ahead.0.len() < pages_max {
                 let (reply, items) =
                     self.get_list(&self.rest, &url, |v| v.get("data").and_then(Value::as_array).cloned()).await?;
                 pages += 1;
@@ -578,7 +578,7 @@ impl Crawler {
                 }
             }
             let front_done = ahead.0.front().map(|(t, _)| t.is_finished());
-            let can_list = !listed_all && ahead.0.len() < limit * 8;
+            let can_list = !listed_all && ahead.0.len() < pages_max;
             match front_done {
                 None => break,
                 Some(false) if can_list => {

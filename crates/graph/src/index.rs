@@ -642,15 +642,7 @@ impl Index {
 
     /// Orphans after `after` in key order, borrowed (exports): no copies.
     pub fn orphan_refs(&self, after: Option<OrphanKey>, first: usize) -> Vec<(OrphanKey, &ContactView, &AgentView)> {
-        let start = match after {
-            Some(a) => std::ops::Bound::Excluded(a),
-            None => std::ops::Bound::Unbounded,
-        };
-        self.orphans
-            .range((start, std::ops::Bound::Unbounded))
-            .filter_map(|k| Some((*k, self.contact_ref(k.3)?, self.agent_ref(k.2)?)))
-            .take(first)
-            .collect()
+        self.orphan_refs_between(after, None).take(first).collect()
     }
 
     /// The orphans' keys after `after` up to `upto` (both in key order; `None`: from the first,
