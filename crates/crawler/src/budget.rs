@@ -68,14 +68,14 @@ struct State {
     ceiling: f64,
     next_slot: Instant,
     last_decrease: Option<Instant>,
-    /// When recent requests succeeded (bounded): the success rate at a 429 is the service's rate.
-    successes: std::collections::VecDeque<Instant>,
+    /// When recent requests were let by (bounded): their rate at a 429 is the service's rate.
+    passed: std::collections::VecDeque<Instant>,
 }
 
-/// How far back successes are counted to estimate the service's rate.
+/// How far back answers let by are counted to estimate the service's rate.
 const WINDOW: Duration = Duration::from_secs(5);
-/// The most success times kept.
-const SUCCESSES_MAX: usize = 4096;
+/// The most such times kept.
+const PASSED_MAX: usize = 4096;
 
 /// The shared pacer. Cheap to share behind an `Arc`.
 #[derive(Debug)]
@@ -103,7 +103,7 @@ impl Budget {
                 ceiling: r,
                 next_slot: Instant::now(),
                 last_decrease: None,
-                successes: std::collections::VecDeque::new(),
+                passed: std::collections::VecDeque::new(),
             }),
             line: tokio::sync::Mutex::new(()),
         }
@@ -147,14 +147,14 @@ impl Budget {
         slot.saturating_duration_since(now)
     }
 
-    /// A request succeeded: grow back towards the configured rate.
-    pub fn on_success(&self) {
+    /// The service answered a request with anything but a 429 (a 5xx or a broken body too: its
+    /// limiter let it by): count it, and grow back towards the configured rate.
+    pub fn on_passed(&self) {
         let mut s = self.state.lock();
         let now = Instant::now();
-        s.successes.push_back(now);
-        while s.successes.len() > SUCCESSES_MAX || s.successes.front().is_some_and(|t| now.duration_since(*t) > WINDOW)
-        {
-            s.successes.pop_front();
+        s.passed.push_back(now);
+        while s.passed.len() > PASSED_MAX || s.passed.front().is_some_and(|t| now.duration_since(*t) > WINDOW) {
+            s.passed.pop_front();
         }
         if s.rate >= s.rate_max {
             return;
@@ -165,7 +165,7 @@ impl Budget {
 
     /// The service said 429: slow down and wait out `retry_after` when it was given.
     ///
-    /// A leaky bucket that overflows lets through exactly its own rate, so the success rate of the
+    /// A leaky bucket that overflows lets through exactly its own rate, so the rate of answers of the
     /// last few seconds estimates the service's rate: the pace drops to just under it (and at
     /// least by 10%), in one step rather than by halving again and again. 429s that follow within
     /// a few slots are the same overflow and do not slow down further.
@@ -176,11 +176,11 @@ impl Budget {
         // them at once), are the same overflow.
         let settle = Duration::from_secs_f64((4.0 / s.rate).clamp(0.1, 2.0));
         if s.last_decrease.is_none_or(|t| now.duration_since(t) >= settle) {
-            let n = s.successes.len();
-            let span = s.successes.front().map_or(0.0, |first| now.duration_since(*first).as_secs_f64());
+            let n = s.passed.len();
+            let span = s.passed.front().map_or(0.0, |first| now.duration_since(*first).as_secs_f64());
             let measured = n as f64 / span.max(1e-9);
-            // A second of successes, or as many as are kept (a large budget fills them sooner).
-            let enough = n >= 10 && (span >= 1.0 || n >= SUCCESSES_MAX);
+            // A second of answers let by, or as many as are kept (a large budget fills them sooner).
+            let enough = n >= 10 && (span >= 1.0 || n >= PASSED_MAX);
             if enough && measured >= 0.9 * s.rate {
                 // Nothing was being held back before this 429 (a storm, another client's burst):
                 // ease off a little and keep the estimate of the service's rate.
@@ -270,7 +270,7 @@ mod tests {
         b.on_rate_limited(None); // the same overflow: one signal
         assert!((b.rate() - 5.0).abs() < 1e-9);
         for _ in 0..1000 {
-            b.on_success();
+            b.on_passed();
         }
         assert!((b.rate() - 10.0).abs() < 1e-9);
     }

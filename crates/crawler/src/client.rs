@@ -107,6 +107,13 @@ fn error_message(body: &[u8]) -> String {
     msg.unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
 }
 
+/// A request without a whole answer: whether the service began answering (its limiter let the
+/// request by), and what happened, for the error.
+struct Lost {
+    answered: bool,
+    message: String,
+}
+
 impl DriftClient {
     pub fn new(http: reqwest::Client, auth: Arc<TokenSource>, budget: Arc<Budget>, retry: RetryPolicy) -> DriftClient {
         DriftClient { http, auth, budget, retry, stats: Arc::new(ClientStats::default()) }
@@ -126,9 +133,12 @@ impl DriftClient {
             self.send_once(&Method::POST, url, Some(&body), token.expose()),
         )
         .await
-        .unwrap_or_else(|_| Err("no answer within 10 s".into()));
-        let (status, _, bytes) =
-            answer.map_err(|last| CrawlError::Exhausted { endpoint: endpoint_of(url), attempts: 1, last })?;
+        .unwrap_or_else(|_| Err(Lost { answered: false, message: "no answer within 10 s".into() }));
+        let (status, _, bytes) = answer.map_err(|lost| CrawlError::Exhausted {
+            endpoint: endpoint_of(url),
+            attempts: 1,
+            last: lost.message,
+        })?;
         if !status.is_success() {
             return Ok(None);
         }
@@ -143,6 +153,11 @@ impl DriftClient {
                 .and_then(|s| s.strip_prefix("orgId:"))
                 .and_then(|id| id.trim().parse().ok())
         }))
+    }
+
+    /// The pacer this client's requests share.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
     }
 
     pub async fn get(&self, url: &str) -> Result<Reply, CrawlError> {
@@ -188,9 +203,12 @@ impl DriftClient {
             self.stats.note_latency(sent.elapsed());
             let (status, headers, bytes) = match answer {
                 Ok(x) => x,
-                Err(e) => {
+                Err(lost) => {
+                    if lost.answered {
+                        self.budget.on_passed();
+                    }
                     self.stats.transport_errors.fetch_add(1, Ordering::Relaxed);
-                    last = e;
+                    last = lost.message;
                     attempts += 1;
                     self.backoff(attempts).await;
                     continue;
@@ -198,11 +216,15 @@ impl DriftClient {
             };
             let header_num = |name: &str| header_u64(&headers, name);
             self.note_limit_headers(&headers);
+            if status.as_u16() != 429 {
+                // Any other answer, a 5xx or a malformed body too, went through the service's
+                // rate limiter: the budget counts it as let through.
+                self.budget.on_passed();
+            }
             match status.as_u16() {
                 200..=299 | 404 => {
                     match parse_body(&bytes) {
                         Ok(body) => {
-                            self.budget.on_success();
                             return Ok(Reply { status, body });
                         }
                         Err(e) => {
@@ -256,17 +278,24 @@ impl DriftClient {
         url: &str,
         body: Option<&Value>,
         token: &str,
-    ) -> Result<(reqwest::StatusCode, reqwest::header::HeaderMap, bytes::Bytes), String> {
+    ) -> Result<(reqwest::StatusCode, reqwest::header::HeaderMap, bytes::Bytes), Lost> {
         let mut req = self.http.request(method.clone(), url).bearer_auth(token);
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|e| format!("transport: {}", transport_cause(&e)))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| Lost { answered: false, message: format!("transport: {}", transport_cause(&e)) })?;
         let status = resp.status();
         let headers = resp.headers().clone();
         match resp.bytes().await {
             Ok(bytes) => Ok((status, headers, bytes)),
-            Err(e) => Err(format!("connection lost reading the body: {}", transport_cause(&e))),
+            Err(e) => Err(Lost {
+                // A 429 is short and whole; a body lost midway was an answer the limiter let by.
+                answered: status.as_u16() != 429,
+                message: format!("connection lost reading the body: {}", transport_cause(&e)),
+            }),
         }
     }
 
