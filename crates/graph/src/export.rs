@@ -99,15 +99,20 @@ pub fn columns(t: Table) -> &'static [&'static str] {
     }
 }
 
+/// What a spreadsheet reads as the start of a formula: such a cell is defused with a `'`.
+const FORMULA_START: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+/// What makes a cell quoted.
+const QUOTED: [char; 4] = [',', '"', '\n', '\r'];
+
 /// Whether a CSV cell must be written through [`csv_cell`] (quoted or defused).
 fn csv_special(s: &str) -> bool {
-    s.starts_with(['=', '+', '-', '@', '\t', '\r']) || s.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
+    s.starts_with(FORMULA_START) || s.bytes().any(|b| QUOTED.iter().any(|q| *q as u32 == u32::from(b)))
 }
 
 /// One CSV cell: quoted when needed, and defused when a spreadsheet would read it as a formula.
 pub fn csv_cell(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_string() };
-    if s.contains([',', '"', '\n', '\r']) {
+    let s = if s.starts_with(FORMULA_START) { format!("'{s}") } else { s.to_string() };
+    if s.contains(QUOTED) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s
