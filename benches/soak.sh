@@ -6,7 +6,7 @@
 #  - the refresher re-reading the org (listing pages) at half the budget;
 #  - GraphQL queries (owner lookups, orphan pages, the change feed).
 # Prints the server's resident memory at start (after WARMUP seconds of the same load, which fill
-# sled's 128 MB page cache and the allocator's pools), peak and end, then, once the org is quiet, the
+# sled's 32 MB page cache and the allocator's pools), peak and end, then, once the org is quiet, the
 # changes lost (a contact whose owner in idgraph is not Drift's) and doubled (a contact moved in
 # the history more often than it was changed): both must be 0.
 #

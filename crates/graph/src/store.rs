@@ -44,8 +44,8 @@ const P_MEMORY: u8 = b'm';
 const K_CHECKPOINT: &[u8] = b"K";
 const K_INFO: &[u8] = b"I";
 
-/// sled's page cache. Queries never read sled (the index is in memory); the cache serves in-place
-/// writes and the history. sled counts pages by their size on disk, and the resident memory it
+/// sled's page cache. Lookups never read sled (the index is in memory; only the history and the
+/// change feed do); the cache serves in-place writes and the history. sled counts pages by their size on disk, and the resident memory it
 /// takes is well above that: at 128 MB, a 1,000,000-contact store served 210 MB more than at 32,
 /// and climbed by about 100 MB over 40,000 owner changes (each loads a random leaf) where 32 MB
 /// stayed flat (`DURATION=300 WARMUP=60 CHANGES_PER_S=200 bash benches/soak.sh`).
