@@ -162,10 +162,10 @@ fn main() {
                 (listed, verified)
             };
             let recall = if truth.is_empty() { 1.0 } else { truth.intersection(&listed).count() as f64 / truth.len() as f64 };
-            let precision =
-                if verified.is_empty() { 1.0 } else { verified.intersection(&truth).count() as f64 / verified.len() as f64 };
+            let right = verified.intersection(&truth).count();
+            let precision = if verified.is_empty() { 1.0 } else { right as f64 / verified.len() as f64 };
             worst_precision = worst_precision.min(precision);
-            pooled = (pooled.0 + verified.len(), pooled.1 + verified.intersection(&truth).count());
+            pooled = (pooled.0 + verified.len(), pooled.1 + right);
             last_recall = recall;
             let cycles = refresher.stats.cycles.load(Ordering::Relaxed);
             if cycles > last_cycles {

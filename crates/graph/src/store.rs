@@ -45,10 +45,11 @@ const K_CHECKPOINT: &[u8] = b"K";
 const K_INFO: &[u8] = b"I";
 
 /// sled's page cache. Lookups never read sled (the index is in memory; only the history and the
-/// change feed do); the cache serves in-place writes and the history. sled counts pages by their size on disk, and the resident memory it
-/// takes is well above that: at 128 MB, a 1,000,000-contact store served 210 MB more than at 32,
-/// and climbed by about 100 MB over 40,000 owner changes (each loads a random leaf) where 32 MB
-/// stayed flat (`DURATION=300 WARMUP=60 CHANGES_PER_S=200 bash benches/soak.sh`).
+/// change feed do): the cache serves in-place writes and the history. sled counts pages by their
+/// size on disk, and the resident memory it takes is well above that: at 128 MB, a served
+/// 1,000,000-contact store took 210 MB more than at 32 MB, and climbed by about 100 MB over 40,000
+/// owner changes (each loads a random leaf) where 32 MB stayed flat
+/// (`DURATION=300 WARMUP=60 CHANGES_PER_S=200 bash benches/soak.sh`).
 const CACHE_BYTES: u64 = 32 << 20;
 const META_FORMAT: &[u8] = b"format";
 const META_CURRENT: &[u8] = b"current";
