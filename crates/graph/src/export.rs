@@ -106,7 +106,7 @@ const QUOTED: [char; 4] = [',', '"', '\n', '\r'];
 
 /// Whether a CSV cell must be written through [`csv_cell`] (quoted or defused).
 fn csv_special(s: &str) -> bool {
-    s.starts_with(FORMULA_START) || s.bytes().any(|b| QUOTED.iter().any(|q| *q as u32 == u32::from(b)))
+    s.starts_with(FORMULA_START) || s.bytes().any(|b| QUOTED.contains(&char::from(b)))
 }
 
 /// One CSV cell: quoted when needed, and defused when a spreadsheet would read it as a formula.
