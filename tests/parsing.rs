@@ -5,7 +5,7 @@
 use idgraph::app::scheduler::FullSchedule;
 use idgraph::app::settings::{Env, FileConfig, Flags, Settings};
 use idgraph_crawler::BudgetConfig;
-use idgraph_model::{webhook_change, Account, Contact, ScimUser, User};
+use idgraph_model::{webhook_hint, Account, Contact, ScimUser, User};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -49,9 +49,9 @@ proptest! {
         let _ = User::from_json(&v);
         let _ = ScimUser::from_json(&v);
         let _ = Account::from_json(&v);
-        let _ = webhook_change(&v);
-        let _ = webhook_change(&json!({"type": "contact_updated", "data": v.clone()}));
-        let _ = webhook_change(&json!({"type": "contact_identified", "data": v}));
+        let _ = webhook_hint(&v);
+        let _ = webhook_hint(&json!({"type": "contact_updated", "data": v.clone()}));
+        let _ = webhook_hint(&json!({"type": "contact_identified", "data": v}));
     }
 
     #[test]

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use idgraph_crawler::{ClientStats, Crawler, Source};
 use idgraph_graph::{reassign, Graph};
-use idgraph_graphql::{Metrics, Operations, ReassignOutcome, ReassignRequest, ScheduleStatus, Scope};
+use idgraph_graphql::{Announced, Metrics, Operations, ReassignOutcome, ReassignRequest, ScheduleStatus, Scope};
 
+use crate::app::confirm::Confirmer;
 use crate::app::observe::{CrawlObserver, RunKind, RunObserver};
-use crate::app::reassign::execute_moves;
+use crate::app::reassign::Jobs;
 use crate::app::refresher::Refresher;
 use crate::app::scheduler::Scheduler;
 
@@ -73,6 +74,8 @@ pub struct SchedulerOps {
     pub graph: Arc<Graph>,
     pub crawler: Crawler,
     pub refresher: Option<Arc<Refresher>>,
+    pub confirmer: Arc<Confirmer>,
+    pub jobs: Arc<Jobs>,
 }
 
 fn scope(kind: RunKind) -> Scope {
@@ -116,18 +119,31 @@ impl Operations for SchedulerOps {
     }
 
     fn reassign(&self, req: ReassignRequest) -> BoxFuture<'static, Result<ReassignOutcome, String>> {
-        let (scheduler, graph, crawler) = (self.scheduler.clone(), self.graph.clone(), self.crawler.clone());
+        let (graph, jobs) = (self.graph.clone(), self.jobs.clone());
         Box::pin(async move {
-            let moves = {
+            if req.dry_run {
                 let ix = graph.read();
                 reassign::check_source(&ix, req.from_agent, req.force).map_err(|e| e.to_string())?;
-                reassign::plan(&ix, req.from_agent, &req.to_agents, None).map_err(|e| e.to_string())?
-            };
-            if req.dry_run {
+                let moves = reassign::plan(&ix, req.from_agent, &req.to_agents, None).map_err(|e| e.to_string())?;
                 return Ok(ReassignOutcome { dry_run: true, moves, ..Default::default() });
             }
-            let _exclusive = scheduler.exclusive().await;
-            execute_moves(&graph, &crawler, moves, &|_, _| {}).await.map_err(|e| format!("{e:#}"))
+            // Planned and stored now, carried out in the background: the answer names the job.
+            let job = jobs.submit(req.from_agent, req.to_agents, req.force).map_err(|e| e.to_string())?;
+            let moves = job
+                .moves
+                .iter()
+                .map(|m| reassign::Move { contact_id: m.contact_id, from: job.from, to: m.to })
+                .collect();
+            Ok(ReassignOutcome { dry_run: false, moves, job: Some(job.id), ..Default::default() })
         })
+    }
+
+    fn reassignment(&self, id: u64) -> Option<reassign::Job> {
+        self.jobs.get(id)
+    }
+
+    fn announce(&self, contact_ids: &[u64]) -> Result<Announced, String> {
+        let a = self.confirmer.announce(contact_ids).map_err(|e| format!("{e:#}"))?;
+        Ok(Announced { queued: a.queued, already_queued: a.already_queued, queue_len: a.queue_len })
     }
 }

@@ -3,12 +3,15 @@
 //! - `settings`: defaults < TOML < environment < flags, resolved once.
 //! - `pipeline`: crawl → staging generation → switch; agents refresh in place.
 //! - `scheduler`: when runs happen (on tokio's clock), never two at once.
-//! - `reassign`: moves through Drift, each recorded in the graph as it lands.
+//! - `reassign`: reassignment jobs: moves through Drift in the background, each recorded in the
+//!   graph as Drift answers, kept in the store across restarts.
+//! - `confirm`: what a webhook announces, read from Drift before it is recorded.
 //! - `refresher`: re-reads what is known, by priority, at a share of the budget.
 //! - `identity`: the org a data directory holds (its URLs), refused when another is given.
 //! - `observe`: how the pipeline and scheduler report, to whoever listens.
 //! - `http`: the one module that knows the GraphQL crate (metrics, `Operations`).
 
+pub mod confirm;
 pub mod http;
 pub mod identity;
 pub mod observe;

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 use idgraph_crawler::Crawler;
-use idgraph_graph::reassign::{self, Move};
+use idgraph_graph::reassign::{self, Job, JobState, Move};
 use idgraph_graph::Graph;
 use serde_json::{json, Value};
 
 use super::common::{open_graph, remote_query};
 use super::{DriftArgs, StoreArgs};
-use crate::app::reassign::execute_moves;
+use crate::app::reassign::Jobs;
 use crate::app::settings::{Env, Settings};
 
 #[derive(Args)]
@@ -114,18 +114,38 @@ async fn local(a: &ReassignArgs) -> Result<()> {
         return Ok(());
     }
     let crawler = Crawler::new(settings.drift.crawl_config()?)?;
-    let every = (moves.len() / 20).max(1);
-    let progress = move |done: usize, total: usize| {
-        if done % every == 0 || done == total {
-            eprintln!("  {done}/{total} moved");
-        }
-    };
-    let out = execute_moves(&graph, &crawler, moves, &progress).await?;
-    summary(
-        out.applied,
-        out.already_done,
-        &out.failed.iter().map(|(id, e)| format!("contact {id}: {e}")).collect::<Vec<_>>(),
-    )
+    // The same job as a server runs, kept in the store: a run that is killed resumes where it
+    // was at the next `reassign --apply` (moves in doubt read from Drift first).
+    let jobs = Jobs::open(graph.clone(), crawler, None)?;
+    let job = jobs.submit(from, to, a.force)?;
+    let bar = progress_bar(job.moves.len());
+    let job = jobs.run(job.id, &|j: &Job| bar.set_position(finished(j) as u64)).await?;
+    bar.finish_and_clear();
+    job_summary(&job)
+}
+
+/// Moves of a job that are over (done, already done or failed).
+fn finished(j: &Job) -> usize {
+    let c = j.counts();
+    c.done + c.already_done + c.failed
+}
+
+fn progress_bar(total: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(Some(total as u64), indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template("  {bar:30} {pos}/{len} moves  {elapsed}, {eta} left") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn job_summary(job: &Job) -> Result<()> {
+    let c = job.counts();
+    let failed: Vec<String> = job.failures().map(|(id, e)| format!("contact {id}: {e}")).collect();
+    if job.state == JobState::Stopped {
+        summary(c.done, c.already_done, &failed)?;
+        anyhow::bail!("the reassignment stopped: {}", job.reason.as_deref().unwrap_or("no reason given"));
+    }
+    summary(c.done, c.already_done, &failed)
 }
 
 fn summary(applied: usize, already: usize, failed: &[String]) -> Result<()> {
@@ -203,13 +223,37 @@ async fn remote(a: &ReassignArgs, server: &str) -> Result<()> {
         return Ok(());
     }
     eprintln!("  applying through {server} (each move goes through Drift's API under the crawl budget) …");
-    let done =
+    let started =
         remote_query(server, token, q, json!({"from": from.to_string(), "to": to, "dry": false, "force": a.force}))
             .await?;
-    let r: &Value = &done["reassignContacts"];
-    let failed: Vec<String> = r["errors"]
-        .as_array()
-        .map(|e| e.iter().filter_map(|x| x.as_str().map(String::from)).collect())
-        .unwrap_or_default();
-    summary(r["applied"].as_u64().unwrap_or(0) as usize, r["alreadyDone"].as_u64().unwrap_or(0) as usize, &failed)
+    let r: &Value = &started["reassignContacts"];
+    let Some(job) = r["jobId"].as_str().map(String::from) else {
+        let failed: Vec<String> = r["errors"]
+            .as_array()
+            .map(|e| e.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        return summary(r["applied"].as_u64().unwrap_or(0) as usize, r["alreadyDone"].as_u64().unwrap_or(0) as usize, &failed);
+    };
+    eprintln!("  job {job}: the server carries it out; following it (Ctrl-C stops following, not the job)");
+    let bar = progress_bar(r["planned"].as_u64().unwrap_or(0) as usize);
+    let q = "query($id: ID!) { reassignment(id: $id) { state reason planned done alreadyDone failed errors } }";
+    let j = loop {
+        let d = remote_query(server, token, q, json!({"id": job})).await?;
+        let j = d["reassignment"].clone();
+        let n = |k: &str| j[k].as_u64().unwrap_or(0);
+        bar.set_position(n("done") + n("alreadyDone") + n("failed"));
+        if j["state"] != "RUNNING" {
+            break j;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    bar.finish_and_clear();
+    let failed: Vec<String> =
+        j["errors"].as_array().map(|e| e.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default();
+    let n = |k: &str| j[k].as_u64().unwrap_or(0) as usize;
+    summary(n("done"), n("alreadyDone"), &failed)?;
+    if j["state"] == "STOPPED" {
+        anyhow::bail!("the reassignment stopped: {}", j["reason"].as_str().unwrap_or("no reason given"));
+    }
+    Ok(())
 }

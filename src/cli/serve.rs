@@ -19,6 +19,8 @@ use super::{DriftArgs, StoreArgs};
 use crate::app::http::{MetricsObserver, SchedulerOps};
 use crate::app::observe::CrawlObserver;
 use crate::app::pipeline;
+use crate::app::confirm::Confirmer;
+use crate::app::reassign::Jobs;
 use crate::app::refresher::Refresher;
 use crate::app::scheduler::{FullSchedule, PipelineRunner, ScheduleConfig, Scheduler};
 use crate::app::settings::{duration, Env, Flags, Settings};
@@ -196,7 +198,10 @@ async fn run_server(run: Run, listener: tokio::net::TcpListener) -> Result<()> {
     let refresher = (run.refresh_share > 0.0)
         .then(|| Refresher::start(graph.clone(), run.crawler.clone(), scheduler.clone(), run.refresh_share))
         .transpose()?;
-    let ops = SchedulerOps { scheduler, graph: graph.clone(), crawler: run.crawler, refresher };
+    let confirmer = Confirmer::start(graph.clone(), run.crawler.clone())?;
+    let jobs = Jobs::open(graph.clone(), run.crawler.clone(), Some(scheduler.clone()))?;
+    jobs.spawn();
+    let ops = SchedulerOps { scheduler, graph: graph.clone(), crawler: run.crawler, refresher, confirmer, jobs };
     let app = router(graph, Arc::new(ops), metrics, run.server_cfg);
     serve_until_stopped(app, listener, &run.data_dir).await
 }

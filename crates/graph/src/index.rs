@@ -32,6 +32,17 @@ pub enum AgentStatus {
 }
 
 impl AgentStatus {
+    /// The status as GraphQL and the CLI spell it (`DEACTIVATED`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            AgentStatus::Active => "ACTIVE",
+            AgentStatus::Deactivated => "DEACTIVATED",
+            AgentStatus::Departed => "DEPARTED",
+            AgentStatus::Unknown => "UNKNOWN",
+            AgentStatus::Bot => "BOT",
+        }
+    }
+
     /// Whether things owned by an agent in this status are orphans.
     pub fn orphans(self) -> Option<OrphanReason> {
         match self {
@@ -63,6 +74,9 @@ pub struct AgentMemory {
     pub last_seen_ms: i64,
     pub deactivated_at_ms: Option<i64>,
     pub departed_at_ms: Option<i64>,
+    /// The last role Drift's `/users` gave, kept once the agent is gone.
+    #[serde(default)]
+    pub role: Option<String>,
 }
 
 /// An agent as queries return it.
@@ -167,7 +181,9 @@ pub struct Index {
     /// [`ASK_TREE`] (two emails share the hash, or the email went away): then `contact_emails`
     /// answers. Every email in `contact_emails` has an entry; a found id is checked.
     email_first: FxHashMap<u64, u64>,
-    agent_emails: HashMap<String, u64>,
+    /// Normalised email -> every agent that ever had it (a rehire reuses a leaver's email);
+    /// [`Index::agent_by_email`] picks one by rule.
+    agent_emails: HashMap<String, Vec<u64>>,
     /// Agent id -> its contacts, sorted by id: stable pages.
     owned: HashMap<u64, BTreeSet<u64>>,
     owned_accounts: HashMap<u64, BTreeSet<String>>,
@@ -255,7 +271,11 @@ pub fn remember(
             last_seen_ms: now_ms,
             deactivated_at_ms: None,
             departed_at_ms: None,
+            role: None,
         });
+        if let Some(r) = rest.and_then(|u| u.role.clone()) {
+            m.role = Some(r);
+        }
         if name.is_some() {
             m.name = name;
         }
@@ -312,13 +332,14 @@ fn agent_view(m: &AgentMemory, present: &Presence) -> AgentView {
         name: m.name.clone(),
         email: m.email.clone(),
         status,
-        role,
+        // A departed agent keeps the last role and confirmation Drift gave.
+        role: role.or_else(|| m.role.clone()),
         first_seen_ms: Some(m.first_seen_ms),
         deactivated_at_ms: m.deactivated_at_ms,
         departed_at_ms: if status == AgentStatus::Departed { m.departed_at_ms } else { None },
         in_rest,
         in_scim,
-        verified_at_ms: (in_rest || in_scim).then_some(m.last_seen_ms),
+        verified_at_ms: Some(m.last_seen_ms),
     }
 }
 
@@ -355,10 +376,45 @@ impl Index {
         ix
     }
 
-    fn add_agent(&mut self, a: AgentView) -> NodeIndex {
-        if let Some(e) = &a.email {
-            self.agent_emails.insert(normalize_email(e), a.id);
+    /// Notes that agent `id` has `email` now (and no longer `old`, when it changed).
+    fn index_agent_email(&mut self, id: u64, old: Option<&str>, new: Option<&str>) {
+        let (old, new) = (old.map(normalize_email), new.map(normalize_email));
+        if old == new && new.as_ref().is_some_and(|e| self.agent_emails.get(e).is_some_and(|v| v.contains(&id))) {
+            return;
         }
+        if let Some(o) = old.filter(|o| Some(o) != new.as_ref()) {
+            if let Some(v) = self.agent_emails.get_mut(&o) {
+                v.retain(|x| *x != id);
+                if v.is_empty() {
+                    self.agent_emails.remove(&o);
+                }
+            }
+        }
+        if let Some(e) = new {
+            let v = self.agent_emails.entry(e).or_default();
+            if let Err(pos) = v.binary_search(&id) {
+                v.insert(pos, id);
+            }
+        }
+    }
+
+    /// The agent an email belongs to, by rule: the active one; with none active, the one most
+    /// recently seen by Drift; ties to the higher id. The same answer whatever the order agents
+    /// were loaded in, so after any restart.
+    fn agent_id_by_email(&self, normalized: &str) -> Option<u64> {
+        let ids = self.agent_emails.get(normalized)?;
+        ids.iter()
+            .copied()
+            .filter_map(|id| Some((id, self.agent_ref(id)?)))
+            .max_by_key(|(id, a)| {
+                let seen = self.memory.get(id).map_or(i64::MIN, |m| m.last_seen_ms);
+                (a.status == AgentStatus::Active, seen, *id)
+            })
+            .map(|(id, _)| id)
+    }
+
+    fn add_agent(&mut self, a: AgentView) -> NodeIndex {
+        self.index_agent_email(a.id, None, a.email.as_deref());
         let id = a.id;
         let n = self.graph.add_node(Node::Agent(a));
         self.agents.insert(id, n);
@@ -425,7 +481,7 @@ impl Index {
         let n = self.graph.add_node(Node::Contact(c));
         self.contacts.insert(id, n);
         if let Some(e) = email {
-            if let Some(agent) = self.agent_emails.get(&e).and_then(|a| self.agents.get(a)).copied() {
+            if let Some(agent) = self.agent_id_by_email(&e).and_then(|a| self.agents.get(&a)).copied() {
                 self.graph.add_edge(n, agent, Edge::SamePerson);
             }
             let h = email_hash(&e);
@@ -587,9 +643,8 @@ impl Index {
                 }
             }
             self.orphan_accounts.retain(|(_, o, _)| *o != m.id);
-            if let Some(e) = &new.email {
-                self.agent_emails.insert(normalize_email(e), m.id);
-            }
+            let old_email = self.agent_ref(m.id).and_then(|a| a.email.clone());
+            self.index_agent_email(m.id, old_email.as_deref(), new.email.as_deref());
             match self.agents.get(&m.id).copied() {
                 Some(n) => {
                     if let Some(w) = self.graph.node_weight_mut(n) {
@@ -721,8 +776,21 @@ impl Index {
         self.agent_ref(id).cloned()
     }
 
+    /// The agent an email belongs to: the active agent with it; with none active, the most
+    /// recently seen. [`Index::agents_by_email`] lists every agent that ever had it.
     pub fn agent_by_email(&self, email: &str) -> Option<AgentView> {
-        self.agent(*self.agent_emails.get(&normalize_email(email))?)
+        self.agent(self.agent_id_by_email(&normalize_email(email))?)
+    }
+
+    /// Every agent that ever had this email (a leaver and the rehire who took it over), the one
+    /// [`Index::agent_by_email`] answers first, then by id.
+    pub fn agents_by_email(&self, email: &str) -> Vec<AgentView> {
+        let e = normalize_email(email);
+        let first = self.agent_id_by_email(&e);
+        let mut out: Vec<AgentView> =
+            self.agent_emails.get(&e).into_iter().flatten().filter_map(|id| self.agent(*id)).collect();
+        out.sort_by_key(|a| (Some(a.id) != first, a.id));
+        out
     }
 
     /// The agent that is the same person as a contact (same email), if any.

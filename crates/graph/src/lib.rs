@@ -370,6 +370,16 @@ impl Graph {
         self.store.save_state(key, value)
     }
 
+    /// Stores several keys of app state and removes others in one flushed batch.
+    pub fn update_states(&self, puts: &[(String, Value)], removes: &[String]) -> Result<(), StoreError> {
+        self.store.update_states(puts, removes)
+    }
+
+    /// Every key of app state under `prefix`, with its value.
+    pub fn states_under(&self, prefix: &str) -> Result<Vec<(String, Value)>, StoreError> {
+        self.store.states_under(prefix)
+    }
+
     /// The sequence number of the newest recorded change.
     pub fn last_change_seq(&self) -> Result<u64, StoreError> {
         self.store.last_seq()
@@ -381,6 +391,9 @@ impl Graph {
 
     /// Starts (or, with `resume`, continues) a generation.
     pub fn begin(&self, resume: bool) -> Result<Staging, StoreError> {
+        // Under the writer's lock: an in-place write mirrors itself into the staging generation
+        // it sees, so none may start between its look and its write.
+        let _writer = self.writer.lock();
         let (generation, resumed) = self.store.begin(resume)?;
         Ok(Staging { generation, resumed, started_at_ms: now_ms() })
     }
@@ -406,6 +419,7 @@ impl Graph {
     }
 
     pub fn abandon(&self, s: Staging) -> Result<(), StoreError> {
+        let _writer = self.writer.lock();
         self.store.abandon(s.generation)
     }
 
@@ -417,6 +431,11 @@ impl Graph {
         scim_available: bool,
         guard: ShrinkGuard,
     ) -> Result<Vec<Change>, StoreError> {
+        // The writer's lock from the first read of the staged records to the switch: every
+        // in-place change committed before it is in the staged generation (mirrored there), none
+        // comes after it until the switch, and the diff is taken against exactly the index the
+        // switch replaces. Readers go on meanwhile.
+        let _writer = self.writer.lock();
         let now = now_ms();
         let mut inputs = self.store.index_inputs(s.generation)?;
         let (mut memory, before) = self.memory_and_statuses();
@@ -463,7 +482,6 @@ impl Graph {
             kinds.extend(contact_changes(&self.read().owner_map(), &new_index.owner_map()));
         }
         let kinds: Vec<(ChangeKind, Via)> = kinds.into_iter().map(|k| (k, Via::Crawl)).collect();
-        let _writer = self.writer.lock();
         let served = self.info().map(|i| i.generation);
         let changes = self.store.switch(s.generation, served, &memory, &info, &kinds)?;
         *self.fallback.lock() = None;
@@ -531,6 +549,7 @@ impl Graph {
         let mut report = ApplyReport::default();
         let mut w = InPlaceWrite { at_ms: now, ..InPlaceWrite::default() };
         let mut batch_ids = HashSet::new();
+        let mut batch_deleted: HashMap<u64, i64> = HashMap::new();
         // Each applied update's contact as it is after it (`None`: deleted), in order.
         let mut effects: Vec<(u64, Option<ContactView>)> = Vec::new();
         let contacts = {
@@ -551,6 +570,18 @@ impl Graph {
                     Some(c) => c.clone(),
                     None => ix.contact(id),
                 };
+                // A contact removed is remembered (its tombstone): older news of it is stale.
+                if let (Update::Upsert(c), None) = (&ev.update, &before) {
+                    let gone = match (batch_deleted.get(&id), overlay.contains_key(&id)) {
+                        (Some(at), _) => Some(*at),
+                        (None, true) => None,
+                        (None, false) => self.store.deleted_at(info.generation, id)?,
+                    };
+                    if gone.is_some_and(|at| at >= c.updated_at) {
+                        report.stale += 1;
+                        continue;
+                    }
+                }
                 let Some((after, kind, write)) = decide(&ev.update, before.as_ref(), now) else {
                     match (&ev.update, &before) {
                         (Update::Upsert(_), _) | (_, Some(_)) => report.stale += 1,
@@ -564,6 +595,9 @@ impl Graph {
                 w.overrides.extend(write.map(|o| (id, o)));
                 if after.is_some() {
                     w.verified.push(id);
+                }
+                if let Update::Delete { at_ms, .. } = &ev.update {
+                    batch_deleted.insert(id, *at_ms);
                 }
                 overlay.insert(id, after.clone());
                 effects.push((id, after));

@@ -246,6 +246,11 @@ pub struct InPlaceWrite {
     /// Contacts Drift confirmed by this write (at `at_ms`).
     pub verified: Vec<u64>,
     pub at_ms: i64,
+    /// Records to put into and keys to remove from the staging generation, when a crawl is
+    /// under way (an agents refresh's users and SCIM users: newer than what the crawl read
+    /// before it). Contact overrides and verified times are mirrored there without being named.
+    pub staging_puts: Vec<(Vec<u8>, Vec<u8>)>,
+    pub staging_removes: Vec<Vec<u8>>,
 }
 
 fn tx_err(e: TransactionError<StoreError>) -> StoreError {
@@ -626,8 +631,19 @@ impl Store {
         Ok(n)
     }
 
+    /// When a contact was removed in place in a generation (its tombstone), if it was.
+    pub fn deleted_at(&self, generation: u64, id: u64) -> Result<Option<i64>, StoreError> {
+        let k = key(P_CONTACT, id);
+        Ok(match self.tree(generation)?.get(k)?.map(|v| decode::<Override>(&k, &v)).transpose()? {
+            Some(Override::Deleted { at_ms }) => Some(at_ms),
+            _ => None,
+        })
+    }
+
     /// What an agents-only refresh writes into a generation: every stored user, SCIM user (when
-    /// `scim` is given) and memory record replaced by the new ones.
+    /// `scim` is given) and memory record replaced by the new ones; and, while a crawl is under
+    /// way, its users and SCIM users into the staging generation too, so that the switch does not
+    /// bring back what the crawl read before the refresh.
     pub fn agents_write(
         &self,
         generation: u64,
@@ -636,6 +652,24 @@ impl Store {
         memory: &HashMap<u64, AgentMemory>,
         w: &mut InPlaceWrite,
     ) -> Result<(), StoreError> {
+        if let Some(st) = self.staging()?.filter(|s| *s != generation) {
+            let t = self.tree(st)?;
+            let mut prefixes = vec![P_USER];
+            if scim.is_some() {
+                prefixes.push(P_SCIM);
+            }
+            for p in prefixes {
+                for k in t.scan_prefix([p]).keys() {
+                    w.staging_removes.push(k?.to_vec());
+                }
+            }
+            for u in users {
+                w.staging_puts.push((key(P_USER, u.id).to_vec(), encode(u)?));
+            }
+            for s in scim.unwrap_or_default() {
+                w.staging_puts.push((key(P_SCIM, s.id).to_vec(), encode(s)?));
+            }
+        }
         let t = self.tree(generation)?;
         let mut prefixes = vec![P_USER, P_MEMORY];
         if scim.is_some() {
@@ -724,6 +758,30 @@ impl Store {
         self.state.insert(key.as_bytes(), encode(value)?)?;
         self.state.flush()?;
         Ok(())
+    }
+
+    /// Stores several keys of app state and removes others in one batch, flushed.
+    pub fn update_states(&self, puts: &[(String, Value)], removes: &[String]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in puts {
+            batch.insert(k.as_bytes(), encode(v)?);
+        }
+        for k in removes {
+            batch.remove(k.as_bytes());
+        }
+        self.state.apply_batch(batch)?;
+        self.state.flush()?;
+        Ok(())
+    }
+
+    /// Every key of app state under `prefix`, with its value, in key order.
+    pub fn states_under(&self, prefix: &str) -> Result<Vec<(String, Value)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.state.scan_prefix(prefix.as_bytes()) {
+            let (k, v) = kv?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), decode(&k, &v)?));
+        }
+        Ok(out)
     }
 
     /// The sequence number of the newest change (0: none yet).
@@ -845,33 +903,64 @@ impl Store {
     /// Commits one in-place change to a generation in one transaction (flushed before it
     /// returns): event ids, folded contact overrides, records, info and history. Returns the
     /// history entries with their sequence numbers.
+    ///
+    /// While a crawl is under way, the contact overrides and verified times go into its staging
+    /// generation as well, in the same transaction: a change applied in place during a crawl is
+    /// in the generation that replaces this one (where it wins over the crawl's reading of the
+    /// record only when it is not older), so a switch never rolls it back. The caller holds the
+    /// graph's writer lock, under which staging generations begin and end.
     pub fn commit_in_place(&self, generation: u64, w: &InPlaceWrite) -> Result<Vec<Change>, StoreError> {
         let t = self.tree(generation)?;
+        let staging = match self.staging()?.filter(|s| *s != generation) {
+            Some(s) => Some(self.tree(s)?),
+            None => None,
+        };
         let mut encoded_info = None;
         if let Some(info) = &w.info {
             encoded_info = Some(encode(info)?);
         }
         let encoded_at = encode(&w.at_ms)?;
-        [&self.meta, &self.history, &self.events, &self.events_at, &t]
+        let mut trees = vec![&self.meta, &self.history, &self.events, &self.events_at, &t];
+        trees.extend(staging.as_ref());
+        trees
+            .as_slice()
             .transaction(|trees| {
                 let (meta, history, events, events_at, gen) = (&trees[0], &trees[1], &trees[2], &trees[3], &trees[4]);
+                let staged = trees.get(5);
                 for id in &w.event_ids {
                     events.insert(id.as_bytes(), &w.at_ms.to_be_bytes())?;
                     events_at.insert(event_time_key(w.at_ms, id.as_bytes()), &[])?;
                 }
-                let mut folded: HashMap<u64, Override> = HashMap::new();
-                for (id, o) in &w.overrides {
-                    let old = match folded.remove(id) {
-                        Some(o) => Some(o),
-                        None => {
-                            let k = key(P_CONTACT, *id);
-                            gen.get(k)?.map(|v| decode::<Override>(&k, &v)).transpose().map_err(abort)?
-                        }
-                    };
-                    folded.insert(*id, Override::merge(old, o.clone()));
-                }
-                for (id, o) in &folded {
+                let fold = |tree: &TransactionalTree| -> Result<HashMap<u64, Override>, ConflictableTransactionError<StoreError>> {
+                    let mut folded: HashMap<u64, Override> = HashMap::new();
+                    for (id, o) in &w.overrides {
+                        let old = match folded.remove(id) {
+                            Some(o) => Some(o),
+                            None => {
+                                let k = key(P_CONTACT, *id);
+                                tree.get(k)?.map(|v| decode::<Override>(&k, &v)).transpose().map_err(abort)?
+                            }
+                        };
+                        folded.insert(*id, Override::merge(old, o.clone()));
+                    }
+                    Ok(folded)
+                };
+                for (id, o) in &fold(gen)? {
                     gen.insert(&key(P_CONTACT, *id), encode(o).map_err(abort)?)?;
+                }
+                if let Some(st) = staged {
+                    for (id, o) in &fold(st)? {
+                        st.insert(&key(P_CONTACT, *id), encode(o).map_err(abort)?)?;
+                    }
+                    for id in &w.verified {
+                        st.insert(&key(P_VERIFIED, *id), encoded_at.as_slice())?;
+                    }
+                    for k in &w.staging_removes {
+                        st.remove(k.as_slice())?;
+                    }
+                    for (k, v) in &w.staging_puts {
+                        st.insert(k.as_slice(), v.as_slice())?;
+                    }
                 }
                 for k in &w.removes {
                     gen.remove(k.as_slice())?;

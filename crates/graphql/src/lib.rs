@@ -48,7 +48,7 @@ pub struct ReassignRequest {
     pub force: bool,
 }
 
-pub use idgraph_graph::reassign::Outcome as ReassignOutcome;
+pub use idgraph_graph::reassign::{Job as ReassignJob, Outcome as ReassignOutcome};
 
 /// The binary's side: the scheduler and the writes to Drift.
 pub trait Operations: Send + Sync + 'static {
@@ -68,6 +68,27 @@ pub trait Operations: Send + Sync + 'static {
     /// Asks the allocator to hand freed memory back to the system, on the calling thread, after
     /// work that freed much of it (a backup). The binary knows its allocator; by default nothing.
     fn give_back_memory(&self) {}
+    /// A webhook announced changes to these contacts: queue them to be read from Drift (before
+    /// anything is recorded). Blocks for a durable write. `Err` when they cannot be queued (the
+    /// queue is full, or this server does not read Drift): the delivery is refused with 503.
+    fn announce(&self, _contact_ids: &[u64]) -> Result<Announced, String> {
+        Err("this server does not read Drift: webhooks cannot be confirmed".to_string())
+    }
+    /// A reassignment job by id.
+    fn reassignment(&self, _id: u64) -> Option<ReassignJob> {
+        None
+    }
+}
+
+/// What [`Operations::announce`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Announced {
+    /// Contacts newly queued.
+    pub queued: usize,
+    /// Contacts waiting already (the delivery adds nothing).
+    pub already_queued: usize,
+    /// Contacts waiting now.
+    pub queue_len: usize,
 }
 
 /// Operations for a read-only server (an audit, a test): nothing can be triggered.

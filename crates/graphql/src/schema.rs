@@ -783,12 +783,75 @@ pub struct Move {
 pub struct ReassignResult {
     dry_run: bool,
     planned: usize,
+    /// Moves made by the time of the answer: 0 when a job was started (follow it with
+    /// `reassignment(id:)`).
     applied: usize,
     already_done: usize,
     failed: usize,
     /// The first 1,000 moves of the plan.
     moves: Vec<Move>,
     errors: Vec<String>,
+    /// The job that carries the plan out in the background (not for a dry run).
+    job_id: Option<ID>,
+}
+
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// Moves are being made (or wait for the scheduler's turn).
+    Running,
+    /// Every move is done, was already done, or failed.
+    Done,
+    /// Stopped before the end; `reason` says why (a target no longer active, ...).
+    Stopped,
+}
+
+/// A reassignment carried out in the background, under the rate budget; it survives restarts.
+#[derive(SimpleObject)]
+pub struct ReassignmentJob {
+    id: ID,
+    state: JobState,
+    reason: Option<String>,
+    from_agent_id: ID,
+    to_agent_ids: Vec<ID>,
+    planned: usize,
+    /// Moved, and recorded as Drift answered.
+    done: usize,
+    /// The contact had left the source before its turn.
+    already_done: usize,
+    failed: usize,
+    /// Sent, with no answer recorded yet: read again from Drift before a retry.
+    in_doubt: usize,
+    pending: usize,
+    /// The first 100 failures, `contact ID: reason`.
+    errors: Vec<String>,
+    created_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<idgraph_graph::reassign::Job> for ReassignmentJob {
+    fn from(j: idgraph_graph::reassign::Job) -> Self {
+        let c = j.counts();
+        ReassignmentJob {
+            id: ID(j.id.to_string()),
+            state: match j.state {
+                idgraph_graph::reassign::JobState::Running => JobState::Running,
+                idgraph_graph::reassign::JobState::Done => JobState::Done,
+                idgraph_graph::reassign::JobState::Stopped => JobState::Stopped,
+            },
+            reason: j.reason.clone(),
+            from_agent_id: ID(j.from.to_string()),
+            to_agent_ids: j.targets.iter().map(|t| ID(t.to_string())).collect(),
+            planned: c.planned,
+            done: c.done,
+            already_done: c.already_done,
+            failed: c.failed,
+            in_doubt: c.in_doubt,
+            pending: c.pending,
+            errors: j.failures().take(100).map(|(id, e)| format!("contact {id}: {e}")).collect(),
+            created_at: time(j.created_at_ms),
+            finished_at: j.finished_at_ms.and_then(time),
+        }
+    }
 }
 
 #[derive(SimpleObject)]
@@ -1147,6 +1210,15 @@ impl Query {
         Ok(Some(change_page(graph(c)?, filter, n)?))
     }
 
+    /// A reassignment job started by `reassignContacts`: its progress, and why it stopped if it
+    /// did. Needs the admin token.
+    #[graphql(guard = "AdminGuard")]
+    async fn reassignment(&self, c: &Context<'_>, id: ID) -> Result<Option<ReassignmentJob>> {
+        let cx = ctx(c)?;
+        let id = parse_id(&id, "job")?;
+        Ok(cx.ops.reassignment(id).map(ReassignmentJob::from))
+    }
+
     /// What is served and when it is refreshed. Answers before the first index is loaded too
     /// (`ready: false`, counts null).
     async fn index_status(&self, c: &Context<'_>) -> Result<Option<IndexStatus>> {
@@ -1179,7 +1251,10 @@ impl Mutation {
     }
 
     /// Moves an agent's contacts to one or several active agents, through Drift's
-    /// `PATCH /contacts/{id}`. Dry run by default. Needs the admin token.
+    /// `PATCH /contacts/{id}`. Dry run by default. Not a dry run: answers at once with the plan
+    /// and a `jobId`; the moves are made in the background under the rate budget (follow them
+    /// with `reassignment(id:)`), and the source and targets are checked again before each
+    /// batch. Needs the admin token.
     #[graphql(guard = "AdminGuard")]
     async fn reassign_contacts(
         &self,
@@ -1211,6 +1286,7 @@ impl Mutation {
                 })
                 .collect(),
             errors: out.failed.iter().take(100).map(|(id, e)| format!("contact {id}: {e}")).collect(),
+            job_id: out.job.map(|j| ID(j.to_string())),
         })
     }
 }

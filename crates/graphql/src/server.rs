@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use idgraph_graph::{Event, Graph};
+use idgraph_graph::Graph;
 use idgraph_model::Secret;
 use serde_json::json;
 use subtle::ConstantTimeEq;
@@ -103,13 +103,11 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub tokens: ApiTokens,
     pub webhook: Option<WebhookConfig>,
-    pub webhook_tx: Option<mpsc::Sender<Event>>,
     pub body_max_bytes: usize,
 }
 
 /// The whole HTTP surface. Call inside a Tokio runtime (the webhook applier is spawned here).
 pub fn router(graph: Arc<Graph>, ops: Arc<dyn Operations>, metrics: Arc<Metrics>, cfg: ServerConfig) -> Router {
-    let webhook_tx = cfg.webhook.as_ref().map(|w| webhooks::start_applier(graph.clone(), metrics.clone(), w));
     let webhook_body = cfg.webhook.as_ref().map_or(64 * 1024, |w| w.body_max_bytes);
     let state = Arc::new(AppState {
         schema: build_schema(graph.clone(), ops.clone()),
@@ -120,7 +118,6 @@ pub fn router(graph: Arc<Graph>, ops: Arc<dyn Operations>, metrics: Arc<Metrics>
         metrics,
         tokens: cfg.tokens.clone(),
         webhook: cfg.webhook.clone(),
-        webhook_tx,
         body_max_bytes: cfg.body_max_bytes,
     });
     let app = Router::new()

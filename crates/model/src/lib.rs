@@ -345,41 +345,46 @@ mod tests {
     }
 }
 
-/// What a Drift webhook delivery says about a contact.
+/// What a Drift webhook delivery announces: that a contact was made or changed. Drift's webhooks
+/// carry a static token and no signature, so an announcement is a hint, never evidence: the one
+/// who acts on it reads the contact from Drift (`GET /contacts/{id}`) and records what Drift says.
 #[derive(Debug, Clone, PartialEq)]
-pub enum WebhookChange {
-    /// `contact_identified`: the whole contact.
-    Upsert(Contact),
-    /// `contact_updated` whose diff changes the owner (any of Drift's spellings of it).
-    SetOwner { id: u64, owner: Option<u64>, at_ms: i64 },
+pub struct WebhookHint {
+    pub contact_id: u64,
+    /// The delivery's own time, where it gives one (`timestamp`, `createdAt`, `updatedAt`), in
+    /// milliseconds: used only to refuse a delivery from the future, never to order records.
+    pub at_ms: Option<i64>,
+    /// The event's `type`.
+    pub kind: &'static str,
 }
 
-/// Reads a webhook delivery; `None` for events that change nothing idgraph keeps.
-pub fn webhook_change(body: &Value) -> Result<Option<WebhookChange>, String> {
+/// Reads a webhook delivery: the contact it names, for `contact_identified` (the contact),
+/// `contact_updated` (`endUserId`) and `new_conversation` (`contactId`); `None` for events that
+/// name no contact idgraph keeps.
+pub fn webhook_hint(body: &Value) -> Result<Option<WebhookHint>, String> {
     let kind = body.get("type").and_then(Value::as_str).ok_or("no type")?;
     let data = body.get("data").ok_or("no data")?;
-    match kind {
+    let time = |keys: &[&str]| keys.iter().find_map(|k| data.get(*k).and_then(Value::as_i64));
+    let (kind, id, at_ms) = match kind {
         "contact_identified" => {
-            Contact::from_json(data).map(|c| Some(WebhookChange::Upsert(c))).map_err(|e| e.to_string())
+            let id = data
+                .get("id")
+                .or_else(|| data.get("attributes").and_then(|a| a.get("id")))
+                .and_then(id_from_value)
+                .ok_or("no contact id")?;
+            ("contact_identified", id, time(&["updatedAt", "updated_at", "createdAt"]))
         }
         "contact_updated" => {
             let id = data.get("endUserId").and_then(id_from_value).ok_or("no endUserId")?;
-            let at = data.get("timestamp").and_then(Value::as_i64).ok_or("no timestamp")?;
-            let diff = data.get("diff").and_then(Value::as_array).cloned().unwrap_or_default();
-            for d in diff {
-                let name = d.get("name").and_then(Value::as_str).unwrap_or("");
-                if matches!(name, "attributes.ownerId" | "ownerId" | "attributes.owner_id") {
-                    let owner = match d.get("updated") {
-                        None | Some(Value::Null) => None,
-                        Some(v) => Some(id_from_value(v).ok_or("ownerId is not a user id")?),
-                    };
-                    return Ok(Some(WebhookChange::SetOwner { id, owner, at_ms: at }));
-                }
-            }
-            Ok(None)
+            ("contact_updated", id, Some(data.get("timestamp").and_then(Value::as_i64).ok_or("no timestamp")?))
         }
-        _ => Ok(None),
-    }
+        "new_conversation" => match data.get("contactId").and_then(id_from_value) {
+            Some(id) => ("new_conversation", id, time(&["createdAt", "updatedAt"])),
+            None => return Ok(None),
+        },
+        _ => return Ok(None),
+    };
+    Ok(Some(WebhookHint { contact_id: id, at_ms, kind }))
 }
 
 #[cfg(test)]
@@ -388,12 +393,18 @@ mod webhook_tests {
     use serde_json::json;
 
     #[test]
-    fn owner_diffs_become_owner_changes() {
+    fn deliveries_name_the_contact_to_read() {
         let v = json!({"type": "contact_updated", "data": {"endUserId": 5, "timestamp": 9,
             "diff": [{"name": "attributes.ownerId", "previous": 1, "updated": "2"}]}});
-        assert_eq!(webhook_change(&v).unwrap(), Some(WebhookChange::SetOwner { id: 5, owner: Some(2), at_ms: 9 }));
+        let h = webhook_hint(&v).unwrap().unwrap();
+        assert_eq!((h.contact_id, h.at_ms, h.kind), (5, Some(9), "contact_updated"));
+        let v = json!({"type": "contact_identified", "data": {"id": "7", "attributes": {"email": "a@b.c"}}});
+        assert_eq!(webhook_hint(&v).unwrap().unwrap().contact_id, 7);
+        let v = json!({"type": "new_conversation", "data": {"id": 1, "contactId": 8, "createdAt": 3}});
+        assert_eq!(webhook_hint(&v).unwrap().unwrap().contact_id, 8);
         let other = json!({"type": "new_message", "data": {}});
-        assert_eq!(webhook_change(&other).unwrap(), None);
-        assert!(webhook_change(&json!({"data": {}})).is_err());
+        assert_eq!(webhook_hint(&other).unwrap(), None);
+        assert!(webhook_hint(&json!({"data": {}})).is_err());
+        assert!(webhook_hint(&json!({"type": "contact_updated", "data": {"endUserId": 5}})).is_err());
     }
 }
