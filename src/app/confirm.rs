@@ -22,6 +22,8 @@ use idgraph_graph::{now_ms, Event, Graph, Update, Via};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use crate::app::observe::ConfirmObserver;
+
 /// Contacts waiting to be read, at most.
 pub const QUEUE_MAX: usize = 100_000;
 /// Reads in flight at once (the budget paces them).
@@ -60,6 +62,7 @@ pub struct Confirmer {
     crawler: Crawler,
     queue: Mutex<Queue>,
     wake: Notify,
+    observer: Arc<dyn ConfirmObserver>,
     pub stats: ConfirmStats,
 }
 
@@ -73,7 +76,7 @@ pub struct Announcement {
 
 impl Confirmer {
     /// Loads the queue kept in the store and starts draining it (call inside a Tokio runtime).
-    pub fn start(graph: Arc<Graph>, crawler: Crawler) -> Result<Arc<Confirmer>> {
+    pub fn start(graph: Arc<Graph>, crawler: Crawler, observer: Arc<dyn ConfirmObserver>) -> Result<Arc<Confirmer>> {
         let mut q = Queue::default();
         for (k, _) in graph.states_under(PREFIX)? {
             if let Some(id) = k.strip_prefix(PREFIX).and_then(|s| s.parse::<u64>().ok()) {
@@ -85,7 +88,14 @@ impl Confirmer {
         if !q.order.is_empty() {
             tracing::info!(contacts = q.order.len(), "announced contacts still to read from Drift");
         }
-        let me = Arc::new(Confirmer { graph, crawler, queue: Mutex::new(q), wake: Notify::new(), stats: Default::default() });
+        let me = Arc::new(Confirmer {
+            graph,
+            crawler,
+            queue: Mutex::new(q),
+            wake: Notify::new(),
+            observer,
+            stats: Default::default(),
+        });
         let c = me.clone();
         tokio::spawn(async move { c.run().await });
         Ok(me)
@@ -103,7 +113,8 @@ impl Confirmer {
         let fresh: Vec<u64> = {
             let q = self.queue.lock();
             let mut seen = HashSet::new();
-            let fresh: Vec<u64> = ids.iter().copied().filter(|id| !q.waiting.contains(id) && seen.insert(*id)).collect();
+            let fresh: Vec<u64> =
+                ids.iter().copied().filter(|id| !q.waiting.contains(id) && seen.insert(*id)).collect();
             if q.order.len() + fresh.len() > QUEUE_MAX {
                 anyhow::bail!("{} contacts already wait to be read from Drift: retry later", q.order.len());
             }
@@ -167,6 +178,7 @@ impl Confirmer {
             })
             .collect();
         let mut events = Vec::new();
+        let mut applied = 0;
         let mut retry = Vec::new();
         let mut done = Vec::new();
         for r in reads {
@@ -194,6 +206,7 @@ impl Confirmer {
             let r = tokio::task::spawn_blocking(move || g.apply(events)).await.context("the apply task failed")?;
             match r {
                 Ok(r) => {
+                    applied = r.applied;
                     self.stats.applied.fetch_add(r.applied as u64, Ordering::Relaxed);
                 }
                 Err(e) => {
@@ -220,6 +233,7 @@ impl Confirmer {
             done.iter().filter(|id| !q.waiting.contains(id)).map(|id| state_key(*id)).collect()
         };
         self.graph.update_states(&[], &removes)?;
+        self.observer.confirmed(batch.len(), applied, self.queue_len());
         Ok(())
     }
 }

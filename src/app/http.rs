@@ -11,7 +11,7 @@ use idgraph_graph::{reassign, Graph};
 use idgraph_graphql::{Announced, Metrics, Operations, ReassignOutcome, ReassignRequest, ScheduleStatus, Scope};
 
 use crate::app::confirm::Confirmer;
-use crate::app::observe::{CrawlObserver, RunKind, RunObserver};
+use crate::app::observe::{ConfirmObserver, CrawlObserver, RunKind, RunObserver};
 use crate::app::reassign::Jobs;
 use crate::app::refresher::Refresher;
 use crate::app::scheduler::Scheduler;
@@ -65,6 +65,14 @@ impl RunObserver for MetricsObserver {
                 m.agent_refreshes_failed.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+impl ConfirmObserver for MetricsObserver {
+    fn confirmed(&self, reads: usize, applied: usize, waiting: usize) {
+        self.0.webhooks_confirmed.fetch_add(reads as u64, Ordering::Relaxed);
+        self.0.webhooks_applied.fetch_add(applied as u64, Ordering::Relaxed);
+        self.0.webhook_queue_depth.store(waiting as i64, Ordering::Relaxed);
     }
 }
 

@@ -39,3 +39,12 @@ pub trait RunObserver: Send + Sync {
 }
 
 impl RunObserver for Quiet {}
+
+/// What the confirmer of webhooks reports (`app::confirm`).
+pub trait ConfirmObserver: Send + Sync {
+    /// A batch of announced contacts was read from Drift: `reads` answers, `applied` of them
+    /// changed the index; `waiting` contacts are left in the queue.
+    fn confirmed(&self, _reads: usize, _applied: usize, _waiting: usize) {}
+}
+
+impl ConfirmObserver for Quiet {}

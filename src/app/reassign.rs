@@ -131,8 +131,13 @@ impl Jobs {
         self.save(&job)?;
         while job.state == JobState::Running {
             let batch: Vec<usize> = {
-                let mut idx: Vec<usize> =
-                    job.moves.iter().enumerate().filter(|(_, m)| m.status == MoveStatus::InDoubt).map(|(i, _)| i).collect();
+                let mut idx: Vec<usize> = job
+                    .moves
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, m)| m.status == MoveStatus::InDoubt)
+                    .map(|(i, _)| i)
+                    .collect();
                 idx.extend(
                     job.moves.iter().enumerate().filter(|(_, m)| m.status == MoveStatus::Pending).map(|(i, _)| i),
                 );
@@ -183,8 +188,7 @@ impl Jobs {
                     }
                     Ok(Some(c)) => {
                         if m.attempts >= MAX_TRIES {
-                            job.moves[i].status =
-                                MoveStatus::Failed(format!("not moved after {} tries", m.attempts));
+                            job.moves[i].status = MoveStatus::Failed(format!("not moved after {} tries", m.attempts));
                             continue;
                         }
                         // Not moved; record what Drift says (it may have left the source).

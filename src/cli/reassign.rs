@@ -232,7 +232,11 @@ async fn remote(a: &ReassignArgs, server: &str) -> Result<()> {
             .as_array()
             .map(|e| e.iter().filter_map(|x| x.as_str().map(String::from)).collect())
             .unwrap_or_default();
-        return summary(r["applied"].as_u64().unwrap_or(0) as usize, r["alreadyDone"].as_u64().unwrap_or(0) as usize, &failed);
+        return summary(
+            r["applied"].as_u64().unwrap_or(0) as usize,
+            r["alreadyDone"].as_u64().unwrap_or(0) as usize,
+            &failed,
+        );
     };
     eprintln!("  job {job}: the server carries it out; following it (Ctrl-C stops following, not the job)");
     let bar = progress_bar(r["planned"].as_u64().unwrap_or(0) as usize);
@@ -248,8 +252,10 @@ async fn remote(a: &ReassignArgs, server: &str) -> Result<()> {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     };
     bar.finish_and_clear();
-    let failed: Vec<String> =
-        j["errors"].as_array().map(|e| e.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default();
+    let failed: Vec<String> = j["errors"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+        .unwrap_or_default();
     let n = |k: &str| j[k].as_u64().unwrap_or(0) as usize;
     summary(n("done"), n("alreadyDone"), &failed)?;
     if j["state"] == "STOPPED" {

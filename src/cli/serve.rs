@@ -16,10 +16,10 @@ use rand::Rng;
 use super::common::{forget_server, note_server, open_graph};
 use super::progress::Progress;
 use super::{DriftArgs, StoreArgs};
+use crate::app::confirm::Confirmer;
 use crate::app::http::{MetricsObserver, SchedulerOps};
 use crate::app::observe::CrawlObserver;
 use crate::app::pipeline;
-use crate::app::confirm::Confirmer;
 use crate::app::reassign::Jobs;
 use crate::app::refresher::Refresher;
 use crate::app::scheduler::{FullSchedule, PipelineRunner, ScheduleConfig, Scheduler};
@@ -194,11 +194,11 @@ async fn run_server(run: Run, listener: tokio::net::TcpListener) -> Result<()> {
         guard: ShrinkGuard::default(),
         incremental: run.incremental,
     };
-    let scheduler = Scheduler::start(Arc::new(runner), observer, run.schedule, first_crawl);
+    let scheduler = Scheduler::start(Arc::new(runner), observer.clone(), run.schedule, first_crawl);
     let refresher = (run.refresh_share > 0.0)
         .then(|| Refresher::start(graph.clone(), run.crawler.clone(), scheduler.clone(), run.refresh_share))
         .transpose()?;
-    let confirmer = Confirmer::start(graph.clone(), run.crawler.clone())?;
+    let confirmer = Confirmer::start(graph.clone(), run.crawler.clone(), observer.clone())?;
     let jobs = Jobs::open(graph.clone(), run.crawler.clone(), Some(scheduler.clone()))?;
     jobs.spawn();
     let ops = SchedulerOps { scheduler, graph: graph.clone(), crawler: run.crawler, refresher, confirmer, jobs };

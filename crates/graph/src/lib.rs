@@ -472,6 +472,19 @@ impl Graph {
             inputs.scim.clear();
         }
         inputs.memory = memory.clone();
+        // Tombstones for what the new generation does not hold: older news of a contact removed
+        // (a read in flight when it went) must not bring it back after the switch.
+        let held: HashSet<u64> = inputs.contacts.iter().map(|c| c.id).collect();
+        let removed: Vec<u64> = self.read().contact_ids_sorted().into_iter().filter(|id| !held.contains(id)).collect();
+        self.store.carry_tombstones(
+            self.info().map(|i| i.generation),
+            s.generation,
+            &held,
+            &removed,
+            now,
+            now - EVENTS_KEEP_MS,
+        )?;
+        drop(held);
         let new_index = Index::build(s.generation, inputs);
         let initial = self.info().is_none();
         let mut kinds = Vec::new();

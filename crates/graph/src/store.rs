@@ -631,6 +631,48 @@ impl Store {
         Ok(n)
     }
 
+    /// Tombstones into a staging generation before it becomes current, for contacts it does not
+    /// hold (`held`): the current generation's recent ones (removed in place since `since_ms`),
+    /// and one at `removed_at_ms` for each contact the crawl no longer found (`removed`). They
+    /// add no contact; they make older news of a removed contact stale (a read in flight when it
+    /// went, applied after the switch).
+    pub fn carry_tombstones(
+        &self,
+        from: Option<u64>,
+        to: u64,
+        held: &HashSet<u64>,
+        removed: &[u64],
+        removed_at_ms: i64,
+        since_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let t = self.tree(to)?;
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        let mut put = |batch: &mut sled::Batch, id: u64, at_ms: i64| -> Result<(), StoreError> {
+            if held.contains(&id) || t.contains_key(key(P_CONTACT, id))? {
+                return Ok(());
+            }
+            batch.insert(&key(P_CONTACT, id), encode(&Override::Deleted { at_ms })?);
+            n += 1;
+            Ok(())
+        };
+        if let Some(from) = from {
+            for kv in self.tree(from)?.scan_prefix([P_CONTACT]) {
+                let (k, v) = kv?;
+                if let (Some(id), Override::Deleted { at_ms }) = (u64_of(&k[1..]), decode::<Override>(&k, &v)?) {
+                    if at_ms >= since_ms {
+                        put(&mut batch, id, at_ms)?;
+                    }
+                }
+            }
+        }
+        for id in removed {
+            put(&mut batch, *id, removed_at_ms)?;
+        }
+        t.apply_batch(batch)?;
+        Ok(n)
+    }
+
     /// When a contact was removed in place in a generation (its tombstone), if it was.
     pub fn deleted_at(&self, generation: u64, id: u64) -> Result<Option<i64>, StoreError> {
         let k = key(P_CONTACT, id);

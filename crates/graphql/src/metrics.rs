@@ -21,6 +21,8 @@ pub struct Metrics {
     pub webhooks_rejected: AtomicU64,
     pub webhooks_duplicates: AtomicU64,
     pub webhooks_applied: AtomicU64,
+    /// Announced contacts read from Drift.
+    pub webhooks_confirmed: AtomicU64,
     pub webhook_queue_depth: AtomicI64,
     pub crawl_requests: AtomicU64,
     pub crawl_rate_limited: AtomicU64,
@@ -68,8 +70,21 @@ impl Metrics {
         counter("idgraph_unauthorized_total", "Requests refused for a missing or wrong token.", l(&self.unauthorized));
         counter("idgraph_webhooks_received_total", "Webhook deliveries accepted.", l(&self.webhooks_received));
         counter("idgraph_webhooks_rejected_total", "Webhook deliveries refused.", l(&self.webhooks_rejected));
-        counter("idgraph_webhooks_duplicates_total", "Webhook events already applied.", l(&self.webhooks_duplicates));
-        counter("idgraph_webhooks_applied_total", "Webhook events applied.", l(&self.webhooks_applied));
+        counter(
+            "idgraph_webhooks_duplicates_total",
+            "Webhook deliveries naming a contact already waiting to be read.",
+            l(&self.webhooks_duplicates),
+        );
+        counter(
+            "idgraph_webhooks_confirmed_total",
+            "Contacts named by webhooks and read from Drift.",
+            l(&self.webhooks_confirmed),
+        );
+        counter(
+            "idgraph_webhooks_applied_total",
+            "Reads of announced contacts that changed the index.",
+            l(&self.webhooks_applied),
+        );
         counter("idgraph_crawl_requests_total", "Requests made to Drift.", l(&self.crawl_requests));
         counter("idgraph_crawl_rate_limited_total", "429 answers from Drift.", l(&self.crawl_rate_limited));
         counter("idgraph_crawl_retries_total", "Requests to Drift retried.", l(&self.crawl_retries));
@@ -90,7 +105,11 @@ impl Metrics {
         let mut gauge = |name: &str, help: &str, v: i64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
-        gauge("idgraph_webhook_queue_depth", "Webhook events waiting to be applied.", g(&self.webhook_queue_depth));
+        gauge(
+            "idgraph_webhook_queue_depth",
+            "Contacts named by webhooks waiting to be read from Drift.",
+            g(&self.webhook_queue_depth),
+        );
         gauge("idgraph_crawl_queue_depth", "Crawled pages waiting to be stored.", g(&self.crawl_queue_depth));
         gauge("idgraph_crawling", "1 while a crawl runs.", g(&self.crawling));
         gauge(

@@ -940,7 +940,8 @@ impl Query {
         Ok(ids.into_iter().map(|id| ix.contact(id).map(Contact::from)).collect())
     }
 
-    /// An agent by Drift user id or email, also a departed one.
+    /// An agent by Drift user id or email, also a departed one. By email: the active agent with
+    /// it; with none active, the one most recently seen (see `agents(email:)`).
     async fn agent(&self, c: &Context<'_>, id: Option<ID>, email: Option<String>) -> Result<Option<Agent>> {
         let ix = graph(c)?.read();
         match (id, email) {
@@ -951,20 +952,28 @@ impl Query {
     }
 
     /// Every agent idgraph knows (also departed ones and unknown owners), by id; `status` keeps
-    /// those in one of the given statuses.
+    /// those in one of the given statuses; `email` those that ever had that email
+    /// (case-insensitive): a leaver and the rehire who took the email over are two agents, and
+    /// `agent(email:)` answers the active one (with none active, the most recently seen).
     #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
     async fn agents(
         &self,
         c: &Context<'_>,
         status: Option<Vec<AgentStatus>>,
+        email: Option<String>,
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Conn<Agent>> {
         let n = page_size(first)?;
         let after = after.map(|a| a.parse::<u64>().map_err(|_| bad_cursor())).transpose()?;
-        let all: Vec<(u64, AgentView)> = graph(c)?
-            .read()
-            .agents()
+        let ix = graph(c)?.read();
+        let mut listed = match &email {
+            Some(e) => ix.agents_by_email(e),
+            None => ix.agents(),
+        };
+        drop(ix);
+        listed.sort_by_key(|a| a.id);
+        let all: Vec<(u64, AgentView)> = listed
             .into_iter()
             .filter(|a| status.as_ref().is_none_or(|s| s.contains(&a.status.into())))
             .map(|a| (a.id, a))

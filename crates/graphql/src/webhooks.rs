@@ -29,10 +29,7 @@ pub struct WebhookConfig {
 
 impl WebhookConfig {
     pub fn new(token: impl Into<String>) -> Self {
-        WebhookConfig {
-            verification_token: Secret::new(token),
-            body_max_bytes: 256 * 1024,
-        }
+        WebhookConfig { verification_token: Secret::new(token), body_max_bytes: 256 * 1024 }
     }
 }
 
