@@ -228,6 +228,7 @@ impl Jobs {
                 })
             })
             .collect();
+        let mut moved = Vec::new();
         for r in requests {
             let (i, reply) = r.await.context("a move task failed")?;
             let m = job.moves[i].clone();
@@ -245,8 +246,7 @@ impl Jobs {
                         .unwrap_or_else(now_ms);
                     let update = Update::SetOwner { id: m.contact_id, owner: Some(m.to), at_ms };
                     let eid = format!("reassign:{}:{}:{}", m.contact_id, m.to, at_ms);
-                    self.record(update, Some(eid), Via::Reassignment).await?;
-                    job.moves[i].status = MoveStatus::Done;
+                    moved.push((i, Event { id: Some(eid), update, via: Via::Reassignment }));
                 }
                 Ok(reply) => {
                     // Refused (a 4xx): Drift says it did not move.
@@ -256,6 +256,19 @@ impl Jobs {
                     // Lost on the way: it stays in doubt and is read again before a retry.
                     tracing::warn!(contact = m.contact_id, error = %e, "a move's answer was lost; it is read again");
                 }
+            }
+        }
+        // The batch's moves Drift accepted, recorded in one write; until it lands they stay in
+        // doubt (a crash here reads them again from Drift, and records them once).
+        if !moved.is_empty() {
+            let g = self.graph.clone();
+            let events: Vec<Event> = moved.iter().map(|(_, e)| e.clone()).collect();
+            tokio::task::spawn_blocking(move || g.apply(events))
+                .await
+                .context("the graph update task failed")?
+                .context("the graph could not record the moves")?;
+            for (i, _) in moved {
+                job.moves[i].status = MoveStatus::Done;
             }
         }
         self.save(job)

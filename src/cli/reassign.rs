@@ -183,7 +183,7 @@ async fn remote(a: &ReassignArgs, server: &str) -> Result<()> {
         emails.insert(id, e);
         to.push(id.to_string());
     }
-    let q = "mutation($from: ID!, $to: [ID!]!, $dry: Boolean!, $force: Boolean!) { reassignContacts(fromAgentId: $from, toAgentIds: $to, dryRun: $dry, force: $force) { planned applied alreadyDone failed errors moves { contactId fromAgentId toAgentId } } }";
+    let q = "mutation($from: ID!, $to: [ID!]!, $dry: Boolean!, $force: Boolean!) { reassignContacts(fromAgentId: $from, toAgentIds: $to, dryRun: $dry, force: $force) { planned applied alreadyDone failed errors jobId moves { contactId fromAgentId toAgentId } } }";
     let plan =
         remote_query(server, token, q, json!({"from": from.to_string(), "to": to, "dry": true, "force": a.force}))
             .await?;

@@ -108,18 +108,11 @@ pub struct Server {
 /// Starts `idgraph serve` on port 0 against the simulator and waits until it is ready.
 pub async fn serve(r: &RunningSim, data_dir: &Path, extra: &[&str]) -> Server {
     use tokio::io::{AsyncBufReadExt, BufReader};
+    let listen = if extra.contains(&"--listen") { &[][..] } else { &["--listen", "127.0.0.1:0"][..] };
     let mut child = idgraph()
-        .args([
-            "--log-format",
-            "json",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--drift-url",
-            &r.url(),
-            "--scim-url",
-            &r.scim_url(),
-        ])
+        .args(["--log-format", "json", "serve"])
+        .args(listen)
+        .args(["--drift-url", &r.url(), "--scim-url", &r.scim_url()])
         .args(["--token", TOKEN, "--data-dir"])
         .arg(data_dir)
         .args(if extra.contains(&"--rate-limit") { &[][..] } else { &["--rate-limit", "2000/s"][..] })
@@ -183,4 +176,36 @@ pub async fn wait_idle(url: &str, token: &str, want: &str) -> serde_json::Value 
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     panic!("no {want} finished");
+}
+
+/// A free port on loopback (for a simulator that must know where to send webhooks before the
+/// server starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The server's Prometheus text.
+pub async fn metrics(url: &str) -> String {
+    reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap()
+}
+
+/// A metric's value in Prometheus text (0 when absent).
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits until every contact announced by webhooks was read from Drift (the confirmer's queue is
+/// empty and at least `reads` reads were made).
+pub async fn wait_confirmed(url: &str, reads: f64) {
+    for _ in 0..600 {
+        let m = metrics(url).await;
+        if metric(&m, "idgraph_webhook_queue_depth") == 0.0 && metric(&m, "idgraph_webhooks_confirmed_total") >= reads {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("announced contacts were not read from Drift in time: {}", metrics(url).await);
 }

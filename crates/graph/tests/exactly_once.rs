@@ -101,6 +101,9 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A reindex under way: its generation, the next contact id to read, and what it read.
+type Crawl = (Staging, u64, Vec<(u64, State)>);
+
 struct World {
     graph: Graph,
     /// Drift's clock and contacts.
@@ -112,7 +115,7 @@ struct World {
     told: BTreeMap<u64, Vec<State>>,
     /// Reads in flight: what Drift answered, and when.
     in_flight: Vec<(u64, State)>,
-    crawl: Option<(Staging, u64, Vec<(u64, State)>)>,
+    crawl: Option<Crawl>,
     moves: u64,
 }
 
