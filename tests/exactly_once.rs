@@ -157,7 +157,7 @@ async fn a_reassignment_at_the_real_budget_runs_to_the_end_as_a_job() {
         r#"mutation { reassignContacts(fromAgentId: "20001", toAgentIds: ["20002"], dryRun: false, force: true) { planned applied jobId } }"#,
     )
     .await;
-    assert!(asked.elapsed() < Duration::from_secs(3), "the mutation answers at once: {:?}", asked.elapsed());
+    assert!(asked.elapsed() < Duration::from_secs(10), "the mutation answers at once: {:?}", asked.elapsed());
     let res = &d["reassignContacts"];
     assert_eq!(res["planned"], leaver.len());
     let job = res["jobId"].as_str().expect("a job id").to_string();

@@ -70,6 +70,8 @@ struct State {
     last_decrease: Option<Instant>,
     /// When recent requests were let by (bounded): their rate at a 429 is the service's rate.
     passed: std::collections::VecDeque<Instant>,
+    /// Every answer counted as let by, since the start.
+    passed_total: u64,
 }
 
 /// How far back answers let by are counted to estimate the service's rate.
@@ -104,6 +106,7 @@ impl Budget {
                 next_slot: Instant::now(),
                 last_decrease: None,
                 passed: std::collections::VecDeque::new(),
+                passed_total: 0,
             }),
             line: tokio::sync::Mutex::new(()),
         }
@@ -152,6 +155,7 @@ impl Budget {
     pub fn on_passed(&self) {
         let mut s = self.state.lock();
         let now = Instant::now();
+        s.passed_total += 1;
         s.passed.push_back(now);
         while s.passed.len() > PASSED_MAX || s.passed.front().is_some_and(|t| now.duration_since(*t) > WINDOW) {
             s.passed.pop_front();
@@ -213,6 +217,11 @@ impl Budget {
     pub fn rate(&self) -> f64 {
         self.state.lock().rate
     }
+
+    /// How many answers were counted as let by the service's limiter since the start.
+    pub fn passed_total(&self) -> u64 {
+        self.state.lock().passed_total
+    }
 }
 
 #[cfg(test)]
@@ -252,6 +261,23 @@ mod tests {
         // The rate holds: 51 slots at 10/s, the last 5 s after the first.
         let el = t0.elapsed().as_secs_f64();
         assert!((4.95..5.2).contains(&el), "{el}");
+    }
+
+    /// A pacer spending its whole budget, every answer let by (5xx ones too, as the client counts
+    /// them), meets one 429: it eases off a little and does not mistake its own pace for the
+    /// service's limit. On tokio's paused clock: the pace measured is the pacer's, not the
+    /// machine's.
+    #[tokio::test(start_paused = true)]
+    async fn one_429_at_full_pace_eases_off_a_little() {
+        let b = Budget::new("100/s".parse().unwrap());
+        for _ in 0..250 {
+            b.acquire().await;
+            b.on_passed();
+        }
+        b.on_rate_limited(None);
+        let rate = b.rate();
+        assert!((85.0..=90.0).contains(&rate), "one 429 at full pace cut the pace to {rate:.1}/s of 100/s");
+        assert_eq!(b.passed_total(), 250);
     }
 
     #[tokio::test(start_paused = true)]

@@ -356,9 +356,12 @@ impl Graph {
 
     /// A consistent copy of the current generation and the history into a new store at `dir`,
     /// checked after writing. In-place writers and switches wait while it runs; readers do not.
+    /// The generation copied is the one served: after a fallback, the intact previous one, not
+    /// the damaged current one.
     pub fn backup_to(&self, dir: &Path) -> Result<BackupReport, StoreError> {
         let _writer = self.writer.lock();
-        self.store.backup_to(dir)
+        let served = self.info().map(|i| i.generation).ok_or(StoreError::Empty)?;
+        self.store.backup_to(dir, served)
     }
 
     /// State an app keeps beside the index (the refresher's position and queues), by key.

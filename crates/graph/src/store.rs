@@ -1047,11 +1047,10 @@ impl BackupReport {
 }
 
 impl Store {
-    /// Writes a copy of the current generation, the history and what apps keep into a new store
+    /// Writes a copy of generation `g` (the served one), the history and what apps keep into a new store
     /// at `dir`, then opens it and checks every value. The caller keeps writers out meanwhile
     /// (`Graph::backup_to`), so the copy is one consistent state.
-    pub fn backup_to(&self, dir: &Path) -> Result<BackupReport, StoreError> {
-        let g = self.current()?.ok_or(StoreError::Empty)?;
+    pub fn backup_to(&self, dir: &Path, g: u64) -> Result<BackupReport, StoreError> {
         if dir.exists() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
             return Err(StoreError::Corrupt(format!("{} is not empty: back up into a new directory", dir.display())));
         }
@@ -1073,7 +1072,22 @@ impl Store {
                 Ok(n)
             };
             let values = copy(&self.tree(g)?, gen_tree_name(g).as_bytes())?;
-            let history = copy(&self.history, b"history")?;
+            // After a fallback the history holds what the damaged generation recorded: the copy
+            // keeps what leads to the generation it holds.
+            let history = {
+                let to = db.open_tree(b"history")?;
+                let mut batch = sled::Batch::default();
+                let mut n = 0;
+                for kv in self.history.iter() {
+                    let (k, v) = kv?;
+                    if decode::<Change>(&k, &v)?.generation <= g {
+                        batch.insert(k, v);
+                        n += 1;
+                    }
+                }
+                to.apply_batch(batch)?;
+                n
+            };
             copy(&self.history_gens, b"history_gens")?;
             copy(&self.events, b"events")?;
             copy(&self.events_at, b"events_at")?;

@@ -564,11 +564,14 @@ async fn export(
             JSON,
         );
     }
-    let generation = st.graph.read().generation;
+    // The generation named in the header is the snapshot's own, taken once: a switch between
+    // reading one and taking the other cannot make them disagree.
+    let snapshot = st.graph.snapshot();
+    let generation = snapshot.generation;
     // Chunks are encoded on blocking threads (each its share, dealt in turn) a few ahead of the
     // socket, so that encoding and sending overlap, and taken from them in turn; a client that
     // goes away stops the encoders at their next chunk.
-    let parts = Export::new(st.graph.snapshot(), table, format).split(EXPORT_THREADS);
+    let parts = Export::new(snapshot, table, format).split(EXPORT_THREADS);
     let receivers: Vec<mpsc::Receiver<Bytes>> = parts
         .into_iter()
         .map(|rows| {
