@@ -324,13 +324,17 @@ async fn backup_while_serving_and_a_checked_restore() {
     let (_sim, r) = sim(SimConfig { contacts: 700, agents: 10, ..SimConfig::default() }).await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let copy = dir.path().join("backup");
-    let srv = serve(&r, &data, &["--read-token", READ, "--admin-token", ADMIN]).await;
+    let backups = dir.path().join("backups");
+    std::fs::create_dir(&backups).unwrap();
+    let copy = backups.join("nightly");
+    let srv =
+        serve(&r, &data, &["--read-token", READ, "--admin-token", ADMIN, "--backup-dir", backups.to_str().unwrap()])
+            .await;
     let to = copy.to_str().unwrap();
-    let (ok, _, err) = run(&["backup", "--to", to, "--server", &srv.url, "--admin-token", READ]).await;
+    let (ok, _, err) = run(&["backup", "--to", "nightly", "--server", &srv.url, "--admin-token", READ]).await;
     assert!(!ok && err.contains("admin"), "a read token cannot back up: {err}");
-    let (ok, out, err) = run(&["backup", "--to", to, "--server", &srv.url, "--admin-token", ADMIN]).await;
-    assert!(ok && out.contains("passed its check"), "{out}{err}");
+    let (ok, out, err) = run(&["backup", "--to", "nightly", "--server", &srv.url, "--admin-token", ADMIN]).await;
+    assert!(ok && out.contains("passed its check") && out.contains(to), "the absolute path written: {out}{err}");
     drop(srv);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let (ok, out, _) = run(&["check", "--data-dir", to]).await;

@@ -43,6 +43,8 @@ pub struct FileConfig {
     pub full_every: Option<String>,
     pub agents_every: Option<String>,
     pub cors_origins: Option<Vec<String>>,
+    /// Where server-side backups (`POST /admin/backup`) go, each by a plain name.
+    pub backup_dir: Option<PathBuf>,
     pub known_ids_file: Option<PathBuf>,
     pub incremental: Option<bool>,
     pub refresh_share: Option<f64>,
@@ -88,6 +90,7 @@ pub struct Flags {
     pub agents_every: Option<String>,
     pub refresh_share: Option<f64>,
     pub cors_origins: Vec<String>,
+    pub backup_dir: Option<PathBuf>,
 }
 
 /// The environment, as a map (the process's, or a test's).
@@ -142,6 +145,8 @@ pub struct ServerSettings {
     pub admin_token: Option<Secret>,
     pub webhook_token: Option<Secret>,
     pub cors_origins: Vec<String>,
+    /// Where server-side backups go; none: the server refuses them.
+    pub backup_dir: Option<PathBuf>,
 }
 
 /// When `serve` reindexes.
@@ -230,6 +235,7 @@ impl Settings {
                 admin_token: secret(&flags.admin_token, "IDGRAPH_ADMIN_TOKEN", &file.admin_token),
                 webhook_token: secret(&flags.webhook_token, "IDGRAPH_WEBHOOK_TOKEN", &file.webhook_token),
                 cors_origins: cors,
+                backup_dir: path(&flags.backup_dir, "IDGRAPH_BACKUP_DIR", &file.backup_dir),
             },
             schedule: ScheduleSettings {
                 full: full.parse().map_err(|e: String| anyhow::anyhow!("full_every: {e}"))?,

@@ -7,7 +7,7 @@ use clap::Args;
 use idgraph_graph::audit::render::{render, Format as TextFormat};
 use idgraph_graph::audit::ReportDoc;
 
-use super::common::{data_dir, open_graph, print_out, remote_query};
+use super::common::{data_dir, open_graph_to_read, print_out, remote_query};
 use super::{ServerArgs, StoreArgs};
 
 #[derive(Args)]
@@ -57,7 +57,7 @@ pub async fn audit(a: AuditArgs) -> Result<()> {
             let dir = data_dir(&a.store)?;
             let what = a.agent.as_ref().map(|x| format!("--agent {x}")).unwrap_or_else(|| "--all".into());
             let hint = format!("idgraph audit {what} --server {{server}} --token READ_TOKEN");
-            let graph = open_graph(&dir, &hint, false)?;
+            let graph = open_graph_to_read(&dir, &hint)?;
             if graph.info().is_none() {
                 anyhow::bail!("no index in {} yet: run `idgraph crawl` first", dir.display());
             }

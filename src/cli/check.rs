@@ -18,10 +18,11 @@ pub async fn check(a: CheckArgs) -> Result<()> {
     if !dir.join("db").exists() {
         anyhow::bail!("no index in {}: nothing to check", dir.display());
     }
-    let store = match idgraph_graph::Store::open(&dir) {
+    // Only read: a store this process cannot write is checked from a private copy.
+    let (store, _copy) = match idgraph_graph::Store::open_read_only(&dir) {
         Ok(s) => s,
         Err(idgraph_graph::StoreError::Locked(p)) => {
-            anyhow::bail!("the index at {p} is held by a running server: stop it to check the store offline")
+            anyhow::bail!("the index at {p} is in use by a running server: stop it to check the store offline")
         }
         Err(e) => return Err(anyhow::Error::new(e).context(format!("the store at {} does not open", dir.display()))),
     };

@@ -44,8 +44,31 @@ pub fn open_graph(dir: &Path, hint: &str, create: bool) -> Result<Graph> {
     match Graph::open(dir) {
         Ok(g) => Ok(g),
         Err(StoreError::Locked(p)) => {
-            anyhow::bail!("the index at {p} is held by a running server; ask it instead: {ask}")
+            anyhow::bail!("the index at {p} is in use by a running server: ask the server instead: {ask}")
         }
+        Err(e) => Err(e).with_context(|| format!("cannot open the index at {}", dir.display())),
+    }
+}
+
+/// Opens the graph of a data directory only to read it (`audit`, `export`, `backup`,
+/// `serve --read-only`): a store this process cannot write (a copy handed to auditors) is read
+/// from a private copy, and the directory is never created or changed.
+pub fn open_graph_to_read(dir: &Path, hint: &str) -> Result<Graph> {
+    let ask = hint.replace("{server}", &server_url(dir));
+    if !dir.join("db").exists() && dir.exists() {
+        anyhow::bail!(
+            "no index in {}: run `idgraph crawl` first, or, if `idgraph serve` or `idgraph demo` runs elsewhere, ask it: {ask}",
+            dir.display()
+        );
+    }
+    match Graph::open_read_only(dir) {
+        Ok(g) => Ok(g),
+        Err(StoreError::Locked(p)) => {
+            anyhow::bail!("the index at {p} is in use by a running server: ask the server instead: {ask}")
+        }
+        Err(StoreError::Missing(p)) => anyhow::bail!(
+            "no index: the data directory {p} does not exist (run `idgraph crawl` first, or pass --data-dir)"
+        ),
         Err(e) => Err(e).with_context(|| format!("cannot open the index at {}", dir.display())),
     }
 }

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use idgraph_graph::export::{Export, Format, Table};
 
-use super::common::{data_dir, open_graph, transport_cause, write_out};
+use super::common::{data_dir, open_graph_to_read, transport_cause, write_out};
 use super::{ServerArgs, StoreArgs};
 
 #[derive(Args)]
@@ -46,7 +46,7 @@ pub async fn export(a: ExportArgs) -> Result<()> {
     }
     let dir = data_dir(&a.store)?;
     let hint = format!("idgraph export {} --server {{server}} --token READ_TOKEN", a.what);
-    let graph = open_graph(&dir, &hint, false)?;
+    let graph = open_graph_to_read(&dir, &hint)?;
     if graph.info().is_none() {
         anyhow::bail!("no index in {} yet: run `idgraph crawl` first", dir.display());
     }

@@ -13,7 +13,7 @@ use idgraph_graph::ShrinkGuard;
 use idgraph_graphql::{router, ApiTokens, Metrics, ServerConfig, WebhookConfig};
 use rand::Rng;
 
-use super::common::{forget_server, note_server, open_graph};
+use super::common::{forget_server, note_server, open_graph, open_graph_to_read};
 use super::progress::Progress;
 use super::{DriftArgs, StoreArgs};
 use crate::app::confirm::Confirmer;
@@ -60,6 +60,11 @@ pub struct ServeArgs {
     /// [env: IDGRAPH_CORS_ORIGINS, comma-separated].
     #[arg(long = "cors-origin", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// Where backups asked of this server (`idgraph backup --server ... --to NAME`) are written,
+    /// each into a new directory by a plain name; without it the server refuses them
+    /// [env: IDGRAPH_BACKUP_DIR].
+    #[arg(long)]
+    pub backup_dir: Option<PathBuf>,
     /// Serve GraphQL without tokens (anyone who can reach the port can read and reindex).
     #[arg(long)]
     pub insecure_no_auth: bool,
@@ -83,6 +88,7 @@ impl ServeArgs {
             agents_every: self.agents_every.clone(),
             refresh_share: self.refresh_share,
             cors_origins: self.cors_origins.clone(),
+            backup_dir: self.backup_dir.clone(),
             ..self.drift.flags(self.store.flags())
         }
     }
@@ -101,10 +107,19 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         jitter: 0.1,
     };
     let webhook = srv.webhook_token.as_ref().map(|t| WebhookConfig::new(t.expose()));
-    let server_cfg =
-        ServerConfig { tokens, cors_origins: srv.cors_origins.clone(), webhook, ..ServerConfig::default() };
+    let server_cfg = ServerConfig {
+        tokens,
+        cors_origins: srv.cors_origins.clone(),
+        webhook,
+        backup_dir: srv.backup_dir.clone(),
+        ..ServerConfig::default()
+    };
     let hold = "stop the other idgraph first: one server holds a data directory";
-    let graph = Arc::new(open_graph(&settings.data_dir, hold, !a.read_only)?);
+    let graph = Arc::new(if a.read_only {
+        open_graph_to_read(&settings.data_dir, hold)?
+    } else {
+        open_graph(&settings.data_dir, hold, true)?
+    });
     let listener =
         tokio::net::TcpListener::bind(&srv.listen).await.with_context(|| format!("cannot listen on {}", srv.listen))?;
     if a.read_only {

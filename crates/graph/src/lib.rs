@@ -27,7 +27,7 @@ pub use index::{
     AccountView, AgentMemory, AgentStatus, AgentView, ContactView, Freshness, Index, OrphanKey, OrphanReason,
     OrphanView, OwnershipRow,
 };
-pub use store::{BackupReport, CheckReport, GenInfo, InPlaceWrite, Override, Store};
+pub use store::{backup_name_ok, BackupReport, CheckReport, GenInfo, InPlaceWrite, Override, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -41,6 +41,16 @@ pub enum StoreError {
     Encode(String),
     #[error("sled: {0}")]
     Sled(String),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{0} does not exist")]
+    Missing(String),
+    #[error("{0} is not an idgraph store (no sled database in it)")]
+    NotAStore(String),
+    #[error("{0} is not empty: back up into a new directory (or an empty one)")]
+    NotEmpty(String),
+    #[error("{path} holds a symbolic link ({link}): refused")]
+    Link { path: String, link: String },
     #[error("refusing to switch: {0}")]
     Shrink(String),
     #[error("no index yet: run a crawl first")]
@@ -225,6 +235,9 @@ pub struct Staging {
 #[derive(Debug)]
 pub struct Graph {
     store: Store,
+    /// A private copy of a store that could not be written (see [`Graph::open_read_only`]),
+    /// removed with the graph.
+    _copy: Option<tempfile::TempDir>,
     /// The index behind an `Arc`, so that a reader can keep a whole snapshot (an export) while
     /// writers go on: a writer then changes a copy (copy on write).
     index: RwLock<Arc<Index>>,
@@ -277,6 +290,27 @@ impl Graph {
         (ix.memory.clone(), statuses)
     }
 
+    /// Opens a store only to read it. A store this process cannot write (a copy handed to
+    /// auditors, owned by another user, on read-only media) is copied into a private temporary
+    /// directory first and opened there (sled writes as it opens): the original is never touched.
+    pub fn open_read_only(path: &Path) -> Result<Graph, StoreError> {
+        if !Store::exists_at(path) {
+            return Err(if path.exists() {
+                StoreError::NotAStore(path.display().to_string())
+            } else {
+                StoreError::Missing(path.display().to_string())
+            });
+        }
+        if store::writable(path) {
+            return Graph::open(path);
+        }
+        let copy = store::private_copy(path)?;
+        tracing::info!(path = %path.display(), "the store is not writable: reading a private copy of it");
+        let mut g = Graph::open(&copy.path().join("store"))?;
+        g._copy = Some(copy);
+        Ok(g)
+    }
+
     /// Opens the store and loads the current generation, checking it against its info.
     pub fn open(path: &Path) -> Result<Graph, StoreError> {
         let store = Store::open(path)?;
@@ -306,6 +340,7 @@ impl Graph {
         };
         Ok(Graph {
             store,
+            _copy: None,
             index: RwLock::new(Arc::new(index)),
             info: RwLock::new(info),
             events_since_prune: Default::default(),

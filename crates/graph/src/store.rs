@@ -17,6 +17,9 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
+#[cfg(unix)]
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
@@ -350,7 +353,84 @@ fn decode_parallel<T: serde::de::DeserializeOwned + Send>(
     Ok(out)
 }
 
+/// sled's own file, whose presence says a directory holds a store.
+const DB_FILE: &str = "db";
+
+/// Whether this process may create files in `dir` (sled must, to open a store).
+pub(crate) fn writable(dir: &Path) -> bool {
+    tempfile::Builder::new().prefix(".idgraph-probe").tempfile_in(dir).is_ok()
+}
+
+/// Copies a store's files into a private (0700) temporary directory, under `store/`.
+pub(crate) fn private_copy(from: &Path) -> Result<tempfile::TempDir, StoreError> {
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| StoreError::Io { path, source }
+    };
+    let tmp = tempfile::Builder::new().prefix("idgraph-read-only-").tempdir().map_err(io(&std::env::temp_dir()))?;
+    Store::copy_files(from, &tmp.path().join("store"))?;
+    Ok(tmp)
+}
+
 impl Store {
+    /// Whether `dir` holds a store.
+    pub fn exists_at(dir: &Path) -> bool {
+        dir.join(DB_FILE).is_file()
+    }
+
+    /// Copies a store's files from `from` into `to`, which must not exist yet (created 0700,
+    /// files 0600). Only plain files and directories are copied: a symbolic link anywhere is
+    /// refused, so a copy never reads or writes outside the two directories. `from` is only read.
+    pub fn copy_files(from: &Path, to: &Path) -> Result<(), StoreError> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| StoreError::Io { path, source }
+        };
+        let meta = std::fs::symlink_metadata(from).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => StoreError::Missing(from.display().to_string()),
+            _ => StoreError::Io { path: from.display().to_string(), source: e },
+        })?;
+        if meta.file_type().is_symlink() {
+            return Err(StoreError::Link { path: from.display().to_string(), link: from.display().to_string() });
+        }
+        private_dir(to).map_err(io(to))?;
+        for entry in std::fs::read_dir(from).map_err(io(from))? {
+            let entry = entry.map_err(io(from))?;
+            let (src, dst) = (entry.path(), to.join(entry.file_name()));
+            let kind = entry.file_type().map_err(io(&src))?;
+            if kind.is_dir() {
+                Store::copy_files(&src, &dst)?;
+            } else if kind.is_file() {
+                let mut out = private_file(&dst).map_err(io(&dst))?;
+                let mut input = std::fs::File::open(&src).map_err(io(&src))?;
+                std::io::copy(&mut input, &mut out).map_err(io(&dst))?;
+                out.sync_all().map_err(io(&dst))?;
+            } else {
+                return Err(StoreError::Link { path: from.display().to_string(), link: src.display().to_string() });
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens a store only to read it: from a private copy when this process cannot write it
+    /// (sled writes as it opens), so the original is left byte for byte as it was. The copy, if
+    /// one was made, is removed when the returned directory is dropped.
+    pub fn open_read_only(path: &Path) -> Result<(Store, Option<tempfile::TempDir>), StoreError> {
+        if !Store::exists_at(path) {
+            return Err(if path.exists() {
+                StoreError::NotAStore(path.display().to_string())
+            } else {
+                StoreError::Missing(path.display().to_string())
+            });
+        }
+        if writable(path) {
+            return Ok((Store::open(path)?, None));
+        }
+        let copy = private_copy(path)?;
+        let store = Store::open(&copy.path().join("store"))?;
+        Ok((store, Some(copy)))
+    }
+
     /// Opens (or creates) the store at `path`, refusing one written in another format and
     /// clearing what an interrupted switch left behind.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -365,7 +445,8 @@ impl Store {
                 {
                     StoreError::Locked(path.display().to_string())
                 }
-                other => StoreError::Sled(other.to_string()),
+                sled::Error::Io(io) => StoreError::Io { path: path.display().to_string(), source: io },
+                other => StoreError::Sled(format!("{}: {other}", path.display())),
             })?;
         let meta = db.open_tree("meta")?;
         match meta.get(META_FORMAT)? {
@@ -1024,6 +1105,33 @@ impl Store {
     }
 }
 
+/// A server-side backup's name under its `backup_dir`: letters, digits, `.`, `_` and `-`, not
+/// starting with a dot, at most 128 bytes. No separator, `..` or empty name reaches the file
+/// system.
+pub fn backup_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Creates a directory only its owner may enter (0700), failing when it exists.
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    b.mode(0o700);
+    b.create(dir)
+}
+
+/// Creates a file only its owner may read (0600), failing when it exists; never follows a link.
+pub(crate) fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    o.mode(0o600);
+    o.open(path)
+}
+
 /// What a backup wrote.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BackupReport {
@@ -1051,9 +1159,30 @@ impl Store {
     /// at `dir`, then opens it and checks every value. The caller keeps writers out meanwhile
     /// (`Graph::backup_to`), so the copy is one consistent state.
     pub fn backup_to(&self, dir: &Path, g: u64) -> Result<BackupReport, StoreError> {
-        if dir.exists() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
-            return Err(StoreError::Corrupt(format!("{} is not empty: back up into a new directory", dir.display())));
+        let io = |source| StoreError::Io { path: dir.display().to_string(), source };
+        match std::fs::symlink_metadata(dir) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(StoreError::Link { path: dir.display().to_string(), link: dir.display().to_string() })
+            }
+            Ok(m) if !m.is_dir() || std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true) => {
+                return Err(StoreError::NotEmpty(dir.display().to_string()));
+            }
+            // An empty directory of the caller's: written into, left in place on failure.
+            Ok(_) => return self.backup_into(dir, g),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
         }
+        // A new directory, created exclusively (a link or a directory made meanwhile fails),
+        // only its owner may enter; removed again if the backup fails.
+        private_dir(dir).map_err(io)?;
+        let r = self.backup_into(dir, g);
+        if r.is_err() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        r
+    }
+
+    fn backup_into(&self, dir: &Path, g: u64) -> Result<BackupReport, StoreError> {
         {
             let db = sled::Config::new().path(dir).open()?;
             let copy = |from: &sled::Tree, name: &[u8]| -> Result<usize, StoreError> {

@@ -77,6 +77,8 @@ pub struct ServerConfig {
     /// Origins allowed by CORS; empty = CORS off.
     pub cors_origins: Vec<String>,
     pub webhook: Option<WebhookConfig>,
+    /// Where `POST /admin/backup` writes, each backup by a plain name; `None`: refused.
+    pub backup_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +89,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(15),
             cors_origins: Vec::new(),
             webhook: None,
+            backup_dir: None,
         }
     }
 }
@@ -103,6 +106,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub tokens: ApiTokens,
     pub webhook: Option<WebhookConfig>,
+    pub backup_dir: Option<std::path::PathBuf>,
     pub body_max_bytes: usize,
 }
 
@@ -118,6 +122,7 @@ pub fn router(graph: Arc<Graph>, ops: Arc<dyn Operations>, metrics: Arc<Metrics>
         metrics,
         tokens: cfg.tokens.clone(),
         webhook: cfg.webhook.clone(),
+        backup_dir: cfg.backup_dir.clone(),
         body_max_bytes: cfg.body_max_bytes,
     });
     let app = Router::new()
@@ -603,11 +608,12 @@ async fn export(
 
 #[derive(Debug, serde::Deserialize)]
 struct BackupRequest {
-    to: std::path::PathBuf,
+    to: String,
 }
 
-/// `POST /admin/backup {"to": DIR}` (admin token): a consistent, checked copy of the index written
-/// on the server's machine while it serves.
+/// `POST /admin/backup {"to": NAME}` (admin token): a consistent, checked copy of the index written
+/// on the server's machine while it serves, into a new directory `NAME` under the configured
+/// `backup_dir` (created exclusively, 0700; removed again if the backup fails).
 async fn backup(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     const JSON: &str = "application/json";
     match st.tokens.check(&headers) {
@@ -620,20 +626,32 @@ async fn backup(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
             return early(StatusCode::FORBIDDEN, "FORBIDDEN", "the bearer token is not one this server accepts", JSON)
         }
     }
+    let Some(dir) = st.backup_dir.clone() else {
+        return early(
+            StatusCode::CONFLICT,
+            "BAD_USER_INPUT",
+            "this server takes no backups: set backup_dir (--backup-dir) in its configuration, or back up offline with --data-dir",
+            JSON,
+        );
+    };
     let req: BackupRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            return early(
-                StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
-                &format!("send {{\"to\": \"/a/new/dir\"}} ({e})"),
-                JSON,
-            )
+            return early(StatusCode::BAD_REQUEST, "BAD_REQUEST", &format!("send {{\"to\": \"NAME\"}} ({e})"), JSON)
         }
     };
+    if !idgraph_graph::backup_name_ok(&req.to) {
+        return early(
+            StatusCode::BAD_REQUEST,
+            "BAD_USER_INPUT",
+            "a backup is named by a plain name (letters, digits, '.', '_', '-'; no '/', no leading '.'): it is written under the server's backup_dir",
+            JSON,
+        );
+    }
+    let to = dir.join(&req.to);
     let g = st.graph.clone();
-    let to = req.to.clone();
     let started = Instant::now();
+    let written = to.clone();
     let ops = st.ops.clone();
     let backup = move || {
         let r = g.backup_to(&to);
@@ -643,8 +661,9 @@ async fn backup(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
     };
     match tokio::task::spawn_blocking(backup).await {
         Ok(Ok(r)) => {
-            let msg = r.summary(&req.to, started.elapsed());
-            (StatusCode::OK, Json(json!({"message": msg, "generation": r.generation}))).into_response()
+            let msg = r.summary(&written, started.elapsed());
+            let path = written.display().to_string();
+            (StatusCode::OK, Json(json!({"message": msg, "generation": r.generation, "path": path}))).into_response()
         }
         Ok(Err(e)) => early(StatusCode::CONFLICT, "BAD_USER_INPUT", &e.to_string(), JSON),
         Err(e) => early(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", &e.to_string(), JSON),
