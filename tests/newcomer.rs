@@ -234,3 +234,138 @@ async fn a_read_only_copy_opens_for_every_reading_command() {
 fn unsafe_is_root() -> bool {
     std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
 }
+
+/// A first crawl that cannot reach Drift says so (the URL it tried, no index yet) and is retried
+/// within seconds: once Drift answers, the server becomes ready without waiting for the next full
+/// run hours later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_first_crawl_is_retried_and_says_there_is_no_index_yet() {
+    use tokio::io::AsyncBufReadExt;
+    let port = free_port();
+    let drift = format!("http://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = idgraph()
+        .args(["serve", "--listen", "127.0.0.1:0", "--insecure-no-auth", "--token", TOKEN, "--drift-url", &drift])
+        .args(["--scim-url", &format!("{drift}/scim/v2"), "--rate-limit", "2000/s", "--data-dir"])
+        .arg(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    let mut addr = None;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !log.contains("no index yet: the first crawl is retried") {
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        let Ok(Ok(Some(l))) = tokio::time::timeout(std::time::Duration::from_secs(120), lines.next_line()).await else {
+            panic!("the server stopped: {log}")
+        };
+        if let Some(a) = l.split("serving GraphQL").nth(1).and_then(|_| l.split("addr=").nth(1)) {
+            addr = a.split_whitespace().next().map(String::from);
+        }
+        log.push_str(&l);
+        log.push('\n');
+    }
+    assert!(log.contains(&drift), "the URL it tried: {log}");
+    assert!(log.contains("no index yet") && !log.contains("the current index is still served"), "{log}");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    // Drift comes up at that address: the retry finds it.
+    let sim = drift_sim::Sim::new(SimConfig { token: TOKEN.into(), contacts: 200, agents: 5, ..SimConfig::default() });
+    let _running = sim.spawn(format!("127.0.0.1:{port}").parse().unwrap()).await.unwrap();
+    let url = format!("http://{}", addr.expect("the address it serves on"));
+    let ready = async {
+        loop {
+            if let Ok(r) = reqwest::get(format!("{url}/readyz")).await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(120), ready).await.expect("ready within minutes, not hours");
+    child.kill().await.unwrap();
+}
+
+/// Credentials Drift refuses are named as such, with what to check, and a crawl that stored
+/// nothing speaks of no generation; without credentials, no data directory is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_or_missing_credentials_say_what_to_check() {
+    let (_sim, r) = sim(SimConfig { contacts: 100, agents: 5, ..SimConfig::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (ok, err) = crawl(&r, &data, &["--token", "revoked-token"]).await;
+    assert!(!ok);
+    assert!(err.contains("refused the credentials") && err.contains("revoked") && err.contains("scopes"), "{err}");
+    assert!(!err.contains("generation") && err.contains("nothing was stored"), "{err}");
+
+    let fresh = dir.path().join("never");
+    let (ok, err) = crawl(&r, &fresh, &[]).await;
+    assert!(!ok && err.contains("no Drift credentials"), "{err}");
+    assert!(!fresh.exists(), "crawl without credentials created {}", fresh.display());
+    let out = idgraph()
+        .args(["serve", "--insecure-no-auth", "--listen", "127.0.0.1:0", "--drift-url", &r.url(), "--data-dir"])
+        .arg(&fresh)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no Drift credentials"));
+    assert!(!fresh.exists(), "serve without credentials created {}", fresh.display());
+}
+
+/// A departed agent keeps its last role and when Drift last confirmed it; a mutation sent with
+/// GET is told to use POST; a reassignment to an inactive agent reads in one casing; a dry run
+/// lists every move with --all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_things_a_new_user_trips_over() {
+    let (_sim, r) = sim(SimConfig { contacts: 400, agents: 5, ..SimConfig::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (ok, err) = crawl(&r, &data, &["--token", TOKEN]).await;
+    assert!(ok, "{err}");
+    let http = reqwest::Client::new();
+    let leaver = 20002u64;
+    http.delete(format!("{}/scim/v2/Users/{leaver}", r.url())).bearer_auth(TOKEN).send().await.unwrap();
+    let (ok, err) = crawl(&r, &data, &["--token", TOKEN]).await;
+    assert!(ok, "{err}");
+    // Dry runs: 50 moves shown by default, every one with --all; the inactive target refused in
+    // one casing.
+    let d = data.to_str().unwrap();
+    let (ok, out, _) = run(&["reassign", "--from", &leaver.to_string(), "--to", "20003", "--data-dir", d]).await;
+    assert!(ok && out.contains("--all lists every move"), "{out}");
+    let (ok, out, _) =
+        run(&["reassign", "--from", &leaver.to_string(), "--to", "20003", "--all", "--data-dir", d]).await;
+    let listed = out.lines().filter(|l| l.trim_start().starts_with("contact ")).count();
+    let total: usize =
+        out.split("dry run: ").nth(1).and_then(|t| t.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap();
+    assert!(ok && total > 50 && listed == total, "{listed} of {total}: {out}");
+    let (ok, _, err) =
+        run(&["reassign", "--from", "20003", "--to", &leaver.to_string(), "--force", "--data-dir", d]).await;
+    assert!(!ok && err.contains(&format!("target agent {leaver} is DEPARTED, not ACTIVE")), "{err}");
+
+    let srv = serve(&r, &data, &["--read-token", READ, "--admin-token", ADMIN, "--refresh-share", "0"]).await;
+    let q = format!(r#"{{ agent(id: "{leaver}") {{ status role verifiedAt }} }}"#);
+    let a = common::data(&srv.url, READ, &q).await;
+    assert_eq!(a["agent"]["status"], "DEPARTED");
+    assert!(a["agent"]["role"].is_string() && a["agent"]["verifiedAt"].is_string(), "the last known values: {a}");
+    let csv = http
+        .get(format!("{}/export/agents?format=csv", srv.url))
+        .bearer_auth(READ)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let row = csv.lines().find(|l| l.starts_with(&format!("{leaver},"))).unwrap();
+    assert!(!row.contains(",,,"), "the export keeps them too: {row}");
+    let get = http
+        .get(format!("{}/graphql", srv.url))
+        .query(&[("query", "mutation { reindex { crawling } }")])
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let body = get.text().await.unwrap();
+    assert!(body.contains("need POST"), "{body}");
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use std::collections::HashSet;
 
-use idgraph_crawler::{Checkpoint, ClientStats, ContactsMode, CrawlEvent, CrawlSummary, Crawler, Source};
+use idgraph_crawler::{Checkpoint, ClientStats, ContactsMode, CrawlError, CrawlEvent, CrawlSummary, Crawler, Source};
 use idgraph_graph::{Change, Graph, ShrinkGuard, Staging};
 use idgraph_model::Record;
 use tokio::sync::mpsc;
@@ -52,9 +52,33 @@ pub async fn reindex(
     let crawled = task.await.context("the crawl task failed")?;
     observer.crawling(false, &stats);
     let warnings = stored?;
-    let summary = crawled.with_context(|| {
-        format!("the crawl did not complete; generation {} is kept and the next run resumes it", staging.generation)
-    })?;
+    let url = crawler.config().drift_url.trim_end_matches('/').to_string();
+    let summary = match crawled {
+        Ok(s) => s,
+        Err(e) => {
+            let refused =
+                matches!(e, CrawlError::Auth(_) | CrawlError::Unauthorized { .. } | CrawlError::Forbidden { .. });
+            let stored_any = staging.resumed || graph.checkpoint(&staging).ok().flatten().is_some();
+            if refused && !stored_any {
+                // Nothing to resume: the staging generation holds nothing.
+                let g = graph.clone();
+                let _ = tokio::task::spawn_blocking(move || g.abandon(staging)).await;
+            }
+            let what = if refused {
+                format!(
+                    "Drift at {url} refused the credentials: check that the token is valid and not revoked, and that it has the scopes idgraph reads with (contact_read, user_read, conversation_read, account_read; SCIM needs a token of an Enterprise org)"
+                )
+            } else {
+                format!("the crawl of {url} did not complete")
+            };
+            let kept = match (graph.ready(), stored_any) {
+                (_, true) => "; what it read is kept and the next run resumes it".to_string(),
+                (true, false) => "; nothing was stored, and the current index is still served".to_string(),
+                (false, false) => "; nothing was stored, and there is no index yet".to_string(),
+            };
+            return Err(anyhow::Error::new(e).context(format!("{what}{kept}")));
+        }
+    };
     if !cp.is_done(Source::Contacts) {
         anyhow::bail!("the crawl ended without finishing contacts; the previous index stays");
     }
@@ -202,7 +226,9 @@ mod tests {
         // goes on being served, whole.
         let bad = crawler(&r.url(), &r.scim_url(), "wrong");
         let err = reindex(&graph, &bad, &Quiet, ShrinkGuard::default(), true).await.unwrap_err();
-        assert!(format!("{err:#}").contains("did not complete"), "{err:#}");
+        let err = format!("{err:#}");
+        assert!(err.contains("refused the credentials") && err.contains("scopes") && err.contains("revoked"), "{err}");
+        assert!(err.contains("current index is still served") && !err.contains("generation"), "{err}");
         assert_eq!(graph.info().unwrap().generation, 1);
         assert_eq!(graph.read().counts().0, 1500);
 

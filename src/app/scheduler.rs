@@ -78,6 +78,20 @@ pub struct ScheduleConfig {
 pub trait Runner: Send + Sync + 'static {
     /// Runs a full reindex or an agents refresh; the message says what it did.
     fn run(&self, kind: RunKind) -> BoxFuture<'static, Result<String>>;
+    /// Whether an index is served: until the first crawl succeeds, a failed one is retried soon
+    /// (with backoff) rather than at the next scheduled run.
+    fn ready(&self) -> bool {
+        true
+    }
+}
+
+/// The first retry of a failed first crawl, and the longest wait between retries.
+const FIRST_RETRY: Duration = Duration::from_secs(5);
+const LONGEST_RETRY: Duration = Duration::from_secs(300);
+
+/// How long to wait before retrying a first crawl that failed `failures` times in a row.
+fn retry_after(failures: u32) -> Duration {
+    FIRST_RETRY.saturating_mul(1u32 << failures.min(10)).min(LONGEST_RETRY)
 }
 
 /// The real runs: the pipeline against Drift.
@@ -90,6 +104,10 @@ pub struct PipelineRunner {
 }
 
 impl Runner for PipelineRunner {
+    fn ready(&self) -> bool {
+        self.graph.ready()
+    }
+
     fn run(&self, kind: RunKind) -> BoxFuture<'static, Result<String>> {
         let (graph, crawler, observer) = (self.graph.clone(), self.crawler.clone(), self.observer.clone());
         let (guard, incremental) = (self.guard, self.incremental);
@@ -193,6 +211,7 @@ impl Scheduler {
         let now = Instant::now();
         let mut next_full = if full_now { now } else { now + self.cfg.full.next_delay(self.cfg.jitter) };
         let mut next_agents = now + jittered(self.cfg.agents_every, self.cfg.jitter);
+        let mut failures = 0u32;
         loop {
             self.set_next(next_full, next_agents);
             let due = next_full.min(next_agents);
@@ -207,12 +226,24 @@ impl Scheduler {
                 }
             };
             self.queued.lock().remove(&kind);
-            self.run(kind).await;
+            // With no index yet, there is nothing to refresh agents in: crawl instead.
+            let kind = if self.runner.ready() { kind } else { RunKind::Full };
+            let ok = self.run(kind).await;
             let now = Instant::now();
             // A full reindex refreshes agents too.
             next_agents = now + jittered(self.cfg.agents_every, self.cfg.jitter);
             if kind == RunKind::Full {
-                next_full = now + self.cfg.full.next_delay(self.cfg.jitter);
+                if ok || self.runner.ready() {
+                    failures = 0;
+                    next_full = now + self.cfg.full.next_delay(self.cfg.jitter);
+                } else {
+                    // A first crawl that failed: no index is served, so try again soon.
+                    let wait = retry_after(failures);
+                    failures += 1;
+                    tracing::warn!(retry_in = %humantime::format_duration(wait), "no index yet: the first crawl is retried");
+                    next_full = now + wait;
+                    next_agents = next_full + Duration::from_secs(1);
+                }
             }
         }
     }
@@ -228,7 +259,8 @@ impl Scheduler {
         self.observer.next_runs(f, a);
     }
 
-    async fn run(&self, kind: RunKind) {
+    /// Runs one; whether it succeeded.
+    async fn run(&self, kind: RunKind) -> bool {
         let _exclusive = self.exclusive.lock().await;
         self.status.lock().running = Some(kind);
         let result = self.runner.run(kind).await;
@@ -244,13 +276,18 @@ impl Scheduler {
             }
             Err(e) => {
                 let msg = format!("{e:#}");
-                tracing::error!(error = %msg, ?kind, "scheduled run failed; the current index is still served");
+                if self.runner.ready() {
+                    tracing::error!(error = %msg, ?kind, "scheduled run failed; the current index is still served");
+                } else {
+                    tracing::error!(error = %msg, ?kind, "the crawl failed: no index yet (/readyz answers 503 until one succeeds)");
+                }
                 st.last_error = Some(msg);
             }
         }
         let ok = st.last_error.is_none();
         drop(st);
         self.observer.run_finished(kind, ok);
+        ok
     }
 }
 
@@ -270,10 +307,18 @@ mod tests {
         running: AtomicUsize,
         most_at_once: AtomicUsize,
         fail: std::sync::atomic::AtomicBool,
+        /// No index yet (until a run succeeds).
+        unready: std::sync::atomic::AtomicBool,
+        /// Runs that fail before one succeeds.
+        fail_first: AtomicUsize,
         started: Mutex<Option<Instant>>,
     }
 
     impl Runner for Arc<Fake> {
+        fn ready(&self) -> bool {
+            !self.unready.load(Ordering::SeqCst)
+        }
+
         fn run(&self, kind: RunKind) -> BoxFuture<'static, Result<String>> {
             let me = self.clone();
             Box::pin(async move {
@@ -286,6 +331,11 @@ mod tests {
                 if me.fail.load(Ordering::SeqCst) {
                     anyhow::bail!("Drift said no");
                 }
+                if me.fail_first.load(Ordering::SeqCst) > 0 {
+                    me.fail_first.fetch_sub(1, Ordering::SeqCst);
+                    anyhow::bail!("cannot reach http://127.0.0.1:9/: connection refused");
+                }
+                me.unready.store(false, Ordering::SeqCst);
                 Ok(format!("{kind:?} done"))
             })
         }
@@ -333,6 +383,26 @@ mod tests {
         assert_eq!(&ran[..3], &[RunKind::Full, RunKind::Full, RunKind::Agents], "{ran:?}");
         assert_eq!(fake.most_at_once.load(Ordering::SeqCst), 1, "never two runs at once");
         assert!(s.trigger(RunKind::Full), "once run, it can be asked for again");
+    }
+
+    /// A first crawl that fails (Drift unreachable) is retried within seconds, then minutes,
+    /// not at the next full run hours later; agents runs wait for an index.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_first_crawl_is_retried_with_backoff() {
+        let fake = Arc::new(Fake { takes: Duration::from_secs(1), ..Fake::default() });
+        fake.unready.store(true, Ordering::SeqCst);
+        fake.fail_first.store(4, Ordering::SeqCst);
+        let s = start(&fake, true);
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        let ran: Vec<(RunKind, u64)> = fake.ran.lock().iter().map(|(k, t)| (*k, t.as_secs())).collect();
+        // Ends at 1, 7, 18, 39; retries 5, 10, 20, 40 s after each end.
+        assert_eq!(
+            ran,
+            vec![(RunKind::Full, 0), (RunKind::Full, 6), (RunKind::Full, 17), (RunKind::Full, 38), (RunKind::Full, 79)]
+        );
+        assert!(s.status().last_error.is_none(), "the fifth try succeeded");
+        assert!(fake.ready());
+        assert_eq!(retry_after(20), LONGEST_RETRY, "at most minutes apart");
     }
 
     #[tokio::test(start_paused = true)]

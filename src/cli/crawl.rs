@@ -69,6 +69,8 @@ pub async fn crawl(a: CrawlArgs) -> Result<()> {
         print!("{}", estimate(contacts, settings.drift.budget.per_second(), a.refresh_share, a.listing));
         return Ok(());
     }
+    // Credentials first: a command that cannot crawl creates no data directory.
+    settings.drift.crawl_config()?;
     let graph = Arc::new(open_graph(
         &settings.data_dir,
         "stop the server, or trigger `mutation { reindex }` at {server}",

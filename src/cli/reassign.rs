@@ -30,6 +30,9 @@ pub struct ReassignArgs {
     /// Move an ACTIVE agent's contacts too (refused without it: rarely what is meant).
     #[arg(long)]
     pub force: bool,
+    /// List every move of the plan (by default the first 50 and a count of the rest).
+    #[arg(long)]
+    pub all: bool,
     /// Ask a running server (with its admin token) instead of using the data directory.
     #[arg(long, env = "IDGRAPH_SERVER")]
     pub server: Option<String>,
@@ -58,7 +61,7 @@ fn label(id: u64, email: Option<&str>) -> String {
     }
 }
 
-fn print_plan(lines: &[Line], total: usize, apply: bool) {
+fn print_plan(lines: &[Line], total: usize, apply: bool, more: &str) {
     if total == 0 {
         println!("nothing left to move");
         return;
@@ -72,7 +75,7 @@ fn print_plan(lines: &[Line], total: usize, apply: bool) {
         println!("  contact {} : {} -> {}", l.contact, l.from, l.to);
     }
     if total > lines.len() {
-        println!("  … and {} more", total - lines.len());
+        println!("  … and {} more ({more})", total - lines.len());
     }
 }
 
@@ -100,7 +103,7 @@ async fn local(a: &ReassignArgs) -> Result<()> {
         let email = |id: u64| ix.agent_ref(id).and_then(|x| x.email.clone());
         let lines: Vec<Line> = moves
             .iter()
-            .take(SHOWN)
+            .take(if a.all { usize::MAX } else { SHOWN })
             .map(|m| Line {
                 contact: label(m.contact_id, ix.contact_ref(m.contact_id).and_then(|c| c.email.as_deref())),
                 from: label(m.from, email(m.from).as_deref()),
@@ -109,7 +112,7 @@ async fn local(a: &ReassignArgs) -> Result<()> {
             .collect();
         (moves, lines)
     };
-    print_plan(&lines, moves.len(), a.apply);
+    print_plan(&lines, moves.len(), a.apply, "--all lists every move");
     if !a.apply || moves.is_empty() {
         return Ok(());
     }
@@ -199,7 +202,7 @@ async fn remote(a: &ReassignArgs, server: &str) -> Result<()> {
                 .collect()
         })
         .unwrap_or_default();
-    let shown: Vec<&Move> = moves.iter().take(SHOWN).collect();
+    let shown: Vec<&Move> = moves.iter().take(if a.all { usize::MAX } else { SHOWN }).collect();
     let ids: Vec<String> = shown.iter().map(|m| m.contact_id.to_string()).collect();
     let contacts =
         remote_query(server, token, "query($i: [ID!]!) { contactsByIds(ids: $i) { email } }", json!({"i": ids}))
@@ -218,7 +221,12 @@ async fn remote(a: &ReassignArgs, server: &str) -> Result<()> {
         })
         .collect();
     let total = plan["planned"].as_u64().unwrap_or(0) as usize;
-    print_plan(&lines, total, a.apply);
+    let more = if a.all {
+        "a server lists the first 1,000 moves; every move: `idgraph reassign --all --data-dir DIR` with the server stopped"
+    } else {
+        "--all lists every move"
+    };
+    print_plan(&lines, total, a.apply, more);
     if !a.apply || total == 0 {
         return Ok(());
     }

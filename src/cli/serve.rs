@@ -115,6 +115,10 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         ..ServerConfig::default()
     };
     let hold = "stop the other idgraph first: one server holds a data directory";
+    if !a.read_only {
+        // Credentials first: a server that cannot crawl creates no data directory.
+        settings.drift.crawl_config()?;
+    }
     let graph = Arc::new(if a.read_only {
         open_graph_to_read(&settings.data_dir, hold)?
     } else {

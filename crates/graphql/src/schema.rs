@@ -43,13 +43,22 @@ pub enum Role {
     Admin,
 }
 
+/// Set on a request that came with GET: it never carries admin rights (another page could
+/// forge it), and a refusal says to send it with POST.
+#[derive(Debug, Clone, Copy)]
+pub struct SentWithGet;
+
 struct AdminGuard;
 
 impl Guard for AdminGuard {
     async fn check(&self, ctx: &Context<'_>) -> Result<()> {
-        match ctx.data_opt::<Role>() {
-            Some(Role::Admin) => Ok(()),
-            _ => Err(coded("FORBIDDEN", "this mutation needs the admin token")),
+        match (ctx.data_opt::<Role>(), ctx.data_opt::<SentWithGet>()) {
+            (Some(Role::Admin), _) => Ok(()),
+            (_, Some(_)) => Err(coded(
+                "FORBIDDEN",
+                "mutations and admin fields need POST: a GET request never carries the admin token's rights",
+            )),
+            _ => Err(coded("FORBIDDEN", "this needs the admin token")),
         }
     }
 }

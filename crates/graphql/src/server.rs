@@ -281,7 +281,8 @@ async fn graphql(State(st): State<Arc<AppState>>, req: axum::extract::Request) -
         }
     };
     // A GET can be forged by another page: it never carries admin rights.
-    if *method == Method::GET {
+    let get = *method == Method::GET;
+    if get {
         role = Role::Read;
     }
     let wire = match wire_request(method, headers, uri, &body) {
@@ -289,7 +290,7 @@ async fn graphql(State(st): State<Arc<AppState>>, req: axum::extract::Request) -
         Err(msg) => return early(StatusCode::BAD_REQUEST, "BAD_REQUEST", &msg, media),
     };
     let started = Instant::now();
-    let answered = execute(&st, wire, role).await;
+    let answered = execute(&st, wire, role, get).await;
     st.metrics.observe_query(started.elapsed());
     st.metrics.graphql_requests.fetch_add(1, Ordering::Relaxed);
     match answered {
@@ -384,7 +385,7 @@ enum Answered {
     Planned(Vec<u8>),
 }
 
-async fn execute(st: &AppState, wire: WireRequest, role: Role) -> Answered {
+async fn execute(st: &AppState, wire: WireRequest, role: Role, get: bool) -> Answered {
     if wire.variables.as_ref().is_some_and(|v| !v.is_null() && !v.is_object()) {
         let msg = "variables must be a JSON object of names and values";
         return Answered::Graphql(request_failure("BAD_REQUEST", msg.into()));
@@ -406,6 +407,9 @@ async fn execute(st: &AppState, wire: WireRequest, role: Role) -> Answered {
         return Answered::Graphql(request_failure("GRAPHQL_VALIDATION_FAILED", msg.clone()));
     }
     let mut req = async_graphql::Request::new(query).data(role);
+    if get {
+        req = req.data(crate::schema::SentWithGet);
+    }
     if let Some(op) = &operation {
         req = req.operation_name(op.clone());
     }

@@ -220,6 +220,10 @@ fn org_markdown(o: &OrgAudit, digest: &str) -> String {
         "| **total** | {} agents | | | {} | {} |\n",
         o.total_agents, o.total_contacts, o.total_accounts
     ));
+    out.push_str(&format!(
+        "\n{} contacts have no owner at all. Verified: {} orphans re-read in Drift after their owner went, {} not yet.\n",
+        o.unowned_contacts, o.orphans_verified_after_departure, o.orphans_not_yet_verified
+    ));
     out
 }
 
@@ -263,6 +267,37 @@ fn org_table(o: &OrgAudit, digest: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every total the table prints, the Markdown prints too.
+    #[test]
+    fn the_markdown_org_audit_has_the_tables_totals() {
+        let o = OrgAudit {
+            rows: vec![],
+            total_agents: 0,
+            total_contacts: 0,
+            total_accounts: 0,
+            unowned_contacts: 17,
+            orphans_verified_after_departure: 5,
+            orphans_not_yet_verified: 3,
+            orphans: vec![],
+            evidence: crate::audit::Evidence {
+                generation: 1,
+                crawl_finished_at_ms: 0,
+                agents_refreshed_at_ms: 0,
+                generated_at_ms: 0,
+                data_age_s: 0,
+                scim_available: true,
+            },
+        };
+        let md = org_markdown(&o, "d");
+        let table = org_table(&o, "d");
+        for needle in
+            ["17 contacts have no owner at all", "5 orphans re-read in Drift after their owner went, 3 not yet"]
+        {
+            assert!(table.contains(needle), "{table}");
+            assert!(md.contains(needle), "{md}");
+        }
+    }
 
     #[test]
     fn csv_cells_are_quoted_and_defused() {
