@@ -58,8 +58,9 @@ pub async fn reindex(
         Err(e) => {
             let refused =
                 matches!(e, CrawlError::Auth(_) | CrawlError::Unauthorized { .. } | CrawlError::Forbidden { .. });
-            let stored_any = staging.resumed || graph.checkpoint(&staging).ok().flatten().is_some();
-            if refused && !stored_any {
+            // A refused crawl read nothing; a resumed one keeps what earlier runs read.
+            let stored_any = staging.resumed || (!refused && graph.checkpoint(&staging).ok().flatten().is_some());
+            if !stored_any {
                 // Nothing to resume: the staging generation holds nothing.
                 let g = graph.clone();
                 let _ = tokio::task::spawn_blocking(move || g.abandon(staging)).await;

@@ -112,7 +112,6 @@ pub struct AppState {
 
 /// The whole HTTP surface. Call inside a Tokio runtime (the webhook applier is spawned here).
 pub fn router(graph: Arc<Graph>, ops: Arc<dyn Operations>, metrics: Arc<Metrics>, cfg: ServerConfig) -> Router {
-    let webhook_body = cfg.webhook.as_ref().map_or(64 * 1024, |w| w.body_max_bytes);
     let state = Arc::new(AppState {
         schema: build_schema(graph.clone(), ops.clone()),
         ops,
@@ -131,7 +130,7 @@ pub fn router(graph: Arc<Graph>, ops: Arc<dyn Operations>, metrics: Arc<Metrics>
         .route("/favicon.ico", get(favicon))
         .route("/assets/{name}", get(graphiql::asset))
         .route("/graphql", get(graphql).post(graphql).layer(DefaultBodyLimit::disable()))
-        .route("/webhooks/drift", post(webhooks::receive).layer(DefaultBodyLimit::max(webhook_body)))
+        .route("/webhooks/drift", post(webhooks::receive).layer(DefaultBodyLimit::disable()))
         .route("/export/{table}", get(export))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -309,7 +308,7 @@ async fn graphql(State(st): State<Arc<AppState>>, req: axum::extract::Request) -
 
 /// Reads a request body of at most `max` bytes. A longer one is refused, but read on (up to a
 /// bound) so that the client, still sending, gets the answer instead of a reset connection.
-async fn read_body(body: axum::body::Body, max: usize) -> Result<Bytes, String> {
+pub(crate) async fn read_body(body: axum::body::Body, max: usize) -> Result<Bytes, String> {
     use http_body_util::BodyExt;
     let mut body = body;
     let mut buf = Vec::new();

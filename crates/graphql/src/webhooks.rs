@@ -40,7 +40,7 @@ fn token_ok(expected: &str, given: &str) -> bool {
 /// How far past now a delivery's own time may be (clocks differ a little); later is refused.
 pub const FUTURE_SKEW_MS: i64 = 5 * 60_000;
 
-pub(crate) async fn receive(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn receive(State(st): State<Arc<AppState>>, headers: HeaderMap, body: axum::body::Body) -> Response {
     let Some(cfg) = &st.webhook else {
         return (StatusCode::NOT_FOUND, "webhooks are not configured").into_response();
     };
@@ -49,9 +49,12 @@ pub(crate) async fn receive(State(st): State<Arc<AppState>>, headers: HeaderMap,
         m.webhooks_rejected.fetch_add(1, Ordering::Relaxed);
         (code, Json(json!({"error": msg}))).into_response()
     };
-    if body.len() > cfg.body_max_bytes {
-        return reject(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
-    }
+    // Read on past the bound (a little) so that a sender still sending gets the answer rather
+    // than a reset connection.
+    let body: Bytes = match crate::server::read_body(body, cfg.body_max_bytes).await {
+        Ok(b) => b,
+        Err(_) => return reject(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+    };
     let parsed: Result<Value, _> = serde_json::from_slice(&body);
     let header_token = headers.get("x-verification-token").and_then(|v| v.to_str().ok());
     let body_token = parsed.as_ref().ok().and_then(|v| v.get("token")).and_then(Value::as_str);

@@ -534,13 +534,17 @@ async fn a_backup_is_not_cut_short_by_the_queries_timeout() {
     crawl(&g, 5_000);
     let tokens = ApiTokens { read: Some(Secret::new(READ)), admin: Some(Secret::new(ADMIN)) };
     // Queries time out after a millisecond here; a backup takes longer than that.
-    let cfg = ServerConfig { tokens, request_timeout: std::time::Duration::from_millis(1), ..ServerConfig::default() };
+    let cfg = ServerConfig {
+        tokens,
+        request_timeout: std::time::Duration::from_millis(1),
+        backup_dir: Some(dir.path().to_path_buf()),
+        ..ServerConfig::default()
+    };
     let app = router(g.clone(), Arc::new(NoOperations), Arc::new(Metrics::default()), cfg);
-    let to = dir.path().join("backup");
     let req = Request::post("/admin/backup")
         .header("content-type", "application/json")
         .header("authorization", format!("Bearer {ADMIN}"))
-        .body(Body::from(json!({ "to": to }).to_string()))
+        .body(Body::from(json!({ "to": "backup" }).to_string()))
         .unwrap();
     let a = send(&app, req).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);

@@ -83,7 +83,14 @@
     if (FILE) return { doc: FILE.agent && String(FILE.agent.report.agent.id) === String(id) ? FILE.agent : null };
     const d = await gql('query($a: String, $n: Int) { auditReport(agent: $a, orphanLimit: $n) indexStatus { lastChangeSeq generation } }', { a: String(id), n: ORPHAN_LIMIT });
     view.seq = d.indexStatus.lastChangeSeq + ':' + d.indexStatus.generation;
-    return { doc: d.auditReport };
+    const doc = d.auditReport;
+    const email = doc && doc.report && doc.report.agent.email;
+    if (email) {
+      // An email a rehire reused belongs to several agents: the page names the others.
+      const o = await gql('query($e: String) { agents(email: $e, first: 100) { edges { node { id status } } } }', { e: email });
+      doc.sameEmail = o.agents.edges.map((x) => x.node).filter((x) => String(x.id) !== String(doc.report.agent.id));
+    }
+    return { doc };
   }
 
   async function download(format, args, name) {
@@ -367,6 +374,9 @@
       FILE ? null : h('p', { class: 'noprint' }, h('a', { href: '#/' }, '← Org audit')),
       h('h1', {}, (ag.name || '(no name)') + ' ', h('span', { class: 'note' }, '<' + (ag.email || 'no email') + '> · id ' + ag.id + ' '), badge(ag.status)),
       h('p', { class: 'sub' }, 'Role ', ag.role || '—', ' · first seen ', when(ag.first_seen_ms), ' · last confirmed by Drift ', when(ag.verified_at_ms)),
+      doc.sameEmail && doc.sameEmail.length
+        ? h('p', { class: 'sub', id: 'same-email' }, 'This email also belonged to ', doc.sameEmail.flatMap((o, i) => [i ? ', ' : '', agentLink(o.id, 'agent ' + o.id), ' ', badge(o.status)]))
+        : null,
       h('div', { class: 'cards' },
         card(num(a.contacts_now), 'contacts it owns now', 'contacts-now'),
         card(num(a.accounts_now), 'accounts it owns now', 'accounts-now'),
