@@ -369,3 +369,27 @@ async fn small_things_a_new_user_trips_over() {
     let body = get.text().await.unwrap();
     assert!(body.contains("need POST"), "{body}");
 }
+
+/// `serve` stops on SIGTERM (what systemd and container runtimes send) as asked: exit 0, during a
+/// crawl too, and the next start serves the same index and resumes the crawl.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_stops_gracefully_on_sigterm() {
+    let (_sim, r) = sim(SimConfig { contacts: 3000, agents: 10, ..SimConfig::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut srv = serve(&r, &data, &["--read-token", READ, "--admin-token", ADMIN, "--rate-limit", "30/s"]).await;
+    let before = common::data(&srv.url, READ, "{ indexStatus { generation contacts } }").await;
+    common::data(&srv.url, ADMIN, "mutation { reindex { crawling } }").await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let pid = srv.child.id().unwrap().to_string();
+    let started = std::time::Instant::now();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), srv.child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "exit 0 on SIGTERM, not death by the signal: {status:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "within the drain bound");
+    assert!(!data.join("idgraph-server.json").exists(), "the address note is removed");
+    let srv = serve(&r, &data, &["--read-token", READ, "--admin-token", ADMIN]).await;
+    let after = common::data(&srv.url, READ, "{ indexStatus { generation contacts } }").await;
+    assert_eq!(after, before, "the same index after the restart");
+}

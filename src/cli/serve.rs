@@ -160,25 +160,60 @@ async fn serve_read_only(
         generation = info.as_ref().map(|i| i.generation),
         "serving the stored index read-only: it will not be refreshed"
     );
-    let app = router(graph, Arc::new(idgraph_graphql::NoOperations), Arc::new(Metrics::default()), server_cfg);
-    serve_until_stopped(app, listener, data_dir).await
+    let app = router(graph.clone(), Arc::new(idgraph_graphql::NoOperations), Arc::new(Metrics::default()), server_cfg);
+    serve_until_stopped(app, listener, data_dir, &graph).await
 }
 
-/// Serves until Ctrl-C, noting the address in the data directory meanwhile.
+/// How long requests in flight may take to finish once a stop is asked for.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Resolves on SIGTERM (what systemd and container runtimes send) or SIGINT (Ctrl-C).
+async fn stop_asked() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            };
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    "SIGINT"
+}
+
+/// Serves until SIGTERM or SIGINT, noting the address in the data directory meanwhile; then
+/// stops accepting, lets requests in flight finish (within `DRAIN`), flushes the store and
+/// returns, so the process exits 0. A crawl under way stops at its last stored page: every page
+/// is stored with its checkpoint, and the next run resumes from it.
 async fn serve_until_stopped(
     app: axum::Router,
     listener: tokio::net::TcpListener,
     data_dir: &std::path::Path,
+    graph: &idgraph_graph::Graph,
 ) -> Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(addr = %addr, "serving GraphQL at /graphql, GraphiQL at / and the audit view at /audit");
     note_server(data_dir, &format!("http://{addr}"));
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await;
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let why = stop_asked().await;
+        tracing::info!(signal = why, "stopping: no new connections; requests in flight may finish");
+        let _ = stopping_tx.send(());
+    });
+    let served = tokio::select! {
+        r = server => r.map_err(anyhow::Error::from),
+        _ = async {
+            let _ = stopping_rx.await;
+            tokio::time::sleep(DRAIN).await;
+        } => {
+            tracing::warn!(after = ?DRAIN, "requests still in flight: stopping without them");
+            Ok(())
+        }
+    };
     forget_server(data_dir);
+    graph.flush().context("cannot flush the store")?;
     served?;
     tracing::info!("stopped");
     Ok(())
@@ -222,7 +257,7 @@ async fn run_server(run: Run, listener: tokio::net::TcpListener) -> Result<()> {
     jobs.spawn();
     let ops = SchedulerOps { scheduler, graph: graph.clone(), crawler: run.crawler, refresher, confirmer, jobs };
     let app = router(graph, Arc::new(ops), metrics, run.server_cfg);
-    serve_until_stopped(app, listener, &run.data_dir).await
+    serve_until_stopped(app, listener, &run.data_dir, &run.graph).await
 }
 
 #[derive(Args)]

@@ -355,6 +355,11 @@ impl Graph {
         self.fallback.lock().clone()
     }
 
+    /// Writes everything to disk (a server stopping).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.store.flush()
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }

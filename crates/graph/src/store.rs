@@ -373,6 +373,12 @@ pub(crate) fn private_copy(from: &Path) -> Result<tempfile::TempDir, StoreError>
 }
 
 impl Store {
+    /// Writes everything to disk.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Whether `dir` holds a store.
     pub fn exists_at(dir: &Path) -> bool {
         dir.join(DB_FILE).is_file()
