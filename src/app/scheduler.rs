@@ -37,9 +37,13 @@ impl FromStr for FullSchedule {
             }
             return Ok(FullSchedule::Every(d));
         }
-        cron::Schedule::from_str(s)
-            .map(|c| FullSchedule::Cron(Box::new(c)))
-            .map_err(|e| format!("{s:?} is neither a duration (6h) nor a cron expression: {e}"))
+        // The usual 5 fields (minute hour day month weekday) are read with the seconds at 0.
+        let expr = if s.split_whitespace().count() == 5 { format!("0 {}", s.trim()) } else { s.to_string() };
+        cron::Schedule::from_str(&expr).map(|c| FullSchedule::Cron(Box::new(c))).map_err(|e| {
+            format!(
+                "{s:?} is neither a duration (6h) nor a cron expression (5 fields, `0 */6 * * *`, or 6 with seconds first): {e}"
+            )
+        })
     }
 }
 
@@ -85,6 +89,11 @@ pub trait Runner: Send + Sync + 'static {
     }
 }
 
+/// `1 change`, `2 changes`.
+pub fn plural(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
 /// The first retry of a failed first crawl, and the longest wait between retries.
 const FIRST_RETRY: Duration = Duration::from_secs(5);
 const LONGEST_RETRY: Duration = Duration::from_secs(300);
@@ -116,16 +125,16 @@ impl Runner for PipelineRunner {
                 RunKind::Full => {
                     let r = pipeline::reindex(&graph, &crawler, observer.as_ref(), guard, incremental).await?;
                     Ok(format!(
-                        "full reindex: generation {} ({} contacts, {} requests, {} changes)",
+                        "full reindex: generation {} ({} contacts, {} requests, {})",
                         r.generation,
                         r.summary.contacts,
                         r.summary.requests,
-                        r.changes.len()
+                        plural(r.changes.len(), "change")
                     ))
                 }
                 RunKind::Agents => {
                     let c = pipeline::refresh_agents(&graph, &crawler, guard).await?;
-                    Ok(format!("agents refresh: {} changes", c.len()))
+                    Ok(format!("agents refresh: {}", plural(c.len(), "change")))
                 }
             }
         })
@@ -352,6 +361,18 @@ mod tests {
     fn start(fake: &Arc<Fake>, full_now: bool) -> Arc<Scheduler> {
         *fake.started.lock() = Some(Instant::now());
         Scheduler::start(Arc::new(fake.clone()), Arc::new(Quiet), cfg(), full_now)
+    }
+
+    #[test]
+    fn cron_takes_five_fields_or_six() {
+        let five: FullSchedule = "0 */6 * * *".parse().unwrap();
+        let six: FullSchedule = "0 0 */6 * * *".parse().unwrap();
+        match (five, six) {
+            (FullSchedule::Cron(a), FullSchedule::Cron(b)) => assert_eq!(a.to_string(), b.to_string()),
+            _ => panic!("both are cron expressions"),
+        }
+        let err = "every tuesday".parse::<FullSchedule>().unwrap_err();
+        assert!(err.contains("5 fields"), "{err}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -34,6 +34,7 @@ pub enum Format {
     Table,
     Csv,
     Json,
+    #[value(alias = "md")]
     Markdown,
     /// One self-contained HTML file: charts, the agent's graph, tables, digest and evidence.
     Html,

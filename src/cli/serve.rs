@@ -372,7 +372,8 @@ async fn first_crawl(data_dir: &std::path::Path, crawler: &Crawler, contacts: us
 fn print_banner(url: &str, sim: &str) {
     eprintln!(
         r#"
-idgraph demo is up.
+idgraph demo is up, on loopback only and without sign-in: every caller may query and run
+mutations (a real server takes tokens: see the README).
 
   GraphiQL   {url}/            (open it in a browser)
   audit      {url}/audit       (the offboarding audit: charts, each leaver's graph, downloads)

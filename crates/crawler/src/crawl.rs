@@ -127,6 +127,19 @@ impl Crawler {
         tx: mpsc::Sender<CrawlEvent>,
     ) -> Result<CrawlSummary, CrawlError> {
         let started = Instant::now();
+        // The client's counters run for its whole life: a run reports what it added to them
+        // (with requests others made on the same client meanwhile, such as the refresher's).
+        let totals = |c: &Crawler| {
+            let mut t = [&c.rest.stats.requests, &c.rest.stats.rate_limited, &c.rest.stats.retries]
+                .map(|a| a.load(Ordering::Relaxed));
+            if let Some(sc) = c.scim.as_ref().filter(|sc| !Arc::ptr_eq(&sc.stats, &c.rest.stats)) {
+                t[0] += sc.stats.requests.load(Ordering::Relaxed);
+                t[1] += sc.stats.rate_limited.load(Ordering::Relaxed);
+                t[2] += sc.stats.retries.load(Ordering::Relaxed);
+            }
+            t
+        };
+        let before = totals(self);
         let counts = Arc::new(Counts::default());
         let want = |s: Source| sources.contains(&s) && !resume.is_done(s);
         let scim_available = Arc::new(Mutex::new(resume.scim_available.unwrap_or(false)));
@@ -162,28 +175,21 @@ impl Crawler {
             Ok::<_, CrawlError>(())
         };
         tokio::try_join!(users, scim, accounts, contacts)?;
-        let s = &self.rest.stats;
-        let mut summary = CrawlSummary {
+        let after = totals(self);
+        let summary = CrawlSummary {
             contacts: counts.contacts.load(Ordering::Relaxed),
             users: counts.users.load(Ordering::Relaxed),
             scim_users: counts.scim.load(Ordering::Relaxed),
             accounts: counts.accounts.load(Ordering::Relaxed),
             bad_records: counts.bad.load(Ordering::Relaxed),
-            requests: s.requests.load(Ordering::Relaxed),
-            rate_limited: s.rate_limited.load(Ordering::Relaxed),
-            retries: s.retries.load(Ordering::Relaxed),
+            requests: after[0] - before[0],
+            rate_limited: after[1] - before[1],
+            retries: after[2] - before[2],
             scim_available: *scim_available.lock(),
             mode: *mode.lock(),
             high_water_ms: *high_water.lock(),
             elapsed_ms: started.elapsed().as_millis() as u64,
         };
-        if let Some(sc) = &self.scim {
-            if !Arc::ptr_eq(&sc.stats, &self.rest.stats) {
-                summary.requests += sc.stats.requests.load(Ordering::Relaxed);
-                summary.rate_limited += sc.stats.rate_limited.load(Ordering::Relaxed);
-                summary.retries += sc.stats.retries.load(Ordering::Relaxed);
-            }
-        }
         Ok(summary)
     }
 

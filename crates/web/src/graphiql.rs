@@ -2,6 +2,9 @@
 
 const DEFAULT_QUERY: &str = r#"# idgraph: who owns whom in your Drift org.
 # Press the run button (or Ctrl-Enter).
+# A server with tokens answers 401 until you give one: open the Headers tab below and put
+#   {"Authorization": "Bearer YOUR_TOKEN"}
+# then run a query; the Docs and autocomplete fill in once the token is accepted.
 {
   indexStatus { generation contacts agents orphans lastCrawlAt nextCrawlAt crawling }
   orphans(first: 5) {
@@ -32,13 +35,27 @@ pub fn graphiql_page() -> String {
   <script src="/assets/graphiql.min.js"></script>
   <script>
     // Sends the headers typed in GraphiQL's header editor (e.g. an Authorization bearer token).
-    async function fetcher(params, opts) {{
-      const headers = Object.assign({{'content-type': 'application/json'}}, (opts && opts.headers) || {{}});
-      const r = await fetch('/graphql', {{method: 'POST', headers, body: JSON.stringify(params)}});
-      return r.json();
+    // When the schema could not be read (no token yet) and a request with a token then
+    // succeeds, GraphiQL is given a new fetcher, which makes it read the schema again.
+    let schemaRefused = false;
+    function makeFetcher() {{
+      return async function fetcher(params, opts) {{
+        const headers = Object.assign({{'content-type': 'application/json'}}, (opts && opts.headers) || {{}});
+        const r = await fetch('/graphql', {{method: 'POST', headers, body: JSON.stringify(params)}});
+        const introspection = params && params.operationName === 'IntrospectionQuery';
+        if (introspection && (r.status === 401 || r.status === 403)) schemaRefused = true;
+        if (!introspection && r.ok && schemaRefused && Object.keys(headers).some((k) => k.toLowerCase() === 'authorization')) {{
+          schemaRefused = false;
+          setTimeout(draw, 0);
+        }}
+        return r.json();
+      }};
     }}
     const root = ReactDOM.createRoot(document.getElementById('graphiql'));
-    root.render(React.createElement(GraphiQL, {{fetcher, defaultQuery: {query_js}, defaultEditorToolbarOpen: true}}));
+    function draw() {{
+      root.render(React.createElement(GraphiQL, {{fetcher: makeFetcher(), defaultQuery: {query_js}, defaultEditorToolbarOpen: true}}));
+    }}
+    draw();
   </script>
 </body>
 </html>"#
