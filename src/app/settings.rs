@@ -27,7 +27,7 @@ pub mod defaults {
 }
 
 /// The TOML file. Every key is optional. No `Debug`: it holds secrets.
-#[derive(Default, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<String>,
@@ -40,6 +40,12 @@ pub struct FileConfig {
     pub read_token: Option<Secret>,
     pub admin_token: Option<Secret>,
     pub webhook_token: Option<Secret>,
+    /// Each secret also from a file holding it alone (systemd credentials, Kubernetes secrets).
+    pub token_file: Option<PathBuf>,
+    pub scim_token_file: Option<PathBuf>,
+    pub read_token_file: Option<PathBuf>,
+    pub admin_token_file: Option<PathBuf>,
+    pub webhook_token_file: Option<PathBuf>,
     pub full_every: Option<String>,
     pub agents_every: Option<String>,
     pub cors_origins: Option<Vec<String>>,
@@ -51,11 +57,15 @@ pub struct FileConfig {
     pub oauth: Option<OAuthFile>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthFile {
     pub client_id: String,
-    pub client_secret: Secret,
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    /// The client secret from a file holding it alone.
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
     pub token_file: PathBuf,
     pub token_url: Option<String>,
 }
@@ -67,8 +77,46 @@ impl FileConfig {
         };
         let text =
             std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
+        let file: FileConfig =
+            toml::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))?;
+        // As ssh does with a private key: a file that holds a secret is read only when no one but
+        // its owner can read it.
+        #[cfg(unix)]
+        if file.holds_secret() {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                anyhow::bail!(
+                    "config file {} holds a secret and can be read by others (mode {:o}): run `chmod 600 {}`, or move the secrets into files (token_file, read_token_file, ...)",
+                    path.display(),
+                    mode & 0o777,
+                    path.display()
+                );
+            }
+        }
+        Ok(file)
     }
+
+    /// Whether the file itself holds a secret (not only the path of one).
+    fn holds_secret(&self) -> bool {
+        [&self.token, &self.scim_token, &self.read_token, &self.admin_token, &self.webhook_token]
+            .iter()
+            .any(|s| s.is_some())
+            || self.oauth.as_ref().is_some_and(|o| o.client_secret.is_some())
+    }
+}
+
+/// A secret read from a file that holds it alone (a trailing newline is not part of it).
+fn read_secret(what: &str, path: &Path) -> Result<Secret> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() {
+        anyhow::bail!("{what} {} is empty", path.display());
+    }
+    Ok(Secret::new(secret))
 }
 
 /// What the flags say; `None` where a flag was not given.
@@ -184,8 +232,20 @@ impl Settings {
         let pick = |flag: &Option<String>, var: &str, file: &Option<String>| {
             flag.clone().or_else(|| env.get(var)).or_else(|| file.clone())
         };
-        let secret = |flag: &Option<String>, var: &str, file: &Option<Secret>| {
-            flag.clone().or_else(|| env.get(var)).map(Secret::new).or_else(|| file.clone())
+        // A secret from the first of: flag, variable, the file the variable `<VAR>_FILE` names,
+        // the config file, the file its `<key>_file` names.
+        let secret = |flag: &Option<String>, var: &str, file: &Option<Secret>, file_path: &Option<PathBuf>| {
+            if let Some(v) = flag.clone().or_else(|| env.get(var)) {
+                return Ok(Some(Secret::new(v)));
+            }
+            let var_file = format!("{var}_FILE");
+            if let Some(p) = env.get(&var_file) {
+                return read_secret(&var_file, Path::new(&p)).map(Some);
+            }
+            if let Some(s) = file.clone() {
+                return Ok(Some(s));
+            }
+            file_path.as_deref().map(|p| read_secret("the secret file", p)).transpose()
         };
         let path = |flag: &Option<PathBuf>, var: &str, file: &Option<PathBuf>| {
             flag.clone().or_else(|| env.get(var).map(PathBuf::from)).or_else(|| file.clone())
@@ -216,14 +276,28 @@ impl Settings {
                 scim_url: (scim_url != "none").then_some(scim_url),
                 drift_url,
                 drift_url_given,
-                token: secret(&flags.token, "DRIFT_TOKEN", &file.token),
-                scim_token: secret(&flags.scim_token, "IDGRAPH_SCIM_TOKEN", &file.scim_token),
-                oauth: file.oauth.as_ref().map(|o| OAuthSettings {
-                    client_id: o.client_id.clone(),
-                    client_secret: o.client_secret.clone(),
-                    token_file: o.token_file.clone(),
-                    token_url: o.token_url.clone().unwrap_or_else(|| defaults::OAUTH_TOKEN_URL.to_string()),
-                }),
+                token: match secret(&flags.token, "DRIFT_TOKEN", &file.token, &file.token_file)? {
+                    Some(t) => Some(t),
+                    // The systemd unit's and the container's name for it.
+                    None => env
+                        .get("IDGRAPH_TOKEN_FILE")
+                        .map(|p| read_secret("IDGRAPH_TOKEN_FILE", Path::new(&p)))
+                        .transpose()?,
+                },
+                scim_token: secret(&flags.scim_token, "IDGRAPH_SCIM_TOKEN", &file.scim_token, &file.scim_token_file)?,
+                oauth: match &file.oauth {
+                    Some(o) => Some(OAuthSettings {
+                        client_id: o.client_id.clone(),
+                        client_secret: match (&o.client_secret, &o.client_secret_file) {
+                            (Some(s), _) => s.clone(),
+                            (None, Some(p)) => read_secret("[oauth] client_secret_file", p)?,
+                            (None, None) => anyhow::bail!("[oauth] needs client_secret or client_secret_file"),
+                        },
+                        token_file: o.token_file.clone(),
+                        token_url: o.token_url.clone().unwrap_or_else(|| defaults::OAUTH_TOKEN_URL.to_string()),
+                    }),
+                    None => None,
+                },
                 budget,
                 known_ids_file: path(&flags.known_ids_file, "IDGRAPH_KNOWN_IDS_FILE", &file.known_ids_file),
                 incremental: file.incremental.unwrap_or(defaults::INCREMENTAL),
@@ -231,9 +305,19 @@ impl Settings {
             server: ServerSettings {
                 listen: pick(&flags.listen, "IDGRAPH_LISTEN", &file.listen)
                     .unwrap_or_else(|| defaults::LISTEN.to_string()),
-                read_token: secret(&flags.read_token, "IDGRAPH_READ_TOKEN", &file.read_token),
-                admin_token: secret(&flags.admin_token, "IDGRAPH_ADMIN_TOKEN", &file.admin_token),
-                webhook_token: secret(&flags.webhook_token, "IDGRAPH_WEBHOOK_TOKEN", &file.webhook_token),
+                read_token: secret(&flags.read_token, "IDGRAPH_READ_TOKEN", &file.read_token, &file.read_token_file)?,
+                admin_token: secret(
+                    &flags.admin_token,
+                    "IDGRAPH_ADMIN_TOKEN",
+                    &file.admin_token,
+                    &file.admin_token_file,
+                )?,
+                webhook_token: secret(
+                    &flags.webhook_token,
+                    "IDGRAPH_WEBHOOK_TOKEN",
+                    &file.webhook_token,
+                    &file.webhook_token_file,
+                )?,
                 cors_origins: cors,
                 backup_dir: path(&flags.backup_dir, "IDGRAPH_BACKUP_DIR", &file.backup_dir),
             },
@@ -361,5 +445,39 @@ mod tests {
         let s = Settings::resolve(&flags, &FileConfig::default(), &Env::default()).unwrap();
         let shown = format!("{s:?}");
         assert!(!shown.contains("s3cr3t") && !shown.contains("r34d"), "{shown}");
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_a_config_holding_one_must_be_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let tok = dir.path().join("drift-token");
+        std::fs::write(&tok, "from-a-file\n").unwrap();
+        let read = dir.path().join("read-token");
+        std::fs::write(&read, "read-secret").unwrap();
+        let env = Env::from_pairs([("IDGRAPH_TOKEN_FILE", tok.to_str().unwrap())]);
+        let f = FileConfig { read_token_file: Some(read.clone()), ..FileConfig::default() };
+        let s = Settings::resolve(&Flags::default(), &f, &env).unwrap();
+        assert_eq!(s.drift.token.as_ref().map(|t| t.expose().to_string()), Some("from-a-file".into()));
+        assert_eq!(s.server.read_token.as_ref().map(|t| t.expose().to_string()), Some("read-secret".into()));
+        let missing = Env::from_pairs([("IDGRAPH_ADMIN_TOKEN_FILE", "/no/such/file")]);
+        let err = format!("{:#}", Settings::resolve(&Flags::default(), &FileConfig::default(), &missing).unwrap_err());
+        assert!(err.contains("/no/such/file"), "{err}");
+
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let cfg = dir.path().join("idgraph.toml");
+            std::fs::write(&cfg, "admin_token = \"s3cret-admin\"\n").unwrap();
+            std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let err = format!("{:#}", FileConfig::load(Some(&cfg)).unwrap_err());
+            assert!(err.contains("chmod 600") && err.contains("idgraph.toml"), "{err}");
+            assert!(!err.contains("s3cret-admin"), "the secret is not in the error: {err}");
+            std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+            assert!(FileConfig::load(Some(&cfg)).is_ok());
+            // A file that names secret files only may be read by others.
+            std::fs::write(&cfg, format!("read_token_file = \"{}\"\n", read.display())).unwrap();
+            std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+            assert!(FileConfig::load(Some(&cfg)).is_ok());
+        }
     }
 }

@@ -96,6 +96,12 @@ pub fn write_oauth_config(r: &RunningSim, dir: &Path, token_file: &Path) -> std:
         ),
     )
     .unwrap();
+    // It holds the client secret: only its owner may read it (idgraph refuses it otherwise).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     cfg
 }
 
