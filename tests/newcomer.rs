@@ -368,6 +368,22 @@ async fn small_things_a_new_user_trips_over() {
         .unwrap();
     let body = get.text().await.unwrap();
     assert!(body.contains("need POST"), "{body}");
+
+    // The audits as typed objects agree with the JSON documents.
+    let d = common::data(
+        &srv.url,
+        READ,
+        "{ auditSummary orgAudit { totalAgents totalContacts unownedContacts rows { agent { id status } contacts goneAt } evidence { generation scimAvailable } } orphanTimeline(points: 10) { bucketSeconds points { orphans departures } } }",
+    )
+    .await;
+    let (json, typed) = (&d["auditSummary"], &d["orgAudit"]);
+    assert_eq!(typed["totalAgents"], json["total_agents"]);
+    assert_eq!(typed["totalContacts"], json["total_contacts"]);
+    assert_eq!(typed["unownedContacts"], json["unowned_contacts"]);
+    assert_eq!(typed["rows"][0]["agent"]["id"], leaver.to_string());
+    assert_eq!(typed["rows"][0]["agent"]["status"], "DEPARTED");
+    assert_eq!(typed["evidence"]["generation"], json["evidence"]["generation"]);
+    assert!(d["orphanTimeline"]["points"].as_array().is_some_and(|p| !p.is_empty()), "{d}");
 }
 
 /// `serve` stops on SIGTERM (what systemd and container runtimes send) as asked: exit 0, during a
@@ -392,4 +408,32 @@ async fn serve_stops_gracefully_on_sigterm() {
     let srv = serve(&r, &data, &["--read-token", READ, "--admin-token", ADMIN]).await;
     let after = common::data(&srv.url, READ, "{ indexStatus { generation contacts } }").await;
     assert_eq!(after, before, "the same index after the restart");
+}
+
+/// The README's audit sample is what the binary prints: the same lines, labels and layout (the
+/// org, times and digest differ from run to run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_audit_sample_is_what_the_binary_prints() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let sample: Vec<&str> = readme
+        .split("$ idgraph audit --agent ")
+        .nth(1)
+        .expect("the README shows an agent's audit")
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("```"))
+        .collect();
+    let (_sim, r) = sim(SimConfig { contacts: 300, agents: 5, ..SimConfig::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, err) = crawl(&r, dir.path(), &["--token", TOKEN]).await;
+    assert!(ok, "{err}");
+    reqwest::Client::new().delete(format!("{}/scim/v2/Users/20002", r.url())).bearer_auth(TOKEN).send().await.unwrap();
+    let (ok, err) = crawl(&r, dir.path(), &["--token", TOKEN]).await;
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(&["audit", "--agent", "20002", "--data-dir", dir.path().to_str().unwrap()]).await;
+    assert!(ok, "{err}");
+    let label = |l: &str| l.trim_start().split("  ").next().unwrap_or("").split(':').next().unwrap_or("").to_string();
+    let printed: Vec<String> = out.lines().take(sample.len()).map(label).collect();
+    let shown: Vec<String> = sample.iter().map(|l| label(l)).collect();
+    assert_eq!(printed, shown, "the README's sample:\n{}\nprinted:\n{out}", sample.join("\n"));
 }

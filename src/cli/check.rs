@@ -15,7 +15,7 @@ pub struct CheckArgs {
 
 pub async fn check(a: CheckArgs) -> Result<()> {
     let dir = data_dir(&a.store)?;
-    if !dir.join("db").exists() {
+    if !idgraph_graph::Store::exists_at(&dir) {
         anyhow::bail!("no index in {}: nothing to check", dir.display());
     }
     // Only read: a store this process cannot write is checked from a private copy.

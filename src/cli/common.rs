@@ -35,7 +35,7 @@ pub fn open_graph(dir: &Path, hint: &str, create: bool) -> Result<Graph> {
     let ask = hint.replace("{server}", &server_url(dir));
     if create {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    } else if !dir.join("db").exists() {
+    } else if !idgraph_graph::Store::exists_at(dir) {
         anyhow::bail!(
             "no index in {}: run `idgraph crawl` first, or, if `idgraph serve` or `idgraph demo` runs elsewhere, ask it: {ask}",
             dir.display()
@@ -55,7 +55,7 @@ pub fn open_graph(dir: &Path, hint: &str, create: bool) -> Result<Graph> {
 /// from a private copy, and the directory is never created or changed.
 pub fn open_graph_to_read(dir: &Path, hint: &str) -> Result<Graph> {
     let ask = hint.replace("{server}", &server_url(dir));
-    if !dir.join("db").exists() && dir.exists() {
+    if !idgraph_graph::Store::exists_at(dir) && dir.exists() {
         anyhow::bail!(
             "no index in {}: run `idgraph crawl` first, or, if `idgraph serve` or `idgraph demo` runs elsewhere, ask it: {ask}",
             dir.display()

@@ -34,8 +34,8 @@ pub struct CrawlArgs {
     /// contact, as Drift documents.
     #[arg(long)]
     pub listing: bool,
-    /// The refresher's share of the budget, for --estimate (default 0.5).
-    #[arg(long, default_value_t = 0.5)]
+    /// The refresher's share of the budget, for --estimate.
+    #[arg(long, default_value_t = crate::app::settings::defaults::REFRESH_SHARE)]
     pub refresh_share: f64,
 }
 

@@ -323,8 +323,15 @@ pub async fn demo(a: DemoArgs) -> Result<()> {
     };
     let server_cfg = ServerConfig { webhook: Some(WebhookConfig::new(DEMO_WEBHOOK_TOKEN)), ..ServerConfig::default() };
     let graph = Arc::new(open_graph(&data_dir, "", true)?);
-    let run =
-        Run { graph, data_dir: data_dir.clone(), crawler, schedule, incremental: true, refresh_share: 0.5, server_cfg };
+    let run = Run {
+        graph,
+        data_dir: data_dir.clone(),
+        crawler,
+        schedule,
+        incremental: true,
+        refresh_share: crate::app::settings::defaults::REFRESH_SHARE,
+        server_cfg,
+    };
     let result = run_server(run, listener).await;
     running.stop().await;
     drop(tmp);

@@ -120,6 +120,22 @@ pub(crate) fn time(ms: i64) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(ms)
 }
 
+/// What a page costs in the complexity budget: its items (as many as it may hold) times what
+/// each selects. The one place the page bounds meet the budget.
+fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
+    first.unwrap_or(PAGE_DEFAULT).clamp(1, PAGE_MAX) as usize * child_complexity
+}
+
+/// A keyset page over items sorted by id: those after `after`, at most `n`, with whether more
+/// follow and the total.
+fn keyset_page<T>(all: Vec<(u64, T)>, after: Option<u64>, n: usize) -> (bool, bool, usize, Vec<(String, T)>) {
+    let total = all.len();
+    let start = after.map_or(0, |a| all.partition_point(|(id, _)| *id <= a));
+    let has_next = total > start + n;
+    let edges = all.into_iter().skip(start).take(n).map(|(id, x)| (id.to_string(), x)).collect();
+    (start > 0, has_next, total, edges)
+}
+
 fn page_size(first: Option<i32>) -> Result<usize> {
     match first.unwrap_or(PAGE_DEFAULT) {
         n if (0..=PAGE_MAX).contains(&n) => Ok(n as usize),
@@ -425,7 +441,7 @@ impl Agent {
         Ok(ctx(c)?.graph.read().account_count_of(self.key))
     }
     /// The contacts this agent owns, by contact id.
-    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn owned_contacts(
         &self,
         c: &Context<'_>,
@@ -440,7 +456,7 @@ impl Agent {
         Ok(connection(after.is_some(), has_next, total, edges))
     }
     /// The accounts this agent owns, by account id.
-    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn owned_accounts(
         &self,
         c: &Context<'_>,
@@ -454,7 +470,7 @@ impl Agent {
         Ok(connection(after.is_some(), has_next, total, edges))
     }
     /// Everything recorded about this agent, oldest first, paged by sequence number.
-    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn history(
         &self,
         c: &Context<'_>,
@@ -738,16 +754,14 @@ impl OffboardingAudit {
         self.0.orphan_reason.map(Into::into)
     }
     /// The orphans its departure left: its contacts that still point at it.
-    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn orphaned_contacts(&self, first: Option<i32>, after: Option<String>) -> Result<Conn<Contact>> {
         let n = page_size(first)?;
         let after = after.map(|a| a.parse::<u64>().map_err(|_| bad_cursor())).transpose()?;
-        let all = &self.0.orphaned_contacts;
-        let start = after.map_or(0, |a| all.partition_point(|c| c.id <= a));
-        let page: Vec<_> = all.iter().skip(start).take(n + 1).cloned().collect();
-        let has_next = page.len() > n;
-        let edges = page.into_iter().take(n).map(|x| (x.id.to_string(), Contact::from(x))).collect();
-        Ok(connection(start > 0, has_next, all.len(), edges))
+        let all: Vec<(u64, &ContactView)> = self.0.orphaned_contacts.iter().map(|c| (c.id, c)).collect();
+        let (has_prev, has_next, total, edges) = keyset_page(all, after, n);
+        let edges = edges.into_iter().map(|(k, c)| (k, Contact::from(c.clone()))).collect();
+        Ok(connection(has_prev, has_next, total, edges))
     }
     async fn orphaned_account_count(&self) -> usize {
         self.0.orphaned_accounts.len()
@@ -779,6 +793,77 @@ impl OffboardingAudit {
     async fn digest(&self) -> String {
         audit::digest(&self.0)
     }
+}
+
+/// When and from what an audit was made: what a reviewer checks its age and source by.
+#[derive(SimpleObject)]
+pub struct AuditEvidence {
+    generation: u64,
+    crawl_finished_at: Option<DateTime<Utc>>,
+    agents_refreshed_at: Option<DateTime<Utc>>,
+    generated_at: Option<DateTime<Utc>>,
+    /// How old the freshest data is, in seconds.
+    data_age_seconds: i64,
+    scim_available: bool,
+}
+
+impl From<&audit::Evidence> for AuditEvidence {
+    fn from(e: &audit::Evidence) -> Self {
+        AuditEvidence {
+            generation: e.generation,
+            crawl_finished_at: time(e.crawl_finished_at_ms),
+            agents_refreshed_at: time(e.agents_refreshed_at_ms),
+            generated_at: time(e.generated_at_ms),
+            data_age_seconds: e.data_age_s,
+            scim_available: e.scim_available,
+        }
+    }
+}
+
+/// One gone (departed, deactivated or unknown) agent who still owns something.
+#[derive(SimpleObject)]
+pub struct ExposureRow {
+    agent: Agent,
+    contacts: usize,
+    accounts: usize,
+    /// When it went (deactivated or departed).
+    gone_at: Option<DateTime<Utc>>,
+}
+
+/// The org's offboarding audit, typed: every gone agent who still owns something (most exposed
+/// first), the totals and the evidence. Its orphans are `orphans`; the whole report as one
+/// document (with its digest) is `auditReport(all: true)`.
+#[derive(SimpleObject)]
+pub struct OrgAudit {
+    rows: Vec<ExposureRow>,
+    total_agents: usize,
+    total_contacts: usize,
+    total_accounts: usize,
+    /// Contacts with no owner at all (not orphans).
+    unowned_contacts: usize,
+    /// Orphans Drift confirmed after their owner went, and those not yet re-read since.
+    orphans_verified_after_departure: usize,
+    orphans_not_yet_verified: usize,
+    evidence: AuditEvidence,
+}
+
+/// One point of `orphanTimeline`.
+#[derive(SimpleObject)]
+pub struct TimelinePoint {
+    /// The end of the bucket.
+    at: Option<DateTime<Utc>>,
+    /// Orphaned contacts at that moment; null before the history begins.
+    orphans: Option<usize>,
+    /// Agents (gone today) who went during the bucket.
+    departures: usize,
+}
+
+/// Orphaned contacts and departures over time, replayed from the history.
+#[derive(SimpleObject)]
+pub struct OrphanTimeline {
+    bucket_seconds: i64,
+    /// Oldest first; the last one is now.
+    points: Vec<TimelinePoint>,
 }
 
 #[derive(SimpleObject)]
@@ -964,7 +1049,7 @@ impl Query {
     /// those in one of the given statuses; `email` those that ever had that email
     /// (case-insensitive): a leaver and the rehire who took the email over are two agents, and
     /// `agent(email:)` answers the active one (with none active, the most recently seen).
-    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn agents(
         &self,
         c: &Context<'_>,
@@ -987,16 +1072,14 @@ impl Query {
             .filter(|a| status.as_ref().is_none_or(|s| s.contains(&a.status.into())))
             .map(|a| (a.id, a))
             .collect();
-        let total = all.len();
-        let start = after.map_or(0, |a| all.partition_point(|(id, _)| *id <= a));
-        let has_next = total > start + n;
-        let edges = all.into_iter().skip(start).take(n).map(|(id, a)| (id.to_string(), Agent::from(a))).collect();
-        Ok(connection(start > 0, has_next, total, edges))
+        let (has_prev, has_next, total, edges) = keyset_page(all, after, n);
+        let edges = edges.into_iter().map(|(k, a)| (k, Agent::from(a))).collect();
+        Ok(connection(has_prev, has_next, total, edges))
     }
 
     /// Contacts whose owner is not active, with the reason; `departedSince` keeps those whose
     /// owner went (deactivated or departed) at or after that time.
-    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn orphans(
         &self,
         c: &Context<'_>,
@@ -1019,7 +1102,7 @@ impl Query {
     }
 
     /// Accounts whose owner is not active, by reason, owner and account id.
-    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn orphan_accounts(
         &self,
         c: &Context<'_>,
@@ -1042,7 +1125,7 @@ impl Query {
     }
 
     /// Contacts without any owner (not orphans: nobody was ever assigned).
-    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn unowned_contacts(
         &self,
         c: &Context<'_>,
@@ -1058,7 +1141,7 @@ impl Query {
     }
 
     /// Agents by how much they own, most first.
-    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn who_owns_whom(
         &self,
         c: &Context<'_>,
@@ -1099,7 +1182,7 @@ impl Query {
     }
 
     /// Contacts whose email starts with `prefix`, by email then id.
-    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn search_contacts(
         &self,
         c: &Context<'_>,
@@ -1114,7 +1197,7 @@ impl Query {
     }
 
     /// Agents whose email or name (or a word of it) starts with `prefix`, by id.
-    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn search_agents(
         &self,
         c: &Context<'_>,
@@ -1165,11 +1248,54 @@ impl Query {
         Ok(async_graphql::Json(doc))
     }
 
-    /// The org audit without its list of orphans and without a digest: every total, count and row
-    /// as `auditReport(all: true)` has them, cheap at any size (what the audit page draws first).
+    /// The org audit without its list of orphans and without a digest, as one JSON document: every
+    /// total, count and row as `auditReport(all: true)` has them, cheap at any size (what the
+    /// audit page draws first). Typed: `orgAudit`.
     async fn audit_summary(&self, c: &Context<'_>) -> Result<async_graphql::Json<serde_json::Value>> {
         let r = audit::org_summary(graph(c)?).map_err(internal)?;
         Ok(async_graphql::Json(serde_json::to_value(r).map_err(internal)?))
+    }
+
+    /// The org's offboarding audit as typed objects (codegen clients get types, not `any`): the
+    /// gone agents still owning something, the totals and the evidence.
+    async fn org_audit(&self, c: &Context<'_>) -> Result<OrgAudit> {
+        let r = audit::org_summary(graph(c)?).map_err(internal)?;
+        Ok(OrgAudit {
+            rows: r
+                .rows
+                .into_iter()
+                .map(|x| ExposureRow {
+                    gone_at: x.gone_at_ms.and_then(time),
+                    agent: Agent::from(x.agent),
+                    contacts: x.contacts,
+                    accounts: x.accounts,
+                })
+                .collect(),
+            total_agents: r.total_agents,
+            total_contacts: r.total_contacts,
+            total_accounts: r.total_accounts,
+            unowned_contacts: r.unowned_contacts,
+            orphans_verified_after_departure: r.orphans_verified_after_departure,
+            orphans_not_yet_verified: r.orphans_not_yet_verified,
+            evidence: AuditEvidence::from(&r.evidence),
+        })
+    }
+
+    /// `auditTimeline` as typed objects: at most `points` buckets (default 120, at most 1,000).
+    async fn orphan_timeline(&self, c: &Context<'_>, points: Option<i32>) -> Result<OrphanTimeline> {
+        let n = points.unwrap_or(120);
+        if !(2..=1000).contains(&n) {
+            return Err(bad_input("points must be between 2 and 1000"));
+        }
+        let t = audit::timeline::timeline(graph(c)?, n as usize).map_err(internal)?;
+        Ok(OrphanTimeline {
+            bucket_seconds: t.bucket_s,
+            points: t
+                .points
+                .into_iter()
+                .map(|p| TimelinePoint { at: time(p.at_ms), orphans: p.orphans, departures: p.departures })
+                .collect(),
+        })
     }
 
     /// An audit report rendered as `idgraph audit --format` prints it (the audit page's
@@ -1186,9 +1312,9 @@ impl Query {
     }
 
     /// Orphaned contacts and departures over time, replayed from the history: at most `points`
-    /// buckets (default 120, at most 1,000) from the oldest record to now,
+    /// buckets (default 120, at most 1,000) from the oldest record to now, as one JSON document
     /// `{bucket_s, points: [{at_ms, orphans, departures}]}`; `orphans` is null before the history
-    /// begins.
+    /// begins. Typed: `orphanTimeline`.
     async fn audit_timeline(
         &self,
         c: &Context<'_>,
@@ -1208,7 +1334,7 @@ impl Query {
     /// order, whatever recorded it (crawls, agents refreshes, webhooks, reassignments).
     /// `sinceGeneration` keeps changes recorded in that generation or later (in-place ones
     /// included); `kinds` and `agentId` narrow the feed.
-    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn changes(
         &self,
         c: &Context<'_>,

@@ -181,6 +181,26 @@ struct GetParams {
 }
 
 /// An error answered before GraphQL runs (auth, a body that is not a request).
+/// The caller's role, or the answer that refuses it: 401 without a token, 403 with one this
+/// server does not accept; every refusal counted in `/metrics`. The one place this mapping lives.
+fn authenticate(st: &AppState, headers: &HeaderMap, media: &'static str) -> Result<Role, Box<Response>> {
+    st.tokens.check(headers).map_err(|denied| {
+        st.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
+        match denied {
+            Denied::Missing => early(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                "a bearer token is required (the read or the admin token)",
+                media,
+            ),
+            Denied::Wrong => {
+                early(StatusCode::FORBIDDEN, "FORBIDDEN", "the bearer token is not one this server accepts", media)
+            }
+        }
+        .into()
+    })
+}
+
 fn early(status: StatusCode, code: &str, message: &str, media: &'static str) -> Response {
     let body = json!({"errors": [{"message": message, "extensions": {"code": code}}]});
     let mut r = (status, [(header::CONTENT_TYPE, media)], body.to_string()).into_response();
@@ -258,26 +278,14 @@ async fn graphql(State(st): State<Arc<AppState>>, req: axum::extract::Request) -
     let (parts, body) = req.into_parts();
     let (method, uri, headers) = (&parts.method, &parts.uri, &parts.headers);
     let media = response_media(headers);
+    // Who asks comes first: a body is read only for a caller the server accepts.
+    let mut role = match authenticate(&st, headers, media) {
+        Ok(r) => r,
+        Err(refused) => return *refused,
+    };
     let body = match read_body(body, st.body_max_bytes).await {
         Ok(b) => b,
         Err(msg) => return early(StatusCode::PAYLOAD_TOO_LARGE, "BAD_REQUEST", &msg, media),
-    };
-    let mut role = match st.tokens.check(headers) {
-        Ok(r) => r,
-        Err(denied) => {
-            st.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
-            return match denied {
-                Denied::Missing => early(
-                    StatusCode::UNAUTHORIZED,
-                    "UNAUTHENTICATED",
-                    "a bearer token is required (the read or the admin token)",
-                    media,
-                ),
-                Denied::Wrong => {
-                    early(StatusCode::FORBIDDEN, "FORBIDDEN", "the bearer token is not one this server accepts", media)
-                }
-            };
-        }
     };
     // A GET can be forged by another page: it never carries admin rights.
     let get = *method == Method::GET;
@@ -542,14 +550,8 @@ async fn export(
 ) -> Response {
     use idgraph_graph::export::{Export, Format, Table};
     const JSON: &str = "application/json";
-    if let Err(denied) = st.tokens.check(&headers) {
-        st.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
-        return match denied {
-            Denied::Missing => early(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "a bearer token is required", JSON),
-            Denied::Wrong => {
-                early(StatusCode::FORBIDDEN, "FORBIDDEN", "the bearer token is not one this server accepts", JSON)
-            }
-        };
+    if let Err(refused) = authenticate(&st, &headers, JSON) {
+        return *refused;
     }
     let table: Table = match table.parse() {
         Ok(t) => t,
@@ -617,17 +619,12 @@ struct BackupRequest {
 /// `POST /admin/backup {"to": NAME}` (admin token): a consistent, checked copy of the index written
 /// on the server's machine while it serves, into a new directory `NAME` under the configured
 /// `backup_dir` (created exclusively, 0700; removed again if the backup fails).
-async fn backup(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn backup(State(st): State<Arc<AppState>>, headers: HeaderMap, body: axum::body::Body) -> Response {
     const JSON: &str = "application/json";
-    match st.tokens.check(&headers) {
+    match authenticate(&st, &headers, JSON) {
         Ok(Role::Admin) => {}
         Ok(Role::Read) => return early(StatusCode::FORBIDDEN, "FORBIDDEN", "a backup needs the admin token", JSON),
-        Err(Denied::Missing) => {
-            return early(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "a bearer token is required", JSON)
-        }
-        Err(Denied::Wrong) => {
-            return early(StatusCode::FORBIDDEN, "FORBIDDEN", "the bearer token is not one this server accepts", JSON)
-        }
+        Err(refused) => return *refused,
     }
     let Some(dir) = st.backup_dir.clone() else {
         return early(
@@ -636,6 +633,10 @@ async fn backup(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
             "this server takes no backups: set backup_dir (--backup-dir) in its configuration, or back up offline with --data-dir",
             JSON,
         );
+    };
+    let body = match read_body(body, 4096).await {
+        Ok(b) => b,
+        Err(msg) => return early(StatusCode::PAYLOAD_TOO_LARGE, "BAD_REQUEST", &msg, JSON),
     };
     let req: BackupRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
