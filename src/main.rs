@@ -10,6 +10,14 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // Everything idgraph writes (the store, backups, token files) holds personal data or secrets:
+    // only its owner may read it, whatever umask it was started with.
+    #[cfg(unix)]
+    // SAFETY: umask takes a mode and cannot fail; called before any thread starts.
+    unsafe {
+        libc::umask(0o077);
+    }
+    raise_file_limit();
     let cli = idgraph::cli::Cli::parse();
     idgraph::cli::init_logging(cli.log_format);
     match run(cli) {
@@ -26,4 +34,21 @@ fn main() -> std::process::ExitCode {
 fn run(cli: idgraph::cli::Cli) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
     rt.block_on(idgraph::cli::run(cli.command))
+}
+
+/// A server holds a descriptor a connection: raise the soft limit on open files to the hard one
+/// (often 1,024 soft against 500,000 or more hard), so that the connection cap, not the limit,
+/// decides.
+fn raise_file_limit() {
+    #[cfg(unix)]
+    {
+        let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit and setrlimit read and write the struct given, nothing else.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+                l.rlim_cur = l.rlim_max.min(65_536);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+            }
+        }
+    }
 }

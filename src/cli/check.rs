@@ -26,6 +26,11 @@ pub async fn check(a: CheckArgs) -> Result<()> {
         }
         Err(e) => return Err(anyhow::Error::new(e).context(format!("the store at {} does not open", dir.display()))),
     };
+    #[cfg(unix)]
+    for (path, mode) in idgraph_graph::Store::wide_modes(&dir) {
+        let fix = if path.is_dir() { "chmod 700" } else { "chmod 600" };
+        println!("warning: {} can be read by others (mode {mode:o}); it holds personal data: {fix} it", path.display());
+    }
     let started = std::time::Instant::now();
     let r = store.check()?;
     let Some(g) = r.generation else {

@@ -106,6 +106,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         agents_every: settings.schedule.agents_every,
         jitter: 0.1,
     };
+    idgraph_graphql::check_cors_origins(&srv.cors_origins).map_err(anyhow::Error::msg)?;
     let webhook = srv.webhook_token.as_ref().map(|t| WebhookConfig::new(t.expose()));
     let server_cfg = ServerConfig {
         tokens,
@@ -197,11 +198,12 @@ async fn serve_until_stopped(
     tracing::info!(addr = %addr, "serving GraphQL at /graphql, GraphiQL at / and the audit view at /audit");
     note_server(data_dir, &format!("http://{addr}"));
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let why = stop_asked().await;
-        tracing::info!(signal = why, "stopping: no new connections; requests in flight may finish");
-        let _ = stopping_tx.send(());
-    });
+    let server =
+        idgraph_graphql::serve_connections(listener, app, idgraph_graphql::ConnLimits::default(), async move {
+            let why = stop_asked().await;
+            tracing::info!(signal = why, "stopping: no new connections; requests in flight may finish");
+            let _ = stopping_tx.send(());
+        });
     let served = tokio::select! {
         r = server => r.map_err(anyhow::Error::from),
         _ = async {

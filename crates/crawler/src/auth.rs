@@ -58,6 +58,7 @@ impl StoredTokens {
     }
 
     /// Writes atomically (temporary file, then rename) with mode 0600.
+    /// Writes the tokens to `path` (0600) through a temporary file renamed into place.
     pub fn write(&self, path: &std::path::Path) -> Result<(), CrawlError> {
         let text = serde_json::to_string_pretty(self).map_err(|e| CrawlError::Auth(e.to_string()))?;
         let tmp = path.with_extension("tmp");
@@ -69,12 +70,19 @@ impl StoredTokens {
         }
         {
             use std::io::Write;
+            // A temporary file of our own: created new (a file or link planted at its name is
+            // removed, never written through), 0600, never following a link.
+            match std::fs::symlink_metadata(&tmp) {
+                Ok(_) => std::fs::remove_file(&tmp).map_err(io)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(e)),
+            }
             let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create(true).truncate(true);
+            opts.write(true).create_new(true);
             #[cfg(unix)]
             {
                 use std::os::unix::fs::OpenOptionsExt;
-                opts.mode(0o600);
+                opts.mode(0o600).custom_flags(libc::O_NOFOLLOW);
             }
             let mut f = opts.open(&tmp).map_err(io)?;
             f.write_all(text.as_bytes()).map_err(io)?;

@@ -379,6 +379,36 @@ impl Store {
         Ok(())
     }
 
+    /// The directory and the files of a store that others than its owner may read or enter
+    /// (with their modes): personal data should be 0700 and 0600.
+    #[cfg(unix)]
+    pub fn wide_modes(dir: &Path) -> Vec<(std::path::PathBuf, u32)> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            if let Ok(m) = std::fs::symlink_metadata(&d) {
+                let mode = m.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    out.push((d.clone(), mode));
+                }
+            }
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let Ok(t) = e.file_type() else { continue };
+                if t.is_dir() {
+                    todo.push(e.path());
+                } else if let Ok(m) = e.metadata() {
+                    let mode = m.permissions().mode() & 0o777;
+                    if t.is_file() && mode & 0o077 != 0 {
+                        out.push((e.path(), mode));
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// Whether `dir` holds a store.
     pub fn exists_at(dir: &Path) -> bool {
         dir.join(DB_FILE).is_file()

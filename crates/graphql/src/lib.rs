@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use metrics::Metrics;
 pub use schema::{build_introspection_schema, build_schema, sdl, AppSchema};
-pub use server::{router, ApiTokens, AppState, ServerConfig};
+pub use server::{check_cors_origins, router, serve_connections, ApiTokens, AppState, ConnLimits, ServerConfig};
 pub use webhooks::WebhookConfig;
 
 /// What a reindex covers.

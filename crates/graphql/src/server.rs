@@ -49,8 +49,7 @@ impl ApiTokens {
             .map(|(_, t)| t.trim())
             .filter(|t| !t.is_empty())
             .ok_or(Denied::Missing)?;
-        let eq =
-            |t: &Option<Secret>| t.as_ref().is_some_and(|t| bool::from(t.expose().as_bytes().ct_eq(given.as_bytes())));
+        let eq = |t: &Option<Secret>| t.as_ref().is_some_and(|t| secrets_equal(t.expose(), given));
         if eq(&self.admin) {
             Ok(Role::Admin)
         } else if eq(&self.read) {
@@ -59,6 +58,14 @@ impl ApiTokens {
             Err(Denied::Wrong)
         }
     }
+}
+
+/// Compares a secret with what a caller gave, in constant time over fixed-length digests: the
+/// time taken says nothing of either's length or content.
+pub(crate) fn secrets_equal(expected: &str, given: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(expected.as_bytes()), Sha256::digest(given.as_bytes()));
+    bool::from(a.as_slice().ct_eq(b.as_slice()))
 }
 
 /// Why a request was refused before GraphQL ran.
@@ -144,16 +151,112 @@ pub fn router(graph: Arc<Graph>, ops: Arc<dyn Operations>, metrics: Arc<Metrics>
         .with_state(state)
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, BACKUP_TIMEOUT));
     let mut app = app.merge(backups);
+    if cfg.tokens.open() {
+        // Without tokens every caller is admin: only this machine's own pages and tools may ask.
+        app = app.layer(axum::middleware::from_fn(open_mode_guard));
+    }
     if !cfg.cors_origins.is_empty() {
-        let origins: Vec<HeaderValue> = cfg.cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
+        let allow = if cfg.cors_origins.iter().any(|o| o == "*") {
+            AllowOrigin::any()
+        } else {
+            AllowOrigin::list(cfg.cors_origins.iter().filter_map(|o| o.parse::<HeaderValue>().ok()))
+        };
         app = app.layer(
             CorsLayer::new()
-                .allow_origin(AllowOrigin::list(origins))
+                .allow_origin(allow)
                 .allow_methods([Method::GET, Method::POST])
                 .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
         );
     }
-    app
+    app.layer(axum::middleware::map_response(security_headers))
+}
+
+/// Checks the CORS origins a server is given: `*`, or each an origin (`https://host[:port]`).
+pub fn check_cors_origins(origins: &[String]) -> Result<(), String> {
+    for o in origins {
+        if o == "*" {
+            continue;
+        }
+        let ok = url::Url::parse(o)
+            .ok()
+            .filter(|u| {
+                matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.path() == "/" && !o.ends_with('/')
+            })
+            .is_some()
+            && o.parse::<HeaderValue>().is_ok();
+        if !ok {
+            return Err(format!("--cors-origin {o:?} is not an origin: give scheme, host and port only, such as https://intranet.example or http://127.0.0.1:3000 (or * for any)"));
+        }
+    }
+    Ok(())
+}
+
+/// The headers every answer carries: pages are not framed, sniffed or fed from elsewhere.
+async fn security_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+    );
+    r
+}
+
+/// Whether a `Host` header names this machine in a way no other site can: an IP address, or
+/// `localhost`. A DNS name could be an attacker's, pointed at 127.0.0.1 (DNS rebinding).
+fn host_is_local(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !n.ends_with(':') => n,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
+/// Without tokens (`--insecure-no-auth`, the demo), every caller may run mutations: a request must
+/// name this machine as its `Host` (no DNS rebinding), come from a page of this server if it says
+/// where it comes from (`Origin`), and send JSON when it POSTs (a cross-site form or `text/plain`
+/// POST cannot). Drift's webhooks keep their own verification.
+async fn open_mode_guard(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    const JSON: &str = "application/json";
+    let headers = req.headers();
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !host_is_local(host) {
+        return early(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "without tokens this server answers only requests addressed to an IP address or localhost",
+            JSON,
+        );
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let same = url::Url::parse(origin).ok().and_then(|u| {
+            let h = u.host_str()?.to_string();
+            Some(match u.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h,
+            })
+        });
+        if same.as_deref() != Some(host) {
+            return early(StatusCode::FORBIDDEN, "FORBIDDEN", "a request from another site's page is refused", JSON);
+        }
+    }
+    if req.method() == Method::POST && req.uri().path() != "/webhooks/drift" {
+        let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !ctype.to_ascii_lowercase().starts_with("application/json") {
+            return early(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "BAD_REQUEST",
+                "POST a JSON body (content-type: application/json)",
+                JSON,
+            );
+        }
+    }
+    next.run(req).await
 }
 
 /// How a GraphQL request came (the body or the query string), before it is parsed.
@@ -672,4 +775,82 @@ async fn backup(State(st): State<Arc<AppState>>, headers: HeaderMap, body: axum:
         Ok(Err(e)) => early(StatusCode::CONFLICT, "BAD_USER_INPUT", &e.to_string(), JSON),
         Err(e) => early(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", &e.to_string(), JSON),
     }
+}
+
+/// Bounds on the server's connections, against clients that hold them open.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// The most connections open at once; past it new ones are closed at once.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers (also how long an idle
+    /// keep-alive connection is kept waiting for the next request).
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits { max_connections: 1024, header_read_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets the connections in flight
+/// finish. A connection that sends no complete request headers within the timeout (nothing, a
+/// partial header, a header a byte a second, an idle keep-alive) is closed; past
+/// `max_connections` new ones are closed at once, so slow clients cannot use up the process's
+/// file descriptors and `/healthz` keeps answering.
+pub async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: ConnLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(limits.header_read_timeout))
+        .keep_alive_timeout(limits.header_read_timeout);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!(max = limits.max_connections, "too many connections: one closed at once");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let (builder, watcher, wait) = (builder.clone(), graceful.watcher(), limits.header_read_timeout);
+        tokio::spawn(async move {
+            // hyper times a request's headers from their first byte: a connection that sends
+            // nothing at all is closed here.
+            let mut first = [0u8; 1];
+            if !matches!(tokio::time::timeout(wait, stream.peek(&mut first)).await, Ok(Ok(1))) {
+                drop(permit);
+                return;
+            }
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+            let _ = watcher.watch(conn).await;
+            drop(permit);
+        });
+    }
+    graceful.shutdown().await;
+    Ok(())
 }

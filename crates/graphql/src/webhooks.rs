@@ -16,7 +16,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use idgraph_model::Secret;
 use serde_json::{json, Value};
-use subtle::ConstantTimeEq;
 
 use crate::server::AppState;
 
@@ -34,7 +33,7 @@ impl WebhookConfig {
 }
 
 fn token_ok(expected: &str, given: &str) -> bool {
-    expected.as_bytes().ct_eq(given.as_bytes()).into()
+    crate::server::secrets_equal(expected, given)
 }
 
 /// How far past now a delivery's own time may be (clocks differ a little); later is refused.
