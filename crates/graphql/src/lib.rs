@@ -3,6 +3,7 @@
 //! This is the only crate that knows async-graphql. It reads the graph, and reaches the crawler
 //! and scheduler (which live in the binary) only through the [`Operations`] trait.
 
+mod cost;
 mod graphiql;
 mod introspection;
 pub mod metrics;

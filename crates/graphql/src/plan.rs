@@ -437,6 +437,8 @@ fn write_status(out: &mut Vec<u8>, a: &AgentView) {
 pub(crate) struct Cached {
     pub doc: ExecutableDocument,
     pub plan: std::sync::OnceLock<Option<Plan>>,
+    /// What the document costs (see `cost`), computed once.
+    pub cost: std::sync::OnceLock<Result<crate::cost::Cost, String>>,
 }
 
 /// Parsed documents by their text (and by SHA-256 for automatic persisted queries): a repeated

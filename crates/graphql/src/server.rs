@@ -115,6 +115,8 @@ pub struct AppState {
     pub webhook: Option<WebhookConfig>,
     pub backup_dir: Option<std::path::PathBuf>,
     pub body_max_bytes: usize,
+    /// Heavy documents (whole-org reads, large introspection) running at once, at most.
+    pub heavy: tokio::sync::Semaphore,
 }
 
 /// The whole HTTP surface. Call inside a Tokio runtime (the webhook applier is spawned here).
@@ -129,6 +131,9 @@ pub fn router(graph: Arc<Graph>, ops: Arc<dyn Operations>, metrics: Arc<Metrics>
         tokens: cfg.tokens.clone(),
         webhook: cfg.webhook.clone(),
         backup_dir: cfg.backup_dir.clone(),
+        heavy: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(1).max(1),
+        ),
         body_max_bytes: cfg.body_max_bytes,
     });
     let app = Router::new()
@@ -479,7 +484,7 @@ fn document(st: &AppState, query: &str, hash: Option<&str>) -> Result<Arc<Cached
     }
     let doc = async_graphql::parser::parse_query(query)
         .map_err(|e| request_failure("GRAPHQL_PARSE_FAILED", format!("the query does not parse: {e}")))?;
-    let cached = Arc::new(Cached { doc, plan: Default::default() });
+    let cached = Arc::new(Cached { doc, plan: Default::default(), cost: Default::default() });
     if query.len() <= CACHED_QUERY_MAX_BYTES {
         if let Some(h) = hash {
             st.documents.put(h.to_string(), cached.clone());
@@ -507,6 +512,19 @@ async fn execute(st: &AppState, wire: WireRequest, role: Role, get: bool) -> Ans
         Err(a) => return Answered::Graphql(a),
     };
     let operation = wire.operation_name;
+    // The document's cost before anything else looks at it (validation expands fragments one
+    // spread at a time); computed once per document, checked against the org's size now.
+    let cost = cached.cost.get_or_init(|| crate::cost::cost(&cached.doc));
+    let contacts = st.graph.read().counts().0;
+    if let Err(msg) = cost.as_ref().map_err(Clone::clone).and_then(|c| c.check(contacts)) {
+        return Answered::Graphql(request_failure("BAD_USER_INPUT", msg));
+    }
+    // Documents that read the whole org or introspect run a few at a time, so that they never
+    // hold every worker thread and `/healthz` and lookups keep answering.
+    let _heavy = match cost {
+        Ok(c) if c.whole_org > 0 || c.fields > 1_000 => Some(st.heavy.acquire().await),
+        _ => None,
+    };
     if let (Some(Some(plan)), true) = (cached.plan.get(), st.graph.ready()) {
         if let Some(body) = plan.answer(&st.graph.read(), operation.as_deref(), wire.variables.as_ref()) {
             return Answered::Planned(body);
