@@ -227,3 +227,22 @@ async fn fragment_bombs_and_alias_floods_are_refused_before_they_cost() {
     let ok = gql(&srv.url, Some(READ), "{ auditSummary }", serde_json::Value::Null).await;
     assert!(ok.get("errors").is_none(), "{ok}");
 }
+
+/// Who asks comes first: a request without a token is refused before its body is read (a client
+/// announcing 4 MB gets its 401 without sending a byte of it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_without_a_token_is_refused_before_its_body_is_read() {
+    use tokio::io::AsyncReadExt;
+    let (_sim, r) = sim(SimConfig { contacts: 100, agents: 5, ..SimConfig::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let srv = serve(&r, dir.path(), &["--read-token", READ, "--admin-token", ADMIN]).await;
+    let addr = srv.url.trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(format!("POST /graphql HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 4000000\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("answered at once").unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+}

@@ -374,7 +374,22 @@ fn hostile_corpus(seed: u64) -> Vec<(Option<&'static str>, &'static str, Vec<u8>
     let q = |s: &str| json!({ "query": s }).to_string().into_bytes();
     let deep = format!("{{ {}id{} }}", "agent(id: \"1\") { history { nodes { ".repeat(6), " } } }".repeat(6));
     let aliases: String = (0..5000).map(|i| format!("a{i}: indexStatus {{ generation }} ")).collect();
+    // A fragment bomb (24 fragments, each spreading the next twice) and an alias flood of
+    // whole-org audits: refused by their cost before they run.
+    let mut bomb = String::from("{ ...F0 }\n");
+    for i in 0..24 {
+        bomb.push_str(&format!("fragment F{i} on Query {{ ...F{} ...F{} }}\n", i + 1, i + 1));
+    }
+    bomb.push_str("fragment F24 on Query { __typename }\n");
+    let audits: String = (0..1000).map(|i| format!("a{i}: auditReport(all: true) ")).collect();
+    let huge_variables = json!({"query": "query($e: [String!]!) { contactsByEmails(emails: $e) { id } }",
+        "variables": {"e": vec!["x@y.example"; 5000]}})
+    .to_string()
+    .into_bytes();
     let mut out: Vec<(Option<&'static str>, &'static str, Vec<u8>)> = vec![
+        (Some(READ), J, q(&bomb)),
+        (Some(READ), J, q(&format!("{{ {audits} }}"))),
+        (Some(READ), J, huge_variables),
         (Some(READ), J, b"{not json".to_vec()),
         (Some(READ), J, Vec::new()),
         (Some(READ), J, b"null".to_vec()),

@@ -96,6 +96,22 @@ impl ServeArgs {
 
 pub async fn serve(a: ServeArgs) -> Result<()> {
     let settings = Settings::load(&a.flags(), &Env::from_process())?;
+    let flagged: Vec<&str> = [
+        ("--token", a.drift.token.is_some()),
+        ("--scim-token", a.drift.scim_token.is_some()),
+        ("--read-token", a.read_token.is_some()),
+        ("--admin-token", a.admin_token.is_some()),
+        ("--webhook-token", a.webhook_token.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(f, given)| given.then_some(f))
+    .collect();
+    if !flagged.is_empty() {
+        tracing::warn!(
+            flags = %flagged.join(", "),
+            "secrets given as flags can be read by every local user (ps, /proc/PID/cmdline): give them as files (token_file, read_token_file, ...; IDGRAPH_*_FILE) or in the environment"
+        );
+    }
     let srv = &settings.server;
     let tokens = ApiTokens { read: srv.read_token.clone(), admin: srv.admin_token.clone() };
     if tokens.open() && !a.insecure_no_auth {

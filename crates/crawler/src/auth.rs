@@ -288,3 +288,26 @@ pub async fn exchange_code(
         expires_at_epoch_s: (expires_in > 0).then(|| chrono_now_s() + expires_in as i64),
     })
 }
+
+#[cfg(all(test, unix))]
+mod file_tests {
+    use super::*;
+
+    /// A link planted where the temporary file goes is never written through: the file it points
+    /// at stays as it was, and the tokens land in their own file, 0600.
+    #[test]
+    fn the_token_file_is_never_written_through_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let path = dir.path().join("tokens.json");
+        std::os::unix::fs::symlink(&victim, path.with_extension("tmp")).unwrap();
+        let t = StoredTokens { refresh_token: Secret::new("r"), access_token: None, expires_at_epoch_s: None };
+        t.write(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(!std::fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
+        assert_eq!(StoredTokens::read(&path).unwrap().refresh_token.expose(), "r");
+    }
+}
