@@ -72,6 +72,10 @@ pub enum Via {
     Reassignment,
     /// The refresher read the record again.
     Reread,
+    /// The current generation failed its check at start and the previous one is served: what
+    /// the damaged one had recorded is undone in the feed, so that the feed replays to the index
+    /// served (and the next crawl's changes are not told twice).
+    Rollback,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -326,6 +330,10 @@ impl Graph {
                                 serving = p,
                                 "the current generation is damaged: serving the previous one until a crawl replaces it"
                             );
+                            let undone = store.roll_back_feed(g, p)?;
+                            if undone > 0 {
+                                tracing::warn!(undone, "the damaged generation's changes are undone in the change feed");
+                            }
                             (ix, Some(info), Some(Fallback { from: g, to: p, reason }))
                         }
                         _ => {

@@ -790,6 +790,52 @@ impl Store {
         Ok(n)
     }
 
+    /// Undoes, in the change feed, what generation `damaged` recorded (its switch and its
+    /// in-place changes), newest first, as changes of the generation `served` via `ROLLBACK`;
+    /// once per damaged generation (a restart while it is still the current one adds nothing).
+    /// Returns how many entries it wrote.
+    pub fn roll_back_feed(&self, damaged: u64, served: u64) -> Result<usize, StoreError> {
+        let key = format!("rolled-back/{damaged}");
+        if self.meta.get(key.as_bytes())?.is_some() {
+            return Ok(0);
+        }
+        let first = self.history_gens.get(damaged.to_be_bytes())?.and_then(|v| u64_of(&v));
+        let mut undo = Vec::new();
+        if let Some(first) = first {
+            for kv in self.history.range(seq_key(first)..).rev() {
+                let (k, v) = kv?;
+                let c: Change = decode(&k, &v)?;
+                if c.generation != damaged {
+                    continue;
+                }
+                let inverse = match c.kind {
+                    ChangeKind::ContactAdded { contact, owner } => Some(ChangeKind::ContactRemoved { contact, owner }),
+                    ChangeKind::ContactRemoved { contact, owner } => Some(ChangeKind::ContactAdded { contact, owner }),
+                    ChangeKind::ContactMoved { contact, from, to } => {
+                        Some(ChangeKind::ContactMoved { contact, from: to, to: from })
+                    }
+                    ChangeKind::AgentDeactivated { agent } | ChangeKind::AgentDeparted { agent } => {
+                        Some(ChangeKind::AgentReactivated { agent })
+                    }
+                    _ => None,
+                };
+                undo.extend(inverse.map(|k| (k, Via::Rollback)));
+            }
+        }
+        let at = crate::now_ms();
+        let n = undo.len();
+        [&self.meta, &self.history]
+            .transaction(|trees| {
+                let (meta, history) = (&trees[0], &trees[1]);
+                tx_history(meta, history, &undo, served, at)?;
+                meta.insert(key.as_bytes(), &[1u8])?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        self.meta.flush()?;
+        Ok(n)
+    }
+
     /// When a contact was removed in place in a generation (its tombstone), if it was.
     pub fn deleted_at(&self, generation: u64, id: u64) -> Result<Option<i64>, StoreError> {
         let k = key(P_CONTACT, id);
@@ -1239,13 +1285,24 @@ impl Store {
             let values = copy(&self.tree(g)?, gen_tree_name(g).as_bytes())?;
             // After a fallback the history holds what the damaged generation recorded: the copy
             // keeps what leads to the generation it holds.
+            // (and leaves out the rollback of those entries, which undoes what the copy does not
+            // hold).
             let history = {
                 let to = db.open_tree(b"history")?;
+                let mut later = false;
+                for kv in self.history.iter().rev() {
+                    let (k, v) = kv?;
+                    if decode::<Change>(&k, &v)?.generation > g {
+                        later = true;
+                        break;
+                    }
+                }
                 let mut batch = sled::Batch::default();
                 let mut n = 0;
                 for kv in self.history.iter() {
                     let (k, v) = kv?;
-                    if decode::<Change>(&k, &v)?.generation <= g {
+                    let c = decode::<Change>(&k, &v)?;
+                    if c.generation <= g && !(later && c.via == Via::Rollback) {
                         batch.insert(k, v);
                         n += 1;
                     }

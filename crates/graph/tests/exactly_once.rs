@@ -461,3 +461,93 @@ fn a_reused_email_answers_the_active_agent_after_every_restart() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// After a fallback the feed says what the served index is: the damaged generation's changes are
+/// undone in it (once, whatever the restarts), so a client replaying the feed ends at the index
+/// served, and the next crawl's changes replay on top of it without a move told twice.
+#[test]
+fn a_fallback_undoes_the_damaged_generations_changes_in_the_feed() {
+    let dir = tempfile::tempdir().unwrap();
+    let owners = |g: &Graph| -> BTreeMap<u64, Option<u64>> {
+        (1..=3).map(|c| (c, g.read().contact(c).and_then(|v| v.owner_id))).collect()
+    };
+    let replay = |g: &Graph| -> BTreeMap<u64, Option<u64>> {
+        let mut m = BTreeMap::new();
+        for ch in g.changes(&ChangeFilter::default(), usize::MAX).unwrap() {
+            match ch.kind {
+                ChangeKind::ContactAdded { contact, owner } | ChangeKind::ContactMoved { contact, to: owner, .. } => {
+                    m.insert(contact, owner);
+                }
+                ChangeKind::ContactRemoved { contact, .. } => {
+                    m.insert(contact, None);
+                }
+                ChangeKind::Generation { initial: true, .. } => {
+                    for c in 1..=3 {
+                        m.insert(
+                            c,
+                            g.store()
+                                .inputs(ch.generation)
+                                .ok()
+                                .and_then(|i| i.contacts.iter().find(|x| x.id == c).and_then(|x| x.owner_id)),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        m
+    };
+    {
+        let g = Graph::open(dir.path()).unwrap();
+        for owner_of_2 in [1, 2] {
+            let s = g.begin(false).unwrap();
+            let records = vec![
+                Record::Contact(contact(1, 1, 10)),
+                Record::Contact(contact(2, owner_of_2, 10 + owner_of_2 as i64)),
+                Record::Contact(contact(3, 1, 10)),
+                user(1),
+                user(2),
+            ];
+            g.write(&s, &records, None).unwrap();
+            g.commit(s, Value::Null, false, ShrinkGuard::default()).unwrap();
+        }
+        assert_eq!(owners(&g)[&2], Some(2));
+    }
+    // Damage generation 2's stored contacts.
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let t = db.open_tree(b"gen-00000000000000000002").unwrap();
+        let (k, v) = t.scan_prefix(b"g").next().unwrap().unwrap();
+        let mut v = v.to_vec();
+        let i = v.len() - 2;
+        v[i] ^= 0x55;
+        t.insert(k, v).unwrap();
+        db.flush().unwrap();
+    }
+    for _ in 0..2 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let g = Graph::open(dir.path()).unwrap();
+        assert!(g.fallback().is_some());
+        assert_eq!(owners(&g)[&2], Some(1), "the previous generation is served");
+        assert_eq!(replay(&g), owners(&g), "the feed replays to the index served");
+        let rollbacks = g
+            .changes(&ChangeFilter::default(), usize::MAX)
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.via == Via::Rollback)
+            .count();
+        assert_eq!(rollbacks, 1, "undone once, whatever the restarts");
+    }
+    let g = Graph::open(dir.path()).unwrap();
+    let s = g.begin(false).unwrap();
+    let records = vec![
+        Record::Contact(contact(1, 1, 10)),
+        Record::Contact(contact(2, 2, 12)),
+        Record::Contact(contact(3, 1, 10)),
+        user(1),
+        user(2),
+    ];
+    g.write(&s, &records, None).unwrap();
+    g.commit(s, Value::Null, false, ShrinkGuard::default()).unwrap();
+    assert_eq!(replay(&g), owners(&g), "and the next crawl's changes replay on top of it");
+}

@@ -572,7 +572,9 @@ impl ChangeObj {
     async fn at(&self) -> Option<DateTime<Utc>> {
         time(self.0.at_ms)
     }
-    /// CRAWL, AGENTS_REFRESH, WEBHOOK, REASSIGNMENT or REREAD (the refresher).
+    /// How it was recorded and confirmed: CRAWL, AGENTS_REFRESH, WEBHOOK (announced by a webhook,
+    /// then read from Drift), REASSIGNMENT (Drift's answer to the move), REREAD (the refresher) or
+    /// ROLLBACK (a damaged generation's changes undone when the previous one is served).
     async fn via(&self) -> String {
         match self.0.via {
             idgraph_graph::Via::Crawl => "CRAWL",
@@ -580,6 +582,7 @@ impl ChangeObj {
             idgraph_graph::Via::Webhook => "WEBHOOK",
             idgraph_graph::Via::Reassignment => "REASSIGNMENT",
             idgraph_graph::Via::Reread => "REREAD",
+            idgraph_graph::Via::Rollback => "ROLLBACK",
         }
         .to_string()
     }
