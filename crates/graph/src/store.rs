@@ -1324,7 +1324,17 @@ impl Store {
             db.flush()?;
             let _ = (values, history);
         }
-        let copy = Store::open(dir)?;
+        // sled's flusher can hold the directory's lock a moment after the last handle went (seen
+        // on a loaded machine): wait for it, a bounded while.
+        let mut copy = Store::open(dir);
+        for _ in 0..100 {
+            if !matches!(copy, Err(StoreError::Locked(_))) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            copy = Store::open(dir);
+        }
+        let copy = copy?;
         let r = copy.check()?;
         if !r.problems.is_empty() {
             return Err(StoreError::Corrupt(format!("the backup failed its check: {}", r.problems.join("; "))));
