@@ -187,10 +187,14 @@ async fn a_read_only_copy_opens_for_every_reading_command() {
     set(dir.path(), 0o755);
     let before = tree(&ro);
     let as_root = unsafe_is_root();
+    // A copy of the binary that `nobody` may run, wherever the build tree lies (/root is 0700).
+    let bin = dir.path().join("idgraph-bin");
+    std::fs::copy(env!("CARGO_BIN_EXE_idgraph"), &bin).unwrap();
+    set(&bin, 0o755);
     let cmd = |args: &[&str]| {
         let mut c = if as_root {
             let mut c = tokio::process::Command::new("setpriv");
-            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_idgraph")]);
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&bin);
             c
         } else {
             tokio::process::Command::new(env!("CARGO_BIN_EXE_idgraph"))
