@@ -766,10 +766,18 @@ impl Store {
         let mut batch = sled::Batch::default();
         let mut n = 0;
         let mut put = |batch: &mut sled::Batch, id: u64, at_ms: i64| -> Result<(), StoreError> {
-            if held.contains(&id) || t.contains_key(key(P_CONTACT, id))? {
+            if held.contains(&id) {
                 return Ok(());
             }
-            batch.insert(&key(P_CONTACT, id), encode(&Override::Deleted { at_ms })?);
+            // An override the generation holds for a contact it does not hold is an owner change
+            // with nothing to apply to (a move mirrored from a crawl that then found the contact
+            // gone), or an earlier tombstone: the later tombstone wins.
+            let k = key(P_CONTACT, id);
+            let at_ms = match t.get(k)?.map(|v| decode::<Override>(&k, &v)).transpose()? {
+                Some(Override::Deleted { at_ms: before }) => before.max(at_ms),
+                _ => at_ms,
+            };
+            batch.insert(&k, encode(&Override::Deleted { at_ms })?);
             n += 1;
             Ok(())
         };

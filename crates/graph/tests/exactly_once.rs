@@ -551,3 +551,23 @@ fn a_fallback_undoes_the_damaged_generations_changes_in_the_feed() {
     g.commit(s, Value::Null, false, ShrinkGuard::default()).unwrap();
     assert_eq!(replay(&g), owners(&g), "and the next crawl's changes replay on top of it");
 }
+
+/// A read in flight when a reindex starts, a move during it, the contact deleted before the
+/// crawl reads it: after the switch the late read does not bring it back (found by the property
+/// test).
+#[test]
+fn a_read_landing_after_the_switch_does_not_revive_a_contact_moved_then_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = world(dir.path());
+    for op in [
+        Op::CrawlStart,
+        Op::Read { c: 6 },
+        Op::Move { c: 6, to: 2 },
+        Op::Delete { c: 6 },
+        Op::Commit,
+        Op::Land { k: 0 },
+    ] {
+        w.run(op);
+    }
+    assert!(w.graph.read().contact(6).is_none(), "Drift deleted it; the old read is stale");
+}
