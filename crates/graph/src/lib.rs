@@ -298,26 +298,21 @@ impl Graph {
     /// auditors, owned by another user, on read-only media) is copied into a private temporary
     /// directory first and opened there (sled writes as it opens): the original is never touched.
     pub fn open_read_only(path: &Path) -> Result<Graph, StoreError> {
-        if !Store::exists_at(path) {
-            return Err(if path.exists() {
-                StoreError::NotAStore(path.display().to_string())
-            } else {
-                StoreError::Missing(path.display().to_string())
-            });
+        let (store, copy) = Store::open_read_only(path)?;
+        if copy.is_some() {
+            tracing::info!(path = %path.display(), "the store is not writable: reading a private copy of it");
         }
-        if store::writable(path) {
-            return Graph::open(path);
-        }
-        let copy = store::private_copy(path)?;
-        tracing::info!(path = %path.display(), "the store is not writable: reading a private copy of it");
-        let mut g = Graph::open(&copy.path().join("store"))?;
-        g._copy = Some(copy);
+        let mut g = Graph::with_store(store)?;
+        g._copy = copy;
         Ok(g)
     }
 
     /// Opens the store and loads the current generation, checking it against its info.
     pub fn open(path: &Path) -> Result<Graph, StoreError> {
-        let store = Store::open(path)?;
+        Graph::with_store(Store::open(path)?)
+    }
+
+    fn with_store(store: Store) -> Result<Graph, StoreError> {
         let (index, info, fallback) = match store.current()? {
             Some(g) => match load(&store, g) {
                 Ok((ix, info)) => (ix, Some(info), None),

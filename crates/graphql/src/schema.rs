@@ -782,15 +782,7 @@ impl OffboardingAudit {
             .collect()
     }
     async fn evidence(&self) -> Evidence {
-        let e = &self.0.evidence;
-        Evidence {
-            generation: e.generation,
-            crawl_finished_at: time(e.crawl_finished_at_ms),
-            agents_refreshed_at: time(e.agents_refreshed_at_ms),
-            generated_at: time(e.generated_at_ms),
-            data_age_seconds: e.data_age_s,
-            scim_available: e.scim_available,
-        }
+        Evidence::from(&self.0.evidence)
     }
     /// SHA-256 of the audit's canonical JSON.
     async fn digest(&self) -> String {
@@ -798,21 +790,9 @@ impl OffboardingAudit {
     }
 }
 
-/// When and from what an audit was made: what a reviewer checks its age and source by.
-#[derive(SimpleObject)]
-pub struct AuditEvidence {
-    generation: u64,
-    crawl_finished_at: Option<DateTime<Utc>>,
-    agents_refreshed_at: Option<DateTime<Utc>>,
-    generated_at: Option<DateTime<Utc>>,
-    /// How old the freshest data is, in seconds.
-    data_age_seconds: i64,
-    scim_available: bool,
-}
-
-impl From<&audit::Evidence> for AuditEvidence {
+impl From<&audit::Evidence> for Evidence {
     fn from(e: &audit::Evidence) -> Self {
-        AuditEvidence {
+        Evidence {
             generation: e.generation,
             crawl_finished_at: time(e.crawl_finished_at_ms),
             agents_refreshed_at: time(e.agents_refreshed_at_ms),
@@ -847,7 +827,7 @@ pub struct OrgAudit {
     /// Orphans Drift confirmed after their owner went, and those not yet re-read since.
     orphans_verified_after_departure: usize,
     orphans_not_yet_verified: usize,
-    evidence: AuditEvidence,
+    evidence: Evidence,
 }
 
 /// One point of `orphanTimeline`.
@@ -1280,7 +1260,7 @@ impl Query {
             unowned_contacts: r.unowned_contacts,
             orphans_verified_after_departure: r.orphans_verified_after_departure,
             orphans_not_yet_verified: r.orphans_not_yet_verified,
-            evidence: AuditEvidence::from(&r.evidence),
+            evidence: Evidence::from(&r.evidence),
         })
     }
 
