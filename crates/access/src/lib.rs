@@ -1,0 +1,224 @@
+//! Who may do what, and the trail of who did.
+//!
+//! A request is made by a [`Principal`]: a person signed in through the company's identity
+//! provider (`oidc`, `session`), an API client with a JWT from that provider (`jwt`), a named
+//! service token (`tokens`), or the anonymous caller of a server that runs without sign-in (the
+//! demo). A principal holds [`Grant`]s: a [`Role`] in one org or in every org. Every request that
+//! reads contact data or changes something is written to the access log (`log`), a hash chain
+//! that `verify` checks offline.
+//!
+//! This crate knows nothing of GraphQL or of the HTTP server's routes: the server asks it who a
+//! caller is and writes what it answered.
+
+pub mod jwt;
+pub mod log;
+pub mod oidc;
+pub mod session;
+pub mod tokens;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// What a principal may do, each role including the ones below it. Default deny: a principal
+/// with no role may do nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Lookups: who owns a contact, an agent's holdings.
+    Viewer,
+    /// Also orphans, audits, exports, the change feed, the audit page.
+    Auditor,
+    /// Also reindex, reassignments, backups, service tokens, the access log.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Auditor, Role::Admin];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Auditor => "auditor",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "viewer" => Ok(Role::Viewer),
+            "auditor" => Ok(Role::Auditor),
+            "admin" => Ok(Role::Admin),
+            _ => Err(format!("{s:?} is not a role: viewer, auditor or admin")),
+        }
+    }
+}
+
+/// A role in one org (`org: Some`) or in every org the server indexes (`None`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+}
+
+impl Grant {
+    pub fn everywhere(role: Role) -> Grant {
+        Grant { role, org: None }
+    }
+}
+
+/// How a principal proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Signed in through the identity provider in a browser (a session).
+    Person,
+    /// An API client with a JWT from the identity provider.
+    Jwt,
+    /// A named service token.
+    ServiceToken,
+    /// Nobody: a server that runs without sign-in (the demo, `--insecure-no-auth`).
+    Anonymous,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Person => "person",
+            Kind::Jwt => "jwt",
+            Kind::ServiceToken => "service_token",
+            Kind::Anonymous => "anonymous",
+        }
+    }
+}
+
+/// Who made a request, and what they may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// A person's email or username, a JWT's subject, a service token's name.
+    pub name: String,
+    pub kind: Kind,
+    pub grants: Vec<Grant>,
+}
+
+impl Principal {
+    /// The caller of a server without sign-in: admin everywhere.
+    pub fn anonymous() -> Principal {
+        Principal { name: "anonymous".into(), kind: Kind::Anonymous, grants: vec![Grant::everywhere(Role::Admin)] }
+    }
+
+    /// The principal's highest role in `org` (`None`: the server's only org), from its grants
+    /// for that org and for every org.
+    pub fn role_in(&self, org: Option<&str>) -> Option<Role> {
+        self.grants
+            .iter()
+            .filter(|g| g.org.is_none() || (org.is_some() && g.org.as_deref() == org))
+            .map(|g| g.role)
+            .max()
+    }
+
+    /// Whether the principal holds at least `need` in `org`.
+    pub fn may(&self, need: Role, org: Option<&str>) -> bool {
+        self.role_in(org).is_some_and(|r| r >= need)
+    }
+
+    /// The highest role held anywhere (what a page shows beside the name).
+    pub fn top_role(&self) -> Option<Role> {
+        self.grants.iter().map(|g| g.role).max()
+    }
+}
+
+/// How claim values of the identity provider map to roles: a principal gets every role one of
+/// whose values it carries in `claim` (a string or a list of strings), and no role otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct RoleMap {
+    #[serde(default)]
+    pub viewer: Vec<String>,
+    #[serde(default)]
+    pub auditor: Vec<String>,
+    #[serde(default)]
+    pub admin: Vec<String>,
+}
+
+impl RoleMap {
+    /// The grants for the values a token carries in its role claim.
+    pub fn grants(&self, claim: Option<&serde_json::Value>) -> Vec<Grant> {
+        let values: Vec<&str> = match claim {
+            Some(serde_json::Value::String(s)) => s.split([' ', ',']).filter(|s| !s.is_empty()).collect(),
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect(),
+            _ => Vec::new(),
+        };
+        let has = |list: &[String]| list.iter().any(|want| values.iter().any(|v| v == want));
+        let mut out = Vec::new();
+        for (role, list) in [(Role::Viewer, &self.viewer), (Role::Auditor, &self.auditor), (Role::Admin, &self.admin)] {
+            if has(list) {
+                out.push(Grant::everywhere(role));
+            }
+        }
+        out
+    }
+}
+
+/// The name a principal from the identity provider goes by: its email, else its username, else
+/// its subject, else the client it was issued to.
+pub fn principal_name(claims: &serde_json::Value) -> String {
+    ["email", "preferred_username", "sub", "client_id", "azp"]
+        .iter()
+        .find_map(|k| claims.get(*k).and_then(|v| v.as_str()).filter(|s| !s.is_empty()))
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+/// SHA-256 of a secret a caller presented: what is stored and compared, never the secret.
+pub fn digest(secret: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// A new random secret: 32 bytes, URL-safe base64, with a prefix that says what it is.
+pub fn random_secret(prefix: &str) -> String {
+    use base64::Engine;
+    let bytes: [u8; 32] = rand::random();
+    format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_ordered_and_grants_are_per_org() {
+        assert!(Role::Admin > Role::Auditor && Role::Auditor > Role::Viewer);
+        let p = Principal {
+            name: "a".into(),
+            kind: Kind::ServiceToken,
+            grants: vec![Grant { role: Role::Auditor, org: Some("eu".into()) }, Grant::everywhere(Role::Viewer)],
+        };
+        assert_eq!(p.role_in(Some("eu")), Some(Role::Auditor));
+        assert_eq!(p.role_in(Some("us")), Some(Role::Viewer));
+        assert_eq!(p.role_in(None), Some(Role::Viewer));
+        assert!(!p.may(Role::Auditor, Some("us")));
+        let nobody = Principal { name: "n".into(), kind: Kind::Jwt, grants: vec![] };
+        assert!(!nobody.may(Role::Viewer, None), "no grant, no access");
+    }
+
+    #[test]
+    fn role_map_reads_strings_and_lists() {
+        let m = RoleMap { viewer: vec!["staff".into()], auditor: vec!["sec".into()], admin: vec!["it-admins".into()] };
+        let g = m.grants(Some(&serde_json::json!(["staff", "sec"])));
+        assert_eq!(g.iter().map(|g| g.role).max(), Some(Role::Auditor));
+        assert_eq!(m.grants(Some(&serde_json::json!("it-admins"))), vec![Grant::everywhere(Role::Admin)]);
+        assert!(m.grants(Some(&serde_json::json!(["other"]))).is_empty());
+        assert!(m.grants(None).is_empty());
+    }
+}
