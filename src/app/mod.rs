@@ -1,5 +1,6 @@
 //! The app layer: what runs inside `idgraph` whatever the front end.
 //!
+//! - `access`: the server's `Access` (tokens, sign-in, JWTs, the access log) from the settings.
 //! - `settings`: defaults < TOML < environment < flags, resolved once.
 //! - `pipeline`: crawl → staging generation → switch; agents refresh in place.
 //! - `scheduler`: when runs happen (on tokio's clock), never two at once.
@@ -11,6 +12,7 @@
 //! - `observe`: how the pipeline and scheduler report, to whoever listens.
 //! - `http`: the one module that knows the GraphQL crate (metrics, `Operations`).
 
+pub mod access;
 pub mod confirm;
 pub mod http;
 pub mod identity;

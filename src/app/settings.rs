@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use idgraph_crawler::{BudgetConfig, CrawlConfig, Credentials, OAuthConfig};
 use idgraph_model::Secret;
+use idgraph_access::RoleMap;
 use serde::Deserialize;
 
 use crate::app::scheduler::FullSchedule;
@@ -55,6 +56,44 @@ pub struct FileConfig {
     pub incremental: Option<bool>,
     pub refresh_share: Option<f64>,
     pub oauth: Option<OAuthFile>,
+    /// Sign-in through the company's identity provider, and its JWTs for API clients.
+    pub oidc: Option<OidcFile>,
+    /// Where the access log's entries are also streamed as NDJSON: a path, or `-` for stdout.
+    pub access_log: Option<String>,
+    /// Days the access log keeps (default 400).
+    pub access_log_retention_days: Option<u32>,
+    /// Proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed (IP addresses).
+    pub trusted_proxies: Option<Vec<String>>,
+    /// How long a browser session lasts (default 8h).
+    pub session_lifetime: Option<String>,
+    /// The URL people reach this server at (default `http://LISTEN`): where the identity
+    /// provider sends them back; https makes the session cookie `Secure`.
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcFile {
+    pub issuer: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// The `aud` API clients' JWTs must carry (default: the client id).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// The claim roles are read from (default `groups`).
+    #[serde(default)]
+    pub role_claim: Option<String>,
+    #[serde(default)]
+    pub roles: RoleMap,
+    /// Scopes asked at sign-in besides `openid` (default `email`, `profile`).
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// The JWT algorithms accepted (default: RS256/384/512, PS256/384/512, ES256/384, EdDSA).
+    #[serde(default)]
+    pub algorithms: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +145,7 @@ impl FileConfig {
             .iter()
             .any(|s| s.is_some())
             || self.oauth.as_ref().is_some_and(|o| o.client_secret.is_some())
+            || self.oidc.as_ref().is_some_and(|o| o.client_secret.is_some())
     }
 }
 
@@ -195,6 +235,25 @@ pub struct ServerSettings {
     pub cors_origins: Vec<String>,
     /// Where server-side backups go; none: the server refuses them.
     pub backup_dir: Option<PathBuf>,
+    pub oidc: Option<OidcSettings>,
+    pub access_log: Option<String>,
+    pub access_log_retention_days: u32,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub session_lifetime: Duration,
+    pub public_url: String,
+}
+
+/// The identity provider, resolved.
+#[derive(Clone, Debug)]
+pub struct OidcSettings {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub audience: String,
+    pub role_claim: String,
+    pub roles: RoleMap,
+    pub scopes: Vec<String>,
+    pub algorithms: Vec<String>,
 }
 
 /// When `serve` reindexes.
@@ -320,6 +379,46 @@ impl Settings {
                 )?,
                 cors_origins: cors,
                 backup_dir: path(&flags.backup_dir, "IDGRAPH_BACKUP_DIR", &file.backup_dir),
+                oidc: match &file.oidc {
+                    Some(o) => Some(OidcSettings {
+                        issuer: o.issuer.clone(),
+                        client_id: o.client_id.clone(),
+                        client_secret: match (&o.client_secret, &o.client_secret_file) {
+                            (Some(s), _) => s.clone(),
+                            (None, Some(p)) => read_secret("[oidc] client_secret_file", p)?,
+                            (None, None) => match env.get("IDGRAPH_OIDC_CLIENT_SECRET_FILE") {
+                                Some(p) => read_secret("IDGRAPH_OIDC_CLIENT_SECRET_FILE", Path::new(&p))?,
+                                None => anyhow::bail!("[oidc] needs client_secret or client_secret_file"),
+                            },
+                        },
+                        audience: o.audience.clone().unwrap_or_else(|| o.client_id.clone()),
+                        role_claim: o.role_claim.clone().unwrap_or_else(|| "groups".into()),
+                        roles: o.roles.clone(),
+                        scopes: o.scopes.clone().unwrap_or_else(|| vec!["email".into(), "profile".into()]),
+                        algorithms: o.algorithms.clone().unwrap_or_default(),
+                    }),
+                    None => None,
+                },
+                access_log: env.get("IDGRAPH_ACCESS_LOG").or_else(|| file.access_log.clone()),
+                access_log_retention_days: file.access_log_retention_days.unwrap_or(400),
+                trusted_proxies: file
+                    .trusted_proxies
+                    .iter()
+                    .flatten()
+                    .map(|a| a.parse().with_context(|| format!("trusted_proxies: {a:?} is not an IP address")))
+                    .collect::<Result<_>>()?,
+                session_lifetime: file
+                    .session_lifetime
+                    .as_deref()
+                    .map(duration)
+                    .transpose()
+                    .context("session_lifetime")?
+                    .unwrap_or(Duration::from_secs(8 * 3600)),
+                public_url: file.public_url.clone().unwrap_or_else(|| {
+                    let listen = pick(&flags.listen, "IDGRAPH_LISTEN", &file.listen)
+                        .unwrap_or_else(|| defaults::LISTEN.to_string());
+                    format!("http://{listen}")
+                }),
             },
             schedule: ScheduleSettings {
                 full: full.parse().map_err(|e: String| anyhow::anyhow!("full_every: {e}"))?,

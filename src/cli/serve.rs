@@ -10,7 +10,7 @@ use clap::Args;
 use drift_sim::{Profile, RateLimit, Sim, SimConfig, WebhookConfig as SimWebhooks};
 use idgraph_crawler::{BudgetConfig, CrawlConfig, Crawler, Credentials, Secret};
 use idgraph_graph::ShrinkGuard;
-use idgraph_graphql::{router, ApiTokens, Metrics, ServerConfig, WebhookConfig};
+use idgraph_graphql::{router, Metrics, ServerConfig, WebhookConfig};
 use rand::Rng;
 
 use super::common::{forget_server, note_server, open_graph, open_graph_to_read};
@@ -113,10 +113,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         );
     }
     let srv = &settings.server;
-    let tokens = ApiTokens { read: srv.read_token.clone(), admin: srv.admin_token.clone() };
-    if tokens.open() && !a.insecure_no_auth {
-        anyhow::bail!("set --read-token and --admin-token (or IDGRAPH_READ_TOKEN / IDGRAPH_ADMIN_TOKEN), or pass --insecure-no-auth");
-    }
+    let access = crate::app::access::build(srv, &settings.data_dir, a.insecure_no_auth)?;
     let schedule = ScheduleConfig {
         full: settings.schedule.full.clone(),
         agents_every: settings.schedule.agents_every,
@@ -125,7 +122,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     idgraph_graphql::check_cors_origins(&srv.cors_origins).map_err(anyhow::Error::msg)?;
     let webhook = srv.webhook_token.as_ref().map(|t| WebhookConfig::new(t.expose()));
     let server_cfg = ServerConfig {
-        tokens,
+        access: Some(access.clone()),
         cors_origins: srv.cors_origins.clone(),
         webhook,
         backup_dir: srv.backup_dir.clone(),
@@ -147,7 +144,10 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         if graph.info().is_none() {
             anyhow::bail!("--read-only serves a stored index, and {} holds none yet", settings.data_dir.display());
         }
-        return serve_read_only(graph, &settings.data_dir, server_cfg, listener).await;
+        crate::app::access::watch(access.clone());
+        let r = serve_read_only(graph, &settings.data_dir, server_cfg, listener).await;
+        close_access_log(&access);
+        return r;
     }
     let mut drift = settings.drift.clone();
     crate::app::identity::reconcile(&graph, &mut drift, a.force)?;
@@ -162,7 +162,17 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         refresh_share: settings.schedule.refresh_share,
         server_cfg,
     };
-    run_server(run, listener).await
+    crate::app::access::watch(access.clone());
+    let r = run_server(run, listener).await;
+    close_access_log(&access);
+    r
+}
+
+/// Writes the access log's last entries and syncs them (at a graceful stop).
+fn close_access_log(access: &idgraph_access::Access) {
+    if let Some(l) = &access.log {
+        l.close();
+    }
 }
 
 /// Serves a stored index with no scheduler, refresher or Drift credentials.
@@ -398,7 +408,8 @@ fn print_banner(url: &str, sim: &str) {
     eprintln!(
         r#"
 idgraph demo is up, on loopback only and without sign-in: every caller may query and run
-mutations (a real server takes tokens: see the README).
+mutations (a real server signs people in through the company's identity provider and takes
+service tokens: see the README).
 
   GraphiQL   {url}/            (open it in a browser)
   audit      {url}/audit       (the offboarding audit: charts, each leaver's graph, downloads)

@@ -9,7 +9,8 @@ use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+pub use jsonwebtoken::Algorithm;
+use jsonwebtoken::{DecodingKey, Validation};
 use lru::LruCache;
 use parking_lot::{Mutex, RwLock};
 
@@ -196,7 +197,8 @@ impl JwtVerifier {
             return Ok(());
         }
         *self.last_fetch.lock() = Some(Instant::now());
-        let uri = match self.jwks_uri.read().clone() {
+        let known = self.jwks_uri.read().clone();
+        let uri = match known {
             Some(u) => u,
             None => {
                 let u = self.discover().await?;

@@ -222,3 +222,130 @@ mod tests {
         assert!(m.grants(None).is_empty());
     }
 }
+
+/// Everything a server needs to tell who a caller is, and to write down what they did.
+pub struct Access {
+    /// No sign-in at all: every caller is `Principal::anonymous()` (the demo,
+    /// `--insecure-no-auth`).
+    pub open: bool,
+    pub tokens: tokens::TokenStore,
+    /// API clients' JWTs (also checks the ID tokens of sign-ins).
+    pub jwt: Option<std::sync::Arc<jwt::JwtVerifier>>,
+    /// Browser sign-in.
+    pub oidc: Option<oidc::Oidc>,
+    pub sessions: session::Sessions,
+    pub log: Option<log::AccessLog>,
+    /// Proxies whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Cookies are `Secure` (the server's public URL is https).
+    pub secure_cookies: bool,
+}
+
+impl fmt::Debug for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Access")
+            .field("open", &self.open)
+            .field("tokens", &self.tokens.list().len())
+            .field("jwt", &self.jwt.is_some())
+            .field("oidc", &self.oidc.is_some())
+            .field("sessions", &self.sessions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a caller was not let in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No credentials at all.
+    Missing,
+    /// A bearer token that is no service token this server knows.
+    Token(tokens::TokenRefused),
+    /// A JWT that does not verify.
+    Jwt(jwt::JwtRefused),
+    /// A session cookie that is no live session.
+    Session,
+    /// A page's state-changing request without its session's CSRF token.
+    Csrf,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Missing => f.write_str("no credentials: sign in, or send a bearer token (a service token or a JWT)"),
+            Refusal::Token(t) => t.fmt(f),
+            Refusal::Jwt(j) => j.fmt(f),
+            Refusal::Session => f.write_str("the session has ended: sign in again"),
+            Refusal::Csrf => f.write_str("the request lacks its page's CSRF token (X-CSRF-Token)"),
+        }
+    }
+}
+
+impl Refusal {
+    /// A short word for metrics and the access log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Missing => "missing",
+            Refusal::Token(tokens::TokenRefused::Unknown) => "unknown_token",
+            Refusal::Token(tokens::TokenRefused::Expired { .. }) => "expired_token",
+            Refusal::Jwt(jwt::JwtRefused::Expired) => "jwt_expired",
+            Refusal::Jwt(jwt::JwtRefused::NotYetValid) => "jwt_not_yet_valid",
+            Refusal::Jwt(jwt::JwtRefused::WrongAudience(_)) => "jwt_audience",
+            Refusal::Jwt(jwt::JwtRefused::WrongIssuer(_)) => "jwt_issuer",
+            Refusal::Jwt(jwt::JwtRefused::AlgNone) | Refusal::Jwt(jwt::JwtRefused::AlgNotAllowed(_)) => "jwt_algorithm",
+            Refusal::Jwt(jwt::JwtRefused::UnknownKid(_)) => "jwt_unknown_key",
+            Refusal::Jwt(jwt::JwtRefused::BadSignature) => "jwt_signature",
+            Refusal::Jwt(_) => "jwt_invalid",
+            Refusal::Session => "session",
+            Refusal::Csrf => "csrf",
+        }
+    }
+}
+
+impl Access {
+    /// A server that answers only these two configured tokens (`read_token` as an auditor,
+    /// `admin_token` as an admin), or everyone as admin when both are `None`.
+    pub fn with_tokens(read: Option<idgraph_model::Secret>, admin: Option<idgraph_model::Secret>) -> Access {
+        let open = read.is_none() && admin.is_none();
+        let mut builtin = Vec::new();
+        if let Some(r) = read {
+            builtin.push((tokens::READ_TOKEN_NAME.to_string(), Role::Auditor, r));
+        }
+        if let Some(a) = admin {
+            builtin.push((tokens::ADMIN_TOKEN_NAME.to_string(), Role::Admin, a));
+        }
+        // Without a file nothing can fail to read.
+        let tokens = tokens::TokenStore::open(None, builtin).unwrap_or_else(|_| tokens::TokenStore::empty());
+        Access {
+            open,
+            tokens,
+            jwt: None,
+            oidc: None,
+            sessions: session::Sessions::new(std::time::Duration::from_secs(8 * 3600)),
+            log: None,
+            trusted_proxies: Vec::new(),
+            secure_cookies: false,
+        }
+    }
+
+    /// The principal a bearer token stands for: a JWT when it has a JWT's shape and JWTs are
+    /// configured, else a service token.
+    pub async fn bearer(&self, token: &str) -> Result<Principal, Refusal> {
+        if let (Some(jwt), true) = (&self.jwt, jwt::JwtVerifier::looks_like_jwt(token)) {
+            return jwt.verify(token).await.map_err(Refusal::Jwt);
+        }
+        self.tokens.check(token).map_err(Refusal::Token)
+    }
+
+    /// The identity provider's claim that roles are read from.
+    pub fn role_claim(&self) -> &str {
+        self.jwt.as_ref().map_or("groups", |j| j.config().role_claim.as_str())
+    }
+
+    /// Queues an access log entry (nothing without a log).
+    pub fn record(&self, e: log::Entry) {
+        if let Some(l) = &self.log {
+            l.record(e);
+        }
+    }
+}
+

@@ -125,6 +125,11 @@ impl TokenStore {
         Ok(store)
     }
 
+    /// A store with no tokens and no file.
+    pub fn empty() -> TokenStore {
+        TokenStore { path: None, builtin: Vec::new(), state: RwLock::new(Loaded::default()) }
+    }
+
     /// Whether any token is known (a server without tokens and without sign-in is open).
     pub fn is_empty(&self) -> bool {
         self.state.read().by_digest.is_empty()

@@ -19,6 +19,17 @@ pub enum Table {
     Accounts,
 }
 
+impl Table {
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Contacts => "contacts",
+            Table::Orphans => "orphans",
+            Table::Agents => "agents",
+            Table::Accounts => "accounts",
+        }
+    }
+}
+
 impl std::str::FromStr for Table {
     type Err = String;
     fn from_str(s: &str) -> Result<Table, String> {

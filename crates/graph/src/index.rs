@@ -688,6 +688,11 @@ impl Index {
         (self.contacts.len(), agents, self.accounts.len())
     }
 
+    /// Contacts orphaned now.
+    pub fn orphans_len(&self) -> usize {
+        self.orphans.len()
+    }
+
     pub fn contact_ref(&self, id: u64) -> Option<&ContactView> {
         match self.graph.node_weight(*self.contacts.get(&id)?) {
             Some(Node::Contact(c)) => Some(c),

@@ -10,6 +10,7 @@ pub mod metrics;
 mod plan;
 mod schema;
 mod server;
+mod signin;
 mod webhooks;
 
 use futures::future::BoxFuture;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use metrics::Metrics;
 pub use schema::{build_introspection_schema, build_schema, sdl, AppSchema};
+pub use signin::PeerAddr;
 pub use server::{check_cors_origins, router, serve_connections, ApiTokens, AppState, ConnLimits, ServerConfig};
 pub use webhooks::WebhookConfig;
 

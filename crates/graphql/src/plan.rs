@@ -111,7 +111,7 @@ impl Plan {
         ix: &Index,
         operation: Option<&str>,
         vars: Option<&serde_json::Value>,
-    ) -> Option<Vec<u8>> {
+    ) -> Option<(Vec<u8>, u64)> {
         if self.operation.as_deref() != operation {
             return None;
         }
@@ -130,7 +130,7 @@ impl Plan {
             root.write(ix, key, &mut out);
         }
         out.extend_from_slice(b"}}");
-        Some(out)
+        Some((out, keys.iter().map(|k| k.len() as u64).sum()))
     }
 }
 

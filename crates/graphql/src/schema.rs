@@ -36,30 +36,32 @@ pub struct Ctx {
     pub ops: Arc<dyn Operations>,
 }
 
-/// The caller's rights, set per request from its token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Read,
-    Admin,
-}
+pub use idgraph_access::Role;
 
 /// Set on a request that came with GET: it never carries admin rights (another page could
 /// forge it), and a refusal says to send it with POST.
 #[derive(Debug, Clone, Copy)]
 pub struct SentWithGet;
 
-struct AdminGuard;
+/// Default deny: a field needs the role it names (`RoleGuard(Role::Auditor)`); every field
+/// without a guard needs at least `viewer`, which every request that reaches GraphQL has. The
+/// refusal names the role needed.
+pub(crate) struct RoleGuard(pub Role);
 
-impl Guard for AdminGuard {
+impl Guard for RoleGuard {
     async fn check(&self, ctx: &Context<'_>) -> Result<()> {
-        match (ctx.data_opt::<Role>(), ctx.data_opt::<SentWithGet>()) {
-            (Some(Role::Admin), _) => Ok(()),
-            (_, Some(_)) => Err(coded(
-                "FORBIDDEN",
-                "mutations and admin fields need POST: a GET request never carries the admin token's rights",
-            )),
-            _ => Err(coded("FORBIDDEN", "this needs the admin token")),
+        let held = ctx.data_opt::<Role>().copied();
+        if held.is_some_and(|r| r >= self.0) {
+            return Ok(());
         }
+        if ctx.data_opt::<SentWithGet>().is_some() && self.0 == Role::Admin {
+            return Err(coded(
+                "FORBIDDEN",
+                "mutations and admin fields need POST: a GET request never carries admin rights",
+            ));
+        }
+        let held = held.map_or("no role".to_string(), |r| format!("the {r} role"));
+        Err(coded("FORBIDDEN", format!("this needs the {} role (the caller has {held})", self.0)))
     }
 }
 
@@ -1062,7 +1064,7 @@ impl Query {
 
     /// Contacts whose owner is not active, with the reason; `departedSince` keeps those whose
     /// owner went (deactivated or departed) at or after that time.
-    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    #[graphql(guard = "RoleGuard(Role::Auditor)", complexity = "page_cost(first, child_complexity)")]
     async fn orphans(
         &self,
         c: &Context<'_>,
@@ -1085,7 +1087,7 @@ impl Query {
     }
 
     /// Accounts whose owner is not active, by reason, owner and account id.
-    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    #[graphql(guard = "RoleGuard(Role::Auditor)", complexity = "page_cost(first, child_complexity)")]
     async fn orphan_accounts(
         &self,
         c: &Context<'_>,
@@ -1108,7 +1110,7 @@ impl Query {
     }
 
     /// Contacts without any owner (not orphans: nobody was ever assigned).
-    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    #[graphql(guard = "RoleGuard(Role::Auditor)", complexity = "page_cost(first, child_complexity)")]
     async fn unowned_contacts(
         &self,
         c: &Context<'_>,
@@ -1124,7 +1126,7 @@ impl Query {
     }
 
     /// Agents by how much they own, most first.
-    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    #[graphql(guard = "RoleGuard(Role::Auditor)", complexity = "page_cost(first, child_complexity)")]
     async fn who_owns_whom(
         &self,
         c: &Context<'_>,
@@ -1195,6 +1197,7 @@ impl Query {
     }
 
     /// The offboarding audit of one agent, by id or email.
+    #[graphql(guard = "RoleGuard(Role::Auditor)")]
     async fn offboarding_audit(
         &self,
         c: &Context<'_>,
@@ -1219,6 +1222,7 @@ impl Query {
     /// renders. `orphanLimit` cuts the longest list (the org's `orphans`, an agent's
     /// `orphaned_contacts`) for a page that must stay light; `truncated` then says how many there
     /// are, and the digest stays the whole report's.
+    #[graphql(guard = "RoleGuard(Role::Auditor)")]
     async fn audit_report(
         &self,
         c: &Context<'_>,
@@ -1234,6 +1238,7 @@ impl Query {
     /// The org audit without its list of orphans and without a digest, as one JSON document: every
     /// total, count and row as `auditReport(all: true)` has them, cheap at any size (what the
     /// audit page draws first). Typed: `orgAudit`.
+    #[graphql(guard = "RoleGuard(Role::Auditor)")]
     async fn audit_summary(&self, c: &Context<'_>) -> Result<async_graphql::Json<serde_json::Value>> {
         let r = audit::org_summary(graph(c)?).map_err(internal)?;
         Ok(async_graphql::Json(serde_json::to_value(r).map_err(internal)?))
@@ -1241,6 +1246,7 @@ impl Query {
 
     /// The org's offboarding audit as typed objects (codegen clients get types, not `any`): the
     /// gone agents still owning something, the totals and the evidence.
+    #[graphql(guard = "RoleGuard(Role::Auditor)")]
     async fn org_audit(&self, c: &Context<'_>) -> Result<OrgAudit> {
         let r = audit::org_summary(graph(c)?).map_err(internal)?;
         Ok(OrgAudit {
@@ -1265,6 +1271,7 @@ impl Query {
     }
 
     /// `auditTimeline` as typed objects: at most `points` buckets (default 120, at most 1,000).
+    #[graphql(guard = "RoleGuard(Role::Auditor)")]
     async fn orphan_timeline(&self, c: &Context<'_>, points: Option<i32>) -> Result<OrphanTimeline> {
         let n = points.unwrap_or(120);
         if !(2..=1000).contains(&n) {
@@ -1283,6 +1290,7 @@ impl Query {
 
     /// An audit report rendered as `idgraph audit --format` prints it (the audit page's
     /// downloads): the same arguments as `auditReport`.
+    #[graphql(guard = "RoleGuard(Role::Auditor)")]
     async fn audit_document(
         &self,
         c: &Context<'_>,
@@ -1298,6 +1306,7 @@ impl Query {
     /// buckets (default 120, at most 1,000) from the oldest record to now, as one JSON document
     /// `{bucket_s, points: [{at_ms, orphans, departures}]}`; `orphans` is null before the history
     /// begins. Typed: `orphanTimeline`.
+    #[graphql(guard = "RoleGuard(Role::Auditor)")]
     async fn audit_timeline(
         &self,
         c: &Context<'_>,
@@ -1317,7 +1326,7 @@ impl Query {
     /// order, whatever recorded it (crawls, agents refreshes, webhooks, reassignments).
     /// `sinceGeneration` keeps changes recorded in that generation or later (in-place ones
     /// included); `kinds` and `agentId` narrow the feed.
-    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    #[graphql(guard = "RoleGuard(Role::Auditor)", complexity = "page_cost(first, child_complexity)")]
     async fn changes(
         &self,
         c: &Context<'_>,
@@ -1339,7 +1348,7 @@ impl Query {
 
     /// A reassignment job started by `reassignContacts`: its progress, and why it stopped if it
     /// did. Needs the admin token.
-    #[graphql(guard = "AdminGuard")]
+    #[graphql(guard = "RoleGuard(Role::Admin)")]
     async fn reassignment(&self, c: &Context<'_>, id: ID) -> Result<Option<ReassignmentJob>> {
         let cx = ctx(c)?;
         let id = parse_id(&id, "job")?;
@@ -1358,7 +1367,7 @@ pub struct Mutation;
 #[Object]
 impl Mutation {
     /// Starts a reindex now (FULL) or an agents-only refresh (AGENTS). Needs the admin token.
-    #[graphql(guard = "AdminGuard")]
+    #[graphql(guard = "RoleGuard(Role::Admin)")]
     async fn reindex(
         &self,
         c: &Context<'_>,
@@ -1382,7 +1391,7 @@ impl Mutation {
     /// and a `jobId`; the moves are made in the background under the rate budget (follow them
     /// with `reassignment(id:)`), and the source and targets are checked again before each
     /// batch. Needs the admin token.
-    #[graphql(guard = "AdminGuard")]
+    #[graphql(guard = "RoleGuard(Role::Admin)")]
     async fn reassign_contacts(
         &self,
         c: &Context<'_>,

@@ -20,8 +20,9 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::plan::{Cached, Documents, Plan};
 use crate::schema::{build_introspection_schema, build_schema, AppSchema, Role};
+use idgraph_access::{Access, Principal};
 use crate::webhooks::{self, WebhookConfig};
-use crate::{graphiql, Metrics, Operations};
+use crate::{graphiql, signin, Metrics, Operations};
 
 /// Bearer tokens for GraphQL. With neither set, every caller is admin (the demo's mode).
 #[derive(Clone, Default, Debug)]
@@ -34,30 +35,6 @@ impl ApiTokens {
     pub fn open(&self) -> bool {
         self.read.is_none() && self.admin.is_none()
     }
-
-    /// The caller's role from its `Authorization` header: no token is `Missing`, a token that is
-    /// neither the read nor the admin token is `Wrong`.
-    pub(crate) fn check(&self, headers: &HeaderMap) -> Result<Role, Denied> {
-        if self.open() {
-            return Ok(Role::Admin);
-        }
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().split_once(' '))
-            .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim())
-            .filter(|t| !t.is_empty())
-            .ok_or(Denied::Missing)?;
-        let eq = |t: &Option<Secret>| t.as_ref().is_some_and(|t| secrets_equal(t.expose(), given));
-        if eq(&self.admin) {
-            Ok(Role::Admin)
-        } else if eq(&self.read) {
-            Ok(Role::Read)
-        } else {
-            Err(Denied::Wrong)
-        }
-    }
 }
 
 /// Compares a secret with what a caller gave, in constant time over fixed-length digests: the
@@ -68,17 +45,13 @@ pub(crate) fn secrets_equal(expected: &str, given: &str) -> bool {
     bool::from(a.as_slice().ct_eq(b.as_slice()))
 }
 
-/// Why a request was refused before GraphQL ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Denied {
-    Missing,
-    Wrong,
-}
-
 /// Server settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// The configured read and admin tokens, used when `access` is not given.
     pub tokens: ApiTokens,
+    /// Who may do what, and the access log (built from `tokens` when `None`).
+    pub access: Option<Arc<Access>>,
     pub body_max_bytes: usize,
     pub request_timeout: Duration,
     /// Origins allowed by CORS; empty = CORS off.
@@ -92,6 +65,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             tokens: ApiTokens::default(),
+            access: None,
             body_max_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(15),
             cors_origins: Vec::new(),
@@ -111,7 +85,7 @@ pub struct AppState {
     pub(crate) documents: Documents,
     pub graph: Arc<Graph>,
     pub metrics: Arc<Metrics>,
-    pub tokens: ApiTokens,
+    pub access: Arc<Access>,
     pub webhook: Option<WebhookConfig>,
     pub backup_dir: Option<std::path::PathBuf>,
     pub body_max_bytes: usize,
@@ -121,6 +95,10 @@ pub struct AppState {
 
 /// The whole HTTP surface. Call inside a Tokio runtime (the webhook applier is spawned here).
 pub fn router(graph: Arc<Graph>, ops: Arc<dyn Operations>, metrics: Arc<Metrics>, cfg: ServerConfig) -> Router {
+    let access = cfg
+        .access
+        .clone()
+        .unwrap_or_else(|| Arc::new(Access::with_tokens(cfg.tokens.read.clone(), cfg.tokens.admin.clone())));
     let state = Arc::new(AppState {
         schema: build_schema(graph.clone(), ops.clone()),
         ops,
@@ -128,7 +106,7 @@ pub fn router(graph: Arc<Graph>, ops: Arc<dyn Operations>, metrics: Arc<Metrics>
         documents: Documents::new(DOCUMENT_CACHE_ENTRIES),
         graph,
         metrics,
-        tokens: cfg.tokens.clone(),
+        access: access.clone(),
         webhook: cfg.webhook.clone(),
         backup_dir: cfg.backup_dir.clone(),
         heavy: tokio::sync::Semaphore::new(
@@ -139,6 +117,10 @@ pub fn router(graph: Arc<Graph>, ops: Arc<dyn Operations>, metrics: Arc<Metrics>
     let app = Router::new()
         .route("/", get(graphiql::page))
         .route("/audit", get(graphiql::audit))
+        .route("/auth/login", get(crate::signin::login))
+        .route("/auth/callback", get(crate::signin::callback))
+        .route("/auth/logout", post(crate::signin::logout))
+        .route("/auth/me", get(crate::signin::me))
         .route("/favicon.ico", get(favicon))
         .route("/assets/{name}", get(graphiql::asset))
         .route("/graphql", get(graphql).post(graphql).layer(DefaultBodyLimit::disable()))
@@ -156,7 +138,7 @@ pub fn router(graph: Arc<Graph>, ops: Arc<dyn Operations>, metrics: Arc<Metrics>
         .with_state(state)
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, BACKUP_TIMEOUT));
     let mut app = app.merge(backups);
-    if cfg.tokens.open() {
+    if access.open {
         // Without tokens every caller is admin: only this machine's own pages and tools may ask.
         app = app.layer(axum::middleware::from_fn(open_mode_guard));
     }
@@ -288,28 +270,7 @@ struct GetParams {
     extensions: Option<String>,
 }
 
-/// An error answered before GraphQL runs (auth, a body that is not a request).
-/// The caller's role, or the answer that refuses it: 401 without a token, 403 with one this
-/// server does not accept; every refusal counted in `/metrics`. The one place this mapping lives.
-fn authenticate(st: &AppState, headers: &HeaderMap, media: &'static str) -> Result<Role, Box<Response>> {
-    st.tokens.check(headers).map_err(|denied| {
-        st.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
-        match denied {
-            Denied::Missing => early(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHENTICATED",
-                "a bearer token is required (the read or the admin token)",
-                media,
-            ),
-            Denied::Wrong => {
-                early(StatusCode::FORBIDDEN, "FORBIDDEN", "the bearer token is not one this server accepts", media)
-            }
-        }
-        .into()
-    })
-}
-
-fn early(status: StatusCode, code: &str, message: &str, media: &'static str) -> Response {
+pub(crate) fn early(status: StatusCode, code: &str, message: &str, media: &'static str) -> Response {
     let body = json!({"errors": [{"message": message, "extensions": {"code": code}}]});
     let mut r = (status, [(header::CONTENT_TYPE, media)], body.to_string()).into_response();
     if status == StatusCode::UNAUTHORIZED {
@@ -386,9 +347,10 @@ async fn graphql(State(st): State<Arc<AppState>>, req: axum::extract::Request) -
     let (parts, body) = req.into_parts();
     let (method, uri, headers) = (&parts.method, &parts.uri, &parts.headers);
     let media = response_media(headers);
+    let route = if *method == Method::GET { "GET /graphql" } else { "POST /graphql" };
     // Who asks comes first: a body is read only for a caller the server accepts.
-    let mut role = match authenticate(&st, headers, media) {
-        Ok(r) => r,
+    let caller = match signin::authenticate(&st, method, headers, &parts.extensions, route, media).await {
+        Ok(c) => c,
         Err(refused) => return *refused,
     };
     let body = match read_body(body, st.body_max_bytes).await {
@@ -397,29 +359,104 @@ async fn graphql(State(st): State<Arc<AppState>>, req: axum::extract::Request) -
     };
     // A GET can be forged by another page: it never carries admin rights.
     let get = *method == Method::GET;
-    if get {
-        role = Role::Read;
-    }
+    let role = if get { caller.role.min(Role::Auditor) } else { caller.role };
     let wire = match wire_request(method, headers, uri, &body) {
         Ok(w) => w,
         Err(msg) => return early(StatusCode::BAD_REQUEST, "BAD_REQUEST", &msg, media),
     };
     let started = Instant::now();
-    let answered = execute(&st, wire, role, get).await;
+    let (answered, trail) = execute(&st, wire, role, get, &caller.principal).await;
     st.metrics.observe_query(started.elapsed());
     st.metrics.graphql_requests.fetch_add(1, Ordering::Relaxed);
     match answered {
-        Answered::Planned(body) => {
+        Answered::Planned(body, rows) => {
             st.metrics.graphql_planned.fetch_add(1, Ordering::Relaxed);
+            if let Some(t) = trail {
+                signin::record(&st, &caller, route, t.operation, t.fields, rows, "ok", None);
+            }
             (StatusCode::OK, [(header::CONTENT_TYPE, media)], body).into_response()
         }
         Answered::Graphql(resp) => {
             if !resp.errors.is_empty() {
                 st.metrics.graphql_errors.fetch_add(1, Ordering::Relaxed);
             }
+            if let Some(t) = trail {
+                let rows = resp.data.as_ref().map_or(0, rows_of);
+                let first = resp.errors.first();
+                let code = first
+                    .and_then(|e| e.extensions.as_ref())
+                    .and_then(|x| x.get("code"))
+                    .and_then(|c| if let async_graphql::Value::String(s) = c { Some(s.to_ascii_lowercase()) } else { None });
+                let outcome = match (&code, resp.data.is_some()) {
+                    (None, _) => "ok".to_string(),
+                    (Some(c), true) if c == "forbidden" => "forbidden".to_string(),
+                    (Some(c), _) => format!("error:{c}"),
+                };
+                signin::record(&st, &caller, route, t.operation, t.fields, rows, &outcome, first.map(|e| e.message.clone()));
+            }
             respond(resp, media)
         }
     }
+}
+
+/// What the access log says of a GraphQL request: its operation and root fields. `None` for a
+/// document that only introspects (it reads no contact data).
+#[derive(Default)]
+struct Trail {
+    operation: Option<String>,
+    fields: Vec<String>,
+}
+
+/// Rows an answer returned: per root field, a list's items, a connection's edges, or one object.
+fn rows_of(data: &async_graphql::Value) -> u64 {
+    use async_graphql::Value as V;
+    let V::Object(roots) = data else { return 0 };
+    roots
+        .values()
+        .map(|v| match v {
+            V::List(l) => l.iter().filter(|x| !matches!(x, V::Null)).count() as u64,
+            V::Object(o) => match o.get("edges").or_else(|| o.get("nodes")) {
+                Some(V::List(l)) => l.len() as u64,
+                _ => 1,
+            },
+            V::Null => 0,
+            _ => 1,
+        })
+        .sum()
+}
+
+/// The root fields the operation selects (fragments spread at the root included, by name).
+fn root_fields(doc: &async_graphql::parser::types::ExecutableDocument, operation: Option<&str>) -> Option<(Option<String>, Vec<String>)> {
+    use async_graphql::parser::types::{DocumentOperations, Selection};
+    let (name, op) = match (&doc.operations, operation) {
+        (DocumentOperations::Single(op), _) => (None, op),
+        (DocumentOperations::Multiple(ops), Some(n)) => (Some(n.to_string()), ops.get(n)?),
+        (DocumentOperations::Multiple(ops), None) => {
+            let (n, op) = ops.iter().next()?;
+            (Some(n.to_string()), op)
+        }
+    };
+    let mut fields = Vec::new();
+    let mut stack = vec![&op.node.selection_set.node];
+    while let Some(set) = stack.pop() {
+        for sel in &set.items {
+            match &sel.node {
+                Selection::Field(f) => {
+                    let n = f.node.name.node.to_string();
+                    if !n.starts_with("__") && !fields.contains(&n) {
+                        fields.push(n);
+                    }
+                }
+                Selection::InlineFragment(i) => stack.push(&i.node.selection_set.node),
+                Selection::FragmentSpread(s) => {
+                    if let Some(fr) = doc.fragments.get(&s.node.fragment_name.node) {
+                        stack.push(&fr.node.selection_set.node);
+                    }
+                }
+            }
+        }
+    }
+    Some((name, fields))
 }
 
 /// Reads a request body of at most `max` bytes. A longer one is refused, but read on (up to a
@@ -497,27 +534,39 @@ fn document(st: &AppState, query: &str, hash: Option<&str>) -> Result<Arc<Cached
 /// What a request is answered with: async-graphql's answer, or a planned one already written.
 enum Answered {
     Graphql(Answer),
-    Planned(Vec<u8>),
+    /// The answer and the rows it holds.
+    Planned(Vec<u8>, u64),
 }
 
-async fn execute(st: &AppState, wire: WireRequest, role: Role, get: bool) -> Answered {
+async fn execute(
+    st: &AppState,
+    wire: WireRequest,
+    role: Role,
+    get: bool,
+    principal: &Principal,
+) -> (Answered, Option<Trail>) {
     if wire.variables.as_ref().is_some_and(|v| !v.is_null() && !v.is_object()) {
         let msg = "variables must be a JSON object of names and values";
-        return Answered::Graphql(request_failure("BAD_REQUEST", msg.into()));
+        return (Answered::Graphql(request_failure("BAD_REQUEST", msg.into())), Some(Trail::default()));
     }
     let hash = persisted_hash(wire.extensions.as_ref());
     let query = wire.query.unwrap_or_default();
     let cached = match document(st, &query, hash.as_deref()) {
         Ok(c) => c,
-        Err(a) => return Answered::Graphql(a),
+        Err(a) => return (Answered::Graphql(a), Some(Trail::default())),
     };
     let operation = wire.operation_name;
+    let trail = match crate::introspection::only_introspection(&cached.doc, operation.as_deref()) {
+        Some(_) => None,
+        None => root_fields(&cached.doc, operation.as_deref())
+            .map(|(name, fields)| Trail { operation: operation.clone().or(name), fields }),
+    };
     // The document's cost before anything else looks at it (validation expands fragments one
     // spread at a time); computed once per document, checked against the org's size now.
     let cost = cached.cost.get_or_init(|| crate::cost::cost(&cached.doc));
     let contacts = st.graph.read().counts().0;
     if let Err(msg) = cost.as_ref().map_err(Clone::clone).and_then(|c| c.check(contacts)) {
-        return Answered::Graphql(request_failure("BAD_USER_INPUT", msg));
+        return (Answered::Graphql(request_failure("BAD_USER_INPUT", msg)), Some(Trail::default()));
     }
     // Documents that read the whole org or introspect run a few at a time, so that they never
     // hold every worker thread and `/healthz` and lookups keep answering.
@@ -527,14 +576,14 @@ async fn execute(st: &AppState, wire: WireRequest, role: Role, get: bool) -> Ans
     };
     if let (Some(Some(plan)), true) = (cached.plan.get(), st.graph.ready()) {
         if let Some(body) = plan.answer(&st.graph.read(), operation.as_deref(), wire.variables.as_ref()) {
-            return Answered::Planned(body);
+            return (Answered::Planned(body.0, body.1), trail);
         }
     }
     let introspection = crate::introspection::only_introspection(&cached.doc, operation.as_deref());
     if let Some(Err(msg)) = &introspection {
-        return Answered::Graphql(request_failure("GRAPHQL_VALIDATION_FAILED", msg.clone()));
+        return (Answered::Graphql(request_failure("GRAPHQL_VALIDATION_FAILED", msg.clone())), Some(Trail::default()));
     }
-    let mut req = async_graphql::Request::new(query).data(role);
+    let mut req = async_graphql::Request::new(query).data(role).data(principal.clone());
     if get {
         req = req.data(crate::schema::SentWithGet);
     }
@@ -560,7 +609,7 @@ async fn execute(st: &AppState, wire: WireRequest, role: Role, get: bool) -> Ans
             ext.set("code", if request_error { "GRAPHQL_VALIDATION_FAILED" } else { "INTERNAL" });
         }
     }
-    Answered::Graphql(Answer { data: (!request_error).then_some(resp.data), errors, request_error })
+    (Answered::Graphql(Answer { data: (!request_error).then_some(resp.data), errors, request_error }), trail)
 }
 
 /// The HTTP answer, as GraphQL over HTTP asks: with `application/graphql-response+json`, a
@@ -667,12 +716,18 @@ async fn export(
     State(st): State<Arc<AppState>>,
     axum::extract::Path(table): axum::extract::Path<String>,
     axum::extract::Query(params): axum::extract::Query<ExportParams>,
-    headers: HeaderMap,
+    req: axum::extract::Request,
 ) -> Response {
     use idgraph_graph::export::{Export, Format, Table};
     const JSON: &str = "application/json";
-    if let Err(refused) = authenticate(&st, &headers, JSON) {
-        return *refused;
+    let headers = req.headers();
+    let route = format!("GET /export/{}", if table.len() <= 32 { table.as_str() } else { "?" });
+    let caller = match signin::authenticate(&st, req.method(), headers, req.extensions(), &route, JSON).await {
+        Ok(c) => c,
+        Err(refused) => return *refused,
+    };
+    if caller.role < Role::Auditor {
+        return signin::forbidden(&st, &caller, Role::Auditor, &route, JSON);
     }
     let table: Table = match table.parse() {
         Ok(t) => t,
@@ -702,6 +757,13 @@ async fn export(
     // Chunks are encoded on blocking threads (each its share, dealt in turn) a few ahead of the
     // socket, so that encoding and sending overlap, and taken from them in turn; a client that
     // goes away stops the encoders at their next chunk.
+    let rows = match table {
+        Table::Contacts => snapshot.counts().0,
+        Table::Agents => snapshot.counts().1,
+        Table::Accounts => snapshot.counts().2,
+        Table::Orphans => snapshot.orphans_len(),
+    };
+    signin::record(&st, &caller, &route, None, vec![table.name().to_string()], rows as u64, "ok", None);
     let parts = Export::new(snapshot, table, format).split(EXPORT_THREADS);
     let receivers: Vec<mpsc::Receiver<Bytes>> = parts
         .into_iter()
@@ -740,12 +802,16 @@ struct BackupRequest {
 /// `POST /admin/backup {"to": NAME}` (admin token): a consistent, checked copy of the index written
 /// on the server's machine while it serves, into a new directory `NAME` under the configured
 /// `backup_dir` (created exclusively, 0700; removed again if the backup fails).
-async fn backup(State(st): State<Arc<AppState>>, headers: HeaderMap, body: axum::body::Body) -> Response {
+async fn backup(State(st): State<Arc<AppState>>, req: axum::extract::Request) -> Response {
     const JSON: &str = "application/json";
-    match authenticate(&st, &headers, JSON) {
-        Ok(Role::Admin) => {}
-        Ok(Role::Read) => return early(StatusCode::FORBIDDEN, "FORBIDDEN", "a backup needs the admin token", JSON),
+    const ROUTE: &str = "POST /admin/backup";
+    let (parts, body) = req.into_parts();
+    let caller = match signin::authenticate(&st, &parts.method, &parts.headers, &parts.extensions, ROUTE, JSON).await {
+        Ok(c) => c,
         Err(refused) => return *refused,
+    };
+    if caller.role < Role::Admin {
+        return signin::forbidden(&st, &caller, Role::Admin, ROUTE, JSON);
     }
     let Some(dir) = st.backup_dir.clone() else {
         return early(
@@ -784,7 +850,10 @@ async fn backup(State(st): State<Arc<AppState>>, headers: HeaderMap, body: axum:
         ops.give_back_memory();
         r
     };
-    match tokio::task::spawn_blocking(backup).await {
+    let done = tokio::task::spawn_blocking(backup).await;
+    let outcome = if matches!(done, Ok(Ok(_))) { "ok" } else { "error" };
+    signin::record(&st, &caller, ROUTE, None, vec![req.to.clone()], 0, outcome, None);
+    match done {
         Ok(Ok(r)) => {
             let msg = r.summary(&written, started.elapsed());
             let path = written.display().to_string();
@@ -854,7 +923,15 @@ pub async fn serve_connections(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        // Who is on the other end, for the access log (and the trusted proxies' headers).
+        let peer = crate::signin::PeerAddr(_peer);
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(peer);
+                req
+            },
+        ));
         let (builder, watcher, wait) = (builder.clone(), graceful.watcher(), limits.header_read_timeout);
         tokio::spawn(async move {
             // hyper times a request's headers from their first byte: a connection that sends

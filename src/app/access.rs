@@ -1,0 +1,121 @@
+//! The server's `Access`: who may do what (configured tokens, service tokens, the identity
+//! provider's sign-in and JWTs) and the access log, built from the settings.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use idgraph_access::jwt::{Algorithm, JwtConfig, JwtVerifier, DEFAULT_ALGORITHMS};
+use idgraph_access::log::{AccessLog, Sink};
+use idgraph_access::oidc::{Oidc, OidcConfig};
+use idgraph_access::session::Sessions;
+use idgraph_access::tokens::{TokenStore, ADMIN_TOKEN_NAME, READ_TOKEN_NAME};
+use idgraph_access::{Access, Role};
+
+use crate::app::settings::ServerSettings;
+
+/// The access log's directory under the data directory.
+pub const ACCESS_DIR: &str = "access";
+
+/// Builds the server's access. `insecure_no_auth`: with no token, no service token and no
+/// identity provider, every caller is admin (refused otherwise, with how to set one up).
+pub fn build(srv: &ServerSettings, data_dir: &Path, insecure_no_auth: bool) -> Result<Arc<Access>> {
+    let mut builtin = Vec::new();
+    if let Some(t) = &srv.read_token {
+        builtin.push((READ_TOKEN_NAME.to_string(), Role::Auditor, t.clone()));
+    }
+    if let Some(t) = &srv.admin_token {
+        builtin.push((ADMIN_TOKEN_NAME.to_string(), Role::Admin, t.clone()));
+    }
+    let tokens = TokenStore::open(Some(data_dir), builtin).context("the service tokens")?;
+    let (jwt, oidc) = match &srv.oidc {
+        Some(o) => {
+            let algorithms = if o.algorithms.is_empty() {
+                DEFAULT_ALGORITHMS.to_vec()
+            } else {
+                o.algorithms
+                    .iter()
+                    .map(|a| {
+                        let alg: Algorithm =
+                            a.parse().map_err(|_| anyhow::anyhow!("[oidc] algorithms: {a:?} is not a JWS algorithm"))?;
+                        if !DEFAULT_ALGORITHMS.contains(&alg) {
+                            anyhow::bail!("[oidc] algorithms: {a} is not allowed (only asymmetric algorithms are)");
+                        }
+                        Ok(alg)
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            };
+            let http = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(10))
+                .build()
+                .context("an HTTP client for the identity provider")?;
+            let jwt = Arc::new(JwtVerifier::new(
+                JwtConfig {
+                    issuer: o.issuer.clone(),
+                    audience: o.audience.clone(),
+                    algorithms,
+                    leeway: Duration::from_secs(60),
+                    role_claim: o.role_claim.clone(),
+                    roles: o.roles.clone(),
+                },
+                http,
+            ));
+            let oidc = Oidc::new(
+                OidcConfig {
+                    issuer: o.issuer.clone(),
+                    client_id: o.client_id.clone(),
+                    client_secret: o.client_secret.clone(),
+                    redirect_url: format!("{}/auth/callback", srv.public_url.trim_end_matches('/')),
+                    scopes: o.scopes.clone(),
+                },
+                jwt.clone(),
+            )
+            .context("[oidc]")?;
+            (Some(jwt), Some(oidc))
+        }
+        None => (None, None),
+    };
+    let open = tokens.is_empty() && oidc.is_none();
+    if open && !insecure_no_auth {
+        anyhow::bail!(
+            "this server would let anyone in: connect an identity provider ([oidc] in the config), create a service token (`idgraph token create NAME --role admin --data-dir {}`), set read_token and admin_token, or pass --insecure-no-auth",
+            data_dir.display()
+        );
+    }
+    let sink = srv.access_log.as_deref().map(Sink::parse);
+    let log = AccessLog::open(&data_dir.join(ACCESS_DIR), srv.access_log_retention_days, sink)
+        .context("the access log")?;
+    Ok(Arc::new(Access {
+        open,
+        tokens,
+        jwt,
+        oidc,
+        sessions: Sessions::new(srv.session_lifetime),
+        log: Some(log),
+        trusted_proxies: srv.trusted_proxies.clone(),
+        secure_cookies: srv.public_url.starts_with("https://"),
+    }))
+}
+
+/// Reads `tokens.json` again whenever it changes, so that a token created or revoked from the
+/// command line counts within a second; and fetches the provider's keys once at start.
+pub fn watch(access: Arc<Access>) {
+    tokio::spawn(async move {
+        if let Some(j) = &access.jwt {
+            if let Err(e) = j.refetch().await {
+                tracing::warn!(error = %e, "the identity provider's keys could not be fetched yet: they will be at the first JWT");
+            }
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            match access.tokens.reload_if_changed() {
+                Ok(true) => tracing::info!(tokens = access.tokens.list().len(), "service tokens read again"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "the service tokens file could not be read: the tokens as they were stay"),
+            }
+        }
+    });
+}
