@@ -37,8 +37,9 @@ pub fn build(srv: &ServerSettings, data_dir: &Path, insecure_no_auth: bool) -> R
                 o.algorithms
                     .iter()
                     .map(|a| {
-                        let alg: Algorithm =
-                            a.parse().map_err(|_| anyhow::anyhow!("[oidc] algorithms: {a:?} is not a JWS algorithm"))?;
+                        let alg: Algorithm = a
+                            .parse()
+                            .map_err(|_| anyhow::anyhow!("[oidc] algorithms: {a:?} is not a JWS algorithm"))?;
                         if !DEFAULT_ALGORITHMS.contains(&alg) {
                             anyhow::bail!("[oidc] algorithms: {a} is not allowed (only asymmetric algorithms are)");
                         }
@@ -49,6 +50,8 @@ pub fn build(srv: &ServerSettings, data_dir: &Path, insecure_no_auth: bool) -> R
             let http = reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(10))
+                // Keys are fetched rarely: never on a connection the provider closed as idle.
+                .pool_max_idle_per_host(0)
                 .build()
                 .context("an HTTP client for the identity provider")?;
             let jwt = Arc::new(JwtVerifier::new(
@@ -85,8 +88,8 @@ pub fn build(srv: &ServerSettings, data_dir: &Path, insecure_no_auth: bool) -> R
         );
     }
     let sink = srv.access_log.as_deref().map(Sink::parse);
-    let log = AccessLog::open(&data_dir.join(ACCESS_DIR), srv.access_log_retention_days, sink)
-        .context("the access log")?;
+    let log =
+        AccessLog::open(&data_dir.join(ACCESS_DIR), srv.access_log_retention_days, sink).context("the access log")?;
     Ok(Arc::new(Access {
         open,
         tokens,
@@ -114,7 +117,9 @@ pub fn watch(access: Arc<Access>) {
             match access.tokens.reload_if_changed() {
                 Ok(true) => tracing::info!(tokens = access.tokens.list().len(), "service tokens read again"),
                 Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "the service tokens file could not be read: the tokens as they were stay"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the service tokens file could not be read: the tokens as they were stay")
+                }
             }
         }
     });

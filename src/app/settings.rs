@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use idgraph_access::RoleMap;
 use idgraph_crawler::{BudgetConfig, CrawlConfig, Credentials, OAuthConfig};
 use idgraph_model::Secret;
-use idgraph_access::RoleMap;
 use serde::Deserialize;
 
 use crate::app::scheduler::FullSchedule;

@@ -1,6 +1,7 @@
 //! The commands, as functions the binary dispatches to. Each turns its flags into
 //! [`Settings`](crate::app::settings::Settings) once, then works with typed values.
 
+pub mod access;
 pub mod audit;
 pub mod backup;
 pub mod check;
@@ -64,6 +65,12 @@ pub enum Command {
     /// OAuth 2.0 credentials.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Named service tokens for scripts and CI (create, list, revoke).
+    #[command(subcommand)]
+    Token(access::TokenCommand),
+    /// The access log (who read what): check its hash chain.
+    #[command(subcommand, name = "access-log")]
+    AccessLog(access::AccessLogCommand),
 }
 
 #[derive(Subcommand)]
@@ -87,6 +94,8 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Restore(a) => backup::restore(a).await,
         Command::Schema => common::print_out(&crate::app::http::sdl()),
         Command::Auth(AuthCommand::Login(a)) => login::login(a).await,
+        Command::Token(c) => access::token(c).await,
+        Command::AccessLog(c) => access::access_log(c).await,
     }
 }
 

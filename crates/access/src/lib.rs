@@ -271,7 +271,9 @@ pub enum Refusal {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refusal::Missing => f.write_str("no credentials: sign in, or send a bearer token (a service token or a JWT)"),
+            Refusal::Missing => {
+                f.write_str("no credentials: sign in, or send a bearer token (a service token or a JWT)")
+            }
             Refusal::Token(t) => t.fmt(f),
             Refusal::Jwt(j) => j.fmt(f),
             Refusal::Session => f.write_str("the session has ended: sign in again"),
@@ -348,4 +350,3 @@ impl Access {
         }
     }
 }
-

@@ -144,10 +144,7 @@ impl AccessLog {
             last_prune: None,
         };
         w.prune();
-        let writer = std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || w.run(rx))
-            .map_err(io)?;
+        let writer = std::thread::Builder::new().name("access-log".into()).spawn(move || w.run(rx)).map_err(io)?;
         Ok(AccessLog {
             tx: Mutex::new(Some(tx)),
             dropped,
@@ -422,7 +419,8 @@ fn prune(dir: &Path, today: NaiveDate, retention_days: u32) -> Result<(), LogErr
     let old: Vec<(NaiveDate, PathBuf)> = segments(dir)?.into_iter().filter(|(d, _)| *d < keep_from).collect();
     let Some((_, newest_old)) = old.last() else { return Ok(()) };
     // The anchor first: a crash between the two leaves an anchor that the files still cover.
-    let text = std::fs::read_to_string(newest_old).map_err(|source| LogError::Io { path: newest_old.clone(), source })?;
+    let text =
+        std::fs::read_to_string(newest_old).map_err(|source| LogError::Io { path: newest_old.clone(), source })?;
     if let Some(last) = text.lines().rev().find(|l| !l.trim().is_empty()) {
         let s: Stored = serde_json::from_str(last)
             .map_err(|e| LogError::Bad { path: newest_old.clone(), why: format!("its last entry: {e}") })?;
@@ -512,9 +510,15 @@ pub fn verify(dir: &Path) -> Result<Result<Verified, Broken>, LogError> {
             }
             if stored.seq != expect {
                 let why = if stored.seq > expect {
-                    format!("it is entry {} where entry {expect} was expected: an entry before it was removed", stored.seq)
+                    format!(
+                        "it is entry {} where entry {expect} was expected: an entry before it was removed",
+                        stored.seq
+                    )
                 } else {
-                    format!("it is entry {} again where entry {expect} was expected: an entry was repeated or moved", stored.seq)
+                    format!(
+                        "it is entry {} again where entry {expect} was expected: an entry was repeated or moved",
+                        stored.seq
+                    )
                 };
                 return Ok(Err(broken(why)));
             }

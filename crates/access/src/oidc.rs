@@ -17,7 +17,8 @@ use parking_lot::Mutex;
 use crate::jwt::JwtVerifier;
 use crate::{principal_name, Kind, Principal};
 
-type Client = CoreClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointMaybeSet, EndpointMaybeSet>;
+type Client =
+    CoreClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointMaybeSet, EndpointMaybeSet>;
 
 #[derive(Debug, Clone)]
 pub struct OidcConfig {
@@ -68,11 +69,15 @@ impl Oidc {
     pub fn new(cfg: OidcConfig, jwt: Arc<JwtVerifier>) -> Result<Oidc, OidcError> {
         RedirectUrl::new(cfg.redirect_url.clone())
             .map_err(|e| OidcError::Config(format!("the redirect URL {:?}: {e}", cfg.redirect_url)))?;
-        IssuerUrl::new(cfg.issuer.clone()).map_err(|e| OidcError::Config(format!("the issuer {:?}: {e}", cfg.issuer)))?;
+        IssuerUrl::new(cfg.issuer.clone())
+            .map_err(|e| OidcError::Config(format!("the issuer {:?}: {e}", cfg.issuer)))?;
         // The provider's own redirects are not followed (the flow's are the browser's).
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(15))
+            // Sign-ins are rare: a fresh connection each time, never one the provider has
+            // meanwhile closed as idle.
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| OidcError::Config(e.to_string()))?;
         Ok(Oidc { cfg, http, client: tokio::sync::Mutex::new(None), pending: Mutex::new(HashMap::new()), jwt })

@@ -107,7 +107,10 @@ struct Loaded {
 
 impl TokenStore {
     /// The tokens of `tokens.json` under `dir` (none while it does not exist), plus `builtin`.
-    pub fn open(dir: Option<&Path>, builtin: Vec<(String, Role, idgraph_model::Secret)>) -> Result<TokenStore, TokenError> {
+    pub fn open(
+        dir: Option<&Path>,
+        builtin: Vec<(String, Role, idgraph_model::Secret)>,
+    ) -> Result<TokenStore, TokenError> {
         let now = Utc::now();
         let builtin = builtin
             .into_iter()
@@ -120,7 +123,8 @@ impl TokenStore {
                 expires_at: None,
             })
             .collect();
-        let store = TokenStore { path: dir.map(|d| d.join(TOKENS_FILE)), builtin, state: RwLock::new(Loaded::default()) };
+        let store =
+            TokenStore { path: dir.map(|d| d.join(TOKENS_FILE)), builtin, state: RwLock::new(Loaded::default()) };
         store.reload()?;
         Ok(store)
     }
@@ -150,8 +154,7 @@ impl TokenStore {
     fn reload(&self) -> Result<(), TokenError> {
         let (records, seen) = match &self.path {
             Some(p) => {
-                let seen =
-                    std::fs::metadata(p).ok().map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
+                let seen = std::fs::metadata(p).ok().map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
                 (read_file(p)?.tokens, seen)
             }
             None => (Vec::new(), None),
@@ -196,7 +199,8 @@ impl TokenStore {
 pub fn expiry(after: &str) -> Result<DateTime<Utc>, TokenError> {
     let d: Duration = humantime::parse_duration(after)
         .map_err(|e| TokenError::Invalid(format!("--expires {after:?}: {e} (say 90d, 12h, 2w)")))?;
-    let d = chrono::Duration::from_std(d).map_err(|_| TokenError::Invalid(format!("--expires {after:?} is too far")))?;
+    let d =
+        chrono::Duration::from_std(d).map_err(|_| TokenError::Invalid(format!("--expires {after:?} is too far")))?;
     Utc::now().checked_add_signed(d).ok_or_else(|| TokenError::Invalid(format!("--expires {after:?} is too far")))
 }
 

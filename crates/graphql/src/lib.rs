@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 
 pub use metrics::Metrics;
 pub use schema::{build_introspection_schema, build_schema, sdl, AppSchema};
-pub use signin::PeerAddr;
 pub use server::{check_cors_origins, router, serve_connections, ApiTokens, AppState, ConnLimits, ServerConfig};
+pub use signin::PeerAddr;
 pub use webhooks::WebhookConfig;
 
 /// What a reindex covers.

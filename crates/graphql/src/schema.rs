@@ -667,6 +667,9 @@ pub struct IndexStatus {
     last_result: Option<String>,
     last_error: Option<String>,
     scim_available: bool,
+    /// Access log entries that could not be written since the server started (the queue was
+    /// full): never dropped silently.
+    access_log_dropped: u64,
 }
 
 fn index_status(c: &Ctx) -> IndexStatus {
@@ -706,6 +709,7 @@ fn index_status(c: &Ctx) -> IndexStatus {
         last_result: s.last_result,
         last_error: s.last_error,
         scim_available: info.is_some_and(|i| i.scim_available),
+        access_log_dropped: 0,
     }
 }
 
@@ -1355,10 +1359,58 @@ impl Query {
         Ok(cx.ops.reassignment(id).map(ReassignmentJob::from))
     }
 
+    /// Who is asking: name, kind and role.
+    async fn me(&self, c: &Context<'_>) -> Result<Me> {
+        let p = c.data::<idgraph_access::Principal>()?;
+        let role = c.data_opt::<Role>().copied();
+        Ok(Me { name: p.name.clone(), kind: p.kind.name().to_string(), role: role.map(AccessRole::from) })
+    }
+
+    /// The access log: who read what and changed what, oldest first, from `since` or after the
+    /// entry `after` (its `seq`), of one principal if given; at most 1,000 a page. Admins only.
+    #[graphql(guard = "RoleGuard(Role::Admin)")]
+    async fn access_log(
+        &self,
+        c: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        principal: Option<String>,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Connection<String, AccessEntry>> {
+        let access = c.data::<Arc<idgraph_access::Access>>()?;
+        let Some(log) = &access.log else {
+            return Err(coded("BAD_USER_INPUT", "this server keeps no access log"));
+        };
+        let first = first.unwrap_or(100);
+        if !(1..=1000).contains(&first) {
+            return Err(bad_input("first must be between 1 and 1000"));
+        }
+        let after = after.map(|a| a.parse::<u64>()).transpose().map_err(|_| bad_input("after is an entry's seq"))?;
+        let dir = log.dir().to_path_buf();
+        let log_ref = log;
+        log_ref.settle();
+        let filter = idgraph_access::log::Filter { after, since, principal, first: first as usize };
+        let (entries, more) =
+            tokio::task::block_in_place(|| idgraph_access::log::read(&dir, &filter)).map_err(internal)?;
+        let mut conn = Connection::new(after.is_some(), more);
+        conn.edges.extend(entries.into_iter().map(|s| Edge::new(s.seq.to_string(), AccessEntry::from(s))));
+        Ok(conn)
+    }
+
+    /// The service tokens (never the tokens themselves). Admins only.
+    #[graphql(guard = "RoleGuard(Role::Admin)")]
+    async fn service_tokens(&self, c: &Context<'_>) -> Result<Vec<ServiceToken>> {
+        let access = c.data::<Arc<idgraph_access::Access>>()?;
+        Ok(access.tokens.list().into_iter().map(ServiceToken::from).collect())
+    }
+
     /// What is served and when it is refreshed. Answers before the first index is loaded too
     /// (`ready: false`, counts null).
     async fn index_status(&self, c: &Context<'_>) -> Result<Option<IndexStatus>> {
-        Ok(Some(index_status(ctx(c)?)))
+        let mut s = index_status(ctx(c)?);
+        s.access_log_dropped =
+            c.data_opt::<Arc<idgraph_access::Access>>().and_then(|a| a.log.as_ref()).map_or(0, |l| l.dropped());
+        Ok(Some(s))
     }
 }
 
@@ -1366,6 +1418,41 @@ pub struct Mutation;
 
 #[Object]
 impl Mutation {
+    /// Creates a named service token and answers it: the only time it is shown. `expires`:
+    /// 90d, 12h, 2w. Admins only.
+    #[graphql(guard = "RoleGuard(Role::Admin)")]
+    async fn create_service_token(
+        &self,
+        c: &Context<'_>,
+        name: String,
+        role: AccessRole,
+        org: Option<String>,
+        expires: Option<String>,
+    ) -> Result<CreatedToken> {
+        let access = c.data::<Arc<idgraph_access::Access>>()?;
+        let Some(dir) = access.tokens.path().and_then(|p| p.parent()).map(|p| p.to_path_buf()) else {
+            return Err(bad_input("this server keeps no service tokens (it has no data directory)"));
+        };
+        let expires =
+            expires.as_deref().map(idgraph_access::tokens::expiry).transpose().map_err(|e| bad_input(e.to_string()))?;
+        let token = idgraph_access::tokens::create(&dir, &name, role.into(), org.as_deref(), expires)
+            .map_err(|e| bad_input(e.to_string()))?;
+        access.tokens.reload_if_changed().map_err(internal)?;
+        Ok(CreatedToken { name, token })
+    }
+
+    /// Revokes a service token: refused from the next request on. Admins only.
+    #[graphql(guard = "RoleGuard(Role::Admin)")]
+    async fn revoke_service_token(&self, c: &Context<'_>, name: String) -> Result<bool> {
+        let access = c.data::<Arc<idgraph_access::Access>>()?;
+        let Some(dir) = access.tokens.path().and_then(|p| p.parent()).map(|p| p.to_path_buf()) else {
+            return Err(bad_input("this server keeps no service tokens"));
+        };
+        idgraph_access::tokens::revoke(&dir, &name).map_err(|e| bad_input(e.to_string()))?;
+        access.tokens.reload_if_changed().map_err(internal)?;
+        Ok(true)
+    }
+
     /// Starts a reindex now (FULL) or an agents-only refresh (AGENTS). Needs the admin token.
     #[graphql(guard = "RoleGuard(Role::Admin)")]
     async fn reindex(
@@ -1425,4 +1512,113 @@ impl Mutation {
             job_id: out.job.map(|j| ID(j.to_string())),
         })
     }
+}
+
+/// A role, as GraphQL names it.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum AccessRole {
+    Viewer,
+    Auditor,
+    Admin,
+}
+
+impl From<Role> for AccessRole {
+    fn from(r: Role) -> AccessRole {
+        match r {
+            Role::Viewer => AccessRole::Viewer,
+            Role::Auditor => AccessRole::Auditor,
+            Role::Admin => AccessRole::Admin,
+        }
+    }
+}
+
+impl From<AccessRole> for Role {
+    fn from(r: AccessRole) -> Role {
+        match r {
+            AccessRole::Viewer => Role::Viewer,
+            AccessRole::Auditor => Role::Auditor,
+            AccessRole::Admin => Role::Admin,
+        }
+    }
+}
+
+/// The caller.
+#[derive(SimpleObject)]
+pub struct Me {
+    name: String,
+    /// person, jwt, service_token or anonymous.
+    kind: String,
+    role: Option<AccessRole>,
+}
+
+/// One entry of the access log.
+#[derive(SimpleObject)]
+pub struct AccessEntry {
+    seq: u64,
+    time: DateTime<Utc>,
+    principal: String,
+    kind: String,
+    role: Option<String>,
+    org: Option<String>,
+    route: String,
+    operation: Option<String>,
+    fields: Vec<String>,
+    rows: u64,
+    outcome: String,
+    client: Option<String>,
+    detail: Option<String>,
+    /// The entry's hash in the chain (`idgraph access-log verify` checks them).
+    hash: String,
+}
+
+impl From<idgraph_access::log::Stored> for AccessEntry {
+    fn from(s: idgraph_access::log::Stored) -> AccessEntry {
+        let e = s.entry;
+        AccessEntry {
+            seq: s.seq,
+            time: e.time,
+            principal: e.principal,
+            kind: e.kind,
+            role: e.role,
+            org: e.org,
+            route: e.route,
+            operation: e.operation,
+            fields: e.fields,
+            rows: e.rows,
+            outcome: e.outcome,
+            client: e.client,
+            detail: e.detail,
+            hash: s.hash,
+        }
+    }
+}
+
+/// A service token as stored: never the token.
+#[derive(SimpleObject)]
+pub struct ServiceToken {
+    name: String,
+    role: AccessRole,
+    /// The org the role holds in; null: every org.
+    org: Option<String>,
+    created_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+impl From<idgraph_access::tokens::TokenRecord> for ServiceToken {
+    fn from(r: idgraph_access::tokens::TokenRecord) -> ServiceToken {
+        ServiceToken {
+            name: r.name,
+            role: r.role.into(),
+            org: r.org,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+        }
+    }
+}
+
+/// A token just created: shown this once.
+#[derive(SimpleObject)]
+pub struct CreatedToken {
+    name: String,
+    token: String,
 }

@@ -20,9 +20,9 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::plan::{Cached, Documents, Plan};
 use crate::schema::{build_introspection_schema, build_schema, AppSchema, Role};
-use idgraph_access::{Access, Principal};
 use crate::webhooks::{self, WebhookConfig};
 use crate::{graphiql, signin, Metrics, Operations};
+use idgraph_access::{Access, Principal};
 
 /// Bearer tokens for GraphQL. With neither set, every caller is admin (the demo's mode).
 #[derive(Clone, Default, Debug)]
@@ -383,16 +383,28 @@ async fn graphql(State(st): State<Arc<AppState>>, req: axum::extract::Request) -
             if let Some(t) = trail {
                 let rows = resp.data.as_ref().map_or(0, rows_of);
                 let first = resp.errors.first();
-                let code = first
-                    .and_then(|e| e.extensions.as_ref())
-                    .and_then(|x| x.get("code"))
-                    .and_then(|c| if let async_graphql::Value::String(s) = c { Some(s.to_ascii_lowercase()) } else { None });
+                let code = first.and_then(|e| e.extensions.as_ref()).and_then(|x| x.get("code")).and_then(|c| {
+                    if let async_graphql::Value::String(s) = c {
+                        Some(s.to_ascii_lowercase())
+                    } else {
+                        None
+                    }
+                });
                 let outcome = match (&code, resp.data.is_some()) {
                     (None, _) => "ok".to_string(),
                     (Some(c), true) if c == "forbidden" => "forbidden".to_string(),
                     (Some(c), _) => format!("error:{c}"),
                 };
-                signin::record(&st, &caller, route, t.operation, t.fields, rows, &outcome, first.map(|e| e.message.clone()));
+                signin::record(
+                    &st,
+                    &caller,
+                    route,
+                    t.operation,
+                    t.fields,
+                    rows,
+                    &outcome,
+                    first.map(|e| e.message.clone()),
+                );
             }
             respond(resp, media)
         }
@@ -426,7 +438,10 @@ fn rows_of(data: &async_graphql::Value) -> u64 {
 }
 
 /// The root fields the operation selects (fragments spread at the root included, by name).
-fn root_fields(doc: &async_graphql::parser::types::ExecutableDocument, operation: Option<&str>) -> Option<(Option<String>, Vec<String>)> {
+fn root_fields(
+    doc: &async_graphql::parser::types::ExecutableDocument,
+    operation: Option<&str>,
+) -> Option<(Option<String>, Vec<String>)> {
     use async_graphql::parser::types::{DocumentOperations, Selection};
     let (name, op) = match (&doc.operations, operation) {
         (DocumentOperations::Single(op), _) => (None, op),
@@ -583,7 +598,7 @@ async fn execute(
     if let Some(Err(msg)) = &introspection {
         return (Answered::Graphql(request_failure("GRAPHQL_VALIDATION_FAILED", msg.clone())), Some(Trail::default()));
     }
-    let mut req = async_graphql::Request::new(query).data(role).data(principal.clone());
+    let mut req = async_graphql::Request::new(query).data(role).data(principal.clone()).data(st.access.clone());
     if get {
         req = req.data(crate::schema::SentWithGet);
     }
@@ -661,6 +676,17 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
         (ix.generation, c, a, ix.orphan_total())
     };
     let mut text = st.metrics.render(generation, contacts, agents, orphans);
+    if let Some(log) = &st.access.log {
+        text.push_str(&format!(
+            "# HELP idgraph_access_log_entries_total Access log entries written.\n# TYPE idgraph_access_log_entries_total counter\nidgraph_access_log_entries_total {}\n# HELP idgraph_access_log_dropped_total Access log entries that could not be queued (never silently).\n# TYPE idgraph_access_log_dropped_total counter\nidgraph_access_log_dropped_total {}\n",
+            log.written(),
+            log.dropped()
+        ));
+    }
+    text.push_str(&format!(
+        "# HELP idgraph_sessions Browser sessions open.\n# TYPE idgraph_sessions gauge\nidgraph_sessions {}\n",
+        st.access.sessions.len()
+    ));
     if st.graph.ready() {
         let f = st.graph.freshness();
         let mut gauge = |name: &str, help: &str, v: Option<f64>| {

@@ -219,12 +219,22 @@ pub(crate) async fn login(
     axum::extract::Query(q): axum::extract::Query<LoginParams>,
 ) -> Response {
     let Some(oidc) = &st.access.oidc else {
-        return page(StatusCode::NOT_FOUND, "Sign-in is not configured", "This server has no [oidc] section: use a bearer token.");
+        return page(
+            StatusCode::NOT_FOUND,
+            "Sign-in is not configured",
+            "This server has no [oidc] section: use a bearer token.",
+        );
     };
     match oidc.begin(q.next.as_deref().unwrap_or("/audit")).await {
         Ok(url) => match HeaderValue::from_str(&url) {
-            Ok(v) => (StatusCode::SEE_OTHER, [(header::LOCATION, v), (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))]).into_response(),
-            Err(_) => page(StatusCode::BAD_GATEWAY, "Sign-in failed", "the identity provider's URL is not a valid header"),
+            Ok(v) => (
+                StatusCode::SEE_OTHER,
+                [(header::LOCATION, v), (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+            )
+                .into_response(),
+            Err(_) => {
+                page(StatusCode::BAD_GATEWAY, "Sign-in failed", "the identity provider's URL is not a valid header")
+            }
         },
         Err(e) => {
             tracing::warn!(error = %e, "sign-in could not start");
@@ -268,7 +278,11 @@ pub(crate) async fn callback(
         page(StatusCode::FORBIDDEN, "Sign-in refused", &why)
     };
     if let Some(e) = q.error {
-        return refused("-", "none", format!("the identity provider said {e}: {}", q.error_description.unwrap_or_default()));
+        return refused(
+            "-",
+            "none",
+            format!("the identity provider said {e}: {}", q.error_description.unwrap_or_default()),
+        );
     }
     let (Some(code), Some(state)) = (q.code, q.state) else {
         return refused("-", "none", "the provider's answer has no code or state".into());
@@ -280,7 +294,8 @@ pub(crate) async fn callback(
     let Some(role) = p.role_in(None) else {
         let why = format!(
             "you are signed in at the identity provider as {}, but none of your {} maps to a role here: ask an admin",
-            p.name, st.access.role_claim()
+            p.name,
+            st.access.role_claim()
         );
         return refused(&p.name, p.kind.name(), why);
     };
@@ -289,7 +304,11 @@ pub(crate) async fn callback(
     let caller = Caller { principal: p, role, client };
     record(&st, &caller, "GET /auth/callback", None, vec![], 0, "signed_in", None);
     let secure = over_https(&st, headers, ext);
-    let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, HeaderValue::from_str(&next).unwrap_or(HeaderValue::from_static("/audit")))]).into_response();
+    let mut r = (
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, HeaderValue::from_str(&next).unwrap_or(HeaderValue::from_static("/audit")))],
+    )
+        .into_response();
     r.headers_mut().insert(header::SET_COOKIE, session_cookie(&id, st.access.sessions.lifetime().as_secs(), secure));
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
@@ -350,7 +369,11 @@ pub(crate) async fn me(State(st): State<Arc<AppState>>, req: axum::extract::Requ
 
 /// The session behind a page request, for the pages: `None` when the server has no sign-in.
 /// `Err` is the redirect to sign in.
-pub(crate) fn page_session(st: &AppState, headers: &HeaderMap, path: &str) -> Result<Option<idgraph_access::session::Session>, Response> {
+pub(crate) fn page_session(
+    st: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<Option<idgraph_access::session::Session>, Response> {
     if st.access.oidc.is_none() {
         return Ok(None);
     }
@@ -358,7 +381,11 @@ pub(crate) fn page_session(st: &AppState, headers: &HeaderMap, path: &str) -> Re
         Some(s) => Ok(Some(s)),
         None => {
             let to = format!("/auth/login?next={}", urlencoding_path(path));
-            Err((StatusCode::SEE_OTHER, [(header::LOCATION, HeaderValue::from_str(&to).unwrap_or(HeaderValue::from_static("/auth/login")))]).into_response())
+            Err((
+                StatusCode::SEE_OTHER,
+                [(header::LOCATION, HeaderValue::from_str(&to).unwrap_or(HeaderValue::from_static("/auth/login")))],
+            )
+                .into_response())
         }
     }
 }

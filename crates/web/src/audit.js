@@ -17,6 +17,12 @@
   const POLL_MS = 5000;
   const TOKEN_KEY = 'idgraph.token';
 
+  // Signed in through the identity provider: who, and the session's CSRF token (the server puts
+  // them in the page); otherwise null, and a pasted token is used.
+  const meta = (name) => { const m = document.querySelector('meta[name="' + name + '"]'); return m ? m.content : null; };
+  const CSRF = meta('idgraph-csrf');
+  const USER = meta('idgraph-user');
+  const ROLE = meta('idgraph-role');
   const embedded = document.getElementById('idgraph-data');
   const FILE = embedded ? JSON.parse(embedded.textContent) : null;
   const app = document.getElementById('app');
@@ -55,7 +61,8 @@
   async function gql(query, variables) {
     const headers = { 'content-type': 'application/json', accept: 'application/json' };
     const token = sessionStorage.getItem(TOKEN_KEY);
-    if (token) headers.authorization = 'Bearer ' + token;
+    if (CSRF) headers['x-csrf-token'] = CSRF;
+    else if (token) headers.authorization = 'Bearer ' + token;
     const r = await fetch('/graphql', { method: 'POST', headers, body: JSON.stringify({ query, variables }) });
     let body;
     try { body = await r.json(); } catch (e) { throw new Error('the server answered HTTP ' + r.status); }
@@ -403,9 +410,20 @@
     const live = FILE ? 'report file · generated ' + when(((FILE.org || FILE.agent).report.evidence || {}).generated_at_ms) : 'live · updates when the index changes';
     return [
       h('header', { class: 'bar' }, h('b', {}, 'idgraph'), FILE ? null : h('a', { href: '#/' }, 'Audit'), FILE ? null : h('a', { href: '/' }, 'GraphiQL'),
-        h('span', { class: 'grow' }), h('span', { class: 'live' }, live)),
+        h('span', { class: 'grow' }), h('span', { class: 'live' }, live),
+        USER && !FILE ? h('span', { id: 'whoami', class: 'live' }, USER + ' · ' + ROLE) : null,
+        USER && !FILE ? h('button', { id: 'signout', type: 'button', onclick: signOut }, 'Sign out') : null),
       h('main', {}, content),
     ];
+  }
+
+  async function signOut() {
+    const r = await fetch('/auth/logout', { method: 'POST', headers: { 'x-csrf-token': CSRF, 'content-type': 'application/json' }, body: '{}' });
+    const done = r.ok ? await r.json() : {};
+    app.replaceChildren(h('div', { class: 'login', id: 'signed-out' }, h('h1', {}, 'Signed out'),
+      h('p', {}, 'Your idgraph session has ended.'),
+      done.endSession ? h('p', {}, h('a', { href: done.endSession }, 'Sign out of the identity provider too')) : null,
+      h('p', {}, h('a', { href: '/auth/login?next=/audit' }, 'Sign in again'))));
   }
 
   function login(message) {
@@ -419,6 +437,9 @@
   }
 
   function showError(e) {
+    if (e instanceof AuthError && USER) {
+      return app.replaceChildren(...frame(h('div', { class: 'error', id: 'error' }, 'Signed in as ' + USER + ' (' + ROLE + '): ' + e.message)));
+    }
     if (e instanceof AuthError) return login(sessionStorage.getItem(TOKEN_KEY) ? 'That token was refused: ' + e.message : 'This server needs a bearer token.');
     const msg = e instanceof NotReady ? 'No index is loaded yet (the first crawl is still running). This page fills in by itself when it is.' : 'Could not load the audit: ' + e.message;
     app.replaceChildren(...frame(h('div', { class: 'error', id: 'error' }, msg)));

@@ -41,6 +41,9 @@ pub fn graphiql_page() -> String {
     function makeFetcher() {{
       return async function fetcher(params, opts) {{
         const headers = Object.assign({{'content-type': 'application/json'}}, (opts && opts.headers) || {{}});
+        // Signed in through the identity provider: the session's CSRF token goes with every POST.
+        const csrf = document.querySelector('meta[name="idgraph-csrf"]');
+        if (csrf) headers['x-csrf-token'] = csrf.content;
         const r = await fetch('/graphql', {{method: 'POST', headers, body: JSON.stringify(params)}});
         const introspection = params && params.operationName === 'IntrospectionQuery';
         if (introspection && (r.status === 401 || r.status === 403)) schemaRefused = true;
