@@ -20,7 +20,8 @@ pub const ACCESS_DIR: &str = "access";
 
 /// Builds the server's access. `insecure_no_auth`: with no token, no service token and no
 /// identity provider, every caller is admin (refused otherwise, with how to set one up).
-pub fn build(srv: &ServerSettings, data_dir: &Path, insecure_no_auth: bool) -> Result<Arc<Access>> {
+/// `keep_log`: false only to measure what the access log costs.
+pub fn build(srv: &ServerSettings, data_dir: &Path, insecure_no_auth: bool, keep_log: bool) -> Result<Arc<Access>> {
     let mut builtin = Vec::new();
     if let Some(t) = &srv.read_token {
         builtin.push((READ_TOKEN_NAME.to_string(), Role::Auditor, t.clone()));
@@ -87,16 +88,21 @@ pub fn build(srv: &ServerSettings, data_dir: &Path, insecure_no_auth: bool) -> R
             data_dir.display()
         );
     }
-    let sink = srv.access_log.as_deref().map(Sink::parse);
-    let log =
-        AccessLog::open(&data_dir.join(ACCESS_DIR), srv.access_log_retention_days, sink).context("the access log")?;
+    let log = if keep_log {
+        let sink = srv.access_log.as_deref().map(Sink::parse);
+        let dir = data_dir.join(ACCESS_DIR);
+        Some(AccessLog::open(&dir, srv.access_log_retention_days, sink).context("the access log")?)
+    } else {
+        tracing::warn!("--no-access-log: requests are not recorded (for measurements only)");
+        None
+    };
     Ok(Arc::new(Access {
         open,
         tokens,
         jwt,
         oidc,
         sessions: Sessions::new(srv.session_lifetime),
-        log: Some(log),
+        log,
         trusted_proxies: srv.trusted_proxies.clone(),
         secure_cookies: srv.public_url.starts_with("https://"),
     }))

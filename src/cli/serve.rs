@@ -68,6 +68,9 @@ pub struct ServeArgs {
     /// Serve GraphQL without tokens (anyone who can reach the port can read and reindex).
     #[arg(long)]
     pub insecure_no_auth: bool,
+    /// Keep no access log (for measuring what it costs; never for a server people use).
+    #[arg(long)]
+    pub no_access_log: bool,
     /// Serve the stored index as it is: no Drift credentials needed, never crawls or refreshes.
     #[arg(long)]
     pub read_only: bool,
@@ -113,7 +116,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         );
     }
     let srv = &settings.server;
-    let access = crate::app::access::build(srv, &settings.data_dir, a.insecure_no_auth)?;
+    let access = crate::app::access::build(srv, &settings.data_dir, a.insecure_no_auth, !a.no_access_log)?;
     let schedule = ScheduleConfig {
         full: settings.schedule.full.clone(),
         agents_every: settings.schedule.agents_every,

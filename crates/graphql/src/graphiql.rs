@@ -22,7 +22,7 @@ pub async fn audit(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Respo
 /// to sign in.
 fn with_session(st: &AppState, headers: &HeaderMap, path: &str, html: String) -> Response {
     match crate::signin::page_session(st, headers, path) {
-        Err(to_sign_in) => to_sign_in,
+        Err(to_sign_in) => *to_sign_in,
         Ok(None) => Html(html).into_response(),
         Ok(Some(s)) => {
             let role = s.principal.role_in(None).map_or("none", |r| r.name());

@@ -452,6 +452,7 @@ fn root_fields(
         }
     };
     let mut fields = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut stack = vec![&op.node.selection_set.node];
     while let Some(set) = stack.pop() {
         for sel in &set.items {
@@ -464,8 +465,13 @@ fn root_fields(
                 }
                 Selection::InlineFragment(i) => stack.push(&i.node.selection_set.node),
                 Selection::FragmentSpread(s) => {
-                    if let Some(fr) = doc.fragments.get(&s.node.fragment_name.node) {
-                        stack.push(&fr.node.selection_set.node);
+                    // Each fragment once: a document may spread one fragment many times over
+                    // (a fragment bomb is 2^24 spreads).
+                    let name = &s.node.fragment_name.node;
+                    if seen.insert(name.clone()) {
+                        if let Some(fr) = doc.fragments.get(name) {
+                            stack.push(&fr.node.selection_set.node);
+                        }
                     }
                 }
             }
@@ -571,11 +577,6 @@ async fn execute(
         Err(a) => return (Answered::Graphql(a), Some(Trail::default())),
     };
     let operation = wire.operation_name;
-    let trail = match crate::introspection::only_introspection(&cached.doc, operation.as_deref()) {
-        Some(_) => None,
-        None => root_fields(&cached.doc, operation.as_deref())
-            .map(|(name, fields)| Trail { operation: operation.clone().or(name), fields }),
-    };
     // The document's cost before anything else looks at it (validation expands fragments one
     // spread at a time); computed once per document, checked against the org's size now.
     let cost = cached.cost.get_or_init(|| crate::cost::cost(&cached.doc));
@@ -583,6 +584,14 @@ async fn execute(
     if let Err(msg) = cost.as_ref().map_err(Clone::clone).and_then(|c| c.check(contacts)) {
         return (Answered::Graphql(request_failure("BAD_USER_INPUT", msg)), Some(Trail::default()));
     }
+    // What the access log says of it (after the cost check: a document priced past the limit
+    // is never walked).
+    let introspection = crate::introspection::only_introspection(&cached.doc, operation.as_deref());
+    let trail = match introspection {
+        Some(_) => None,
+        None => root_fields(&cached.doc, operation.as_deref())
+            .map(|(name, fields)| Trail { operation: operation.clone().or(name), fields }),
+    };
     // Documents that read the whole org or introspect run a few at a time, so that they never
     // hold every worker thread and `/healthz` and lookups keep answering.
     let _heavy = match cost {
@@ -594,7 +603,6 @@ async fn execute(
             return (Answered::Planned(body.0, body.1), trail);
         }
     }
-    let introspection = crate::introspection::only_introspection(&cached.doc, operation.as_deref());
     if let Some(Err(msg)) = &introspection {
         return (Answered::Graphql(request_failure("GRAPHQL_VALIDATION_FAILED", msg.clone())), Some(Trail::default()));
     }

@@ -373,7 +373,7 @@ pub(crate) fn page_session(
     st: &AppState,
     headers: &HeaderMap,
     path: &str,
-) -> Result<Option<idgraph_access::session::Session>, Response> {
+) -> Result<Option<idgraph_access::session::Session>, Box<Response>> {
     if st.access.oidc.is_none() {
         return Ok(None);
     }
@@ -381,11 +381,13 @@ pub(crate) fn page_session(
         Some(s) => Ok(Some(s)),
         None => {
             let to = format!("/auth/login?next={}", urlencoding_path(path));
-            Err((
-                StatusCode::SEE_OTHER,
-                [(header::LOCATION, HeaderValue::from_str(&to).unwrap_or(HeaderValue::from_static("/auth/login")))],
-            )
-                .into_response())
+            Err(Box::new(
+                (
+                    StatusCode::SEE_OTHER,
+                    [(header::LOCATION, HeaderValue::from_str(&to).unwrap_or(HeaderValue::from_static("/auth/login")))],
+                )
+                    .into_response(),
+            ))
         }
     }
 }
