@@ -90,8 +90,19 @@ pub fn build(srv: &ServerSettings, data_dir: &Path, insecure_no_auth: bool, keep
     }
     let log = if keep_log {
         let sink = srv.access_log.as_deref().map(Sink::parse);
-        let dir = data_dir.join(ACCESS_DIR);
-        Some(AccessLog::open(&dir, srv.access_log_retention_days, sink).context("the access log")?)
+        let dir = srv.access_log_dir.clone().unwrap_or_else(|| data_dir.join(ACCESS_DIR));
+        match AccessLog::open(&dir, srv.access_log_retention_days, sink) {
+            Ok(l) => Some(l),
+            // A read-only copy served without sign-in (an auditor's laptop): nobody to name.
+            Err(e) if open => {
+                tracing::warn!(error = %e, "the access log cannot be kept here (set access_log_dir to a writable directory): requests are not recorded");
+                None
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context("the access log cannot be kept: set access_log_dir to a writable directory"))
+            }
+        }
     } else {
         tracing::warn!("--no-access-log: requests are not recorded (for measurements only)");
         None
@@ -106,6 +117,19 @@ pub fn build(srv: &ServerSettings, data_dir: &Path, insecure_no_auth: bool, keep
         trusted_proxies: srv.trusted_proxies.clone(),
         secure_cookies: srv.public_url.starts_with("https://"),
     }))
+}
+
+/// Refuses, before anything is created, a server that would let anyone in without
+/// `--insecure-no-auth`.
+pub fn check_not_open(srv: &ServerSettings, data_dir: &Path, insecure_no_auth: bool) -> Result<()> {
+    let stored = idgraph_access::tokens::list(data_dir).map(|t| !t.is_empty()).unwrap_or(false);
+    if insecure_no_auth || srv.read_token.is_some() || srv.admin_token.is_some() || srv.oidc.is_some() || stored {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "this server would let anyone in: connect an identity provider ([oidc] in the config), create a service token (`idgraph token create NAME --role admin --data-dir {}`), set read_token and admin_token, or pass --insecure-no-auth",
+        data_dir.display()
+    )
 }
 
 /// Reads `tokens.json` again whenever it changes, so that a token created or revoked from the

@@ -84,6 +84,7 @@ pub struct SchedulerOps {
     pub refresher: Option<Arc<Refresher>>,
     pub confirmer: Arc<Confirmer>,
     pub jobs: Arc<Jobs>,
+    pub cases: Arc<crate::app::cases::Cases>,
 }
 
 fn scope(kind: RunKind) -> Scope {
@@ -148,6 +149,10 @@ impl Operations for SchedulerOps {
 
     fn reassignment(&self, id: u64) -> Option<reassign::Job> {
         self.jobs.get(id)
+    }
+
+    fn cases(&self) -> Option<Arc<dyn idgraph_cases::Desk>> {
+        Some(self.cases.clone())
     }
 
     fn announce(&self, contact_ids: &[u64]) -> Result<Announced, String> {

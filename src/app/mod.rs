@@ -1,6 +1,7 @@
 //! The app layer: what runs inside `idgraph` whatever the front end.
 //!
 //! - `access`: the server's `Access` (tokens, sign-in, JWTs, the access log) from the settings.
+//! - `cases`: offboarding cases opened from the change feed, carried out, checked, told.
 //! - `settings`: defaults < TOML < environment < flags, resolved once.
 //! - `pipeline`: crawl → staging generation → switch; agents refresh in place.
 //! - `scheduler`: when runs happen (on tokio's clock), never two at once.
@@ -13,6 +14,7 @@
 //! - `http`: the one module that knows the GraphQL crate (metrics, `Operations`).
 
 pub mod access;
+pub mod cases;
 pub mod confirm;
 pub mod http;
 pub mod identity;

@@ -115,6 +115,37 @@ impl Jobs {
         Ok(job)
     }
 
+    /// Stores a job of moves decided elsewhere (an offboarding case's): each contact to its own
+    /// target, away from `from`, which must not be active. Carried out like any other job.
+    pub fn submit_moves(&self, from: u64, moves: Vec<(u64, u64)>) -> Result<Job, String> {
+        reassign::check_source(&self.graph.read(), from, false).map_err(|e| e.to_string())?;
+        let mut targets: Vec<u64> = moves.iter().map(|(_, to)| *to).collect();
+        targets.sort_unstable();
+        targets.dedup();
+        let mut jobs = self.jobs.lock();
+        let id = jobs.iter().map(|j| j.id).max().unwrap_or(0) + 1;
+        let job = Job {
+            id,
+            from,
+            targets,
+            force: false,
+            created_at_ms: now_ms(),
+            finished_at_ms: None,
+            state: if moves.is_empty() { JobState::Done } else { JobState::Running },
+            reason: None,
+            moves: moves
+                .into_iter()
+                .map(|(contact_id, to)| JobMove { contact_id, to, status: MoveStatus::Pending, attempts: 0 })
+                .collect(),
+        };
+        jobs.push(job.clone());
+        drop(jobs);
+        // Stored before the case says it is carried out by it.
+        self.save(&job).map_err(|e| format!("{e:#}"))?;
+        self.wake.notify_one();
+        Ok(job)
+    }
+
     /// Stores a job as it is now.
     fn save(&self, job: &Job) -> Result<()> {
         let v = serde_json::to_value(job)?;

@@ -62,13 +62,30 @@ pub struct FileConfig {
     pub access_log: Option<String>,
     /// Days the access log keeps (default 400).
     pub access_log_retention_days: Option<u32>,
+    /// Where the access log's hash chain is kept (default DATA_DIR/access).
+    pub access_log_dir: Option<PathBuf>,
     /// Proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed (IP addresses).
     pub trusted_proxies: Option<Vec<String>>,
     /// How long a browser session lasts (default 8h).
     pub session_lifetime: Option<String>,
+    /// The time allowed to close an offboarding case (default 7d).
+    pub case_allowance: Option<String>,
+    /// Where case events are told: Slack-compatible or generic JSON webhooks.
+    pub notify: Option<Vec<NotifyFile>>,
+    /// OCSF records of case events: an NDJSON file path, or an http(s) URL to POST them to.
+    pub case_ocsf: Option<String>,
     /// The URL people reach this server at (default `http://LISTEN`): where the identity
     /// provider sends them back; https makes the session cookie `Secure`.
     pub public_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyFile {
+    pub url: String,
+    /// `slack` (an incoming-webhook body, the default) or `json`.
+    #[serde(default)]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -238,6 +255,7 @@ pub struct ServerSettings {
     pub oidc: Option<OidcSettings>,
     pub access_log: Option<String>,
     pub access_log_retention_days: u32,
+    pub access_log_dir: Option<PathBuf>,
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub session_lifetime: Duration,
     pub public_url: String,
@@ -272,6 +290,7 @@ pub struct Settings {
     pub drift: DriftSettings,
     pub server: ServerSettings,
     pub schedule: ScheduleSettings,
+    pub cases: crate::app::cases::CaseConfig,
 }
 
 /// Parses a duration such as `30s`, `5m`, `6h`.
@@ -401,6 +420,7 @@ impl Settings {
                 },
                 access_log: env.get("IDGRAPH_ACCESS_LOG").or_else(|| file.access_log.clone()),
                 access_log_retention_days: file.access_log_retention_days.unwrap_or(400),
+                access_log_dir: file.access_log_dir.clone(),
                 trusted_proxies: file
                     .trusted_proxies
                     .iter()
@@ -419,6 +439,29 @@ impl Settings {
                         .unwrap_or_else(|| defaults::LISTEN.to_string());
                     format!("http://{listen}")
                 }),
+            },
+            cases: crate::app::cases::CaseConfig {
+                allowance: file
+                    .case_allowance
+                    .as_deref()
+                    .map(duration)
+                    .transpose()
+                    .context("case_allowance")?
+                    .unwrap_or(Duration::from_secs(7 * 86400)),
+                notify: file
+                    .notify
+                    .iter()
+                    .flatten()
+                    .map(|n| {
+                        let format = n.format.clone().unwrap_or_else(|| "slack".into());
+                        if format != "slack" && format != "json" {
+                            anyhow::bail!("[[notify]] format must be \"slack\" or \"json\", not {format:?}");
+                        }
+                        Ok(crate::app::cases::NotifyTarget { url: n.url.clone(), format })
+                    })
+                    .collect::<Result<_>>()?,
+                ocsf: file.case_ocsf.clone(),
+                org: None,
             },
             schedule: ScheduleSettings {
                 full: full.parse().map_err(|e: String| anyhow::anyhow!("full_every: {e}"))?,

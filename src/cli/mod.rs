@@ -4,6 +4,7 @@
 pub mod access;
 pub mod audit;
 pub mod backup;
+pub mod case;
 pub mod check;
 pub mod common;
 pub mod crawl;
@@ -65,6 +66,9 @@ pub enum Command {
     /// OAuth 2.0 credentials.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Offboarding cases: list, open, export a bundle, verify one.
+    #[command(subcommand)]
+    Case(case::CaseCommand),
     /// Named service tokens for scripts and CI (create, list, revoke).
     #[command(subcommand)]
     Token(access::TokenCommand),
@@ -95,6 +99,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Schema => common::print_out(&crate::app::http::sdl()),
         Command::Auth(AuthCommand::Login(a)) => login::login(a).await,
         Command::Token(c) => access::token(c).await,
+        Command::Case(c) => case::case(c).await,
         Command::AccessLog(c) => access::access_log(c).await,
     }
 }

@@ -116,7 +116,6 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         );
     }
     let srv = &settings.server;
-    let access = crate::app::access::build(srv, &settings.data_dir, a.insecure_no_auth, !a.no_access_log)?;
     let schedule = ScheduleConfig {
         full: settings.schedule.full.clone(),
         agents_every: settings.schedule.agents_every,
@@ -124,6 +123,18 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     };
     idgraph_graphql::check_cors_origins(&srv.cors_origins).map_err(anyhow::Error::msg)?;
     let webhook = srv.webhook_token.as_ref().map(|t| WebhookConfig::new(t.expose()));
+    let hold = "stop the other idgraph first: one server holds a data directory";
+    if !a.read_only {
+        // Credentials first: a server that cannot crawl creates no data directory.
+        settings.drift.crawl_config()?;
+    }
+    crate::app::access::check_not_open(srv, &settings.data_dir, a.insecure_no_auth)?;
+    let graph = Arc::new(if a.read_only {
+        open_graph_to_read(&settings.data_dir, hold)?
+    } else {
+        open_graph(&settings.data_dir, hold, true)?
+    });
+    let access = crate::app::access::build(srv, &settings.data_dir, a.insecure_no_auth, !a.no_access_log)?;
     let server_cfg = ServerConfig {
         access: Some(access.clone()),
         cors_origins: srv.cors_origins.clone(),
@@ -131,16 +142,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         backup_dir: srv.backup_dir.clone(),
         ..ServerConfig::default()
     };
-    let hold = "stop the other idgraph first: one server holds a data directory";
-    if !a.read_only {
-        // Credentials first: a server that cannot crawl creates no data directory.
-        settings.drift.crawl_config()?;
-    }
-    let graph = Arc::new(if a.read_only {
-        open_graph_to_read(&settings.data_dir, hold)?
-    } else {
-        open_graph(&settings.data_dir, hold, true)?
-    });
+
     let listener =
         tokio::net::TcpListener::bind(&srv.listen).await.with_context(|| format!("cannot listen on {}", srv.listen))?;
     if a.read_only {
@@ -164,6 +166,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         incremental: drift.incremental,
         refresh_share: settings.schedule.refresh_share,
         server_cfg,
+        cases: settings.cases.clone(),
     };
     crate::app::access::watch(access.clone());
     let r = run_server(run, listener).await;
@@ -259,6 +262,7 @@ struct Run {
     incremental: bool,
     refresh_share: f64,
     server_cfg: ServerConfig,
+    cases: crate::app::cases::CaseConfig,
 }
 
 /// Opens the index, starts the scheduler and serves until Ctrl-C.
@@ -286,7 +290,10 @@ async fn run_server(run: Run, listener: tokio::net::TcpListener) -> Result<()> {
     let confirmer = Confirmer::start(graph.clone(), run.crawler.clone(), observer.clone())?;
     let jobs = Jobs::open(graph.clone(), run.crawler.clone(), Some(scheduler.clone()))?;
     jobs.spawn();
-    let ops = SchedulerOps { scheduler, graph: graph.clone(), crawler: run.crawler, refresher, confirmer, jobs };
+    let cases =
+        crate::app::cases::Cases::open(graph.clone(), Some(jobs.clone()), Some(run.crawler.clone()), run.cases)?;
+    cases.spawn();
+    let ops = SchedulerOps { scheduler, graph: graph.clone(), crawler: run.crawler, refresher, confirmer, jobs, cases };
     let app = router(graph, Arc::new(ops), metrics, run.server_cfg);
     serve_until_stopped(app, listener, &run.data_dir, &run.graph).await
 }
@@ -362,6 +369,7 @@ pub async fn demo(a: DemoArgs) -> Result<()> {
         incremental: true,
         refresh_share: crate::app::settings::defaults::REFRESH_SHARE,
         server_cfg,
+        cases: crate::app::cases::CaseConfig::default(),
     };
     let result = run_server(run, listener).await;
     running.stop().await;

@@ -153,10 +153,40 @@ pub fn extract(html: &str) -> Result<Case, BundleError> {
     serde_json::from_str(&html[start..end]).map_err(|e| BundleError::Unreadable(e.to_string()))
 }
 
-/// Checks a bundle: its chain, and its items against the chain.
+/// Checks a bundle: its chain, its items against the chain, and its view (the page a person
+/// reads) against the case: the whole file is what the case renders to.
 pub fn verify(html: &str) -> Result<Case, BundleError> {
     let case = extract(html)?;
     verify_items(&case).map_err(BundleError::Broken)?;
+    let expected = render(&case);
+    if expected != html {
+        let (n, line) = expected
+            .lines()
+            .zip(html.lines())
+            .enumerate()
+            .find(|(_, (a, b))| a != b)
+            .map(|(i, (_, b))| (i + 1, b.to_string()))
+            .unwrap_or((expected.lines().count().min(html.lines().count()) + 1, String::new()));
+        // An item's row: name the entry that decided it.
+        let key = line.strip_prefix("<tr><td>").and_then(|r| r.split("</td>").next()).map(str::to_string);
+        let item = key.as_ref().and_then(|k| case.items.iter().find(|i| i.key() == *k));
+        let broken = match item {
+            Some(it) => Broken {
+                entry: it.decision.as_ref().map_or(1, |d| d.event),
+                kind: it.decision.as_ref().map_or("OPENED".into(), |_| "DECIDED".into()),
+                why: format!(
+                    "item {}'s row in the page (line {n}) was changed: it is not what the case says",
+                    it.key()
+                ),
+            },
+            None => Broken {
+                entry: 0,
+                kind: "VIEW".into(),
+                why: format!("line {n} of the page was changed: the view is not what the case says"),
+            },
+        };
+        return Err(BundleError::Broken(broken));
+    }
     Ok(case)
 }
 
@@ -196,5 +226,10 @@ mod tests {
         assert_ne!(changed, html);
         let e = verify(&changed).unwrap_err().to_string();
         assert!(e.contains("entry 2"), "{e}");
+        // The view a person reads is checked too.
+        let changed = html.replacen("a &lt;/script&gt; reason", "b &lt;/script&gt; reason", 1);
+        assert_ne!(changed, html);
+        let e = verify(&changed).unwrap_err().to_string();
+        assert!(e.contains("entry 2") && e.contains("row in the page"), "{e}");
     }
 }

@@ -329,8 +329,7 @@ impl Case {
         } else if self.items.iter().any(|i| i.decision.is_none()) {
             CaseState::Open
         } else if self.items.iter().any(|i| {
-            i.kind == ItemKind::Contact
-                && matches!(i.decision.as_ref().map(|d| &d.verdict), Some(Verdict::Reassign { .. }))
+            matches!(i.decision.as_ref().map(|d| &d.verdict), Some(Verdict::Reassign { .. }))
                 && i.carry != Carry::Confirmed
         }) {
             CaseState::Decided
@@ -458,6 +457,26 @@ impl Case {
         Ok(())
     }
 
+    /// Accounts decided REASSIGN that the index now shows owned by their target (Drift has no
+    /// API to move an account: it is done in Drift's UI, and a crawl shows it): confirmed.
+    pub fn confirm_accounts(&mut self, owner_of: &dyn Fn(&str) -> Option<u64>, now_ms: i64) -> bool {
+        let mut done = Vec::new();
+        for it in self.items.iter_mut().filter(|i| i.kind == ItemKind::Account && i.carry != Carry::Confirmed) {
+            if let Some(Decision { verdict: Verdict::Reassign { to }, .. }) = &it.decision {
+                if owner_of(&it.id) == Some(*to) {
+                    it.carry = Carry::Confirmed;
+                    done.push(serde_json::json!([it.key(), Carry::Confirmed]));
+                }
+            }
+        }
+        if done.is_empty() {
+            return false;
+        }
+        self.push("CHECKED", "idgraph", now_ms, serde_json::json!({ "items": done }));
+        self.recompute();
+        true
+    }
+
     /// Records what carrying out found, item by item (`Moved` from a job's answer, `Confirmed`
     /// or `Failed` from a read of Drift), as one event of `kind`.
     pub fn record_carry(&mut self, kind: &str, results: &[(u64, Carry)], now_ms: i64) {
@@ -527,10 +546,49 @@ impl Case {
         m
     }
 
+    /// Records that the case passed its due date unsigned (once).
+    pub fn mark_overdue(&mut self, now_ms: i64) {
+        if !self.events.iter().any(|e| e.kind == "OVERDUE") {
+            self.push("OVERDUE", "idgraph", now_ms, serde_json::json!({ "due_at_ms": self.due_at_ms }));
+        }
+    }
+
     /// Records a notification that failed after its retries.
     pub fn notify_failed(&mut self, what: &str, now_ms: i64) {
         self.notify_failures.push(what.to_string());
         self.push("NOTIFY_FAILED", "idgraph", now_ms, serde_json::json!({ "what": what }));
+    }
+}
+
+/// What the server's pages and GraphQL ask of the cases (the app layer answers). Every method
+/// that changes a case stores it before it answers.
+pub trait Desk: Send + Sync {
+    /// Cases, newest first; overdue ones before the others.
+    fn list(&self, state: Option<CaseState>) -> Vec<std::sync::Arc<Case>>;
+    fn get(&self, id: u64) -> Option<std::sync::Arc<Case>>;
+    /// Opens a case by hand for an agent (by id or email).
+    fn open_case(&self, agent: &str, by: &str) -> Result<std::sync::Arc<Case>, String>;
+    /// A decision for the items `filter` matches; how many, and the case.
+    fn decide(
+        &self,
+        id: u64,
+        filter: Filter,
+        verdict: Verdict,
+        reason: Option<String>,
+        by: &str,
+    ) -> Result<(usize, std::sync::Arc<Case>), String>;
+    /// Starts carrying out the decided reassignments (failed ones again).
+    fn carry_out(&self, id: u64, by: &str) -> Result<std::sync::Arc<Case>, String>;
+    fn sign_off(
+        &self,
+        id: u64,
+        by: &str,
+        is_auditor: bool,
+        note: Option<String>,
+    ) -> Result<std::sync::Arc<Case>, String>;
+    /// Notifications delivered, and given up after their retries.
+    fn notifications(&self) -> (u64, u64) {
+        (0, 0)
     }
 }
 

@@ -3,6 +3,7 @@
 //! This is the only crate that knows async-graphql. It reads the graph, and reaches the crawler
 //! and scheduler (which live in the binary) only through the [`Operations`] trait.
 
+mod cases;
 mod cost;
 mod graphiql;
 mod introspection;
@@ -79,6 +80,10 @@ pub trait Operations: Send + Sync + 'static {
     }
     /// A reassignment job by id.
     fn reassignment(&self, _id: u64) -> Option<ReassignJob> {
+        None
+    }
+    /// The offboarding cases, where this server keeps them.
+    fn cases(&self) -> Option<std::sync::Arc<dyn idgraph_cases::Desk>> {
         None
     }
 }

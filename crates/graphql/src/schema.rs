@@ -1359,6 +1359,25 @@ impl Query {
         Ok(cx.ops.reassignment(id).map(ReassignmentJob::from))
     }
 
+    /// Offboarding cases, overdue first, then newest first. Auditors.
+    #[graphql(guard = "RoleGuard(Role::Auditor)")]
+    async fn cases(
+        &self,
+        c: &Context<'_>,
+        state: Option<crate::cases::CaseState>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, crate::cases::Case>> {
+        crate::cases::list(c, state, first, after).await
+    }
+
+    /// One offboarding case. Auditors.
+    #[graphql(guard = "RoleGuard(Role::Auditor)")]
+    async fn case(&self, c: &Context<'_>, id: ID) -> Result<Option<crate::cases::Case>> {
+        let d = crate::cases::desk(c)?;
+        Ok(d.get(crate::cases::parse_case(&id)?).map(crate::cases::Case))
+    }
+
     /// Who is asking: name, kind and role.
     async fn me(&self, c: &Context<'_>) -> Result<Me> {
         let p = c.data::<idgraph_access::Principal>()?;
@@ -1418,6 +1437,51 @@ pub struct Mutation;
 
 #[Object]
 impl Mutation {
+    /// Opens an offboarding case by hand for an agent (by id or email), freezing what it holds
+    /// now. Auditors.
+    #[graphql(guard = "RoleGuard(Role::Auditor)")]
+    async fn open_case(&self, c: &Context<'_>, agent: String) -> Result<crate::cases::Case> {
+        let d = crate::cases::desk(c)?;
+        let by = crate::cases::by(c)?;
+        crate::cases::blocking(move || d.open_case(&agent, &by)).await.map(crate::cases::Case)
+    }
+
+    /// Decides the items `filter` matches (all items without a filter): REASSIGN to an active
+    /// agent, or KEEP with a reason. A decision replaces an earlier one until sign-off; the
+    /// case's chain keeps both. Auditors.
+    #[graphql(guard = "RoleGuard(Role::Auditor)")]
+    async fn decide(
+        &self,
+        c: &Context<'_>,
+        case: ID,
+        decision: crate::cases::CaseDecisionKind,
+        to: Option<ID>,
+        reason: Option<String>,
+        filter: Option<crate::cases::CaseItemFilter>,
+    ) -> Result<crate::cases::Decided> {
+        crate::cases::decide(c, case, decision, to, reason, filter).await
+    }
+
+    /// Carries out the case's decided reassignments (and retries failed ones) through Drift, at
+    /// the rate budget; each move is then read back from Drift. Auditors.
+    #[graphql(guard = "RoleGuard(Role::Auditor)")]
+    async fn carry_out(&self, c: &Context<'_>, case: ID) -> Result<crate::cases::Case> {
+        let d = crate::cases::desk(c)?;
+        let id = crate::cases::parse_case(&case)?;
+        let by = crate::cases::by(c)?;
+        crate::cases::blocking(move || d.carry_out(id, &by)).await.map(crate::cases::Case)
+    }
+
+    /// Signs a carried-out case off: an auditor who made none of its decisions. Auditors.
+    #[graphql(guard = "RoleGuard(Role::Auditor)")]
+    async fn sign_off(&self, c: &Context<'_>, case: ID, note: Option<String>) -> Result<crate::cases::Case> {
+        let d = crate::cases::desk(c)?;
+        let id = crate::cases::parse_case(&case)?;
+        let by = crate::cases::by(c)?;
+        let auditor = c.data_opt::<Role>().is_some_and(|r| *r >= Role::Auditor);
+        crate::cases::blocking(move || d.sign_off(id, &by, auditor, note)).await.map(crate::cases::Case)
+    }
+
     /// Creates a named service token and answers it: the only time it is shown. `expires`:
     /// 90d, 12h, 2w. Admins only.
     #[graphql(guard = "RoleGuard(Role::Admin)")]

@@ -126,6 +126,7 @@ pub fn router(graph: Arc<Graph>, ops: Arc<dyn Operations>, metrics: Arc<Metrics>
         .route("/graphql", get(graphql).post(graphql).layer(DefaultBodyLimit::disable()))
         .route("/webhooks/drift", post(webhooks::receive).layer(DefaultBodyLimit::disable()))
         .route("/export/{table}", get(export))
+        .route("/cases/{id}/bundle", get(case_bundle))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -691,6 +692,16 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
             log.dropped()
         ));
     }
+    if let Some(desk) = st.ops.cases() {
+        let now = chrono::Utc::now().timestamp_millis();
+        let all = desk.list(None);
+        let open = all.iter().filter(|c| c.state != idgraph_cases::CaseState::SignedOff).count();
+        let overdue = all.iter().filter(|c| c.overdue(now)).count();
+        let (sent, failed) = desk.notifications();
+        text.push_str(&format!(
+            "# HELP idgraph_cases_open Offboarding cases not signed off.\n# TYPE idgraph_cases_open gauge\nidgraph_cases_open {open}\n# HELP idgraph_cases_overdue Offboarding cases past their due date, not signed off.\n# TYPE idgraph_cases_overdue gauge\nidgraph_cases_overdue {overdue}\n# HELP idgraph_case_notifications_total Case notifications delivered.\n# TYPE idgraph_case_notifications_total counter\nidgraph_case_notifications_total {sent}\n# HELP idgraph_case_notifications_failed_total Case notifications given up after their retries.\n# TYPE idgraph_case_notifications_failed_total counter\nidgraph_case_notifications_failed_total {failed}\n"
+        ));
+    }
     text.push_str(&format!(
         "# HELP idgraph_sessions Browser sessions open.\n# TYPE idgraph_sessions gauge\nidgraph_sessions {}\n",
         st.access.sessions.len()
@@ -825,6 +836,38 @@ async fn export(
     };
     let mut r = (StatusCode::OK, [(header::CONTENT_TYPE, ctype)], body).into_response();
     r.headers_mut().insert("x-idgraph-generation", HeaderValue::from(generation));
+    r
+}
+
+/// `GET /cases/{id}/bundle` (auditor): the case's evidence as one self-contained HTML file
+/// (`idgraph case verify FILE` checks it offline).
+async fn case_bundle(
+    State(st): State<Arc<AppState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    req: axum::extract::Request,
+) -> Response {
+    const JSON: &str = "application/json";
+    let route = "GET /cases/{id}/bundle";
+    let caller = match signin::authenticate(&st, req.method(), req.headers(), req.extensions(), route, JSON).await {
+        Ok(c) => c,
+        Err(refused) => return *refused,
+    };
+    if caller.role < Role::Auditor {
+        return signin::forbidden(&st, &caller, Role::Auditor, route, JSON);
+    }
+    let Some(desk) = st.ops.cases() else {
+        return early(StatusCode::NOT_FOUND, "BAD_USER_INPUT", "this server keeps no offboarding cases", JSON);
+    };
+    let Some(case) = id.parse::<u64>().ok().and_then(|id| desk.get(id)) else {
+        return early(StatusCode::NOT_FOUND, "BAD_USER_INPUT", "no such case", JSON);
+    };
+    signin::record(&st, &caller, route, None, vec![format!("case {}", case.id)], case.items.len() as u64, "ok", None);
+    let html = tokio::task::spawn_blocking(move || idgraph_cases::bundle::render(&case)).await.unwrap_or_default();
+    let disposition = format!("attachment; filename=\"idgraph-case-{id}.html\"");
+    let mut r = (StatusCode::OK, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
     r
 }
 

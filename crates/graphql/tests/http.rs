@@ -107,11 +107,12 @@ async fn every_error_code_is_produced_by_its_case() {
 
     crawl(&g, 100);
     let a = app(g.clone());
-    // UNAUTHENTICATED: no token. FORBIDDEN: a wrong token, or a read token on a mutation.
+    // UNAUTHENTICATED: no token, or one the server does not know (RFC 6750's invalid_token).
+    // FORBIDDEN: a role too low (the read token, an auditor, on a mutation).
     let r = send(&a, post(None, json!({"query": "{ indexStatus { generation } }"}))).await;
     assert_eq!((r.status, code(&r)), (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"));
     let r = send(&a, post(Some("nope"), json!({"query": "{ indexStatus { generation } }"}))).await;
-    assert_eq!((r.status, code(&r)), (StatusCode::FORBIDDEN, "FORBIDDEN"));
+    assert_eq!((r.status, code(&r)), (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"));
     let r = query(&a, "mutation { reindex { generation } }").await;
     assert_eq!(code(&r), "FORBIDDEN", "{}", r.text);
     // BAD_USER_INPUT: first over 100 says so (not "too complex"), a bad id, a bad cursor.

@@ -409,7 +409,7 @@
   function frame(content) {
     const live = FILE ? 'report file · generated ' + when(((FILE.org || FILE.agent).report.evidence || {}).generated_at_ms) : 'live · updates when the index changes';
     return [
-      h('header', { class: 'bar' }, h('b', {}, 'idgraph'), FILE ? null : h('a', { href: '#/' }, 'Audit'), FILE ? null : h('a', { href: '/' }, 'GraphiQL'),
+      h('header', { class: 'bar' }, h('b', {}, 'idgraph'), FILE ? null : h('a', { href: '#/' }, 'Audit'), FILE ? null : h('a', { href: '#/cases', id: 'nav-cases' }, 'Cases'), FILE ? null : h('a', { href: '/' }, 'GraphiQL'),
         h('span', { class: 'grow' }), h('span', { class: 'live' }, live),
         USER && !FILE ? h('span', { id: 'whoami', class: 'live' }, USER + ' · ' + ROLE) : null,
         USER && !FILE ? h('button', { id: 'signout', type: 'button', onclick: signOut }, 'Sign out') : null),
@@ -451,7 +451,94 @@
     return rendering;
   }
 
+  // ---- offboarding cases ---------------------------------------------------------------------
+  const CASE_FIELDS = 'id state overdue totalItems openedAt openedBy dueAt reactivatedAt signedOffBy signedOffAt decidedBy jobs notifyFailures agent { id email name status } counts { group count }';
+  const GROUPS = ['UNDECIDED', 'TO_REASSIGN', 'MOVING', 'CONFIRMED', 'FAILED', 'KEEP', 'ALREADY_MOVED'];
+
+  async function casesPage() {
+    const d = await gql('{ cases(first: 100) { edges { node { ' + CASE_FIELDS + ' } } } }');
+    const rows = d.cases.edges.map(({ node: c }) => h('tr', { class: c.overdue ? 'overdue' : '' },
+      h('td', {}, h('a', { href: '#/case/' + c.id }, '#' + c.id)), h('td', {}, c.agent.email || c.agent.id),
+      h('td', {}, badge(c.state)), h('td', {}, num(c.totalItems)), h('td', {}, String(c.dueAt || '').slice(0, 16).replace('T', ' ')),
+      h('td', {}, c.overdue ? h('b', { class: 'late' }, 'overdue') : '')));
+    return h('section', { id: 'cases' }, h('h1', {}, 'Offboarding cases'),
+      h('p', { class: 'note' }, 'A case opens by itself when an agent is deactivated or departs: what it held is frozen, each item gets a decision, reassignments are carried out and checked in Drift, and someone who made none of the decisions signs it off.'),
+      rows.length ? h('table', { id: 'cases-table' }, h('thead', {}, h('tr', {}, h('th', {}, 'case'), h('th', {}, 'agent'), h('th', {}, 'state'), h('th', {}, 'items'), h('th', {}, 'due'), h('th', {}, ''))), h('tbody', {}, rows))
+        : h('p', { id: 'no-cases' }, 'No case yet.'));
+  }
+
+  async function casePage(id) {
+    const d = await gql('query($id: ID!) { case(id: $id) { ' + CASE_FIELDS + ' items(first: 1000) { edges { node { kind id email domain group failure decision { kind to reason by } } } } } agents(status: [ACTIVE], first: 100) { edges { node { id email name } } } me { name role } }', { id });
+    const c = d.case;
+    if (!c) return h('div', { class: 'error' }, 'No such case.');
+    const count = (g) => (c.counts.find((x) => x.group === g) || { count: 0 }).count;
+    const message = h('div', { id: 'case-message', class: 'note' });
+    const act = async (query, variables, done) => {
+      message.textContent = '…';
+      try { const r = await gql(query, variables); message.textContent = done(r); await render(); } catch (e) { message.textContent = e.message; message.className = 'error'; }
+    };
+    const target = h('select', { id: 'bulk-target' }, d.agents.edges.filter((e) => e.node.id !== c.agent.id).map((e) => h('option', { value: e.node.id }, (e.node.email || e.node.id))));
+    const decision = h('select', { id: 'bulk-decision', onchange: () => { target.disabled = decision.value !== 'REASSIGN'; } }, h('option', { value: 'REASSIGN' }, 'Reassign to'), h('option', { value: 'KEEP' }, 'Keep (give a reason)'));
+    const which = h('select', { id: 'bulk-filter' }, h('option', { value: 'undecided' }, 'every undecided contact'), h('option', { value: 'accounts' }, 'every undecided account'), h('option', { value: 'domain' }, 'items of the domain'), h('option', { value: 'ids' }, 'these ids'), h('option', { value: 'failed' }, 'failed reassignments'));
+    const arg = h('input', { id: 'bulk-arg', placeholder: 'domain, or ids separated by spaces' });
+    const reason = h('input', { id: 'bulk-reason', placeholder: 'reason' });
+    const apply = h('button', { id: 'bulk-apply', type: 'button', onclick: () => {
+      const filter = which.value === 'undecided' ? { undecided: true, kind: 'CONTACT' } : which.value === 'accounts' ? { undecided: true, kind: 'ACCOUNT' } : which.value === 'domain' ? { domain: arg.value.trim() } : which.value === 'failed' ? { group: 'FAILED' } : { ids: arg.value.split(/[\s,]+/).filter(Boolean) };
+      act('mutation($c: ID!, $k: CaseDecisionKind!, $to: ID, $r: String, $f: CaseItemFilter) { decide(case: $c, decision: $k, to: $to, reason: $r, filter: $f) { decided } }',
+        { c: c.id, k: decision.value, to: decision.value === 'REASSIGN' ? target.value : null, r: reason.value || null, f: filter }, (r) => r.decide.decided + ' items decided.');
+    } }, 'Apply');
+    const signed = c.state === 'SIGNED_OFF';
+    const carry = h('button', { id: 'carry-out', type: 'button', disabled: signed || (count('TO_REASSIGN') + count('FAILED') === 0), onclick: () =>
+      act('mutation($c: ID!) { carryOut(case: $c) { state } }', { c: c.id }, () => 'Carrying out: moves go through Drift at the rate budget, then each is read back.') }, 'Carry out');
+    const note = h('input', { id: 'sign-note', placeholder: 'note (optional)' });
+    const sign = h('button', { id: 'sign-off', type: 'button', disabled: signed || c.state !== 'CARRIED_OUT', onclick: () =>
+      act('mutation($c: ID!, $n: String) { signOff(case: $c, note: $n) { state } }', { c: c.id, n: note.value || null }, () => 'Signed off.') }, 'Sign off');
+    const bundle = h('button', { id: 'download-bundle', type: 'button', onclick: async () => {
+      const headers = {};
+      const token = sessionStorage.getItem(TOKEN_KEY);
+      if (!CSRF && token) headers.authorization = 'Bearer ' + token;
+      const r = await fetch('/cases/' + c.id + '/bundle', { headers });
+      const a = h('a', { href: URL.createObjectURL(await r.blob()), download: 'idgraph-case-' + c.id + '.html' });
+      document.body.append(a); a.click(); a.remove();
+    } }, 'Download the evidence bundle');
+    const byGroup = GROUPS.map((g) => {
+      const items = c.items.edges.map((e) => e.node).filter((i) => i.group === g);
+      if (!items.length) return null;
+      return h('details', { class: 'group', 'data-group': g, open: g !== 'KEEP' && g !== 'CONFIRMED' },
+        h('summary', {}, upper(g).replace(/_/g, ' ') + ' (' + num(items.length) + ')'),
+        h('table', {}, h('tbody', {}, items.slice(0, 200).map((i) => h('tr', {}, h('td', {}, i.kind.toLowerCase() + ' ' + i.id), h('td', {}, i.email || i.domain || ''),
+          h('td', {}, i.decision ? i.decision.kind + (i.decision.to ? ' → ' + i.decision.to : '') : ''), h('td', {}, (i.decision && i.decision.reason) || i.failure || ''), h('td', {}, i.decision ? i.decision.by : ''))))));
+    });
+    const moving = count('MOVING') > 0;
+    if (moving) setTimeout(() => { if (view.route === 'case:' + c.id) render(); }, 1500);
+    return h('section', { id: 'case', 'data-state': c.state },
+      h('h1', {}, 'Case #' + c.id + ': ' + (c.agent.email || c.agent.id)),
+      h('p', {}, 'Agent ', c.agent.id, ' (', c.agent.status, ') · opened ', String(c.openedAt).slice(0, 16).replace('T', ' '), ' by ', c.openedBy, ' · due ', String(c.dueAt).slice(0, 16).replace('T', ' '), ' · ', h('span', { id: 'case-state' }, badge(c.state)),
+        c.overdue ? h('b', { class: 'late' }, ' overdue') : null, c.reactivatedAt ? h('b', {}, ' · the agent was reactivated') : null,
+        c.signedOffBy ? ' · signed off by ' + c.signedOffBy : null),
+      h('div', { class: 'cards' }, GROUPS.map((g) => h('div', { class: 'card count', 'data-group': g }, h('div', { class: 'n' }, num(count(g))), h('div', {}, upper(g).replace(/_/g, ' '))))),
+      moving ? h('p', { id: 'progress' }, 'Carrying out: ' + count('MOVING') + ' moving, ' + count('CONFIRMED') + ' confirmed, ' + count('FAILED') + ' failed.') : null,
+      signed ? null : h('div', { class: 'bulk' }, h('b', {}, 'Decide: '), which, arg, decision, target, reason, apply),
+      h('div', { class: 'actions' }, carry, ' ', note, sign, ' ', bundle),
+      c.decidedBy.length ? h('p', { class: 'note' }, 'Decided by ' + c.decidedBy.join(', ') + ': someone else signs off.') : null,
+      message, byGroup);
+  }
+
   async function renderNow() {
+    const cm = /^#\/case\/(\d+)$/.exec(location.hash);
+    if (!FILE && (cm || location.hash === '#/cases')) {
+      const route = cm ? 'case:' + cm[1] : 'cases';
+      if (route !== view.route) window.scrollTo(0, 0);
+      view.route = route;
+      try {
+        const content = cm ? await casePage(cm[1]) : await casesPage();
+        app.replaceChildren(...frame(content));
+        view.rendered = (view.rendered || 0) + 1;
+      } catch (e) {
+        showError(e);
+      }
+      return;
+    }
     const m = /^#\/agent\/(.+)$/.exec(location.hash);
     const route = FILE && FILE.agent ? 'agent:' + FILE.agent.report.agent.id : m ? 'agent:' + decodeURIComponent(m[1]) : 'org';
     if (route !== view.route) { view.tables = {}; window.scrollTo(0, 0); }
@@ -487,7 +574,7 @@
   }
 
   async function poll() {
-    if (FILE || !view.seq) return;
+    if (FILE || !view.seq || String(view.route).startsWith('case')) return;
     try {
       const d = await gql('{ indexStatus { lastChangeSeq generation } }');
       const seq = d.indexStatus.lastChangeSeq + ':' + d.indexStatus.generation;
