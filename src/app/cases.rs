@@ -182,16 +182,15 @@ impl Cases {
             to = ch.seq;
             let via = format!("{:?}", ch.via).to_uppercase();
             match &ch.kind {
-                ChangeKind::AgentDeactivated { agent } | ChangeKind::AgentDeparted { agent } => {
-                    if self.live_case_of(*agent).is_none() {
-                        let why =
-                            format!("agent {} seen {} ({via})", agent, ch.kind.name().trim_start_matches("AGENT_"));
-                        match self.open_for(*agent, "idgraph", &why) {
-                            Ok(c) => {
-                                tracing::info!(case = c.id, agent, items = c.items.len(), "an offboarding case opened")
-                            }
-                            Err(e) => tracing::warn!(agent, error = %e, "an offboarding case could not be opened"),
+                ChangeKind::AgentDeactivated { agent } | ChangeKind::AgentDeparted { agent }
+                    if self.live_case_of(*agent).is_none() =>
+                {
+                    let why = format!("agent {} seen {} ({via})", agent, ch.kind.name().trim_start_matches("AGENT_"));
+                    match self.open_for(*agent, "idgraph", &why) {
+                        Ok(c) => {
+                            tracing::info!(case = c.id, agent, items = c.items.len(), "an offboarding case opened")
                         }
+                        Err(e) => tracing::warn!(agent, error = %e, "an offboarding case could not be opened"),
                     }
                 }
                 ChangeKind::AgentReactivated { agent } => {

@@ -72,7 +72,7 @@ fn stored_cases(store: &StoreArgs) -> Result<Vec<Case>> {
     let graph = open_graph_to_read(&dir, "ask the server instead: --server URL --token T")?;
     let mut v: Vec<Case> =
         graph.states_under("case/")?.into_iter().filter_map(|(_, v)| serde_json::from_value(v).ok()).collect();
-    v.sort_by(|a: &Case, b: &Case| b.id.cmp(&a.id));
+    v.sort_by_key(|c| std::cmp::Reverse(c.id));
     Ok(v)
 }
 
