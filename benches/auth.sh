@@ -66,7 +66,8 @@ dofile("$WORK/emails.lua")
 local i = 0
 wrk.method = "POST"
 wrk.headers["content-type"] = "application/json"
-${1:+wrk.headers["authorization"] = "Bearer $1"}
+local bearer = "$1"
+if bearer ~= "" then wrk.headers["authorization"] = "Bearer " .. bearer end
 request = function()
   i = i % #emails + 1
   return wrk.format(nil, "/graphql", nil, '{"query":"{ contact(email: \\\\"' .. emails[i] .. '\\\\") { owner { email status } } }"}')

@@ -361,3 +361,87 @@ async fn the_decision_view_in_a_browser() {
     assert!(v["deciderRefused"].as_str().unwrap().contains("separation of duties"));
     assert_eq!(v["finalState"], "SIGNED_OFF");
 }
+
+/// 50 SIGKILLs while a case is carried out: every restart resumes, every move is made exactly
+/// once (one CONTACT_MOVED each in the change feed), every one is confirmed in Drift, and the
+/// case's chain still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kills_while_a_case_is_carried_out_move_each_contact_once() {
+    let (sim, r) = sim(SimConfig { contacts: 500, agents: 6, ..SimConfig::default() }).await;
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let out = idgraph().args(["token", "create", "erin", "--role", "auditor", "--data-dir"]).arg(&data).output().await.unwrap();
+    let erin = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let args = ["--admin-token", ADMIN, "--agents-every", "1s", "--rate-limit", "40/s", "--refresh-share", "0"];
+    let mut srv = serve(&r, &data, &args).await;
+    let d = ok(&srv.url, ADMIN, "{ whoOwnsWhom(first: 2) { edges { node { agent { id } } } } }", Value::Null).await;
+    let rows = d["whoOwnsWhom"]["edges"].as_array().unwrap();
+    let leaver = rows[0]["node"]["agent"]["id"].as_str().unwrap().to_string();
+    let heir = rows[1]["node"]["agent"]["id"].as_str().unwrap().to_string();
+    let seq0 = ok(&srv.url, ADMIN, "{ indexStatus { lastChangeSeq } }", Value::Null).await["indexStatus"]["lastChangeSeq"]
+        .as_u64()
+        .unwrap();
+    reqwest::Client::new().delete(format!("{}/scim/v2/Users/{leaver}", r.url())).bearer_auth(TOKEN).send().await.unwrap();
+    let v = wait_for(&srv.url, &erin, "{ cases(first: 1) { edges { node { id } } } }", |v| v["data"]["cases"]["edges"].as_array().is_some_and(|a| !a.is_empty()), "a case opening").await;
+    let case_id = v["data"]["cases"]["edges"][0]["node"]["id"].as_str().unwrap().to_string();
+    let d = ok(
+        &srv.url,
+        &erin,
+        "mutation($c: ID!, $to: ID!) { decide(case: $c, decision: REASSIGN, to: $to, filter: { undecided: true, kind: CONTACT }) { decided } }",
+        json!({"c": case_id, "to": heir}),
+    )
+    .await;
+    let moving = d["decide"]["decided"].as_u64().unwrap();
+    assert!(moving >= 50, "enough moves to kill in the middle of: {moving}");
+    let _ = q(&srv.url, &erin, "mutation($c: ID!) { decide(case: $c, decision: KEEP, reason: \"team inbox\", filter: { undecided: true }) { decided } }", json!({"c": case_id})).await;
+    ok(&srv.url, &erin, "mutation($c: ID!) { carryOut(case: $c) { state } }", json!({"c": case_id})).await;
+    let state = format!("{{ case(id: \"{case_id}\") {{ state counts {{ group count }} }} }}");
+    let mut kills = 0;
+    while kills < 50 {
+        let wait = 60 + (kills * 37 % 300) as u64;
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        unsafe { libc::kill(srv.child.id().unwrap() as i32, libc::SIGKILL) };
+        let _ = srv.child.wait().await;
+        kills += 1;
+        srv = serve(&r, &data, &args).await;
+    }
+    let v = wait_for(&srv.url, &erin, &state, |v| v["data"]["case"]["state"] == "CARRIED_OUT", "carrying out after the kills").await;
+    let counts = v["data"]["case"]["counts"].as_array().unwrap().clone();
+    let count = |g: &str| counts.iter().find(|c| c["group"] == g).and_then(|c| c["count"].as_u64()).unwrap_or(0);
+    assert_eq!(count("CONFIRMED"), moving, "{counts:?}");
+    assert_eq!(count("FAILED"), 0, "{counts:?}");
+    // In Drift: every one with the heir.
+    let heir_id: u64 = heir.parse().unwrap();
+    let case = ok(&srv.url, &erin, &format!("{{ case(id: \"{case_id}\") {{ items(first: 1000, decision: REASSIGN) {{ edges {{ node {{ id }} }} }} }} }}"), Value::Null).await;
+    let ids: Vec<String> = case["case"]["items"]["edges"].as_array().unwrap().iter().map(|e| e["node"]["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids.len() as u64, moving);
+    let drift = sim.contacts_json();
+    for id in &ids {
+        let c = drift.iter().find(|c| c["id"].as_u64().map(|x| x.to_string()).as_deref() == Some(id.as_str())).unwrap();
+        assert_eq!(idgraph_model::Contact::from_json(c).unwrap().owner_id, Some(heir_id), "contact {id}");
+    }
+    // Exactly once: one move of each, leaver to heir, in the change feed.
+    let mut moves: std::collections::HashMap<String, usize> = Default::default();
+    let mut after = seq0;
+    loop {
+        let d = ok(&srv.url, ADMIN, &format!(r#"{{ changes(after: "{after}", first: 100, kinds: [CONTACT_MOVED]) {{ edges {{ node {{ seq contactId fromOwnerId toOwnerId }} }} }} }}"#), Value::Null).await;
+        let edges = d["changes"]["edges"].as_array().unwrap().clone();
+        let Some(last) = edges.last() else { break };
+        after = last["node"]["seq"].as_u64().unwrap();
+        for e in edges {
+            let n = &e["node"];
+            if n["fromOwnerId"] == leaver.as_str() && n["toOwnerId"] == heir.as_str() {
+                *moves.entry(n["contactId"].as_str().unwrap().to_string()).or_default() += 1;
+            }
+        }
+    }
+    for id in &ids {
+        assert_eq!(moves.get(id).copied().unwrap_or(0), 1, "contact {id} moved exactly once");
+    }
+    // The chain holds after every kill.
+    let bundle = work.path().join("case.html");
+    let out = idgraph().args(["case", "export", &case_id, "--server", &srv.url, "--token", &erin, "--to"]).arg(&bundle).output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = idgraph().arg("case").arg("verify").arg(&bundle).output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

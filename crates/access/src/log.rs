@@ -101,8 +101,14 @@ impl Sink {
     }
 }
 
+/// What the writer is sent.
+enum Msg {
+    Entry(Box<Entry>),
+    Close,
+}
+
 pub struct AccessLog {
-    tx: Mutex<Option<SyncSender<Entry>>>,
+    tx: SyncSender<Msg>,
     dropped: Arc<AtomicU64>,
     written: Arc<AtomicU64>,
     queued: AtomicU64,
@@ -146,7 +152,7 @@ impl AccessLog {
         w.prune();
         let writer = std::thread::Builder::new().name("access-log".into()).spawn(move || w.run(rx)).map_err(io)?;
         Ok(AccessLog {
-            tx: Mutex::new(Some(tx)),
+            tx,
             dropped,
             written,
             queued: AtomicU64::new(0),
@@ -157,12 +163,7 @@ impl AccessLog {
 
     /// Queues an entry; never waits. A full queue counts it as dropped.
     pub fn record(&self, e: Entry) {
-        let tx = self.tx.lock();
-        let Some(tx) = tx.as_ref() else {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        match tx.try_send(e) {
+        match self.tx.try_send(Msg::Entry(Box::new(e))) {
             Ok(()) => {
                 self.queued.fetch_add(1, Ordering::Relaxed);
             }
@@ -188,8 +189,9 @@ impl AccessLog {
 
     /// Writes what is queued, syncs it and stops the writer (at shutdown).
     pub fn close(&self) {
-        self.tx.lock().take();
         if let Some(h) = self.writer.lock().take() {
+            // Waits for room: everything queued before it is written first.
+            let _ = self.tx.send(Msg::Close);
             let _ = h.join();
         }
     }
@@ -225,17 +227,22 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(&mut self, rx: Receiver<Entry>) {
-        loop {
+    fn run(&mut self, rx: Receiver<Msg>) {
+        let mut closing = false;
+        while !closing {
             let first = match rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(e) => Some(e),
+                Ok(Msg::Entry(e)) => Some(*e),
+                Ok(Msg::Close) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
             };
             let mut batch: Vec<Entry> = first.into_iter().collect();
             while batch.len() < 4096 {
                 match rx.try_recv() {
-                    Ok(e) => batch.push(e),
+                    Ok(Msg::Entry(e)) => batch.push(*e),
+                    Ok(Msg::Close) => {
+                        closing = true;
+                        break;
+                    }
                     Err(_) => break,
                 }
             }

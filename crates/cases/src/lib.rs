@@ -404,8 +404,10 @@ impl Case {
         let key = format!("contact:{contact}");
         let Some(it) = self.items.iter_mut().find(|i| i.key() == key) else { return false };
         if let Some(Decision { verdict: Verdict::Reassign { to: want }, .. }) = &it.decision {
-            if Some(*want) == to && it.carry != Carry::NotYet {
-                return false; // our own move, seen coming back
+            if Some(*want) == to {
+                // Where it was decided to go: this case's own move seen coming back (or someone
+                // did it first; carrying out then finds it done and confirms it).
+                return false;
             }
         }
         if matches!(&it.decision, Some(Decision { verdict: Verdict::AlreadyMoved { to: t, .. }, .. }) if *t == to) {

@@ -101,6 +101,83 @@ const AGENT_COLUMNS: &[&str] = &[
 ];
 const ACCOUNT_COLUMNS: &[&str] = &["account_id", "name", "domain", "owner_id", "owner_email", "owner_status"];
 
+/// A batch lookup's columns: the key as given, then the contacts export's.
+pub const LOOKUP_COLUMNS: &[&str] = &[
+    "key",
+    "contact_id",
+    "contact_email",
+    "contact_name",
+    "external_id",
+    "owner_id",
+    "owner_email",
+    "owner_status",
+    "updated_at",
+    "verified_at",
+];
+
+/// The contact each key names (by email: the lowest id of that email; by id), in the order given.
+pub fn lookup_contacts<'a>(
+    ix: &'a Index,
+    by_email: bool,
+    keys: &'a [String],
+) -> impl Iterator<Item = (&'a str, Option<(&'a ContactView, Option<&'a crate::index::AgentView>)>)> + 'a {
+    keys.iter().map(move |k| {
+        let found = if by_email {
+            ix.contact_by_email_ref(k).and_then(|c| ix.contact_and_owner(c.id))
+        } else {
+            k.trim().parse::<u64>().ok().and_then(|id| ix.contact_and_owner(id))
+        };
+        (k.as_str(), found)
+    })
+}
+
+/// A batch lookup's rows as NDJSON or CSV (with the CSV header), of the columns `keep` (a mask
+/// over [`LOOKUP_COLUMNS`]); a key no contact has is a row with the key alone.
+pub fn lookup_text(ix: &Index, by_email: bool, keys: &[String], format: Format, keep: &[bool]) -> String {
+    let cols = LOOKUP_COLUMNS;
+    let first = keep.iter().position(|k| *k).unwrap_or(0);
+    let prefixes: Vec<String> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| match (format, i == first) {
+            (Format::Ndjson, true) => format!("{{\"{c}\":"),
+            (Format::Ndjson, false) => format!(",\"{c}\":"),
+            (Format::Csv, true) => String::new(),
+            (Format::Csv, false) => ",".to_string(),
+        })
+        .collect();
+    let mut out = String::with_capacity(keys.len() * 200);
+    if format == Format::Csv {
+        let names: Vec<&str> = cols.iter().zip(keep).filter(|(_, k)| **k).map(|(c, _)| *c).collect();
+        out.push_str(&names.join(","));
+        out.push('\n');
+    }
+    for (key, found) in lookup_contacts(ix, by_email, keys) {
+        let mut r = Row { out: &mut out, format, prefixes: &prefixes, keep, i: 0, drop_from: None };
+        r.str(Some(key));
+        match found {
+            Some((c, owner)) => {
+                r.num(Some(c.id));
+                r.str(c.email.as_deref());
+                r.str(c.name.as_deref());
+                r.str(c.external_id.as_deref());
+                r.num(c.owner_id);
+                r.str(owner.and_then(|o| o.email.as_deref()));
+                r.str(owner.map(|o| status_name(o.status)));
+                r.time(Some(c.updated_at_ms).filter(|t| *t > 0));
+                r.time(Some(c.verified_at_ms).filter(|t| *t > 0));
+            }
+            None => {
+                for _ in 1..cols.len() {
+                    r.str(None);
+                }
+            }
+        }
+        r.end();
+    }
+    out
+}
+
 pub fn columns(t: Table) -> &'static [&'static str] {
     match t {
         Table::Contacts => CONTACT_COLUMNS,
@@ -167,6 +244,8 @@ pub struct Export {
     format: Format,
     /// What goes before each cell, by column: `{"name":` or `,"name":` (NDJSON), `` or `,` (CSV).
     prefixes: Arc<Vec<String>>,
+    /// The columns written (`columns=`), by the table's column order.
+    keep: Arc<Vec<bool>>,
     /// The keys of the rows, sorted (contacts and agents by id, accounts by id).
     ids: Arc<Vec<u64>>,
     account_ids: Arc<Vec<String>>,
@@ -182,18 +261,40 @@ pub struct Export {
     owner_cells: Option<((OrphanReason, u64), String)>,
 }
 
-/// The text before each cell of a table's rows.
-fn prefixes(table: Table, format: Format) -> Vec<String> {
+/// The text before each cell of a table's rows (of the columns kept: the first kept one opens
+/// the row).
+fn prefixes(table: Table, format: Format, keep: &[bool]) -> Vec<String> {
     let cols = columns(table);
+    let first = keep.iter().position(|k| *k).unwrap_or(0);
     cols.iter()
         .enumerate()
-        .map(|(i, c)| match (format, i) {
-            (Format::Ndjson, 0) => format!("{{\"{c}\":"),
-            (Format::Ndjson, _) => format!(",\"{c}\":"),
-            (Format::Csv, 0) => String::new(),
-            (Format::Csv, _) => ",".to_string(),
+        .map(|(i, c)| match (format, i == first) {
+            (Format::Ndjson, true) => format!("{{\"{c}\":"),
+            (Format::Ndjson, false) => format!(",\"{c}\":"),
+            (Format::Csv, true) => String::new(),
+            (Format::Csv, false) => ",".to_string(),
         })
         .collect()
+}
+
+/// The columns of `table` that `asked` names (all when `None`), as a mask in the table's order;
+/// an unknown name is refused with the table's columns.
+pub fn column_mask(table: Table, asked: Option<&[String]>) -> Result<Vec<bool>, String> {
+    mask_of(columns(table), asked)
+}
+
+/// The columns of `all` that `asked` names (all when `None`), as a mask.
+pub fn mask_of(all: &[&str], asked: Option<&[String]>) -> Result<Vec<bool>, String> {
+    let Some(asked) = asked else { return Ok(vec![true; all.len()]) };
+    if asked.is_empty() {
+        return Err("columns= names no column".into());
+    }
+    let mut keep = vec![false; all.len()];
+    for c in asked {
+        let i = all.iter().position(|x| x == c).ok_or_else(|| format!("no column named {c:?}: {}", all.join(", ")))?;
+        keep[i] = true;
+    }
+    Ok(keep)
 }
 
 impl Export {
@@ -209,8 +310,10 @@ impl Export {
             Table::Accounts => (Vec::new(), account_ids.len()),
             _ => (Vec::new(), ids.len()),
         };
+        let keep = vec![true; columns(table).len()];
         Export {
-            prefixes: Arc::new(prefixes(table, format)),
+            prefixes: Arc::new(prefixes(table, format, &keep)),
+            keep: Arc::new(keep),
             ids: Arc::new(ids),
             account_ids: Arc::new(account_ids),
             marks: Arc::new(marks),
@@ -224,6 +327,13 @@ impl Export {
         }
     }
 
+    /// Only the columns of `keep` (from [`column_mask`]), in the table's order.
+    pub fn with_columns(mut self, keep: Vec<bool>) -> Export {
+        self.prefixes = Arc::new(prefixes(self.table, self.format, &keep));
+        self.keep = Arc::new(keep);
+        self
+    }
+
     /// `parts` iterators over this export's chunks, dealt in turn (the first gets chunks 0,
     /// `parts`, 2 x `parts`, ...): one chunk from each in turn gives this export's bytes.
     pub fn split(self, parts: usize) -> Vec<Export> {
@@ -232,6 +342,7 @@ impl Export {
             .map(|i| Export {
                 index: self.index.clone(),
                 prefixes: self.prefixes.clone(),
+                keep: self.keep.clone(),
                 ids: self.ids.clone(),
                 account_ids: self.account_ids.clone(),
                 marks: self.marks.clone(),
@@ -248,7 +359,9 @@ impl Export {
         let ix = self.index.clone();
         let mut out = String::with_capacity(CHUNK_ROWS * 320);
         if k == 0 && self.format == Format::Csv {
-            out.push_str(&columns(self.table).join(","));
+            let names: Vec<&str> =
+                columns(self.table).iter().zip(self.keep.iter()).filter(|(_, k)| **k).map(|(c, _)| *c).collect();
+            out.push_str(&names.join(","));
             out.push('\n');
         }
         let (from, to) = (k * CHUNK_ROWS, (k + 1) * CHUNK_ROWS);
@@ -263,7 +376,7 @@ impl Export {
 
     /// Orphans of chunk `k`, in key order.
     fn orphans(&mut self, ix: &Index, k: usize, out: &mut String) {
-        let (format, prefixes) = (self.format, self.prefixes.clone());
+        let (format, prefixes, keep) = (self.format, self.prefixes.clone(), self.keep.clone());
         let after = k.checked_sub(1).and_then(|p| self.marks.get(p)).copied();
         let upto = self.marks.get(k).copied();
         // The rows are looked up first, then written: the lookups (memory bound, the contacts
@@ -271,7 +384,7 @@ impl Export {
         let rows: Vec<_> = ix.orphan_refs_between(after, upto).collect();
         warm(rows.iter().map(|r| r.1));
         for (k, c, o) in rows {
-            let mut r = Row { out: &mut *out, format, prefixes: &prefixes, i: 0 };
+            let mut r = Row { out: &mut *out, format, prefixes: &prefixes, keep: &keep, i: 0, drop_from: None };
             r.num(Some(c.id));
             r.str(c.email.as_deref());
             r.str(c.name.as_deref());
@@ -279,6 +392,7 @@ impl Export {
             match &self.owner_cells {
                 Some((whose, cells)) if *whose == (k.0, o.id) => r.cells(cells, 6),
                 _ => {
+                    r.settle();
                     let from = r.out.len();
                     r.num(Some(o.id));
                     r.str(o.email.as_deref());
@@ -286,6 +400,7 @@ impl Export {
                     r.str(Some(status_name(o.status)));
                     r.str(Some(reason_name(k.0)));
                     r.time(o.departed_at_ms.or(o.deactivated_at_ms));
+                    r.settle();
                     self.owner_cells = Some(((k.0, o.id), r.out[from..].to_string()));
                 }
             }
@@ -296,11 +411,11 @@ impl Export {
 
     /// Contacts by id.
     fn contacts(&self, ix: &Index, from: usize, to: usize, out: &mut String) {
-        let (format, prefixes) = (self.format, &self.prefixes);
+        let (format, prefixes, keep) = (self.format, &self.prefixes, &self.keep);
         let rows: Vec<_> = self.ids[from..to].iter().filter_map(|id| ix.contact_and_owner(*id)).collect();
         warm(rows.iter().map(|r| r.0));
         for (c, owner) in rows {
-            let mut r = Row { out: &mut *out, format, prefixes, i: 0 };
+            let mut r = Row { out: &mut *out, format, prefixes, keep, i: 0, drop_from: None };
             r.num(Some(c.id));
             r.str(c.email.as_deref());
             r.str(c.name.as_deref());
@@ -316,10 +431,10 @@ impl Export {
 
     /// Agents by id, with what they own.
     fn agents(&self, ix: &Index, from: usize, to: usize, out: &mut String) {
-        let (format, prefixes) = (self.format, &self.prefixes);
+        let (format, prefixes, keep) = (self.format, &self.prefixes, &self.keep);
         for id in &self.ids[from..to] {
             let Some(a) = ix.agent_ref(*id) else { continue };
-            let mut r = Row { out: &mut *out, format, prefixes, i: 0 };
+            let mut r = Row { out: &mut *out, format, prefixes, keep, i: 0, drop_from: None };
             r.num(Some(a.id));
             r.str(a.email.as_deref());
             r.str(a.name.as_deref());
@@ -339,11 +454,11 @@ impl Export {
 
     /// Accounts by id.
     fn accounts(&self, ix: &Index, from: usize, to: usize, out: &mut String) {
-        let (format, prefixes) = (self.format, &self.prefixes);
+        let (format, prefixes, keep) = (self.format, &self.prefixes, &self.keep);
         for id in &self.account_ids[from..to] {
             let Some(a) = ix.account(id) else { continue };
             let owner = a.owner_id.and_then(|o| ix.agent_ref(o));
-            let mut r = Row { out: &mut *out, format, prefixes, i: 0 };
+            let mut r = Row { out: &mut *out, format, prefixes, keep, i: 0, drop_from: None };
             r.str(Some(&a.id));
             r.str(a.name.as_deref());
             r.str(a.domain.as_deref());
@@ -363,25 +478,41 @@ fn warm<'a>(contacts: impl Iterator<Item = &'a ContactView>) {
     std::hint::black_box(contacts.fold(0u8, |acc, c| acc ^ first(&c.email) ^ first(&c.name)));
 }
 
-/// One row being written, cell by cell in column order.
+/// One row being written, cell by cell in column order. A cell of a column not kept is written,
+/// then cut off before the next one starts (`settle`).
 struct Row<'a> {
     out: &'a mut String,
     format: Format,
     prefixes: &'a [String],
+    keep: &'a [bool],
     i: usize,
+    /// Where the last cell began, when its column is not kept.
+    drop_from: Option<usize>,
 }
 
 impl Row<'_> {
+    /// Cuts off the last cell if its column is not kept.
+    fn settle(&mut self) {
+        if let Some(at) = self.drop_from.take() {
+            self.out.truncate(at);
+        }
+    }
+
     fn start_cell(&mut self) {
         debug_assert!(self.i < self.prefixes.len(), "a row has more cells than the table has columns");
+        self.settle();
+        if !self.keep.get(self.i).copied().unwrap_or(true) {
+            self.drop_from = Some(self.out.len());
+        }
         if let Some(p) = self.prefixes.get(self.i) {
             self.out.push_str(p);
         }
         self.i += 1;
     }
 
-    /// `n` cells written before, as they were written.
+    /// `n` cells written before, as they were written (of the kept columns).
     fn cells(&mut self, written: &str, n: usize) {
+        self.settle();
         self.out.push_str(written);
         self.i += n;
     }
@@ -440,7 +571,8 @@ impl Row<'_> {
         self.out.push_str(if b { "true" } else { "false" });
     }
 
-    fn end(self) {
+    fn end(mut self) {
+        self.settle();
         if self.format == Format::Ndjson {
             self.out.push('}');
         }

@@ -439,6 +439,8 @@ pub(crate) struct Cached {
     pub plan: std::sync::OnceLock<Option<Plan>>,
     /// What the document costs (see `cost`), computed once.
     pub cost: std::sync::OnceLock<Result<crate::cost::Cost, String>>,
+    /// The access log's view of it (the operation named first, its root fields), computed once.
+    pub trail: std::sync::OnceLock<(Option<String>, Option<(Option<String>, Vec<String>)>)>,
 }
 
 /// Parsed documents by their text (and by SHA-256 for automatic persisted queries): a repeated

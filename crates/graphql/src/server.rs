@@ -126,6 +126,7 @@ pub fn router(graph: Arc<Graph>, ops: Arc<dyn Operations>, metrics: Arc<Metrics>
         .route("/graphql", get(graphql).post(graphql).layer(DefaultBodyLimit::disable()))
         .route("/webhooks/drift", post(webhooks::receive).layer(DefaultBodyLimit::disable()))
         .route("/export/{table}", get(export))
+        .route("/lookup/contacts", post(lookup).layer(DefaultBodyLimit::disable()))
         .route("/cases/{id}/bundle", get(case_bundle))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -420,6 +421,15 @@ struct Trail {
     fields: Vec<String>,
 }
 
+/// The access log's view of a request: computed once per document (for the operation first
+/// asked of it); nothing when the server keeps no access log.
+fn trail_of(st: &AppState, cached: &Cached, operation: Option<&str>) -> Option<Trail> {
+    st.access.log.as_ref()?;
+    let (op0, t) = cached.trail.get_or_init(|| (operation.map(str::to_string), root_fields(&cached.doc, operation)));
+    let (name, fields) = if op0.as_deref() == operation { t.clone()? } else { root_fields(&cached.doc, operation)? };
+    Some(Trail { operation: operation.map(str::to_string).or(name), fields })
+}
+
 /// Rows an answer returned: per root field, a list's items, a connection's edges, or one object.
 fn rows_of(data: &async_graphql::Value) -> u64 {
     use async_graphql::Value as V;
@@ -543,7 +553,7 @@ fn document(st: &AppState, query: &str, hash: Option<&str>) -> Result<Arc<Cached
     }
     let doc = async_graphql::parser::parse_query(query)
         .map_err(|e| request_failure("GRAPHQL_PARSE_FAILED", format!("the query does not parse: {e}")))?;
-    let cached = Arc::new(Cached { doc, plan: Default::default(), cost: Default::default() });
+    let cached = Arc::new(Cached { doc, plan: Default::default(), cost: Default::default(), trail: Default::default() });
     if query.len() <= CACHED_QUERY_MAX_BYTES {
         if let Some(h) = hash {
             st.documents.put(h.to_string(), cached.clone());
@@ -585,14 +595,6 @@ async fn execute(
     if let Err(msg) = cost.as_ref().map_err(Clone::clone).and_then(|c| c.check(contacts)) {
         return (Answered::Graphql(request_failure("BAD_USER_INPUT", msg)), Some(Trail::default()));
     }
-    // What the access log says of it (after the cost check: a document priced past the limit
-    // is never walked).
-    let introspection = crate::introspection::only_introspection(&cached.doc, operation.as_deref());
-    let trail = match introspection {
-        Some(_) => None,
-        None => root_fields(&cached.doc, operation.as_deref())
-            .map(|(name, fields)| Trail { operation: operation.clone().or(name), fields }),
-    };
     // Documents that read the whole org or introspect run a few at a time, so that they never
     // hold every worker thread and `/healthz` and lookups keep answering.
     let _heavy = match cost {
@@ -601,9 +603,17 @@ async fn execute(
     };
     if let (Some(Some(plan)), true) = (cached.plan.get(), st.graph.ready()) {
         if let Some(body) = plan.answer(&st.graph.read(), operation.as_deref(), wire.variables.as_ref()) {
-            return (Answered::Planned(body.0, body.1), trail);
+            // A planned document looks contacts up: never introspection.
+            return (Answered::Planned(body.0, body.1), trail_of(st, &cached, operation.as_deref()));
         }
     }
+    let introspection = crate::introspection::only_introspection(&cached.doc, operation.as_deref());
+    // What the access log says of it (after the cost check: a document priced past the limit is
+    // never walked).
+    let trail = match introspection {
+        Some(_) => None,
+        None => trail_of(st, &cached, operation.as_deref()),
+    };
     if let Some(Err(msg)) = &introspection {
         return (Answered::Graphql(request_failure("GRAPHQL_VALIDATION_FAILED", msg.clone())), Some(Trail::default()));
     }
@@ -753,17 +763,126 @@ const BACKUP_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 #[derive(Debug, Default, serde::Deserialize)]
 struct ExportParams {
     format: Option<String>,
+    /// Comma-separated column names (every format).
+    columns: Option<String>,
+    /// A batch lookup's keys: `email` or `id`.
+    by: Option<String>,
 }
 
-/// `GET /export/{contacts|orphans|agents|accounts}?format=ndjson|csv`: the whole list, streamed
-/// from one snapshot of the index (a reindex meanwhile changes nothing in it). Read token.
+/// How an export or a lookup is written.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum OutFormat {
+    Text(idgraph_graph::export::Format),
+    Columnar(idgraph_columnar::Columnar),
+}
+
+/// The format `?format=` names, else the one `Accept` asks for, else NDJSON.
+fn out_format(param: Option<&str>, headers: &HeaderMap) -> Result<OutFormat, String> {
+    use idgraph_columnar::Columnar;
+    use idgraph_graph::export::Format;
+    match param {
+        Some("ndjson") | Some("json") => return Ok(OutFormat::Text(Format::Ndjson)),
+        Some("csv") => return Ok(OutFormat::Text(Format::Csv)),
+        Some("arrow") => return Ok(OutFormat::Columnar(Columnar::Arrow)),
+        Some("parquet") => return Ok(OutFormat::Columnar(Columnar::Parquet)),
+        Some(other) => return Err(format!("format {other:?}: ndjson, csv, arrow or parquet")),
+        None => {}
+    }
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    Ok(if accept.contains("application/vnd.apache.arrow.stream") {
+        OutFormat::Columnar(Columnar::Arrow)
+    } else if accept.contains("application/vnd.apache.parquet") || accept.contains("application/x-parquet") {
+        OutFormat::Columnar(Columnar::Parquet)
+    } else if accept.contains("text/csv") {
+        OutFormat::Text(Format::Csv)
+    } else {
+        OutFormat::Text(Format::Ndjson)
+    })
+}
+
+fn column_list(p: Option<&str>) -> Option<Vec<String>> {
+    p.map(|s| s.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect())
+}
+
+fn text_media(f: idgraph_graph::export::Format) -> &'static str {
+    match f {
+        idgraph_graph::export::Format::Csv => "text/csv; charset=utf-8",
+        idgraph_graph::export::Format::Ndjson => "application/x-ndjson",
+    }
+}
+
+/// Bytes written on a blocking thread, sent to the socket as they come (a writer for the Arrow
+/// and Parquet writers).
+struct ChannelWriter {
+    tx: mpsc::Sender<Bytes>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= 256 * 1024 {
+            self.flush()?;
+        }
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            let chunk = Bytes::from(std::mem::take(&mut self.buf));
+            self.tx
+                .blocking_send(chunk)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))?;
+        }
+        Ok(())
+    }
+}
+
+/// A columnar answer streamed from a blocking thread.
+fn columnar_body(
+    format: idgraph_columnar::Columnar,
+    make: impl FnOnce() -> Result<
+            (
+                idgraph_columnar::SchemaRef,
+                Box<dyn Iterator<Item = Result<idgraph_columnar::RecordBatch, idgraph_columnar::ColumnarError>> + Send>,
+            ),
+            idgraph_columnar::ColumnarError,
+        > + Send
+        + 'static,
+) -> axum::body::Body {
+    let (tx, rx) = mpsc::channel::<Bytes>(EXPORT_CHUNKS_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let (schema, batches) = match make() {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "a columnar answer could not be made");
+                return;
+            }
+        };
+        let mut w = ChannelWriter { tx, buf: Vec::with_capacity(256 * 1024) };
+        if let Err(e) = idgraph_columnar::write(format, schema, batches, &mut w) {
+            tracing::debug!(error = %e, "a columnar answer stopped");
+            return;
+        }
+        let _ = std::io::Write::flush(&mut w);
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(chunk), rx))
+    });
+    axum::body::Body::from_stream(stream)
+}
+
+/// `GET /export/{contacts|orphans|agents|accounts}?format=ndjson|csv|arrow|parquet&columns=a,b`:
+/// the whole list, streamed from one snapshot of the index (a reindex meanwhile changes nothing
+/// in it). Auditors.
 async fn export(
     State(st): State<Arc<AppState>>,
     axum::extract::Path(table): axum::extract::Path<String>,
     axum::extract::Query(params): axum::extract::Query<ExportParams>,
     req: axum::extract::Request,
 ) -> Response {
-    use idgraph_graph::export::{Export, Format, Table};
+    use idgraph_graph::export::{Export, Table};
     const JSON: &str = "application/json";
     let headers = req.headers();
     let route = format!("GET /export/{}", if table.len() <= 32 { table.as_str() } else { "?" });
@@ -778,14 +897,14 @@ async fn export(
         Ok(t) => t,
         Err(e) => return early(StatusCode::NOT_FOUND, "BAD_USER_INPUT", &e, JSON),
     };
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let format = match params.format.as_deref() {
-        Some(f) => match f.parse::<Format>() {
-            Ok(f) => f,
-            Err(e) => return early(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &e, JSON),
-        },
-        None if accept.contains("text/csv") => Format::Csv,
-        None => Format::Ndjson,
+    let format = match out_format(params.format.as_deref(), headers) {
+        Ok(f) => f,
+        Err(e) => return early(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &e, JSON),
+    };
+    let asked = column_list(params.columns.as_deref());
+    let keep = match idgraph_graph::export::column_mask(table, asked.as_deref()) {
+        Ok(k) => k,
+        Err(e) => return early(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &e, JSON),
     };
     if !st.graph.ready() {
         return early(
@@ -799,9 +918,6 @@ async fn export(
     // reading one and taking the other cannot make them disagree.
     let snapshot = st.graph.snapshot();
     let generation = snapshot.generation;
-    // Chunks are encoded on blocking threads (each its share, dealt in turn) a few ahead of the
-    // socket, so that encoding and sending overlap, and taken from them in turn; a client that
-    // goes away stops the encoders at their next chunk.
     let rows = match table {
         Table::Contacts => snapshot.counts().0,
         Table::Agents => snapshot.counts().1,
@@ -809,34 +925,128 @@ async fn export(
         Table::Orphans => snapshot.orphans_len(),
     };
     signin::record(&st, &caller, &route, None, vec![table.name().to_string()], rows as u64, "ok", None);
-    let parts = Export::new(snapshot, table, format).split(EXPORT_THREADS);
-    let receivers: Vec<mpsc::Receiver<Bytes>> = parts
-        .into_iter()
-        .map(|rows| {
-            let (tx, rx) = mpsc::channel::<Bytes>(EXPORT_CHUNKS_AHEAD);
-            tokio::task::spawn_blocking(move || {
-                for chunk in rows {
-                    if tx.blocking_send(Bytes::from(chunk)).is_err() {
-                        break;
-                    }
-                }
+    let (body, ctype) = match format {
+        OutFormat::Columnar(c) => {
+            let make = move || {
+                let b = idgraph_columnar::TableBatches::new(snapshot, table, asked.as_deref())?;
+                let schema = b.schema();
+                let batches: Box<dyn Iterator<Item = _> + Send> = Box::new(b);
+                Ok((schema, batches))
+            };
+            (columnar_body(c, make), c.media_type())
+        }
+        OutFormat::Text(format) => {
+            // Chunks are encoded on blocking threads (each its share, dealt in turn) a few ahead
+            // of the socket, so that encoding and sending overlap, and taken from them in turn; a
+            // client that goes away stops the encoders at their next chunk.
+            let parts = Export::new(snapshot, table, format).with_columns(keep).split(EXPORT_THREADS);
+            let receivers: Vec<mpsc::Receiver<Bytes>> = parts
+                .into_iter()
+                .map(|rows| {
+                    let (tx, rx) = mpsc::channel::<Bytes>(EXPORT_CHUNKS_AHEAD);
+                    tokio::task::spawn_blocking(move || {
+                        for chunk in rows {
+                            if tx.blocking_send(Bytes::from(chunk)).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    rx
+                })
+                .collect();
+            let turns = futures::stream::unfold((receivers, 0usize), |(mut rxs, turn)| async move {
+                let n = rxs.len();
+                let chunk = rxs.get_mut(turn % n)?.recv().await?;
+                Some((Ok::<_, std::convert::Infallible>(chunk), (rxs, turn + 1)))
             });
-            rx
-        })
-        .collect();
-    let turns = futures::stream::unfold((receivers, 0usize), |(mut rxs, turn)| async move {
-        let n = rxs.len();
-        let chunk = rxs.get_mut(turn % n)?.recv().await?;
-        Some((Ok::<_, std::convert::Infallible>(chunk), (rxs, turn + 1)))
-    });
-    let body = axum::body::Body::from_stream(turns);
-    let ctype = match format {
-        Format::Csv => "text/csv; charset=utf-8",
-        Format::Ndjson => "application/x-ndjson",
+            (axum::body::Body::from_stream(turns), text_media(format))
+        }
     };
     let mut r = (StatusCode::OK, [(header::CONTENT_TYPE, ctype)], body).into_response();
     r.headers_mut().insert("x-idgraph-generation", HeaderValue::from(generation));
     r
+}
+
+/// The most keys one batch lookup may name.
+pub const LOOKUP_MAX_KEYS: usize = 100_000;
+/// A lookup's body: 100,000 emails fit.
+const LOOKUP_MAX_BYTES: usize = 16 << 20;
+
+/// `POST /lookup/contacts?by=email|id&format=ndjson|csv|arrow|parquet&columns=...` with a JSON
+/// array of up to 100,000 keys: each key's contact and owner, in the order given, one row a key
+/// (a key no contact has: its row holds the key alone). Viewers.
+async fn lookup(
+    State(st): State<Arc<AppState>>,
+    axum::extract::Query(params): axum::extract::Query<ExportParams>,
+    req: axum::extract::Request,
+) -> Response {
+    const JSON: &str = "application/json";
+    const ROUTE: &str = "POST /lookup/contacts";
+    let (parts, body) = req.into_parts();
+    let caller = match signin::authenticate(&st, &parts.method, &parts.headers, &parts.extensions, ROUTE, JSON).await {
+        Ok(c) => c,
+        Err(refused) => return *refused,
+    };
+    let by_email = match params.by.as_deref() {
+        Some("email") | None => true,
+        Some("id") => false,
+        Some(o) => return early(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &format!("by={o:?}: email or id"), JSON),
+    };
+    let format = match out_format(params.format.as_deref(), &parts.headers) {
+        Ok(f) => f,
+        Err(e) => return early(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &e, JSON),
+    };
+    let asked = column_list(params.columns.as_deref());
+    let keep = match idgraph_graph::export::mask_of(idgraph_graph::export::LOOKUP_COLUMNS, asked.as_deref()) {
+        Ok(k) => k,
+        Err(e) => return early(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &e, JSON),
+    };
+    let body = match read_body(body, LOOKUP_MAX_BYTES).await {
+        Ok(b) => b,
+        Err(msg) => return early(StatusCode::PAYLOAD_TOO_LARGE, "BAD_REQUEST", &msg, JSON),
+    };
+    let keys: Vec<serde_json::Value> = match serde_json::from_slice(&body) {
+        Ok(k) => k,
+        Err(e) => {
+            return early(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &format!("send a JSON array of keys ({e})"), JSON)
+        }
+    };
+    if keys.len() > LOOKUP_MAX_KEYS {
+        let msg = format!("{} keys: at most {LOOKUP_MAX_KEYS} a request", keys.len());
+        return early(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &msg, JSON);
+    }
+    let keys: Vec<String> = keys
+        .into_iter()
+        .map(|k| match k {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        })
+        .collect();
+    if !st.graph.ready() {
+        return early(StatusCode::SERVICE_UNAVAILABLE, "NOT_READY", "no index is loaded yet", JSON);
+    }
+    let snapshot = st.graph.snapshot();
+    signin::record(&st, &caller, ROUTE, None, vec![format!("contacts by {}", if by_email { "email" } else { "id" })], keys.len() as u64, "ok", None);
+    let (body, ctype) = match format {
+        OutFormat::Columnar(c) => {
+            let make = move || {
+                let batches = idgraph_columnar::lookup_batches(snapshot, by_email, keys, asked.as_deref())?;
+                let schema = batches.schema();
+                let b: Box<dyn Iterator<Item = _> + Send> = Box::new(batches);
+                Ok((schema, b))
+            };
+            (columnar_body(c, make), c.media_type())
+        }
+        OutFormat::Text(f) => {
+            let text = tokio::task::spawn_blocking(move || {
+                idgraph_graph::export::lookup_text(&snapshot, by_email, &keys, f, &keep)
+            })
+            .await
+            .unwrap_or_default();
+            (axum::body::Body::from(text), text_media(f))
+        }
+    };
+    (StatusCode::OK, [(header::CONTENT_TYPE, ctype)], body).into_response()
 }
 
 /// `GET /cases/{id}/bundle` (auditor): the case's evidence as one self-contained HTML file
