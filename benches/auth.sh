@@ -3,19 +3,19 @@
 # against one server at a time:
 #   1. no authentication and no access log (--insecure-no-auth --no-access-log): the floor
 #   2. no authentication, with the access log
-#   3. a service token, without the access log
-#   4. a service token, with the access log (how a script runs against idgraph)
-#   5. a JWT from a real OpenID provider (tests/browser/oidc.mjs), with the access log
+#   3. a service token, without the access log; 4. with it (how a script runs against idgraph)
+#   5. a JWT from a real OpenID provider (tests/browser/oidc.mjs), without; 6. with the access log
 # and, after each, the access log's entries written and dropped (from /metrics).
-# Targets: authentication <= 5% (3 vs 1), the access log <= 10% (2 vs 1, 4 vs 3), none dropped.
+# Targets: authentication <= 5% (3 and 5 vs 1), the access log <= 10% (2 vs 1, 4 vs 3, 6 vs 5),
+# none dropped.
 #
-#   bash benches/auth.sh                  # CONTACTS=100000 DURATION=10s ROUNDS=3
+#   bash benches/auth.sh                  # CONTACTS=100000 DURATION=10s ROUNDS=5
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONTACTS=${CONTACTS:-100000}
 AGENTS=${AGENTS:-1000}
 DURATION=${DURATION:-10s}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 CONNS=${CONNS:-32}
 SIM_PORT=${SIM_PORT:-18421}
 PORT=${PORT:-18422}
@@ -82,40 +82,59 @@ end
 LUA
 }
 
-# measure NAME CONFIG BEARER [serve flags...]: one server, ROUNDS runs of wrk; prints the median.
-measure() {
-  local name=$1 config=$2 bearer=$3
-  shift 3
+# run NAME DATA CONFIG BEARER [serve flags...]: one server, one warm-up and one run of wrk; the
+# requests a second, p99, non-answers and the access log's entries written and dropped.
+run() {
+  local name=$1 data=$2 config=$3 bearer=$4
+  shift 4
   $BIN serve --listen "127.0.0.1:$PORT" --drift-url "http://127.0.0.1:$SIM_PORT" --token bench \
-    --full-every 6h --agents-every 6h --refresh-share 0 --config "$config" --data-dir "$WORK/data" "$@" \
+    --full-every 6h --agents-every 6h --refresh-share 0 --config "$config" --data-dir "$data" "$@" \
     2>>"$WORK/serve.log" &
   SERVE_PID=$!
   until curl -sf -o /dev/null "http://127.0.0.1:$PORT/readyz"; do sleep 0.2; done
   lua "$bearer" >"$WORK/run.lua"
   wrk -t2 -c"$CONNS" -d2s -s "$WORK/run.lua" "http://127.0.0.1:$PORT/graphql" >/dev/null # warm-up
-  local rates=()
-  for _ in $(seq "$ROUNDS"); do
-    out=$(wrk -t2 -c"$CONNS" -d"$DURATION" -s "$WORK/run.lua" "http://127.0.0.1:$PORT/graphql" | tail -1)
-    rates+=("$out")
-  done
-  local m
+  local out m
+  out=$(wrk -t2 -c"$CONNS" -d"$DURATION" -s "$WORK/run.lua" "http://127.0.0.1:$PORT/graphql" | tail -1)
   m=$(curl -s "http://127.0.0.1:$PORT/metrics")
-  local written dropped
-  written=$(echo "$m" | awk '/^idgraph_access_log_entries_total/ {print $2}')
-  dropped=$(echo "$m" | awk '/^idgraph_access_log_dropped_total/ {print $2}')
   kill "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true
-  printf '%s\n' "${rates[@]}" | sort -n | awk -v name="$name" -v w="${written:--}" -v d="${dropped:--}" \
-    '{r[NR]=$1; p[NR]=$2; b+=$3} END {m=int((NR+1)/2); printf "%-44s %8.0f req/s (runs %s..%s), p99 %.2f ms, non-answers %d, log written %s dropped %s\n", name, r[m], r[1], r[NR], p[m], b, w, d}'
+  echo "$name|$out|$(echo "$m" | awk '/^idgraph_access_log_entries_total/ {print $2}')|$(echo "$m" | awk '/^idgraph_access_log_dropped_total/ {print $2}')" >>"$WORK/runs"
 }
 
-echo "== contact(email) { owner { email status } }: median of $ROUNDS runs of $DURATION, $CONNS connections"
-measure "1 no auth, no access log" "$WORK/plain.toml" "" --insecure-no-auth --no-access-log
-measure "2 no auth, access log" "$WORK/plain.toml" "" --insecure-no-auth
-TOKEN=$($BIN token create bench --role auditor --data-dir "$WORK/data" 2>/dev/null)
-measure "3 service token, no access log" "$WORK/plain.toml" "$TOKEN" --no-access-log
-measure "4 service token, access log" "$WORK/plain.toml" "$TOKEN"
-if [ -n "$JWT" ]; then
-  measure "5 JWT (oidc-provider), access log" "$WORK/oidc.toml" "$JWT"
-else
-  echo "5 JWT: skipped (run npm ci in tests/browser)"
-fi
+# Open-mode servers need a data directory without service tokens; the others get a copy with one.
+cp -r "$WORK/data" "$WORK/data-tokens"
+TOKEN=$($BIN token create bench --role auditor --data-dir "$WORK/data-tokens" 2>/dev/null)
+echo "== contact(email) { owner { email status } }: $ROUNDS rounds of $DURATION each, the configurations interleaved in each round (against drift), $CONNS connections"
+for round in $(seq "$ROUNDS"); do
+  run "1 no auth, no access log" "$WORK/data" "$WORK/plain.toml" "" --insecure-no-auth --no-access-log
+  run "2 no auth, access log" "$WORK/data" "$WORK/plain.toml" "" --insecure-no-auth
+  run "3 service token, no access log" "$WORK/data-tokens" "$WORK/plain.toml" "$TOKEN" --no-access-log
+  run "4 service token, access log" "$WORK/data-tokens" "$WORK/plain.toml" "$TOKEN"
+  if [ -n "$JWT" ]; then
+    run "5 JWT (oidc-provider), no access log" "$WORK/data-tokens" "$WORK/oidc.toml" "$JWT" --no-access-log
+    run "6 JWT (oidc-provider), access log" "$WORK/data-tokens" "$WORK/oidc.toml" "$JWT"
+  fi
+  echo "   round $round done"
+done
+python3 - "$WORK/runs" <<'PY'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    name, out, written, dropped = line.rstrip("\n").split("|")
+    rate, p99, bad = out.split()
+    runs.setdefault(name, []).append((float(rate), float(p99), int(bad), written or "-", dropped or "-"))
+med = {n: statistics.median(r[0] for r in v) for n, v in runs.items()}
+for n, v in runs.items():
+    rates = sorted(r[0] for r in v)
+    print(f"{n:40s} {med[n]:8.0f} req/s (runs {rates[0]:.0f}..{rates[-1]:.0f}), p99 {statistics.median(r[1] for r in v):.2f} ms, "
+          f"non-answers {sum(r[2] for r in v)}, log written {v[-1][3]} dropped {v[-1][4]}")
+def cost(a, b, what):
+    if a in med and b in med:
+        print(f"   {what}: {100 * (1 - med[b] / med[a]):.1f}% of the requests a second")
+k = sorted(med)
+cost(k[0], k[2], "authentication by service token (3 vs 1; target <= 5%)")
+if len(k) > 4: cost(k[0], k[4], "authentication by JWT (5 vs 1; target <= 5%)")
+cost(k[0], k[1], "the access log without authentication (2 vs 1; target <= 10%)")
+cost(k[2], k[3], "the access log with a service token (4 vs 3; target <= 10%)")
+if len(k) > 5: cost(k[4], k[5], "the access log with a JWT (6 vs 5; target <= 10%)")
+PY

@@ -6,8 +6,8 @@
 //! 2. carrying out MOVES reassignments at a rate budget: requests made per move (the floor is
 //!    two: the PATCH and the read back from Drift) and the time over the budget's floor.
 //!
-//!     cargo bench --bench cases
-//!     CONTACTS=20000 MOVES=500 RATE=100 cargo bench --bench cases     # quicker
+//! Run it with `cargo bench --bench cases`, or quicker with
+//! `CONTACTS=20000 MOVES=500 RATE=100 cargo bench --bench cases`.
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

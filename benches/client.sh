@@ -146,3 +146,57 @@ for what in orphans contacts; do
   python3 -c "print(f'== /export/$what as NDJSON: $(wc -l < "$WORK/export.out") rows in {1000*$TN:.0f} ms end to end to /dev/null, {1000*$T:.0f} ms to a file (medians of 5)')"
 done
 echo "   server memory after the exports: $(awk '/VmRSS/ {print $2/1024 " MB"}' "/proc/$SERVE_PID/status"), peak $(awk '/VmHWM/ {print $2/1024 " MB"}' "/proc/$SERVE_PID/status")"
+
+# idgraph against DuckDB in process, on the same org in the same run (the scripting user's
+# alternative: load the org into DuckDB and query it there). DuckDB's tables are idgraph's own
+# Parquet exports, loaded before the clock starts; idgraph answers over HTTP from a kept-alive
+# connection. Medians of 15 after 3 warm-ups.
+if python3 -c "import pyarrow, duckdb" 2>/dev/null; then
+python3 - "http://127.0.0.1:$PORT" "$WORK/emails.txt" "$WORK" <<'PY'
+import http.client, io, json, statistics, sys, time, urllib.parse
+import duckdb, pyarrow as pa, pyarrow.ipc as ipc, pyarrow.parquet as pq
+base, emails, work = sys.argv[1], open(sys.argv[2]).read().split(), sys.argv[3]
+u = urllib.parse.urlsplit(base)
+conn = http.client.HTTPConnection(u.hostname, u.port)
+H = {"authorization": "Bearer r"}
+def fetch(path, body=None):
+    conn.request("POST" if body is not None else "GET", path, body=body, headers={**H, "content-type": "application/json"} if body is not None else H)
+    r = conn.getresponse(); data = r.read(); assert r.status == 200, (path, r.status, data[:200]); return data
+def med(f, n=15):
+    for _ in range(3): f()
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter(); f(); ts.append((time.perf_counter() - t) * 1000)
+    return statistics.median(ts), min(ts), max(ts)
+for t in ("contacts", "agents"):
+    open(f"{work}/{t}.parquet", "wb").write(fetch(f"/export/{t}?format=parquet"))
+db = duckdb.connect()
+db.execute(f"create table contacts as select * from read_parquet('{work}/contacts.parquet')")
+db.execute(f"create table agents as select * from read_parquet('{work}/agents.parquet')")
+db.execute("create table wanted as select unnest(?::varchar[]) as email", [emails])
+def arrow_table(b): return ipc.open_stream(io.BytesIO(b)).read_all()
+body = json.dumps(emails).encode()
+rows = [
+  ("owners of 1,000 emails",
+   lambda: db.execute("select w.email, c.owner_email, c.owner_status from wanted w left join contacts c on c.contact_email = w.email").arrow(),
+   [("JSON (contactsByEmails)", lambda: json.loads(fetch("/graphql", json.dumps({"query": "query($e: [String!]!) { contactsByEmails(emails: $e) { owner { email status } } }", "variables": {"e": emails}}).encode()))),
+    ("Arrow (/lookup)", lambda: arrow_table(fetch("/lookup/contacts?by=email&format=arrow&columns=key,owner_email,owner_status", body))),
+    ("Parquet (/lookup)", lambda: pq.read_table(io.BytesIO(fetch("/lookup/contacts?by=email&format=parquet&columns=key,owner_email,owner_status", body))))]),
+  ("every orphan with its owner",
+   lambda: db.execute("select c.contact_id, c.contact_email, a.agent_id, a.email, a.status from contacts c join agents a on a.agent_id = c.owner_id where a.status <> 'ACTIVE' and a.status <> 'BOT'").arrow(),
+   [("NDJSON (/export)", lambda: [json.loads(l) for l in fetch("/export/orphans").splitlines()]),
+    ("Arrow (/export)", lambda: arrow_table(fetch("/export/orphans?format=arrow"))),
+    ("Parquet (/export)", lambda: pq.read_table(io.BytesIO(fetch("/export/orphans?format=parquet"))))]),
+]
+for q, duck, ours in rows:
+    d, _, _ = med(duck)
+    print(f"== {q}: DuckDB in process {d:.2f} ms")
+    for name, f in ours:
+        m, lo, hi = med(f)
+        print(f"   idgraph {name}: {m:.2f} ms ({lo:.2f}..{hi:.2f}); DuckDB / idgraph = {d / m:.2f}x")
+m, lo, hi = med(lambda: arrow_table(fetch("/export/contacts?format=arrow")), n=5)
+print(f"== the whole contact list as Arrow into a pyarrow table: {m:.0f} ms ({lo:.0f}..{hi:.0f})")
+PY
+else
+  echo "== DuckDB comparison skipped: pip install pyarrow duckdb"
+fi

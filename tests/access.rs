@@ -163,6 +163,7 @@ async fn sign_in_roles_tokens_and_the_access_trail() {
         &config,
         format!(
             r#"admin_token_file = "{admin}"
+access_log = "{sink}"
 
 [oidc]
 issuer = "{issuer}"
@@ -177,6 +178,7 @@ auditor = ["idgraph-auditors"]
 admin = ["idgraph-admins"]
 "#,
             admin = admin_file.display(),
+            sink = work.path().join("siem.ndjson").display(),
             issuer = idp.issuer,
             secret = secret_file.display()
         ),
@@ -391,6 +393,18 @@ admin = ["idgraph-admins"]
     }
     for s in &secrets {
         assert!(!written.contains(s.as_str()), "a secret of the run appears in a log, the access log or /metrics");
+    }
+
+    // The SIEM's copy: the same entries, one JSON object a line, with the fields it relies on.
+    let siem = std::fs::read_to_string(work.path().join("siem.ndjson")).unwrap();
+    let chained: usize = access_files(&data).iter().map(|f| std::fs::read_to_string(f).unwrap().lines().count()).sum();
+    assert_eq!(siem.lines().count(), chained, "every entry streamed");
+    for l in siem.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        for k in ["time", "principal", "kind", "role", "route", "operation", "fields", "rows", "outcome", "seq", "hash"]
+        {
+            assert!(v.get(k).is_some(), "{k} in {l}");
+        }
     }
 
     // ---- access-log verify ---------------------------------------------------------------------

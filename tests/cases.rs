@@ -370,7 +370,12 @@ async fn kills_while_a_case_is_carried_out_move_each_contact_once() {
     let (sim, r) = sim(SimConfig { contacts: 500, agents: 6, ..SimConfig::default() }).await;
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
-    let out = idgraph().args(["token", "create", "erin", "--role", "auditor", "--data-dir"]).arg(&data).output().await.unwrap();
+    let out = idgraph()
+        .args(["token", "create", "erin", "--role", "auditor", "--data-dir"])
+        .arg(&data)
+        .output()
+        .await
+        .unwrap();
     let erin = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let args = ["--admin-token", ADMIN, "--agents-every", "1s", "--rate-limit", "40/s", "--refresh-share", "0"];
     let mut srv = serve(&r, &data, &args).await;
@@ -378,11 +383,24 @@ async fn kills_while_a_case_is_carried_out_move_each_contact_once() {
     let rows = d["whoOwnsWhom"]["edges"].as_array().unwrap();
     let leaver = rows[0]["node"]["agent"]["id"].as_str().unwrap().to_string();
     let heir = rows[1]["node"]["agent"]["id"].as_str().unwrap().to_string();
-    let seq0 = ok(&srv.url, ADMIN, "{ indexStatus { lastChangeSeq } }", Value::Null).await["indexStatus"]["lastChangeSeq"]
+    let seq0 = ok(&srv.url, ADMIN, "{ indexStatus { lastChangeSeq } }", Value::Null).await["indexStatus"]
+        ["lastChangeSeq"]
         .as_u64()
         .unwrap();
-    reqwest::Client::new().delete(format!("{}/scim/v2/Users/{leaver}", r.url())).bearer_auth(TOKEN).send().await.unwrap();
-    let v = wait_for(&srv.url, &erin, "{ cases(first: 1) { edges { node { id } } } }", |v| v["data"]["cases"]["edges"].as_array().is_some_and(|a| !a.is_empty()), "a case opening").await;
+    reqwest::Client::new()
+        .delete(format!("{}/scim/v2/Users/{leaver}", r.url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let v = wait_for(
+        &srv.url,
+        &erin,
+        "{ cases(first: 1) { edges { node { id } } } }",
+        |v| v["data"]["cases"]["edges"].as_array().is_some_and(|a| !a.is_empty()),
+        "a case opening",
+    )
+    .await;
     let case_id = v["data"]["cases"]["edges"][0]["node"]["id"].as_str().unwrap().to_string();
     let d = ok(
         &srv.url,
@@ -405,7 +423,14 @@ async fn kills_while_a_case_is_carried_out_move_each_contact_once() {
         kills += 1;
         srv = serve(&r, &data, &args).await;
     }
-    let v = wait_for(&srv.url, &erin, &state, |v| v["data"]["case"]["state"] == "CARRIED_OUT", "carrying out after the kills").await;
+    let v = wait_for(
+        &srv.url,
+        &erin,
+        &state,
+        |v| v["data"]["case"]["state"] == "CARRIED_OUT",
+        "carrying out after the kills",
+    )
+    .await;
     let counts = v["data"]["case"]["counts"].as_array().unwrap().clone();
     let count = |g: &str| counts.iter().find(|c| c["group"] == g).and_then(|c| c["count"].as_u64()).unwrap_or(0);
     assert_eq!(count("CONFIRMED"), moving, "{counts:?}");
@@ -413,7 +438,12 @@ async fn kills_while_a_case_is_carried_out_move_each_contact_once() {
     // In Drift: every one with the heir.
     let heir_id: u64 = heir.parse().unwrap();
     let case = ok(&srv.url, &erin, &format!("{{ case(id: \"{case_id}\") {{ items(first: 1000, decision: REASSIGN) {{ edges {{ node {{ id }} }} }} }} }}"), Value::Null).await;
-    let ids: Vec<String> = case["case"]["items"]["edges"].as_array().unwrap().iter().map(|e| e["node"]["id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> = case["case"]["items"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(ids.len() as u64, moving);
     let drift = sim.contacts_json();
     for id in &ids {
@@ -440,7 +470,12 @@ async fn kills_while_a_case_is_carried_out_move_each_contact_once() {
     }
     // The chain holds after every kill.
     let bundle = work.path().join("case.html");
-    let out = idgraph().args(["case", "export", &case_id, "--server", &srv.url, "--token", &erin, "--to"]).arg(&bundle).output().await.unwrap();
+    let out = idgraph()
+        .args(["case", "export", &case_id, "--server", &srv.url, "--token", &erin, "--to"])
+        .arg(&bundle)
+        .output()
+        .await
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = idgraph().arg("case").arg("verify").arg(&bundle).output().await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

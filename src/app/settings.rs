@@ -68,6 +68,8 @@ pub struct FileConfig {
     pub trusted_proxies: Option<Vec<String>>,
     /// How long a browser session lasts (default 8h).
     pub session_lifetime: Option<String>,
+    /// sled's page cache, in MB (default 32): what it costs and buys is in docs/benchmarks.md.
+    pub cache_mb: Option<u64>,
     /// The time allowed to close an offboarding case (default 7d).
     pub case_allowance: Option<String>,
     /// Where case events are told: Slack-compatible or generic JSON webhooks.
@@ -291,6 +293,8 @@ pub struct Settings {
     pub server: ServerSettings,
     pub schedule: ScheduleSettings,
     pub cases: crate::app::cases::CaseConfig,
+    /// sled's page cache of a server, in MB.
+    pub cache_mb: u64,
 }
 
 /// Parses a duration such as `30s`, `5m`, `6h`.
@@ -439,6 +443,11 @@ impl Settings {
                         .unwrap_or_else(|| defaults::LISTEN.to_string());
                     format!("http://{listen}")
                 }),
+            },
+            cache_mb: match file.cache_mb {
+                Some(0) => anyhow::bail!("cache_mb must be at least 1"),
+                Some(n) => n,
+                None => idgraph_graph::store::CACHE_BYTES >> 20,
             },
             cases: crate::app::cases::CaseConfig {
                 allowance: file

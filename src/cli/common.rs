@@ -32,6 +32,11 @@ pub fn server_url(data_dir: &Path) -> String {
 /// creates one: it says there is no index, and how to ask a running server instead. `hint`
 /// is the command to ask a server, with `{server}` for its address.
 pub fn open_graph(dir: &Path, hint: &str, create: bool) -> Result<Graph> {
+    open_graph_with_cache(dir, hint, create, idgraph_graph::store::CACHE_BYTES)
+}
+
+/// [`open_graph`] with sled's page cache at `cache_bytes` (`serve`'s `cache_mb`).
+pub fn open_graph_with_cache(dir: &Path, hint: &str, create: bool, cache_bytes: u64) -> Result<Graph> {
     let ask = hint.replace("{server}", &server_url(dir));
     if create {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
@@ -41,7 +46,7 @@ pub fn open_graph(dir: &Path, hint: &str, create: bool) -> Result<Graph> {
             dir.display()
         );
     }
-    match Graph::open(dir) {
+    match Graph::open_with_cache(dir, cache_bytes) {
         Ok(g) => Ok(g),
         Err(StoreError::Locked(p)) => {
             anyhow::bail!("the index at {p} is in use by a running server: ask the server instead: {ask}")

@@ -132,7 +132,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     let graph = Arc::new(if a.read_only {
         open_graph_to_read(&settings.data_dir, hold)?
     } else {
-        open_graph(&settings.data_dir, hold, true)?
+        super::common::open_graph_with_cache(&settings.data_dir, hold, true, settings.cache_mb << 20)?
     });
     let access = crate::app::access::build(srv, &settings.data_dir, a.insecure_no_auth, !a.no_access_log)?;
     let server_cfg = ServerConfig {

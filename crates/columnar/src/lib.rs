@@ -65,7 +65,7 @@ fn field(name: &str) -> Field {
 pub fn select(all: &[&'static str], asked: Option<&[String]>) -> Result<Vec<usize>, String> {
     match asked {
         None => Ok((0..all.len()).collect()),
-        Some(a) if a.is_empty() => Err("columns= names no column".into()),
+        Some([]) => Err("columns= names no column".into()),
         Some(a) => a
             .iter()
             .map(|c| {

@@ -644,7 +644,7 @@ mod tests {
             for format in [Format::Csv, Format::Ndjson] {
                 let mut out = String::new();
                 let prefixes = [if format == Format::Ndjson { "{\"t\":".to_string() } else { String::new() }];
-                let mut r = Row { out: &mut out, format, prefixes: &prefixes, i: 0 };
+                let mut r = Row { out: &mut out, format, prefixes: &prefixes, keep: &[true], i: 0, drop_from: None };
                 r.time(ms);
                 let w = when(ms);
                 let want = match (format, w.is_empty()) {

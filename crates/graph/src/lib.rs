@@ -312,6 +312,11 @@ impl Graph {
         Graph::with_store(Store::open(path)?)
     }
 
+    /// [`Graph::open`] with sled's page cache at `cache_bytes` (a server's `cache_mb`).
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Graph, StoreError> {
+        Graph::with_store(Store::open_with_cache(path, cache_bytes)?)
+    }
+
     fn with_store(store: Store) -> Result<Graph, StoreError> {
         let (index, info, fallback) = match store.current()? {
             Some(g) => match load(&store, g) {

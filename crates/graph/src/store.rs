@@ -53,7 +53,7 @@ const K_INFO: &[u8] = b"I";
 /// 1,000,000-contact store took 210 MB more than at 32 MB, and climbed by about 100 MB over 40,000
 /// owner changes (each loads a random leaf) where 32 MB stayed flat
 /// (`DURATION=300 WARMUP=60 CHANGES_PER_S=200 bash benches/soak.sh`).
-const CACHE_BYTES: u64 = 32 << 20;
+pub const CACHE_BYTES: u64 = 32 << 20;
 const META_FORMAT: &[u8] = b"format";
 const META_CURRENT: &[u8] = b"current";
 /// The generation served before the current one, kept until the next switch: what a server falls
@@ -470,9 +470,15 @@ impl Store {
     /// Opens (or creates) the store at `path`, refusing one written in another format and
     /// clearing what an interrupted switch left behind.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with_cache(path, CACHE_BYTES)
+    }
+
+    /// [`Store::open`] with sled's page cache at `cache_bytes` (see [`CACHE_BYTES`] for what it
+    /// costs in memory).
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         let db = sled::Config::new()
             .path(path)
-            .cache_capacity(CACHE_BYTES)
+            .cache_capacity(cache_bytes)
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| match e {

@@ -440,8 +440,11 @@ pub(crate) struct Cached {
     /// What the document costs (see `cost`), computed once.
     pub cost: std::sync::OnceLock<Result<crate::cost::Cost, String>>,
     /// The access log's view of it (the operation named first, its root fields), computed once.
-    pub trail: std::sync::OnceLock<(Option<String>, Option<(Option<String>, Vec<String>)>)>,
+    pub trail: std::sync::OnceLock<(Option<String>, Option<RootFields>)>,
 }
+
+/// An operation's name (as the document names it) and its root fields.
+pub(crate) type RootFields = (Option<String>, Vec<String>);
 
 /// Parsed documents by their text (and by SHA-256 for automatic persisted queries): a repeated
 /// query is neither parsed nor, when it has a plan, validated again.

@@ -128,6 +128,23 @@ fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
     first.unwrap_or(PAGE_DEFAULT).clamp(1, PAGE_MAX) as usize * child_complexity
 }
 
+/// The most items a page of `orphans` or `changes` may ask for: a flat selection of every orphan
+/// with its owner fits in one request (within the complexity budget, which still bounds what
+/// each item selects).
+pub const LARGE_PAGE_MAX: i32 = 1000;
+
+/// [`page_cost`] for the lists that take pages of up to [`LARGE_PAGE_MAX`].
+fn large_page_cost(first: Option<i32>, child_complexity: usize) -> usize {
+    first.unwrap_or(PAGE_DEFAULT).clamp(1, LARGE_PAGE_MAX) as usize * child_complexity
+}
+
+fn large_page_size(first: Option<i32>) -> Result<usize> {
+    match first.unwrap_or(PAGE_DEFAULT) {
+        n if (0..=LARGE_PAGE_MAX).contains(&n) => Ok(n as usize),
+        n => Err(bad_input(format!("first must be between 0 and {LARGE_PAGE_MAX}, not {n}"))),
+    }
+}
+
 /// A keyset page over items sorted by id: those after `after`, at most `n`, with whether more
 /// follow and the total.
 fn keyset_page<T>(all: Vec<(u64, T)>, after: Option<u64>, n: usize) -> (bool, bool, usize, Vec<(String, T)>) {
@@ -1068,7 +1085,7 @@ impl Query {
 
     /// Contacts whose owner is not active, with the reason; `departedSince` keeps those whose
     /// owner went (deactivated or departed) at or after that time.
-    #[graphql(guard = "RoleGuard(Role::Auditor)", complexity = "page_cost(first, child_complexity)")]
+    #[graphql(guard = "RoleGuard(Role::Auditor)", complexity = "large_page_cost(first, child_complexity)")]
     async fn orphans(
         &self,
         c: &Context<'_>,
@@ -1077,7 +1094,7 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Option<Conn<Orphan>>> {
-        let n = page_size(first)?;
+        let n = large_page_size(first)?;
         let after = after.map(|a| parse_orphan_cursor(&a).ok_or_else(bad_cursor)).transpose()?;
         let since = departed_since.map(|d| d.timestamp_millis());
         let reason = reason.map(GReason::from);
@@ -1330,7 +1347,7 @@ impl Query {
     /// order, whatever recorded it (crawls, agents refreshes, webhooks, reassignments).
     /// `sinceGeneration` keeps changes recorded in that generation or later (in-place ones
     /// included); `kinds` and `agentId` narrow the feed.
-    #[graphql(guard = "RoleGuard(Role::Auditor)", complexity = "page_cost(first, child_complexity)")]
+    #[graphql(guard = "RoleGuard(Role::Auditor)", complexity = "large_page_cost(first, child_complexity)")]
     async fn changes(
         &self,
         c: &Context<'_>,
@@ -1340,7 +1357,7 @@ impl Query {
         kinds: Option<Vec<ChangeKind>>,
         agent_id: Option<ID>,
     ) -> Result<Option<Connection<String, ChangeObj, ChangeTotal>>> {
-        let n = page_size(first)?;
+        let n = large_page_size(first)?;
         let filter = ChangeFilter {
             after_seq: parse_seq(after)?,
             since_generation: since_generation.map(|g| g.max(0) as u64),

@@ -553,7 +553,8 @@ fn document(st: &AppState, query: &str, hash: Option<&str>) -> Result<Arc<Cached
     }
     let doc = async_graphql::parser::parse_query(query)
         .map_err(|e| request_failure("GRAPHQL_PARSE_FAILED", format!("the query does not parse: {e}")))?;
-    let cached = Arc::new(Cached { doc, plan: Default::default(), cost: Default::default(), trail: Default::default() });
+    let cached =
+        Arc::new(Cached { doc, plan: Default::default(), cost: Default::default(), trail: Default::default() });
     if query.len() <= CACHED_QUERY_MAX_BYTES {
         if let Some(h) = hash {
             st.documents.put(h.to_string(), cached.clone());
@@ -1026,7 +1027,16 @@ async fn lookup(
         return early(StatusCode::SERVICE_UNAVAILABLE, "NOT_READY", "no index is loaded yet", JSON);
     }
     let snapshot = st.graph.snapshot();
-    signin::record(&st, &caller, ROUTE, None, vec![format!("contacts by {}", if by_email { "email" } else { "id" })], keys.len() as u64, "ok", None);
+    signin::record(
+        &st,
+        &caller,
+        ROUTE,
+        None,
+        vec![format!("contacts by {}", if by_email { "email" } else { "id" })],
+        keys.len() as u64,
+        "ok",
+        None,
+    );
     let (body, ctype) = match format {
         OutFormat::Columnar(c) => {
             let make = move || {
