@@ -331,8 +331,10 @@ async fn hostile_requests_get_errors_and_the_server_lives() {
     }
     let d = data(&srv.url, READ, "{ indexStatus { contacts } }").await;
     assert_eq!(d["indexStatus"]["contacts"], 200, "still serving");
-    // first is bounded.
-    let v = gql(&srv.url, Some(READ), "{ orphans(first: 1000) { totalCount } }", Value::Null).await;
+    // first is bounded (orphans and changes take pages of up to 1,000, the other lists 100).
+    let v = gql(&srv.url, Some(READ), "{ orphans(first: 1001) { totalCount } }", Value::Null).await;
+    assert!(v["errors"][0]["message"].as_str().unwrap().contains("first"));
+    let v = gql(&srv.url, Some(READ), "{ agents(first: 101) { totalCount } }", Value::Null).await;
     assert!(v["errors"][0]["message"].as_str().unwrap().contains("first"));
     // A GET never mutates.
     let v: Value = http
