@@ -308,18 +308,8 @@ impl Cases {
                 Some(c) => c,
                 None => continue,
             };
-            let pending_items: HashMap<u64, u64> = case
-                .items
-                .iter()
-                .filter(|i| i.carry == Carry::Pending)
-                .filter_map(|i| match (&i.decision, i.contact_id()) {
-                    (Some(d), Some(c)) => match d.verdict {
-                        Verdict::Reassign { to } => Some((c, to)),
-                        _ => None,
-                    },
-                    _ => None,
-                })
-                .collect();
+            let pending_items: HashMap<u64, u64> =
+                case.items.iter().filter(|i| i.carry == Carry::Pending).filter_map(Item::reassignment).collect();
             let ix = self.graph.read().clone();
             for jid in job_ids.iter().rev() {
                 let Some(job) = jobs.get(*jid) else { continue };
@@ -395,15 +385,11 @@ impl Cases {
             .lock()
             .values()
             .flat_map(|c| {
-                c.items.iter().filter(|i| i.carry == Carry::Moved).filter_map(move |i| {
-                    match (&i.decision, i.contact_id()) {
-                        (Some(d), Some(contact)) => match d.verdict {
-                            Verdict::Reassign { to } => Some((c.id, contact, to)),
-                            _ => None,
-                        },
-                        _ => None,
-                    }
-                })
+                c.items
+                    .iter()
+                    .filter(|i| i.carry == Carry::Moved)
+                    .filter_map(Item::reassignment)
+                    .map(move |(contact, to)| (c.id, contact, to))
             })
             .take(CONFIRM_BATCH * 10)
             .collect();

@@ -150,6 +150,14 @@ impl Item {
         (self.kind == ItemKind::Contact).then(|| self.id.parse().ok()).flatten()
     }
 
+    /// The contact and the agent it is to go to, for a contact decided REASSIGN.
+    pub fn reassignment(&self) -> Option<(u64, u64)> {
+        match (&self.decision, self.contact_id()) {
+            (Some(Decision { verdict: Verdict::Reassign { to }, .. }), Some(c)) => Some((c, *to)),
+            _ => None,
+        }
+    }
+
     /// The item's state for grouping: UNDECIDED, KEEP, ALREADY_MOVED, or the reassignment's.
     pub fn group(&self) -> &'static str {
         match (&self.decision, &self.carry) {
@@ -437,10 +445,7 @@ impl Case {
         self.items
             .iter()
             .filter(|i| matches!(i.carry, Carry::NotYet | Carry::Failed(_)))
-            .filter_map(|i| match (&i.decision, i.contact_id()) {
-                (Some(Decision { verdict: Verdict::Reassign { to }, .. }), Some(c)) => Some((c, *to)),
-                _ => None,
-            })
+            .filter_map(Item::reassignment)
             .collect()
     }
 

@@ -213,6 +213,12 @@ fn time(ms: i64) -> Option<i64> {
 
 /// A contact's row (the contacts export's columns).
 pub fn contact_row(r: &mut Rows, c: &ContactView, owner: Option<&AgentView>) {
+    contact_cells(r, c, owner);
+    r.end();
+}
+
+/// A contact's cells, without ending the row (a lookup's row starts with its key).
+fn contact_cells(r: &mut Rows, c: &ContactView, owner: Option<&AgentView>) {
     r.id(Some(c.id));
     r.text(c.email.as_deref());
     r.text(c.name.as_deref());
@@ -222,7 +228,6 @@ pub fn contact_row(r: &mut Rows, c: &ContactView, owner: Option<&AgentView>) {
     r.dict(owner.map(|o| status_name(o.status)));
     r.time(time(c.updated_at_ms));
     r.time(time(c.verified_at_ms));
-    r.end();
 }
 
 /// A table of one snapshot, batch by batch.
@@ -451,15 +456,7 @@ impl Iterator for LookupBatches {
             r.text(Some(key));
             match found {
                 Some((c, owner)) => {
-                    r.id(Some(c.id));
-                    r.text(c.email.as_deref());
-                    r.text(c.name.as_deref());
-                    r.text(c.external_id.as_deref());
-                    r.id(c.owner_id);
-                    r.text(owner.and_then(|o| o.email.as_deref()));
-                    r.dict(owner.map(|o| status_name(o.status)));
-                    r.time(time(c.updated_at_ms));
-                    r.time(time(c.verified_at_ms));
+                    contact_cells(r, c, owner);
                     r.end();
                 }
                 None => {

@@ -135,17 +135,7 @@ pub fn lookup_contacts<'a>(
 /// over [`LOOKUP_COLUMNS`]); a key no contact has is a row with the key alone.
 pub fn lookup_text(ix: &Index, by_email: bool, keys: &[String], format: Format, keep: &[bool]) -> String {
     let cols = LOOKUP_COLUMNS;
-    let first = keep.iter().position(|k| *k).unwrap_or(0);
-    let prefixes: Vec<String> = cols
-        .iter()
-        .enumerate()
-        .map(|(i, c)| match (format, i == first) {
-            (Format::Ndjson, true) => format!("{{\"{c}\":"),
-            (Format::Ndjson, false) => format!(",\"{c}\":"),
-            (Format::Csv, true) => String::new(),
-            (Format::Csv, false) => ",".to_string(),
-        })
-        .collect();
+    let prefixes = prefixes_of(cols, format, keep);
     let mut out = String::with_capacity(keys.len() * 200);
     if format == Format::Csv {
         let names: Vec<&str> = cols.iter().zip(keep).filter(|(_, k)| **k).map(|(c, _)| *c).collect();
@@ -156,17 +146,7 @@ pub fn lookup_text(ix: &Index, by_email: bool, keys: &[String], format: Format, 
         let mut r = Row { out: &mut out, format, prefixes: &prefixes, keep, i: 0, drop_from: None };
         r.str(Some(key));
         match found {
-            Some((c, owner)) => {
-                r.num(Some(c.id));
-                r.str(c.email.as_deref());
-                r.str(c.name.as_deref());
-                r.str(c.external_id.as_deref());
-                r.num(c.owner_id);
-                r.str(owner.and_then(|o| o.email.as_deref()));
-                r.str(owner.map(|o| status_name(o.status)));
-                r.time(Some(c.updated_at_ms).filter(|t| *t > 0));
-                r.time(Some(c.verified_at_ms).filter(|t| *t > 0));
-            }
+            Some((c, owner)) => r.contact(c, owner),
             None => {
                 for _ in 1..cols.len() {
                     r.str(None);
@@ -264,7 +244,11 @@ pub struct Export {
 /// The text before each cell of a table's rows (of the columns kept: the first kept one opens
 /// the row).
 fn prefixes(table: Table, format: Format, keep: &[bool]) -> Vec<String> {
-    let cols = columns(table);
+    prefixes_of(columns(table), format, keep)
+}
+
+/// [`prefixes`] for any list of columns.
+fn prefixes_of(cols: &[&str], format: Format, keep: &[bool]) -> Vec<String> {
     let first = keep.iter().position(|k| *k).unwrap_or(0);
     cols.iter()
         .enumerate()
@@ -416,15 +400,7 @@ impl Export {
         warm(rows.iter().map(|r| r.0));
         for (c, owner) in rows {
             let mut r = Row { out: &mut *out, format, prefixes, keep, i: 0, drop_from: None };
-            r.num(Some(c.id));
-            r.str(c.email.as_deref());
-            r.str(c.name.as_deref());
-            r.str(c.external_id.as_deref());
-            r.num(c.owner_id);
-            r.str(owner.and_then(|o| o.email.as_deref()));
-            r.str(owner.map(|o| status_name(o.status)));
-            r.time(Some(c.updated_at_ms).filter(|t| *t > 0));
-            r.time(Some(c.verified_at_ms).filter(|t| *t > 0));
+            r.contact(c, owner);
             r.end();
         }
     }
@@ -491,6 +467,19 @@ struct Row<'a> {
 }
 
 impl Row<'_> {
+    /// A contact's cells (the contacts export's columns).
+    fn contact(&mut self, c: &ContactView, owner: Option<&crate::index::AgentView>) {
+        self.num(Some(c.id));
+        self.str(c.email.as_deref());
+        self.str(c.name.as_deref());
+        self.str(c.external_id.as_deref());
+        self.num(c.owner_id);
+        self.str(owner.and_then(|o| o.email.as_deref()));
+        self.str(owner.map(|o| status_name(o.status)));
+        self.time(Some(c.updated_at_ms).filter(|t| *t > 0));
+        self.time(Some(c.verified_at_ms).filter(|t| *t > 0));
+    }
+
     /// Cuts off the last cell if its column is not kept.
     fn settle(&mut self) {
         if let Some(at) = self.drop_from.take() {
