@@ -113,7 +113,8 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() {
-    let contacts: usize = env("CONTACTS", 200_000);
+    // Two agents: the larger holds about three quarters, a case of about 100,000 items.
+    let contacts: usize = env("CONTACTS", 135_000);
     let moves: usize = env("MOVES", 2_000);
     let rate: u64 = env("RATE", 100);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();

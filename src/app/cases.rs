@@ -137,8 +137,7 @@ impl Cases {
     }
 
     fn save(&self, c: &Case) -> Result<()> {
-        let v = serde_json::to_value(c)?;
-        self.graph.update_states(&[(case_key(c.id), v)], &[]).context("cannot store the case")?;
+        self.graph.put_state(&case_key(c.id), c).context("cannot store the case")?;
         Ok(())
     }
 
@@ -311,15 +310,15 @@ impl Cases {
             let pending_items: HashMap<u64, u64> =
                 case.items.iter().filter(|i| i.carry == Carry::Pending).filter_map(Item::reassignment).collect();
             let ix = self.graph.read().clone();
+            let mut seen = std::collections::HashSet::new();
+            // Moves are taken as they are made (their reads back then share the budget with the
+            // job's next PATCHes); those not made are failed once their job has ended.
             for jid in job_ids.iter().rev() {
                 let Some(job) = jobs.get(*jid) else { continue };
-                if job.state == JobState::Running {
-                    continue;
-                }
+                let ended = job.state != JobState::Running;
                 for m in &job.moves {
-                    if pending_items.get(&m.contact_id) != Some(&m.to)
-                        || results.iter().any(|(c, _)| *c == m.contact_id)
-                    {
+                    // The newest job that holds a contact governs it.
+                    if pending_items.get(&m.contact_id) != Some(&m.to) || !seen.insert(m.contact_id) {
                         continue;
                     }
                     let carry = match &m.status {
@@ -333,16 +332,17 @@ impl Cases {
                             Carry::Failed("no longer the leaver's contact when carried out".into())
                         }
                         MoveStatus::Failed(why) => Carry::Failed(why.clone()),
-                        MoveStatus::Pending | MoveStatus::InDoubt => {
+                        MoveStatus::Pending | MoveStatus::InDoubt if ended => {
                             Carry::Failed(job.reason.clone().unwrap_or_else(|| "the job stopped".into()))
                         }
+                        MoveStatus::Pending | MoveStatus::InDoubt => continue,
                     };
                     results.push((m.contact_id, carry));
                 }
             }
             if job_ids.last().is_some_and(|j| jobs.get(*j).is_none()) {
                 for c in pending_items.keys() {
-                    if !results.iter().any(|(x, _)| x == c) {
+                    if !seen.contains(c) {
                         results.push((
                             *c,
                             Carry::Failed("its job was not stored (the server stopped): carry out again".into()),

@@ -427,6 +427,10 @@ impl Graph {
     }
 
     /// Every key of app state under `prefix`, with its value.
+    pub fn put_state<T: serde::Serialize>(&self, key: &str, v: &T) -> Result<(), StoreError> {
+        self.store.put_state(key, v)
+    }
+
     pub fn states_under(&self, prefix: &str) -> Result<Vec<(String, Value)>, StoreError> {
         self.store.states_under(prefix)
     }

@@ -993,6 +993,14 @@ impl Store {
         Ok(())
     }
 
+    /// Stores one value of app state, encoded straight from `v` (a large one, an offboarding
+    /// case, is never built as a JSON tree first), flushed before it returns.
+    pub fn put_state<T: serde::Serialize>(&self, key: &str, v: &T) -> Result<(), StoreError> {
+        self.state.insert(key.as_bytes(), encode(v)?)?;
+        self.state.flush()?;
+        Ok(())
+    }
+
     /// Every key of app state under `prefix`, with its value, in key order.
     pub fn states_under(&self, prefix: &str) -> Result<Vec<(String, Value)>, StoreError> {
         let mut out = Vec::new();
