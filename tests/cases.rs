@@ -28,6 +28,14 @@ async fn ok(url: &str, token: &str, query: &str, vars: Value) -> Value {
     v["data"].clone()
 }
 
+/// A service token for an auditor named `name`, created in `data` as a person would.
+async fn auditor(data: &std::path::Path, name: &str) -> String {
+    let out =
+        idgraph().args(["token", "create", name, "--role", "auditor", "--data-dir"]).arg(data).output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 /// A webhook receiver that fails its first `fail` deliveries (HTTP 500), then keeps them.
 async fn receiver(fail: usize) -> (String, Arc<Mutex<Vec<Value>>>) {
     use axum::routing::post;
@@ -71,18 +79,7 @@ async fn a_leaver_case_from_scim_to_a_signed_off_bundle() {
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
     // Two auditors (separation of duties needs two), as service tokens.
-    let mut tokens = Vec::new();
-    for name in ["alice", "bob"] {
-        let out = idgraph()
-            .args(["token", "create", name, "--role", "auditor", "--data-dir"])
-            .arg(&data)
-            .output()
-            .await
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        tokens.push(String::from_utf8(out.stdout).unwrap().trim().to_string());
-    }
-    let (alice, bob) = (tokens[0].clone(), tokens[1].clone());
+    let (alice, bob) = (auditor(&data, "alice").await, auditor(&data, "bob").await);
     let (slack_url, slack) = receiver(2).await;
     let (json_url, generic) = receiver(0).await;
     let ocsf = work.path().join("ocsf.ndjson");
@@ -312,16 +309,7 @@ async fn the_decision_view_in_a_browser() {
     let (_sim, r) = sim(SimConfig { contacts: 300, agents: 6, ..SimConfig::default() }).await;
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
-    let mut tokens = Vec::new();
-    for name in ["carol", "dave"] {
-        let out = idgraph()
-            .args(["token", "create", name, "--role", "auditor", "--data-dir"])
-            .arg(&data)
-            .output()
-            .await
-            .unwrap();
-        tokens.push(String::from_utf8(out.stdout).unwrap().trim().to_string());
-    }
+    let tokens = [auditor(&data, "carol").await, auditor(&data, "dave").await];
     let srv = serve(&r, &data, &["--admin-token", ADMIN, "--agents-every", "1s"]).await;
     let d = ok(&srv.url, ADMIN, "{ whoOwnsWhom(first: 1) { edges { node { agent { id } } } } }", Value::Null).await;
     let leaver = d["whoOwnsWhom"]["edges"][0]["node"]["agent"]["id"].as_str().unwrap().to_string();
@@ -371,13 +359,7 @@ async fn kills_while_a_case_is_carried_out_move_each_contact_once() {
     let (sim, r) = sim(SimConfig { contacts: 500, agents: 6, ..SimConfig::default() }).await;
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
-    let out = idgraph()
-        .args(["token", "create", "erin", "--role", "auditor", "--data-dir"])
-        .arg(&data)
-        .output()
-        .await
-        .unwrap();
-    let erin = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let erin = auditor(&data, "erin").await;
     let args = ["--admin-token", ADMIN, "--agents-every", "1s", "--rate-limit", "40/s", "--refresh-share", "0"];
     let mut srv = serve(&r, &data, &args).await;
     let d = ok(&srv.url, ADMIN, "{ whoOwnsWhom(first: 2) { edges { node { agent { id } } } } }", Value::Null).await;

@@ -10,8 +10,8 @@ use idgraph_access::jwt::{Algorithm, JwtConfig, JwtVerifier, DEFAULT_ALGORITHMS}
 use idgraph_access::log::{AccessLog, Sink};
 use idgraph_access::oidc::{Oidc, OidcConfig};
 use idgraph_access::session::Sessions;
-use idgraph_access::tokens::{TokenStore, ADMIN_TOKEN_NAME, READ_TOKEN_NAME};
-use idgraph_access::{Access, Role};
+use idgraph_access::tokens::{configured, TokenStore};
+use idgraph_access::Access;
 
 use crate::app::settings::ServerSettings;
 
@@ -22,13 +22,7 @@ pub const ACCESS_DIR: &str = "access";
 /// identity provider, every caller is admin (refused otherwise, with how to set one up).
 /// `keep_log`: false only to measure what the access log costs.
 pub fn build(srv: &ServerSettings, data_dir: &Path, insecure_no_auth: bool, keep_log: bool) -> Result<Arc<Access>> {
-    let mut builtin = Vec::new();
-    if let Some(t) = &srv.read_token {
-        builtin.push((READ_TOKEN_NAME.to_string(), Role::Auditor, t.clone()));
-    }
-    if let Some(t) = &srv.admin_token {
-        builtin.push((ADMIN_TOKEN_NAME.to_string(), Role::Admin, t.clone()));
-    }
+    let builtin = configured(srv.read_token.clone(), srv.admin_token.clone());
     let tokens = TokenStore::open(Some(data_dir), builtin).context("the service tokens")?;
     let (jwt, oidc) = match &srv.oidc {
         Some(o) => {
@@ -82,11 +76,8 @@ pub fn build(srv: &ServerSettings, data_dir: &Path, insecure_no_auth: bool, keep
         None => (None, None),
     };
     let open = tokens.is_empty() && oidc.is_none();
-    if open && !insecure_no_auth {
-        anyhow::bail!(
-            "this server would let anyone in: connect an identity provider ([oidc] in the config), create a service token (`idgraph token create NAME --role admin --data-dir {}`), set read_token and admin_token, or pass --insecure-no-auth",
-            data_dir.display()
-        );
+    if open {
+        check_not_open(srv, data_dir, insecure_no_auth)?;
     }
     let log = if keep_log {
         let sink = srv.access_log.as_deref().map(Sink::parse);

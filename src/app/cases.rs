@@ -444,12 +444,6 @@ impl Cases {
         Ok(())
     }
 
-    /// Overdue cases now (for `/metrics`).
-    pub fn overdue_count(&self) -> usize {
-        let now = now_ms();
-        self.cases.lock().values().filter(|c| c.overdue(now)).count()
-    }
-
     /// Tells the configured webhooks and the OCSF sink, in the background.
     fn notify(&self, case: &Case, what: &str) {
         let text = format!(

@@ -7,7 +7,7 @@ use idgraph_access::tokens::{self, TokenRecord};
 use idgraph_access::Role;
 
 use super::common::{data_dir, print_out, remote_query};
-use super::StoreArgs;
+use super::{ServerOrStore as Target, StoreArgs};
 
 #[derive(Subcommand)]
 pub enum TokenCommand {
@@ -17,19 +17,6 @@ pub enum TokenCommand {
     List(Target),
     /// Revoke a service token: a running server refuses it within a second.
     Revoke(RevokeArgs),
-}
-
-/// Where the tokens live: a data directory, or a running server (with an admin's token).
-#[derive(Args)]
-pub struct Target {
-    #[command(flatten)]
-    pub store: StoreArgs,
-    /// A running server to ask instead of the data directory.
-    #[arg(long)]
-    pub server: Option<String>,
-    /// An admin's bearer token for --server [env: IDGRAPH_TOKEN].
-    #[arg(long, env = "IDGRAPH_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
 }
 
 #[derive(Args)]

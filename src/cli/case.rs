@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use idgraph_cases::{Case, CaseState};
 
 use super::common::{open_graph_to_read, print_out, remote_query};
-use super::StoreArgs;
+use super::{ServerOrStore as Source, StoreArgs};
 
 #[derive(Subcommand)]
 pub enum CaseCommand {
@@ -22,18 +22,6 @@ pub enum CaseCommand {
     /// Check a bundle offline: exit 0 when its chain and items hold, non-zero naming the first
     /// entry that does not.
     Verify(VerifyArgs),
-}
-
-/// A running server (with a token), or a data directory.
-#[derive(Args)]
-pub struct Source {
-    #[command(flatten)]
-    pub store: StoreArgs,
-    #[arg(long)]
-    pub server: Option<String>,
-    /// A bearer token for --server (auditor) [env: IDGRAPH_TOKEN].
-    #[arg(long, env = "IDGRAPH_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
 }
 
 #[derive(Args)]

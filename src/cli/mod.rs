@@ -118,6 +118,20 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
+/// A running server to ask (with a bearer token), or else a data directory: the token and case
+/// commands.
+#[derive(Args)]
+pub struct ServerOrStore {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// A running server to ask instead of the data directory.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// A bearer token for --server (a service token or a JWT) [env: IDGRAPH_TOKEN].
+    #[arg(long, env = "IDGRAPH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
 /// The configuration file and the data directory: every command that touches a data directory
 /// takes both. The environment (`IDGRAPH_CONFIG`, `IDGRAPH_DATA_DIR`) is read by the settings.
 #[derive(Args, Clone, Default)]

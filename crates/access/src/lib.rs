@@ -308,15 +308,9 @@ impl Access {
     /// `admin_token` as an admin), or everyone as admin when both are `None`.
     pub fn with_tokens(read: Option<idgraph_model::Secret>, admin: Option<idgraph_model::Secret>) -> Access {
         let open = read.is_none() && admin.is_none();
-        let mut builtin = Vec::new();
-        if let Some(r) = read {
-            builtin.push((tokens::READ_TOKEN_NAME.to_string(), Role::Auditor, r));
-        }
-        if let Some(a) = admin {
-            builtin.push((tokens::ADMIN_TOKEN_NAME.to_string(), Role::Admin, a));
-        }
         // Without a file nothing can fail to read.
-        let tokens = tokens::TokenStore::open(None, builtin).unwrap_or_else(|_| tokens::TokenStore::empty());
+        let tokens = tokens::TokenStore::open(None, tokens::configured(read, admin))
+            .unwrap_or_else(|_| tokens::TokenStore::empty());
         Access {
             open,
             tokens,

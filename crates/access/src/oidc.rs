@@ -61,6 +61,8 @@ pub struct Oidc {
     client: tokio::sync::Mutex<Option<Arc<Client>>>,
     pending: Mutex<HashMap<String, Pending>>,
     jwt: Arc<JwtVerifier>,
+    /// The provider's end-session endpoint, once read (`Some(None)`: it publishes none).
+    end_session: tokio::sync::OnceCell<Option<String>>,
 }
 
 impl Oidc {
@@ -80,7 +82,14 @@ impl Oidc {
             .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| OidcError::Config(e.to_string()))?;
-        Ok(Oidc { cfg, http, client: tokio::sync::Mutex::new(None), pending: Mutex::new(HashMap::new()), jwt })
+        Ok(Oidc {
+            cfg,
+            http,
+            client: tokio::sync::Mutex::new(None),
+            pending: Mutex::new(HashMap::new()),
+            jwt,
+            end_session: tokio::sync::OnceCell::new(),
+        })
     }
 
     pub fn config(&self) -> &OidcConfig {
@@ -181,15 +190,21 @@ impl Oidc {
         resp.json().await.ok()
     }
 
-    /// The provider's end-session endpoint, if it publishes one (not all do).
+    /// The provider's end-session endpoint, if it publishes one (not all do): read from its
+    /// discovery document at the first sign-out (again later if the provider could not be read).
     pub async fn end_session_url(&self) -> Option<String> {
         #[derive(serde::Deserialize)]
         struct D {
             end_session_endpoint: Option<String>,
         }
         let url = format!("{}/.well-known/openid-configuration", self.cfg.issuer.trim_end_matches('/'));
-        let d: D = crate::jwt::get_json(&self.http, &url).await.ok()?;
-        d.end_session_endpoint
+        let found = self
+            .end_session
+            .get_or_try_init(|| async {
+                crate::jwt::get_json::<D>(&self.http, &url).await.map(|d| d.end_session_endpoint)
+            })
+            .await;
+        found.ok().cloned().flatten()
     }
 }
 

@@ -195,6 +195,21 @@ impl TokenStore {
     }
 }
 
+/// The configured `read_token` (an auditor) and `admin_token` (an admin) as named tokens.
+pub fn configured(
+    read: Option<idgraph_model::Secret>,
+    admin: Option<idgraph_model::Secret>,
+) -> Vec<(String, Role, idgraph_model::Secret)> {
+    let mut v = Vec::new();
+    if let Some(r) = read {
+        v.push((READ_TOKEN_NAME.to_string(), Role::Auditor, r));
+    }
+    if let Some(a) = admin {
+        v.push((ADMIN_TOKEN_NAME.to_string(), Role::Admin, a));
+    }
+    v
+}
+
 /// Parses `90d`, `12h`, `2w` (humantime) into an expiry from now.
 pub fn expiry(after: &str) -> Result<DateTime<Utc>, TokenError> {
     let d: Duration = humantime::parse_duration(after)

@@ -133,14 +133,6 @@ impl Rows {
         self.schema.clone()
     }
 
-    pub fn len(&self) -> usize {
-        self.rows
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows == 0
-    }
-
     fn next(&mut self) -> Option<&mut Col> {
         let s = self.slot.get(self.cell).copied().flatten();
         self.cell += 1;

@@ -73,17 +73,8 @@ pub const ORPHAN_COLUMNS: &[&str] = &[
     "owner_gone_at",
     "contact_verified_at",
 ];
-const CONTACT_COLUMNS: &[&str] = &[
-    "contact_id",
-    "contact_email",
-    "contact_name",
-    "external_id",
-    "owner_id",
-    "owner_email",
-    "owner_status",
-    "updated_at",
-    "verified_at",
-];
+/// The contacts export's columns: a lookup's without its key.
+const CONTACT_COLUMNS: &[&str] = LOOKUP_COLUMNS.split_at(1).1;
 const AGENT_COLUMNS: &[&str] = &[
     "agent_id",
     "email",

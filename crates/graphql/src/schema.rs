@@ -1422,9 +1422,9 @@ impl Query {
             return Err(bad_input("first must be between 1 and 1000"));
         }
         let after = after.map(|a| a.parse::<u64>()).transpose().map_err(|_| bad_input("after is an entry's seq"))?;
+        // Entries queued before this request (its own predecessors) are on disk first.
+        log.settle();
         let dir = log.dir().to_path_buf();
-        let log_ref = log;
-        log_ref.settle();
         let filter = idgraph_access::log::Filter { after, since, principal, first: first as usize };
         let (entries, more) =
             tokio::task::block_in_place(|| idgraph_access::log::read(&dir, &filter)).map_err(internal)?;

@@ -67,18 +67,7 @@ pub(crate) async fn authenticate(
         },
     };
     let refuse = |status: StatusCode, code: &str, outcome: &str, who: Option<&Principal>, why: String| {
-        st.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
-        a.record(Entry {
-            time: chrono::Utc::now(),
-            principal: who.map_or("-".into(), |p| p.name.clone()),
-            kind: who.map_or("none", |p| p.kind.name()).into(),
-            role: None,
-            route: route.to_string(),
-            outcome: outcome.into(),
-            client: client.clone(),
-            detail: Some(why.clone()),
-            ..Entry::default()
-        });
+        record_refusal(st, route, who, client.clone(), outcome, why.clone());
         Box::new(early(status, code, &why, media))
     };
     match found {
@@ -101,6 +90,30 @@ pub(crate) async fn authenticate(
             }
         },
     }
+}
+
+/// Counts a refused request and writes it to the access log (`who`: the principal, when one was
+/// identified but has no role).
+fn record_refusal(
+    st: &AppState,
+    route: &str,
+    who: Option<&Principal>,
+    client: Option<String>,
+    outcome: &str,
+    why: String,
+) {
+    st.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
+    st.access.record(Entry {
+        time: chrono::Utc::now(),
+        principal: who.map_or("-".into(), |p| p.name.clone()),
+        kind: who.map_or("none", |p| p.kind.name()).into(),
+        role: None,
+        route: route.to_string(),
+        outcome: outcome.into(),
+        client,
+        detail: Some(why),
+        ..Entry::default()
+    });
 }
 
 /// A refusal for a caller whose role is below what a route needs.
@@ -262,34 +275,20 @@ pub(crate) async fn callback(
     let Some(oidc) = &st.access.oidc else {
         return page(StatusCode::NOT_FOUND, "Sign-in is not configured", "This server has no [oidc] section.");
     };
-    let refused = |who: &str, kind: &str, why: String| {
-        st.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
+    let refused = |who: Option<&Principal>, why: String| {
         tracing::info!(why = %why, "sign-in refused");
-        st.access.record(Entry {
-            time: chrono::Utc::now(),
-            principal: who.into(),
-            kind: kind.into(),
-            route: "GET /auth/callback".into(),
-            outcome: "unauthenticated".into(),
-            client: client.clone(),
-            detail: Some(why.clone()),
-            ..Entry::default()
-        });
+        record_refusal(&st, "GET /auth/callback", who, client.clone(), "unauthenticated", why.clone());
         page(StatusCode::FORBIDDEN, "Sign-in refused", &why)
     };
     if let Some(e) = q.error {
-        return refused(
-            "-",
-            "none",
-            format!("the identity provider said {e}: {}", q.error_description.unwrap_or_default()),
-        );
+        return refused(None, format!("the identity provider said {e}: {}", q.error_description.unwrap_or_default()));
     }
     let (Some(code), Some(state)) = (q.code, q.state) else {
-        return refused("-", "none", "the provider's answer has no code or state".into());
+        return refused(None, "the provider's answer has no code or state".into());
     };
     let (p, next) = match oidc.finish(&code, &state, st.access.role_claim()).await {
         Ok(x) => x,
-        Err(e) => return refused("-", "none", e.to_string()),
+        Err(e) => return refused(None, e.to_string()),
     };
     let Some(role) = p.role_in(None) else {
         let why = format!(
@@ -297,7 +296,7 @@ pub(crate) async fn callback(
             p.name,
             st.access.role_claim()
         );
-        return refused(&p.name, p.kind.name(), why);
+        return refused(Some(&p), why);
     };
     let (id, _) = st.access.sessions.start(p.clone());
     tracing::info!(principal = %p.name, role = %role, "signed in");
