@@ -11,7 +11,9 @@
 //! - `refresher`: re-reads what is known, by priority, at a share of the budget.
 //! - `identity`: the org a data directory holds (its URLs), refused when another is given.
 //! - `observe`: how the pipeline and scheduler report, to whoever listens.
-//! - `http`: the one module that knows the GraphQL crate (metrics, `Operations`).
+//! - `http`: metrics and `Operations` for the GraphQL crate.
+//! - `orgs`: many orgs in one server: a registry of per-org pipelines, each on its own runtime,
+//!   and their routers (with `http`, the only modules that know the GraphQL crate).
 
 pub mod access;
 pub mod cases;
@@ -19,6 +21,7 @@ pub mod confirm;
 pub mod http;
 pub mod identity;
 pub mod observe;
+pub mod orgs;
 pub mod pipeline;
 pub mod reassign;
 pub mod refresher;

@@ -28,7 +28,7 @@ pub mod defaults {
 }
 
 /// The TOML file. Every key is optional. No `Debug`: it holds secrets.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<String>,
@@ -79,9 +79,66 @@ pub struct FileConfig {
     /// The URL people reach this server at (default `http://LISTEN`): where the identity
     /// provider sends them back; https makes the session cookie `Secure`.
     pub public_url: Option<String>,
+    /// Several orgs in one server (`[[org]]`): each with its name and its own Drift keys, which
+    /// take the top-level keys' place; its store is `DATA_DIR/orgs/NAME`.
+    pub org: Option<Vec<OrgFile>>,
 }
 
-#[derive(Debug, Deserialize)]
+/// One org of `[[org]]`: its name and the single-org keys it sets (the others are the top
+/// level's).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgFile {
+    pub name: String,
+    pub drift_url: Option<String>,
+    pub scim_url: Option<String>,
+    pub token: Option<Secret>,
+    pub scim_token: Option<Secret>,
+    pub token_file: Option<PathBuf>,
+    pub scim_token_file: Option<PathBuf>,
+    pub rate_limit: Option<String>,
+    pub webhook_token: Option<Secret>,
+    pub webhook_token_file: Option<PathBuf>,
+    pub full_every: Option<String>,
+    pub agents_every: Option<String>,
+    pub refresh_share: Option<f64>,
+    pub known_ids_file: Option<PathBuf>,
+    pub incremental: Option<bool>,
+    pub oauth: Option<OAuthFile>,
+    pub cache_mb: Option<u64>,
+    pub case_allowance: Option<String>,
+}
+
+impl OrgFile {
+    /// The top-level keys with this org's over them.
+    fn over(&self, top: &FileConfig) -> FileConfig {
+        let mut f = top.clone();
+        f.org = None;
+        macro_rules! set {
+            ($($k:ident),*) => { $( if self.$k.is_some() { f.$k = self.$k.clone(); } )* };
+        }
+        set!(
+            drift_url, scim_url, token, scim_token, token_file, scim_token_file, rate_limit, webhook_token,
+            webhook_token_file, full_every, agents_every, refresh_share, known_ids_file, incremental, oauth,
+            cache_mb, case_allowance
+        );
+        f
+    }
+}
+
+/// An org name: lower-case letters, digits, `-` and `_`, at most 64 (it is a path segment and a
+/// directory name).
+pub fn check_org_name(name: &str) -> Result<()> {
+    let plain = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !plain {
+        anyhow::bail!("org name {name:?} must be 1-64 lower-case letters, digits, '-' or '_'");
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyFile {
     pub url: String,
@@ -90,7 +147,7 @@ pub struct NotifyFile {
     pub format: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct OidcFile {
     pub issuer: String,
@@ -115,7 +172,7 @@ pub struct OidcFile {
     pub algorithms: Option<Vec<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthFile {
     pub client_id: String,
@@ -163,6 +220,12 @@ impl FileConfig {
         [&self.token, &self.scim_token, &self.read_token, &self.admin_token, &self.webhook_token]
             .iter()
             .any(|s| s.is_some())
+            || self.org.iter().flatten().any(|o| {
+                o.token.is_some()
+                    || o.scim_token.is_some()
+                    || o.webhook_token.is_some()
+                    || o.oauth.as_ref().is_some_and(|a| a.client_secret.is_some())
+            })
             || self.oauth.as_ref().is_some_and(|o| o.client_secret.is_some())
             || self.oidc.as_ref().is_some_and(|o| o.client_secret.is_some())
     }
@@ -182,6 +245,8 @@ fn read_secret(what: &str, path: &Path) -> Result<Secret> {
 #[derive(Default, Clone)]
 pub struct Flags {
     pub config: Option<PathBuf>,
+    /// The org, with a config of several (`--org`).
+    pub org: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub drift_url: Option<String>,
     pub scim_url: Option<String>,
@@ -207,6 +272,28 @@ pub struct Env(HashMap<String, String>);
 impl Env {
     pub fn from_process() -> Env {
         Env(std::env::vars().collect())
+    }
+
+    /// Without the variables that describe one org's Drift (they apply to the org `--org`
+    /// names, never to every org of a config).
+    pub fn without_org_keys(&self) -> Env {
+        const ORG_KEYS: &[&str] = &[
+            "DRIFT_TOKEN",
+            "DRIFT_TOKEN_FILE",
+            "IDGRAPH_TOKEN_FILE",
+            "IDGRAPH_DRIFT_URL",
+            "IDGRAPH_SCIM_URL",
+            "IDGRAPH_SCIM_TOKEN",
+            "IDGRAPH_SCIM_TOKEN_FILE",
+            "IDGRAPH_RATE_LIMIT",
+            "IDGRAPH_WEBHOOK_TOKEN",
+            "IDGRAPH_WEBHOOK_TOKEN_FILE",
+            "IDGRAPH_KNOWN_IDS_FILE",
+            "IDGRAPH_FULL_EVERY",
+            "IDGRAPH_AGENTS_EVERY",
+            "IDGRAPH_REFRESH_SHARE",
+        ];
+        Env(self.0.iter().filter(|(k, _)| !ORG_KEYS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Env {
@@ -288,7 +375,14 @@ pub struct ScheduleSettings {
 /// Everything a command needs, resolved.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// The org's store: `base_dir`, or `base_dir/orgs/NAME` with a config of several orgs.
     pub data_dir: PathBuf,
+    /// The data directory (`data_dir`, `--data-dir`): the server's tokens, access log and notes.
+    pub base_dir: PathBuf,
+    /// The org these settings are for, with a config of `[[org]]`s.
+    pub org: Option<String>,
+    /// Every org the config names (empty: a config of one org, without `[[org]]`).
+    pub orgs: Vec<String>,
     pub drift: DriftSettings,
     pub server: ServerSettings,
     pub schedule: ScheduleSettings,
@@ -304,9 +398,83 @@ pub fn duration(s: &str) -> Result<Duration> {
 
 impl Settings {
     /// Reads the configuration file named by `--config` or `IDGRAPH_CONFIG`, then resolves.
+    ///
+    /// With `[[org]]`s: the org `--org` names, or the only one; with several and no `--org`, the
+    /// server-wide settings (`org` is `None`: `require_org` says to name one).
     pub fn load(flags: &Flags, env: &Env) -> Result<Settings> {
-        let path = flags.config.clone().or_else(|| env.get("IDGRAPH_CONFIG").map(PathBuf::from));
-        Settings::resolve(flags, &FileConfig::load(path.as_deref())?, env)
+        let file = FileConfig::load(Settings::config_path(flags, env).as_deref())?;
+        let all = Settings::resolve_orgs(flags, &file, env)?;
+        if all.is_empty() {
+            if let Some(o) = &flags.org {
+                anyhow::bail!("--org {o}: the configuration names no orgs ([[org]] sections)");
+            }
+            return Settings::resolve(flags, &file, env);
+        }
+        let names: Vec<String> = all.iter().filter_map(|s| s.org.clone()).collect();
+        let chosen = match &flags.org {
+            Some(o) => Some(all.into_iter().find(|s| s.org.as_deref() == Some(o)).ok_or_else(|| {
+                anyhow::anyhow!("no org named {o:?} in the configuration (its orgs: {})", names.join(", "))
+            })?),
+            None if names.len() == 1 => all.into_iter().next(),
+            None => None,
+        };
+        match chosen {
+            Some(s) => Ok(s),
+            None => {
+                let mut s = Settings::resolve(flags, &file, &env.without_org_keys())?;
+                s.orgs = names;
+                Ok(s)
+            }
+        }
+    }
+
+    fn config_path(flags: &Flags, env: &Env) -> Option<PathBuf> {
+        flags.config.clone().or_else(|| env.get("IDGRAPH_CONFIG").map(PathBuf::from))
+    }
+
+    /// Every org of a config of `[[org]]`s (empty without them), each resolved as one org over
+    /// the top-level keys; Drift's flags and variables apply only to the org `--org` names.
+    pub fn load_orgs(flags: &Flags, env: &Env) -> Result<Vec<Settings>> {
+        let file = FileConfig::load(Settings::config_path(flags, env).as_deref())?;
+        Settings::resolve_orgs(flags, &file, env)
+    }
+
+    fn resolve_orgs(flags: &Flags, file: &FileConfig, env: &Env) -> Result<Vec<Settings>> {
+        let orgs = file.org.as_deref().unwrap_or_default();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::with_capacity(orgs.len());
+        for o in orgs {
+            check_org_name(&o.name)?;
+            if !seen.insert(o.name.clone()) {
+                anyhow::bail!("[[org]] {:?} is named twice", o.name);
+            }
+            let mine = flags.org.as_deref() == Some(o.name.as_str());
+            let merged = o.over(file);
+            let mut s = if mine {
+                Settings::resolve(flags, &merged, env)
+            } else {
+                let f = Flags { config: flags.config.clone(), data_dir: flags.data_dir.clone(), listen: flags.listen.clone(), ..Flags::default() };
+                Settings::resolve(&f, &merged, &env.without_org_keys())
+            }
+            .with_context(|| format!("[[org]] {}", o.name))?;
+            s.data_dir = s.base_dir.join("orgs").join(&o.name);
+            s.cases.org = Some(o.name.clone());
+            s.org = Some(o.name.clone());
+            out.push(s);
+        }
+        let names: Vec<String> = out.iter().filter_map(|s| s.org.clone()).collect();
+        for s in &mut out {
+            s.orgs = names.clone();
+        }
+        Ok(out)
+    }
+
+    /// Fails when the config names several orgs and none was chosen (`--org`).
+    pub fn require_org(&self) -> Result<()> {
+        if self.org.is_none() && !self.orgs.is_empty() {
+            anyhow::bail!("the configuration names several orgs ({}): choose one with --org NAME", self.orgs.join(", "));
+        }
+        Ok(())
     }
 
     /// Each value from the first of: flag, environment, file, default.
@@ -351,9 +519,13 @@ impl Settings {
             .unwrap_or_else(|| defaults::FULL_EVERY.to_string());
         let agents = pick(&flags.agents_every, "IDGRAPH_AGENTS_EVERY", &file.agents_every)
             .unwrap_or_else(|| defaults::AGENTS_EVERY.to_string());
+        let base_dir =
+            path(&flags.data_dir, "IDGRAPH_DATA_DIR", &file.data_dir).unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR));
         Ok(Settings {
-            data_dir: path(&flags.data_dir, "IDGRAPH_DATA_DIR", &file.data_dir)
-                .unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR)),
+            data_dir: base_dir.clone(),
+            base_dir,
+            org: None,
+            orgs: Vec::new(),
             drift: DriftSettings {
                 scim_url: (scim_url != "none").then_some(scim_url),
                 drift_url,

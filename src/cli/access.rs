@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use idgraph_access::tokens::{self, TokenRecord};
 use idgraph_access::Role;
 
-use super::common::{data_dir, print_out, remote_query};
+use super::common::{base_dir, print_out, remote_query};
 use super::{ServerOrStore as Target, StoreArgs};
 
 #[derive(Subcommand)]
@@ -29,9 +29,6 @@ pub struct CreateArgs {
     /// The token expires after this long (90d, 12h, 2w); without it, never.
     #[arg(long)]
     pub expires: Option<String>,
-    /// The role holds in this org only (without it: in every org).
-    #[arg(long)]
-    pub org: Option<String>,
     #[command(flatten)]
     pub target: Target,
 }
@@ -58,21 +55,21 @@ pub async fn token(c: TokenCommand) -> Result<()> {
                 Some(server) => {
                     let q = "mutation($name: String!, $role: AccessRole!, $org: String, $expires: String) { createServiceToken(name: $name, role: $role, org: $org, expires: $expires) { token } }";
                     let vars = serde_json::json!({
-                        "name": a.name, "role": a.role.name().to_uppercase(), "org": a.org, "expires": a.expires,
+                        "name": a.name, "role": a.role.name().to_uppercase(), "org": a.target.store.org, "expires": a.expires,
                     });
                     let d = remote_query(server, a.target.token.as_deref(), q, vars).await?;
                     d["createServiceToken"]["token"].as_str().context("the server answered no token")?.to_string()
                 }
                 None => {
-                    let dir = data_dir(&a.target.store)?;
-                    tokens::create(&dir, &a.name, a.role, a.org.as_deref(), expires)?
+                    let dir = base_dir(&a.target.store)?;
+                    tokens::create(&dir, &a.name, a.role, a.target.store.org.as_deref(), expires)?
                 }
             };
             eprintln!(
                 "Created service token {:?} ({}{}{}). It is shown once, below: store it now.",
                 a.name,
                 a.role,
-                a.org.as_deref().map(|o| format!(" in org {o}")).unwrap_or_default(),
+                a.target.store.org.as_deref().map(|o| format!(" in org {o}")).unwrap_or_default(),
                 expires.map(|e| format!(", expires {}", e.to_rfc3339())).unwrap_or_default()
             );
             print_out(&format!("{token}\n"))
@@ -98,7 +95,7 @@ pub async fn token(c: TokenCommand) -> Result<()> {
                         })
                         .collect()
                 }
-                None => tokens::list(&data_dir(&t.store)?)?,
+                None => tokens::list(&base_dir(&t.store)?)?,
             };
             let mut out = String::from("NAME\tROLE\tORG\tCREATED\tEXPIRES\n");
             let now = chrono::Utc::now();
@@ -125,7 +122,7 @@ pub async fn token(c: TokenCommand) -> Result<()> {
                     remote_query(server, a.target.token.as_deref(), q, serde_json::json!({"name": a.name})).await?;
                 }
                 None => {
-                    tokens::revoke(&data_dir(&a.target.store)?, &a.name)?;
+                    tokens::revoke(&base_dir(&a.target.store)?, &a.name)?;
                 }
             }
             eprintln!("Revoked service token {:?}: a running server refuses it within a second.", a.name);
@@ -137,7 +134,7 @@ pub async fn token(c: TokenCommand) -> Result<()> {
 pub async fn access_log(c: AccessLogCommand) -> Result<()> {
     match c {
         AccessLogCommand::Verify(store) => {
-            let dir = data_dir(&store)?.join(crate::app::access::ACCESS_DIR);
+            let dir = base_dir(&store)?.join(crate::app::access::ACCESS_DIR);
             if !dir.exists() {
                 anyhow::bail!("{} holds no access log", dir.display());
             }

@@ -115,8 +115,16 @@ pub fn print_out(text: &str) -> Result<()> {
     write_out(&mut std::io::stdout().lock(), text.as_bytes()).map(|_| ())
 }
 
-/// The data directory the settings name, for commands that take only `StoreArgs`.
+/// The org's store the settings name, for commands that take only `StoreArgs` (with a config of
+/// several orgs, `--org` names one).
 pub fn data_dir(store: &super::StoreArgs) -> Result<PathBuf> {
     let s = crate::app::settings::Settings::load(&store.flags(), &crate::app::settings::Env::from_process())?;
+    s.require_org()?;
     Ok(s.data_dir)
+}
+
+/// The data directory itself: the server's tokens and access log, whatever the org.
+pub fn base_dir(store: &super::StoreArgs) -> Result<PathBuf> {
+    let flags = crate::app::settings::Flags { org: None, ..store.flags() };
+    Ok(crate::app::settings::Settings::load(&flags, &crate::app::settings::Env::from_process())?.base_dir)
 }

@@ -91,6 +91,7 @@ pub fn readable(secs: u64) -> String {
 
 pub async fn crawl(a: CrawlArgs) -> Result<()> {
     let settings = Settings::load(&a.drift.flags(a.store.flags()), &Env::from_process())?;
+    settings.require_org()?;
     if a.estimate {
         let contacts = a.contacts.unwrap_or(0);
         print!("{}", estimate(contacts, settings.drift.budget.per_second(), a.refresh_share, a.listing));

@@ -142,6 +142,10 @@ pub struct StoreArgs {
     /// Where the index lives (default `idgraph-data`) [env: IDGRAPH_DATA_DIR].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// The org, when the configuration names several (`[[org]]`); its store is
+    /// `DATA_DIR/orgs/NAME`. For `token create`: the org the role holds in (without it: every org).
+    #[arg(long)]
+    pub org: Option<String>,
 }
 
 /// Where Drift is and how to reach it (crawl, serve, reassign). No `Debug`: it holds secrets.
@@ -182,7 +186,7 @@ pub struct ServerArgs {
 
 impl StoreArgs {
     pub fn flags(&self) -> Flags {
-        Flags { config: self.config.clone(), data_dir: self.data_dir.clone(), ..Flags::default() }
+        Flags { config: self.config.clone(), data_dir: self.data_dir.clone(), org: self.org.clone(), ..Flags::default() }
     }
 }
 

@@ -92,6 +92,7 @@ fn resolve(graph: &Graph, key: &str) -> Result<u64> {
 
 async fn local(a: &ReassignArgs) -> Result<()> {
     let settings = Settings::load(&a.drift.flags(a.store.flags()), &Env::from_process())?;
+    settings.require_org()?;
     let hint = "idgraph reassign --server {server} --admin-token ADMIN_TOKEN ...";
     let graph = Arc::new(open_graph(&settings.data_dir, hint, false)?);
     let from = resolve(&graph, &a.from)?;

@@ -16,13 +16,8 @@ use rand::Rng;
 use super::common::{forget_server, note_server, open_graph, open_graph_to_read};
 use super::progress::Progress;
 use super::{DriftArgs, StoreArgs};
-use crate::app::confirm::Confirmer;
-use crate::app::http::{MetricsObserver, SchedulerOps};
-use crate::app::observe::CrawlObserver;
 use crate::app::pipeline;
-use crate::app::reassign::Jobs;
-use crate::app::refresher::Refresher;
-use crate::app::scheduler::{FullSchedule, PipelineRunner, ScheduleConfig, Scheduler};
+use crate::app::scheduler::{FullSchedule, ScheduleConfig};
 use crate::app::settings::{duration, Env, Flags, Settings};
 
 #[derive(Args)]
@@ -99,6 +94,9 @@ impl ServeArgs {
 
 pub async fn serve(a: ServeArgs) -> Result<()> {
     let settings = Settings::load(&a.flags(), &Env::from_process())?;
+    if !settings.orgs.is_empty() {
+        return serve_orgs(a, settings).await;
+    }
     let flagged: Vec<&str> = [
         ("--token", a.drift.token.is_some()),
         ("--scim-token", a.drift.scim_token.is_some()),
@@ -174,6 +172,63 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     r
 }
 
+/// A server of several orgs (`[[org]]`): each org's pipeline on its own runtime, its routes
+/// under `/orgs/NAME/` (and on `/graphql` with `X-Idgraph-Org`); SIGHUP reads the configuration
+/// again. `--org` serves that org alone.
+async fn serve_orgs(a: ServeArgs, base: Settings) -> Result<()> {
+    let srv = &base.server;
+    idgraph_graphql::check_cors_origins(&srv.cors_origins).map_err(anyhow::Error::msg)?;
+    crate::app::access::check_not_open(srv, &base.base_dir, a.insecure_no_auth)?;
+    std::fs::create_dir_all(&base.base_dir)
+        .with_context(|| format!("cannot create the data directory {}", base.base_dir.display()))?;
+    let access = crate::app::access::build(srv, &base.base_dir, a.insecure_no_auth, !a.no_access_log)?;
+    let template = ServerConfig {
+        access: Some(access.clone()),
+        cors_origins: srv.cors_origins.clone(),
+        backup_dir: srv.backup_dir.clone(),
+        ..ServerConfig::default()
+    };
+    let only = a.store.org.clone();
+    let flags = Flags { org: None, ..a.flags() };
+    let load = move || -> Result<Vec<Settings>> {
+        let all = Settings::load_orgs(&flags, &Env::from_process())?;
+        Ok(all.into_iter().filter(|s| only.is_none() || s.org == only).collect())
+    };
+    let first = load()?;
+    if first.is_empty() {
+        anyhow::bail!("no org to serve");
+    }
+    let listener =
+        tokio::net::TcpListener::bind(&srv.listen).await.with_context(|| format!("cannot listen on {}", srv.listen))?;
+    let registry = crate::app::orgs::Registry::new(template, a.read_only, a.force, load);
+    let names: Vec<String> = first.iter().filter_map(|s| s.org.clone()).collect();
+    registry.apply(first).await;
+    tracing::info!(orgs = %names.join(", "), "serving several orgs: /orgs/NAME/graphql, or /graphql with X-Idgraph-Org");
+    crate::app::access::watch(access.clone());
+    #[cfg(unix)]
+    {
+        let r = registry.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+            while hup.recv().await.is_some() {
+                if let Err(e) = r.reload().await {
+                    tracing::error!(error = %format!("{e:#}"), "SIGHUP: the configuration was not reloaded; the orgs serve as before");
+                }
+            }
+        });
+    }
+    let app = idgraph_graphql::front(registry.routers());
+    let r = registry.clone();
+    let result = serve_until_stopped(app, listener, &base.base_dir, async move {
+        r.stop_all().await;
+        Ok(())
+    })
+    .await;
+    close_access_log(&access);
+    result
+}
+
 /// Writes the access log's last entries and syncs them (at a graceful stop).
 fn close_access_log(access: &idgraph_access::Access) {
     if let Some(l) = &access.log {
@@ -194,7 +249,8 @@ async fn serve_read_only(
         "serving the stored index read-only: it will not be refreshed"
     );
     let app = router(graph.clone(), Arc::new(idgraph_graphql::NoOperations), Arc::new(Metrics::default()), server_cfg);
-    serve_until_stopped(app, listener, data_dir, &graph).await
+    serve_until_stopped(app, listener, data_dir, async move { graph.flush().map(|_| ()).context("cannot flush the store") })
+        .await
 }
 
 /// How long requests in flight may take to finish once a stop is asked for.
@@ -224,7 +280,7 @@ async fn serve_until_stopped(
     app: axum::Router,
     listener: tokio::net::TcpListener,
     data_dir: &std::path::Path,
-    graph: &idgraph_graph::Graph,
+    flush: impl std::future::Future<Output = Result<()>>,
 ) -> Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(addr = %addr, "serving GraphQL at /graphql, GraphiQL at / and the audit view at /audit");
@@ -247,7 +303,7 @@ async fn serve_until_stopped(
         }
     };
     forget_server(data_dir);
-    graph.flush().context("cannot flush the store")?;
+    flush.await?;
     served?;
     tracing::info!("stopped");
     Ok(())
@@ -269,33 +325,25 @@ struct Run {
 async fn run_server(run: Run, listener: tokio::net::TcpListener) -> Result<()> {
     let graph = run.graph.clone();
     // No index yet, or a damaged current generation and an older one served: crawl at once.
-    let first_crawl = graph.info().is_none() || graph.fallback().is_some();
     match graph.info() {
         Some(i) => tracing::info!(generation = i.generation, contacts = i.contacts, "serving the stored index"),
         None => tracing::info!("no index yet: crawling first (/readyz says 503 until it is done)"),
     }
     let metrics = Arc::new(Metrics::default());
-    let observer = Arc::new(MetricsObserver(metrics.clone()));
-    let runner = PipelineRunner {
+    let ops = crate::app::orgs::Pipeline {
         graph: graph.clone(),
-        crawler: run.crawler.clone(),
-        observer: observer.clone() as Arc<dyn CrawlObserver>,
-        guard: ShrinkGuard::default(),
+        crawler: run.crawler,
+        schedule: run.schedule,
         incremental: run.incremental,
-    };
-    let scheduler = Scheduler::start(Arc::new(runner), observer.clone(), run.schedule, first_crawl);
-    let refresher = (run.refresh_share > 0.0)
-        .then(|| Refresher::start(graph.clone(), run.crawler.clone(), scheduler.clone(), run.refresh_share))
-        .transpose()?;
-    let confirmer = Confirmer::start(graph.clone(), run.crawler.clone(), observer.clone())?;
-    let jobs = Jobs::open(graph.clone(), run.crawler.clone(), Some(scheduler.clone()))?;
-    jobs.spawn();
-    let cases =
-        crate::app::cases::Cases::open(graph.clone(), Some(jobs.clone()), Some(run.crawler.clone()), run.cases)?;
-    cases.spawn();
-    let ops = SchedulerOps { scheduler, graph: graph.clone(), crawler: run.crawler, refresher, confirmer, jobs, cases };
+        refresh_share: run.refresh_share,
+        cases: run.cases,
+        metrics: metrics.clone(),
+    }
+    .start()?;
     let app = router(graph, Arc::new(ops), metrics, run.server_cfg);
-    serve_until_stopped(app, listener, &run.data_dir, &run.graph).await
+    let g = run.graph.clone();
+    serve_until_stopped(app, listener, &run.data_dir, async move { g.flush().map(|_| ()).context("cannot flush the store") })
+        .await
 }
 
 #[derive(Args)]

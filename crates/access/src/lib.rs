@@ -16,6 +16,7 @@ pub mod oidc;
 pub mod session;
 pub mod tokens;
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -148,6 +149,10 @@ pub struct RoleMap {
     pub auditor: Vec<String>,
     #[serde(default)]
     pub admin: Vec<String>,
+    /// Roles in one org only (`[oidc.roles.org.NAME]`, the same three lists): a claim value here
+    /// grants its role in that org and nothing in the others.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub org: BTreeMap<String, RoleMap>,
 }
 
 impl RoleMap {
@@ -163,6 +168,13 @@ impl RoleMap {
         for (role, list) in [(Role::Viewer, &self.viewer), (Role::Auditor, &self.auditor), (Role::Admin, &self.admin)] {
             if has(list) {
                 out.push(Grant::everywhere(role));
+            }
+        }
+        for (org, map) in &self.org {
+            for (role, list) in [(Role::Viewer, &map.viewer), (Role::Auditor, &map.auditor), (Role::Admin, &map.admin)] {
+                if has(list) {
+                    out.push(Grant { role, org: Some(org.clone()) });
+                }
             }
         }
         out
@@ -214,7 +226,16 @@ mod tests {
 
     #[test]
     fn role_map_reads_strings_and_lists() {
-        let m = RoleMap { viewer: vec!["staff".into()], auditor: vec!["sec".into()], admin: vec!["it-admins".into()] };
+        let eu = RoleMap { auditor: vec!["eu-sec".into()], ..RoleMap::default() };
+        let m = RoleMap {
+            viewer: vec!["staff".into()],
+            auditor: vec!["sec".into()],
+            admin: vec!["it-admins".into()],
+            org: BTreeMap::from([("eu".to_string(), eu)]),
+        };
+        let p = Principal { name: "a".into(), kind: Kind::Jwt, grants: m.grants(Some(&serde_json::json!(["eu-sec"]))) };
+        assert_eq!(p.role_in(Some("eu")), Some(Role::Auditor));
+        assert_eq!(p.role_in(Some("us")), None);
         let g = m.grants(Some(&serde_json::json!(["staff", "sec"])));
         assert_eq!(g.iter().map(|g| g.role).max(), Some(Role::Auditor));
         assert_eq!(m.grants(Some(&serde_json::json!("it-admins"))), vec![Grant::everywhere(Role::Admin)]);

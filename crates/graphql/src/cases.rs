@@ -326,7 +326,7 @@ pub struct Decided {
 }
 
 pub(crate) fn desk(c: &Context<'_>) -> Result<Arc<dyn cs::Desk>> {
-    let ops = &c.data::<crate::schema::Ctx>()?.ops;
+    let ops = &crate::schema::ctx(c)?.ops;
     ops.cases().ok_or_else(|| coded("BAD_USER_INPUT", "this server keeps no offboarding cases"))
 }
 

@@ -25,7 +25,7 @@ fn with_session(st: &AppState, headers: &HeaderMap, path: &str, html: String) ->
         Err(to_sign_in) => *to_sign_in,
         Ok(None) => Html(html).into_response(),
         Ok(Some(s)) => {
-            let role = s.principal.role_in(None).map_or("none", |r| r.name());
+            let role = s.principal.top_role().map_or("none", |r| r.name());
             let meta = format!(
                 "<head>\n<meta name=\"idgraph-csrf\" content=\"{}\">\n<meta name=\"idgraph-user\" content=\"{}\">\n<meta name=\"idgraph-role\" content=\"{role}\">",
                 idgraph_web::escape(&s.csrf),

@@ -8,6 +8,7 @@ mod cost;
 mod graphiql;
 mod introspection;
 pub mod metrics;
+mod orgs;
 mod plan;
 mod schema;
 mod server;
@@ -18,8 +19,9 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub use metrics::Metrics;
-pub use schema::{build_introspection_schema, build_schema, sdl, AppSchema};
-pub use server::{check_cors_origins, router, serve_connections, ApiTokens, AppState, ConnLimits, ServerConfig};
+pub use orgs::{front, OrgRouters, ORG_HEADER};
+pub use schema::{build_introspection_schema, build_schema, federation_sdl, sdl, AppSchema, Ctx};
+pub use server::{check_cors_origins, router, serve_connections, ApiTokens, AppState, ConnLimits, Directory, ServerConfig};
 pub use signin::PeerAddr;
 pub use webhooks::WebhookConfig;
 
@@ -112,5 +114,26 @@ impl Operations for NoOperations {
     }
     fn reassign(&self, _: ReassignRequest) -> BoxFuture<'static, Result<ReassignOutcome, String>> {
         Box::pin(async { Err("this server cannot write to Drift".to_string()) })
+    }
+}
+
+/// One org a server holds, as the cross-org fields (`person`, `orgs`) and the router see it.
+#[derive(Clone)]
+pub struct OrgView {
+    pub name: String,
+    /// The org's graph; `None` while it cannot be opened (`error` says why).
+    pub graph: Option<std::sync::Arc<idgraph_graph::Graph>>,
+    pub ops: Option<std::sync::Arc<dyn Operations>>,
+    /// Why the org is failing (its store cannot be opened, its last crawl failed), if it is.
+    pub error: Option<String>,
+}
+
+/// The orgs a server holds, as they are now (a reload adds and removes them).
+pub trait OrgDirectory: Send + Sync + 'static {
+    fn orgs(&self) -> Vec<OrgView>;
+    /// Reads the configuration again: orgs added are started, orgs removed stopped, the others
+    /// untouched. Says what changed.
+    fn reload(&self) -> BoxFuture<'static, Result<String, String>> {
+        Box::pin(async { Err("this server does not reload its configuration".to_string()) })
     }
 }

@@ -34,6 +34,10 @@ pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
 pub struct Ctx {
     pub graph: Arc<Graph>,
     pub ops: Arc<dyn Operations>,
+    /// The org this schema answers for (`None`: the server's only one).
+    pub org: Option<String>,
+    /// Every org of the server, for `person` and `orgs` (`None`: this one alone).
+    pub orgs: Option<Arc<dyn crate::OrgDirectory>>,
 }
 
 pub use idgraph_access::Role;
@@ -65,12 +69,39 @@ impl Guard for RoleGuard {
     }
 }
 
-pub fn build_schema(graph: Arc<Graph>, ops: Arc<dyn Operations>) -> AppSchema {
+/// What the server's whole scope (every org) grants: the service tokens and the access log are
+/// the server's, not one org's, so an admin of one org does not manage them.
+pub(crate) struct ServerAdmin;
+
+impl Guard for ServerAdmin {
+    async fn check(&self, ctx: &Context<'_>) -> Result<()> {
+        RoleGuard(Role::Admin).check(ctx).await?;
+        let everywhere = ctx.data_opt::<idgraph_access::Principal>().is_some_and(|p| p.may(Role::Admin, None));
+        if everywhere {
+            Ok(())
+        } else {
+            Err(coded("FORBIDDEN", "this needs the admin role in every org (the server's tokens and access log are not one org's)"))
+        }
+    }
+}
+
+/// The schema of one org (a GraphQL Federation v2 subgraph too: `_service { sdl }`, and `Agent`
+/// and `Contact` as entities).
+pub fn build_schema(ctx: Ctx) -> AppSchema {
     Schema::build(Query, Mutation, EmptySubscription)
         .limit_depth(DEPTH_MAX)
         .limit_complexity(COMPLEXITY_MAX)
-        .data(Ctx { graph, ops })
+        .enable_federation()
+        .data(ctx)
         .finish()
+}
+
+/// The Federation v2 SDL, as `_service { sdl }` answers it.
+pub fn federation_sdl() -> String {
+    Schema::build(Query, Mutation, EmptySubscription)
+        .enable_federation()
+        .finish()
+        .sdl_with_options(async_graphql::SDLExportOptions::new().federation().compose_directive())
 }
 
 /// The schema that answers introspection-only documents (see `server::introspection_only`): the
@@ -114,7 +145,15 @@ pub fn sdl() -> String {
         .sdl_with_options(async_graphql::SDLExportOptions::new().include_specified_by())
 }
 
-fn ctx<'a>(c: &'a Context<'_>) -> Result<&'a Ctx> {
+/// What resolvers reach, for a request that names its org (on a server with several, one that
+/// names none answers only the fields that span orgs).
+pub(crate) fn ctx<'a>(c: &'a Context<'_>) -> Result<&'a Ctx> {
+    if c.data_opt::<crate::orgs::AcrossOrgs>().is_some() {
+        return Err(coded(
+            "ORG_REQUIRED",
+            "this server holds several orgs: name one (/orgs/NAME/graphql, or the X-Idgraph-Org header); person and orgs answer across them",
+        ));
+    }
     c.data::<Ctx>()
 }
 
@@ -667,6 +706,8 @@ pub struct IndexStatus {
     fallback: Option<String>,
     /// Null before the first index is loaded.
     freshness: Option<Freshness>,
+    /// The org served (null on a server of one org).
+    org: Option<String>,
     /// Whether an index is loaded; before the first crawl finishes the counts are null.
     ready: bool,
     generation: u64,
@@ -709,6 +750,7 @@ fn index_status(c: &Ctx) -> IndexStatus {
         }
     });
     IndexStatus {
+        org: c.org.clone(),
         fallback: c.graph.fallback().map(|f| format!("serving generation {}: {}", f.to, f.reason)),
         freshness,
         ready,
@@ -1404,7 +1446,7 @@ impl Query {
 
     /// The access log: who read what and changed what, oldest first, from `since` or after the
     /// entry `after` (its `seq`), of one principal if given; at most 1,000 a page. Admins only.
-    #[graphql(guard = "RoleGuard(Role::Admin)")]
+    #[graphql(guard = "ServerAdmin")]
     async fn access_log(
         &self,
         c: &Context<'_>,
@@ -1434,10 +1476,97 @@ impl Query {
     }
 
     /// The service tokens (never the tokens themselves). Admins only.
-    #[graphql(guard = "RoleGuard(Role::Admin)")]
+    #[graphql(guard = "ServerAdmin")]
     async fn service_tokens(&self, c: &Context<'_>) -> Result<Vec<ServiceToken>> {
         let access = c.data::<Arc<idgraph_access::Access>>()?;
         Ok(access.tokens.list().into_iter().map(ServiceToken::from).collect())
+    }
+
+    /// One person across the orgs the caller may read, by email (case-insensitive): the agent
+    /// they are (or were) in each org, their status and holdings there, and the contacts their
+    /// leaving orphaned. On a server with several orgs it answers on `/graphql` without naming
+    /// one.
+    async fn person(&self, c: &Context<'_>, email: String) -> Result<Person> {
+        let email = email.trim().to_lowercase();
+        if email.is_empty() || email.len() > 320 {
+            return Err(bad_input("give the person's email"));
+        }
+        let mut out = Person { email: email.clone(), agents: Vec::new(), unavailable: Vec::new() };
+        for o in readable_orgs(c)? {
+            let Some(g) = o.graph.filter(|g| g.ready()) else {
+                out.unavailable.push(o.name);
+                continue;
+            };
+            let ix = g.read();
+            for a in ix.agents_by_email(&email) {
+                let contacts = ix.contact_count_of(a.id);
+                let reason = a.status.orphans();
+                out.agents.push(PersonAgent {
+                    org: o.name.clone(),
+                    id: ID(a.id.to_string()),
+                    name: a.name.clone(),
+                    email: a.email.clone(),
+                    status: a.status.into(),
+                    deactivated_at: a.deactivated_at_ms.and_then(time),
+                    departed_at: a.departed_at_ms.and_then(time),
+                    contacts,
+                    accounts: ix.account_count_of(a.id),
+                    orphans: if reason.is_some() { contacts } else { 0 },
+                    orphan_reason: reason.map(Into::into),
+                    graph: g.clone(),
+                    key: a.id,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The orgs this server holds that the caller may read: whether each has an index, and why
+    /// it is failing if it is (one org failing never stops the others).
+    async fn orgs(&self, c: &Context<'_>) -> Result<Vec<OrgStatus>> {
+        Ok(readable_orgs(c)?
+            .into_iter()
+            .map(|o| {
+                let schedule = o.ops.as_ref().map(|ops| ops.schedule()).unwrap_or_default();
+                let info = o.graph.as_ref().and_then(|g| g.info());
+                let counts = o.graph.as_ref().filter(|g| g.ready()).map(|g| {
+                    let ix = g.read();
+                    let (contacts, agents, _) = ix.counts();
+                    (contacts, agents, ix.orphan_total())
+                });
+                OrgStatus {
+                    name: o.name,
+                    ready: counts.is_some(),
+                    generation: info.as_ref().map_or(0, |i| i.generation),
+                    contacts: counts.map(|c| c.0),
+                    agents: counts.map(|c| c.1),
+                    orphans: counts.map(|c| c.2),
+                    last_crawl_at: info.as_ref().and_then(|i| time(i.finished_at_ms)),
+                    crawling: schedule.crawling,
+                    failing: o.error.or(schedule.last_error),
+                }
+            })
+            .collect())
+    }
+
+    /// Federation: an agent by id.
+    #[graphql(entity)]
+    async fn find_agent_by_id(&self, c: &Context<'_>, id: ID) -> Result<Option<Agent>> {
+        let id = parse_id(&id, "agent")?;
+        Ok(graph(c)?.read().agent(id).map(Agent::from))
+    }
+
+    /// Federation: an agent by email (the one the email names by rule: see `agentByEmail`).
+    #[graphql(entity)]
+    async fn find_agent_by_email(&self, c: &Context<'_>, email: String) -> Result<Option<Agent>> {
+        Ok(graph(c)?.read().agent_by_email(&email).map(Agent::from))
+    }
+
+    /// Federation: a contact by id.
+    #[graphql(entity)]
+    async fn find_contact_by_id(&self, c: &Context<'_>, id: ID) -> Result<Option<Contact>> {
+        let id = parse_id(&id, "contact")?;
+        Ok(graph(c)?.read().contact(id).map(Contact::from))
     }
 
     /// What is served and when it is refreshed. Answers before the first index is loaded too
@@ -1454,6 +1583,17 @@ pub struct Mutation;
 
 #[Object]
 impl Mutation {
+    /// Reads the server's configuration again (as SIGHUP does): orgs added are started, orgs
+    /// removed are stopped, orgs whose settings changed are restarted, the others keep serving
+    /// untouched. Says what changed. Admins of every org.
+    #[graphql(guard = "ServerAdmin")]
+    async fn reload_config(&self, c: &Context<'_>) -> Result<String> {
+        let Some(dir) = c.data::<Ctx>()?.orgs.clone() else {
+            return Err(coded("BAD_USER_INPUT", "this server holds one org: restart it to change its configuration"));
+        };
+        dir.reload().await.map_err(|e| coded("BAD_USER_INPUT", e))
+    }
+
     /// Opens an offboarding case by hand for an agent (by id or email), freezing what it holds
     /// now. Auditors.
     #[graphql(guard = "RoleGuard(Role::Auditor)")]
@@ -1501,7 +1641,7 @@ impl Mutation {
 
     /// Creates a named service token and answers it: the only time it is shown. `expires`:
     /// 90d, 12h, 2w. Admins only.
-    #[graphql(guard = "RoleGuard(Role::Admin)")]
+    #[graphql(guard = "ServerAdmin")]
     async fn create_service_token(
         &self,
         c: &Context<'_>,
@@ -1523,7 +1663,7 @@ impl Mutation {
     }
 
     /// Revokes a service token: refused from the next request on. Admins only.
-    #[graphql(guard = "RoleGuard(Role::Admin)")]
+    #[graphql(guard = "ServerAdmin")]
     async fn revoke_service_token(&self, c: &Context<'_>, name: String) -> Result<bool> {
         let access = c.data::<Arc<idgraph_access::Access>>()?;
         let Some(dir) = access.tokens.path().and_then(|p| p.parent()).map(|p| p.to_path_buf()) else {
@@ -1702,4 +1842,102 @@ impl From<idgraph_access::tokens::TokenRecord> for ServiceToken {
 pub struct CreatedToken {
     name: String,
     token: String,
+}
+
+/// The orgs a request may read across: every org of the server (or its only one) where the
+/// caller holds at least viewer.
+fn readable_orgs(c: &Context<'_>) -> Result<Vec<crate::OrgView>> {
+    let p = c.data::<idgraph_access::Principal>()?;
+    let me = c.data::<Ctx>()?;
+    Ok(match &me.orgs {
+        Some(d) => d.orgs().into_iter().filter(|o| p.may(Role::Viewer, Some(&o.name))).collect(),
+        None => vec![crate::OrgView {
+            name: me.org.clone().unwrap_or_else(|| "default".into()),
+            graph: Some(me.graph.clone()),
+            ops: Some(me.ops.clone()),
+            error: None,
+        }],
+    })
+}
+
+/// One person across orgs.
+#[derive(SimpleObject)]
+pub struct Person {
+    /// The email asked, as compared (lower case).
+    email: String,
+    /// The agent the person is (or was) in each org the caller may read, by org name then id.
+    agents: Vec<PersonAgent>,
+    /// Orgs the caller may read whose index is not loaded now (their first crawl, or failing):
+    /// the answer may lack the person there.
+    unavailable: Vec<String>,
+}
+
+/// A person as an agent in one org.
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct PersonAgent {
+    org: String,
+    id: ID,
+    name: Option<String>,
+    email: Option<String>,
+    status: AgentStatus,
+    deactivated_at: Option<DateTime<Utc>>,
+    departed_at: Option<DateTime<Utc>>,
+    /// Contacts they own there.
+    contacts: usize,
+    accounts: usize,
+    /// Contacts their leaving orphaned there (all they own when they are not active).
+    orphans: usize,
+    orphan_reason: Option<OrphanReason>,
+    #[graphql(skip)]
+    graph: Arc<Graph>,
+    #[graphql(skip)]
+    key: u64,
+}
+
+#[async_graphql::ComplexObject]
+impl PersonAgent {
+    /// The contacts they own in this org, in id order, after the id `after`; at most 1,000.
+    #[graphql(complexity = "first.unwrap_or(100).clamp(1, 1000) as usize * child_complexity")]
+    async fn owned(&self, first: Option<i32>, after: Option<ID>) -> Result<Vec<PersonContact>> {
+        let first = first.unwrap_or(100);
+        if !(1..=1000).contains(&first) {
+            return Err(bad_input("first must be between 1 and 1000"));
+        }
+        let after = after.as_ref().map(|a| parse_id(a, "contact")).transpose()?;
+        let (rows, _) = self.graph.read().owned_contacts(self.key, after, first as usize);
+        Ok(rows
+            .into_iter()
+            .map(|c| PersonContact {
+                id: ID(c.id.to_string()),
+                email: c.email,
+                name: c.name,
+                updated_at: time(c.updated_at_ms),
+            })
+            .collect())
+    }
+}
+
+/// A contact a person owns in one org.
+#[derive(SimpleObject)]
+pub struct PersonContact {
+    id: ID,
+    email: Option<String>,
+    name: Option<String>,
+    updated_at: Option<DateTime<Utc>>,
+}
+
+/// One org of the server, as `orgs` lists it.
+#[derive(SimpleObject)]
+pub struct OrgStatus {
+    name: String,
+    ready: bool,
+    generation: u64,
+    contacts: Option<usize>,
+    agents: Option<usize>,
+    orphans: Option<usize>,
+    last_crawl_at: Option<DateTime<Utc>>,
+    crawling: bool,
+    /// Why the org is failing (its store cannot be opened, its last crawl failed), if it is.
+    failing: Option<String>,
 }

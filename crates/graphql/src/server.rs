@@ -59,6 +59,21 @@ pub struct ServerConfig {
     pub webhook: Option<WebhookConfig>,
     /// Where `POST /admin/backup` writes, each backup by a plain name; `None`: refused.
     pub backup_dir: Option<std::path::PathBuf>,
+    /// The org this router serves on a server with several (roles are read for it); `None`: the
+    /// server's only org.
+    pub org: Option<String>,
+    /// Every org of the server, for the fields that span them (`person`, `orgs`).
+    pub orgs: Option<Directory>,
+}
+
+/// The orgs a server holds, as the cross-org fields read them.
+#[derive(Clone)]
+pub struct Directory(pub Arc<dyn crate::OrgDirectory>);
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Directory")
+    }
 }
 
 impl Default for ServerConfig {
@@ -71,6 +86,8 @@ impl Default for ServerConfig {
             cors_origins: Vec::new(),
             webhook: None,
             backup_dir: None,
+            org: None,
+            orgs: None,
         }
     }
 }
@@ -91,6 +108,8 @@ pub struct AppState {
     pub body_max_bytes: usize,
     /// Heavy documents (whole-org reads, large introspection) running at once, at most.
     pub heavy: tokio::sync::Semaphore,
+    /// The org this router serves (`None`: the server's only one).
+    pub org: Option<String>,
 }
 
 /// The whole HTTP surface. Call inside a Tokio runtime (the webhook applier is spawned here).
@@ -100,7 +119,12 @@ pub fn router(graph: Arc<Graph>, ops: Arc<dyn Operations>, metrics: Arc<Metrics>
         .clone()
         .unwrap_or_else(|| Arc::new(Access::with_tokens(cfg.tokens.read.clone(), cfg.tokens.admin.clone())));
     let state = Arc::new(AppState {
-        schema: build_schema(graph.clone(), ops.clone()),
+        schema: build_schema(crate::schema::Ctx {
+            graph: graph.clone(),
+            ops: ops.clone(),
+            org: cfg.org.clone(),
+            orgs: cfg.orgs.as_ref().map(|d| d.0.clone()),
+        }),
         ops,
         introspection_schema: build_introspection_schema(),
         documents: Documents::new(DOCUMENT_CACHE_ENTRIES),
@@ -113,6 +137,7 @@ pub fn router(graph: Arc<Graph>, ops: Arc<dyn Operations>, metrics: Arc<Metrics>
             std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(1).max(1),
         ),
         body_max_bytes: cfg.body_max_bytes,
+        org: cfg.org.clone(),
     });
     let app = Router::new()
         .route("/", get(graphiql::page))
@@ -366,8 +391,9 @@ async fn graphql(State(st): State<Arc<AppState>>, req: axum::extract::Request) -
         Ok(w) => w,
         Err(msg) => return early(StatusCode::BAD_REQUEST, "BAD_REQUEST", &msg, media),
     };
+    let across = parts.extensions.get::<crate::orgs::AcrossOrgs>().is_some();
     let started = Instant::now();
-    let (answered, trail) = execute(&st, wire, role, get, &caller.principal).await;
+    let (answered, trail) = execute(&st, wire, role, get, across, &caller.principal).await;
     st.metrics.observe_query(started.elapsed());
     st.metrics.graphql_requests.fetch_add(1, Ordering::Relaxed);
     match answered {
@@ -576,6 +602,7 @@ async fn execute(
     wire: WireRequest,
     role: Role,
     get: bool,
+    across: bool,
     principal: &Principal,
 ) -> (Answered, Option<Trail>) {
     if wire.variables.as_ref().is_some_and(|v| !v.is_null() && !v.is_object()) {
@@ -602,7 +629,7 @@ async fn execute(
         Ok(c) if c.whole_org > 0 || c.fields > 1_000 => Some(st.heavy.acquire().await),
         _ => None,
     };
-    if let (Some(Some(plan)), true) = (cached.plan.get(), st.graph.ready()) {
+    if let (Some(Some(plan)), true, false) = (cached.plan.get(), st.graph.ready(), across) {
         if let Some(body) = plan.answer(&st.graph.read(), operation.as_deref(), wire.variables.as_ref()) {
             // A planned document looks contacts up: never introspection.
             return (Answered::Planned(body.0, body.1), trail_of(st, &cached, operation.as_deref()));
@@ -621,6 +648,9 @@ async fn execute(
     let mut req = async_graphql::Request::new(query).data(role).data(principal.clone()).data(st.access.clone());
     if get {
         req = req.data(crate::schema::SentWithGet);
+    }
+    if across {
+        req = req.data(crate::orgs::AcrossOrgs);
     }
     if let Some(op) = &operation {
         req = req.operation_name(op.clone());

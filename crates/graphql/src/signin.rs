@@ -77,11 +77,12 @@ pub(crate) async fn authenticate(
             }
             Err(refuse(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "unauthenticated", None, r.to_string()))
         }
-        Ok(p) => match p.role_in(None) {
+        Ok(p) => match role_here(st, ext, &p) {
             Some(role) => Ok(Caller { principal: p, role, client }),
             None => {
+                let here = st.org.as_ref().map_or("on this server".to_string(), |o| format!("in org {o}"));
                 let why = format!(
-                    "{} {:?} has no role on this server: ask an admin to map one of its groups to viewer, auditor or admin",
+                    "{} {:?} has no role {here}: ask an admin to map one of its groups to viewer, auditor or admin",
                     p.kind.name(),
                     p.name
                 );
@@ -90,6 +91,17 @@ pub(crate) async fn authenticate(
             }
         },
     }
+}
+
+/// The caller's role for this request: in the router's org; for a request that names no org on
+/// a server with several, at least viewer when it holds a role in any org (such a request
+/// reaches only the fields that span orgs, which filter by org themselves) and its role in
+/// every org above that.
+fn role_here(st: &AppState, ext: &axum::http::Extensions, p: &Principal) -> Option<Role> {
+    if ext.get::<crate::orgs::AcrossOrgs>().is_some() {
+        return p.top_role().map(|_| p.role_in(None).unwrap_or(Role::Viewer));
+    }
+    p.role_in(st.org.as_deref())
 }
 
 /// Counts a refused request and writes it to the access log (`who`: the principal, when one was
@@ -108,6 +120,7 @@ fn record_refusal(
         principal: who.map_or("-".into(), |p| p.name.clone()),
         kind: who.map_or("none", |p| p.kind.name()).into(),
         role: None,
+        org: st.org.clone(),
         route: route.to_string(),
         outcome: outcome.into(),
         client,
@@ -140,7 +153,7 @@ pub(crate) fn record(
         principal: c.principal.name.clone(),
         kind: c.principal.kind.name().into(),
         role: Some(c.role.name().into()),
-        org: None,
+        org: st.org.clone(),
         route: route.to_string(),
         operation,
         fields,
@@ -290,7 +303,7 @@ pub(crate) async fn callback(
         Ok(x) => x,
         Err(e) => return refused(None, e.to_string()),
     };
-    let Some(role) = p.role_in(None) else {
+    let Some(role) = p.top_role() else {
         let why = format!(
             "you are signed in at the identity provider as {}, but none of your {} maps to a role here: ask an admin",
             p.name,

@@ -5,6 +5,8 @@
 //    file (#idgraph-data) and never touches the network.
 // Chart.js and Cytoscape.js are used when they were bundled; without them the same numbers are
 // drawn as plain HTML bars and lists.
+// An org's pages live under /orgs/NAME/ on a server of several orgs: requests go to the same org.
+const BASE = (/^\/orgs\/[^/]+\//.exec(location.pathname) || ['/'])[0];
 (function () {
   'use strict';
 
@@ -63,7 +65,7 @@
     const token = sessionStorage.getItem(TOKEN_KEY);
     if (CSRF) headers['x-csrf-token'] = CSRF;
     else if (token) headers.authorization = 'Bearer ' + token;
-    const r = await fetch('/graphql', { method: 'POST', headers, body: JSON.stringify({ query, variables }) });
+    const r = await fetch(BASE + 'graphql', { method: 'POST', headers, body: JSON.stringify({ query, variables }) });
     let body;
     try { body = await r.json(); } catch (e) { throw new Error('the server answered HTTP ' + r.status); }
     const err = body.errors && body.errors[0];
@@ -497,7 +499,7 @@
       const headers = {};
       const token = sessionStorage.getItem(TOKEN_KEY);
       if (!CSRF && token) headers.authorization = 'Bearer ' + token;
-      const r = await fetch('/cases/' + c.id + '/bundle', { headers });
+      const r = await fetch(BASE + 'cases/' + c.id + '/bundle', { headers });
       const a = h('a', { href: URL.createObjectURL(await r.blob()), download: 'idgraph-case-' + c.id + '.html' });
       document.body.append(a); a.click(); a.remove();
     } }, 'Download the evidence bundle');

@@ -44,7 +44,7 @@ pub fn graphiql_page() -> String {
         // Signed in through the identity provider: the session's CSRF token goes with every POST.
         const csrf = document.querySelector('meta[name="idgraph-csrf"]');
         if (csrf) headers['x-csrf-token'] = csrf.content;
-        const r = await fetch('/graphql', {{method: 'POST', headers, body: JSON.stringify(params)}});
+        const r = await fetch((/^\/orgs\/[^/]+\//.exec(location.pathname) || ['/'])[0] + 'graphql', {{method: 'POST', headers, body: JSON.stringify(params)}});
         const introspection = params && params.operationName === 'IntrospectionQuery';
         if (introspection && (r.status === 401 || r.status === 403)) schemaRefused = true;
         if (!introspection && r.ok && schemaRefused && Object.keys(headers).some((k) => k.toLowerCase() === 'authorization')) {{
@@ -82,7 +82,7 @@ document.getElementById('run').onclick = async () => {{
   const headers = {{'content-type': 'application/json'}};
   const t = document.getElementById('token').value;
   if (t) headers['authorization'] = 'Bearer ' + t;
-  const r = await fetch('/graphql', {{method: 'POST', headers, body: JSON.stringify({{query: document.getElementById('query').value}})}});
+  const r = await fetch((/^\/orgs\/[^/]+\//.exec(location.pathname) || ['/'])[0] + 'graphql', {{method: 'POST', headers, body: JSON.stringify({{query: document.getElementById('query').value}})}});
   document.getElementById('result').textContent = JSON.stringify(await r.json(), null, 2);
 }};
 </script>
