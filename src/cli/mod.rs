@@ -9,6 +9,7 @@ pub mod check;
 pub mod common;
 pub mod crawl;
 pub mod export;
+pub mod gateway;
 pub mod login;
 pub mod progress;
 pub mod reassign;
@@ -62,7 +63,14 @@ pub enum Command {
     /// Run the Drift simulator alone (REST, SCIM, OAuth), for any Drift client.
     Sim(sim::SimArgs),
     /// Print the GraphQL schema (SDL).
-    Schema,
+    Schema {
+        /// The GraphQL Federation v2 subgraph SDL (what `_service { sdl }` answers).
+        #[arg(long)]
+        federation: bool,
+    },
+    /// Write the reverse proxy's routing (nginx) for orgs spread over several `serve`
+    /// processes, from each process's configuration file.
+    GatewayConfig(gateway::GatewayArgs),
     /// OAuth 2.0 credentials.
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -96,7 +104,9 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Check(a) => check::check(a).await,
         Command::Backup(a) => backup::backup(a).await,
         Command::Restore(a) => backup::restore(a).await,
-        Command::Schema => common::print_out(&crate::app::http::sdl()),
+        Command::Schema { federation: false } => common::print_out(&crate::app::http::sdl()),
+        Command::Schema { federation: true } => common::print_out(&idgraph_graphql::federation_sdl()),
+        Command::GatewayConfig(a) => gateway::gateway_config(a),
         Command::Auth(AuthCommand::Login(a)) => login::login(a).await,
         Command::Token(c) => access::token(c).await,
         Command::Case(c) => case::case(c).await,
