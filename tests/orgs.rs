@@ -5,134 +5,12 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use drift_sim::{RunningSim, Sim, SimConfig};
-use serde_json::{json, Value};
-
-const LEAVER: &str = "lee.leaver@corp.example";
-
-/// A simulated org with the leaver as an agent who owns `owns` contacts.
-async fn org_with_leaver(seed: u64, owns: usize) -> (Sim, RunningSim, u64, Vec<u64>) {
-    let (sim, r) =
-        sim(SimConfig { seed, contacts: 300, agents: 8, rate_limit: None, ..SimConfig::default() }).await;
-    let http = reqwest::Client::new();
-    let created: Value = http
-        .post(format!("{}/Users", r.scim_url()))
-        .bearer_auth(TOKEN)
-        .json(&json!({"userName": LEAVER, "displayName": "Lee Leaver"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let leaver: u64 = created["id"].as_str().unwrap().parse().unwrap();
-    let ids: Vec<u64> = sim.contacts_json().iter().filter_map(|c| c["id"].as_u64()).take(owns).collect();
-    for id in &ids {
-        let s = http
-            .patch(format!("{}/contacts/{id}", r.url()))
-            .bearer_auth(TOKEN)
-            .json(&json!({"attributes": {"ownerId": leaver}}))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert!(s.is_success(), "PATCH contact {id}: {s}");
-    }
-    (sim, r, leaver, ids)
-}
-
-fn org_section(name: &str, r: &RunningSim, token: &str) -> String {
-    format!(
-        "[[org]]\nname = \"{name}\"\ndrift_url = \"{}\"\nscim_url = \"{}\"\ntoken = \"{token}\"\nrate_limit = \"2000/s\"\nfull_every = \"1h\"\nagents_every = \"1h\"\nrefresh_share = 0.0\n\n",
-        r.url(),
-        r.scim_url()
-    )
-}
-
-fn write_config(path: &Path, data_dir: &Path, orgs: &[String]) {
-    let text = format!("data_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\n\n{}", data_dir.display(), orgs.concat());
-    std::fs::write(path, text).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-}
-
-async fn token(data_dir: &Path, name: &str, role: &str, org: Option<&str>) -> String {
-    let mut c = idgraph();
-    c.args(["token", "create", name, "--role", role, "--data-dir"]).arg(data_dir);
-    if let Some(o) = org {
-        c.args(["--org", o]);
-    }
-    let out = c.output().await.unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// Starts `idgraph serve --config` and returns it with its address once it listens.
-async fn serve_config(config: &Path) -> Server {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-    let mut child = idgraph()
-        .args(["--log-format", "json", "serve", "--config"])
-        .arg(config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .expect("the server says where it listens")
-            .unwrap()
-            .expect("the server exited early");
-        if line.contains("serving GraphQL") {
-            let v: Value = serde_json::from_str(&line).unwrap();
-            break v["fields"]["addr"].as_str().unwrap().to_string();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Server { child, url: format!("http://{addr}") }
-}
-
-/// A query to one org, by the header or the path.
-async fn org_gql(url: &str, org: Option<&str>, by_path: bool, token: &str, query: &str) -> (u16, Value) {
-    let http = reqwest::Client::new();
-    let target = match (org, by_path) {
-        (Some(o), true) => format!("{url}/orgs/{o}/graphql"),
-        _ => format!("{url}/graphql"),
-    };
-    let mut req = http.post(target).bearer_auth(token).json(&json!({"query": query}));
-    if let (Some(o), false) = (org, by_path) {
-        req = req.header("x-idgraph-org", o);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-/// Waits until the org's last run was `want` and it is idle.
-async fn wait_org(url: &str, org: &str, token: &str, want: &str) {
-    let mut last = Value::Null;
-    for _ in 0..600 {
-        let (_, v) =
-            org_gql(url, Some(org), false, token, "{ indexStatus { crawling lastResult lastError } }").await;
-        let st = &v["data"]["indexStatus"];
-        if st["crawling"] == false && st["lastResult"].as_str().is_some_and(|r| r.contains(want)) {
-            return;
-        }
-        last = v;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("org {org}: no {want} finished: {last}");
-}
+use drift_sim::SimConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_person_across_two_orgs_and_each_org_its_own() {
@@ -144,8 +22,9 @@ async fn one_person_across_two_orgs_and_each_org_its_own() {
     // A third org whose token Drift refuses: it fails alone.
     let (_c, rc) = sim(SimConfig { seed: 33, contacts: 50, agents: 3, ..SimConfig::default() }).await;
     let config = dir.path().join("idgraph.toml");
-    let mut orgs = vec![org_section("acme", &ra, TOKEN), org_section("beta", &rb, TOKEN), org_section("broken", &rc, "revoked")];
-    write_config(&config, &data_dir, &orgs);
+    let mut orgs =
+        vec![org_section("acme", &ra, TOKEN), org_section("beta", &rb, TOKEN), org_section("broken", &rc, "revoked")];
+    write_config(&config, &data_dir, "listen = \"127.0.0.1:0\"", &orgs);
     let admin = token(&data_dir, "ops", "admin", None).await;
     let acme_auditor = token(&data_dir, "acme-auditor", "auditor", Some("acme")).await;
 
@@ -190,7 +69,8 @@ async fn one_person_across_two_orgs_and_each_org_its_own() {
         assert_eq!(a["id"], id.to_string());
         assert_eq!(a["orphans"], owned.len(), "{v}");
         assert_ne!(a["status"], "ACTIVE", "{v}");
-        let mut got: Vec<u64> = a["owned"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().parse().unwrap()).collect();
+        let mut got: Vec<u64> =
+            a["owned"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().parse().unwrap()).collect();
         got.sort();
         let mut want = owned.clone();
         want.sort();
@@ -228,7 +108,13 @@ async fn one_person_across_two_orgs_and_each_org_its_own() {
     // And the server's own tokens are not an org admin's.
     let (_, v) = org_gql(&url, Some("acme"), true, &acme_auditor, "{ serviceTokens { name } }").await;
     assert_eq!(v["errors"][0]["extensions"]["code"], "FORBIDDEN", "{v}");
-    let (s, _) = http.get(format!("{url}/orgs/nowhere/graphql?query=%7B__typename%7D")).bearer_auth(&admin).send().await.map(|r| (r.status().as_u16(), ())).unwrap();
+    let (s, _) = http
+        .get(format!("{url}/orgs/nowhere/graphql?query=%7B__typename%7D"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), ()))
+        .unwrap();
     assert_eq!(s, 404);
 
     // A reload adds an org while another is being queried: no query fails.
@@ -236,9 +122,14 @@ async fn one_person_across_two_orgs_and_each_org_its_own() {
     let failures = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let email = _a.contacts_json()[10]["attributes"]["email"].as_str().or(_a.contacts_json()[10]["email"].as_str()).unwrap().to_string();
+    let email = _a.contacts_json()[10]["attributes"]["email"]
+        .as_str()
+        .or(_a.contacts_json()[10]["email"].as_str())
+        .unwrap()
+        .to_string();
     let load = {
-        let (url, admin, failures, done, stop) = (url.clone(), admin.clone(), failures.clone(), done.clone(), stop.clone());
+        let (url, admin, failures, done, stop) =
+            (url.clone(), admin.clone(), failures.clone(), done.clone(), stop.clone());
         tokio::spawn(async move {
             let q = format!("{{ contact(email: \"{email}\") {{ id owner {{ id }} }} }}");
             while !stop.load(Ordering::Relaxed) {
@@ -251,7 +142,7 @@ async fn one_person_across_two_orgs_and_each_org_its_own() {
         })
     };
     orgs.push(org_section("gamma", &rg, TOKEN));
-    write_config(&config, &data_dir, &orgs);
+    write_config(&config, &data_dir, "listen = \"127.0.0.1:0\"", &orgs);
     let (s, v) = org_gql(&url, None, false, &admin, "mutation { reloadConfig }").await;
     assert_eq!(s, 200, "{v}");
     assert!(v["data"]["reloadConfig"].as_str().is_some_and(|r| r.contains("added: gamma")), "{v}");

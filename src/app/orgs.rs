@@ -17,7 +17,7 @@ use futures::future::BoxFuture;
 use idgraph_crawler::Crawler;
 use idgraph_graph::{Graph, ShrinkGuard};
 use idgraph_graphql::{
-    router, Directory, Metrics, OrgDirectory, OrgRouters, OrgView, Operations, ReassignOutcome, ReassignRequest,
+    router, Directory, Metrics, Operations, OrgDirectory, OrgRouters, OrgView, ReassignOutcome, ReassignRequest,
     ScheduleStatus, Scope, ServerConfig, WebhookConfig,
 };
 use parking_lot::Mutex;
@@ -150,12 +150,24 @@ impl Registry {
         self.orgs
             .lock()
             .iter()
-            .map(|(name, r)| OrgView { name: name.clone(), graph: r.graph.clone(), ops: r.ops.clone(), error: r.error.clone() })
+            .map(|(name, r)| OrgView {
+                name: name.clone(),
+                graph: r.graph.clone(),
+                ops: r.ops.clone(),
+                error: r.error.clone(),
+            })
             .collect()
     }
 
     /// The org's router with these operations.
-    fn install(&self, name: &str, graph: Arc<Graph>, ops: Arc<dyn Operations>, settings: &Settings, error: Option<String>) {
+    fn install(
+        &self,
+        name: &str,
+        graph: Arc<Graph>,
+        ops: Arc<dyn Operations>,
+        settings: &Settings,
+        error: Option<String>,
+    ) {
         let cfg = ServerConfig {
             org: Some(name.to_string()),
             orgs: Some(Directory(Arc::new(WeakDirectory(self.me.clone())))),
@@ -308,8 +320,7 @@ async fn run_org(
     let cache = org_cache_bytes(&s);
     let opened = tokio::task::spawn_blocking(move || -> Result<Graph> {
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        Graph::open_with_cache(&dir, cache)
-            .with_context(|| format!("cannot open the org's store at {}", dir.display()))
+        Graph::open_with_cache(&dir, cache).with_context(|| format!("cannot open the org's store at {}", dir.display()))
     })
     .await;
     let graph = match opened {
@@ -422,8 +433,17 @@ impl Pipeline {
         let confirmer = crate::app::confirm::Confirmer::start(graph.clone(), self.crawler.clone(), observer)?;
         let jobs = crate::app::reassign::Jobs::open(graph.clone(), self.crawler.clone(), Some(scheduler.clone()))?;
         jobs.spawn();
-        let cases = crate::app::cases::Cases::open(graph.clone(), Some(jobs.clone()), Some(self.crawler.clone()), self.cases)?;
+        let cases =
+            crate::app::cases::Cases::open(graph.clone(), Some(jobs.clone()), Some(self.crawler.clone()), self.cases)?;
         cases.spawn();
-        Ok(crate::app::http::SchedulerOps { scheduler, graph, crawler: self.crawler, refresher, confirmer, jobs, cases })
+        Ok(crate::app::http::SchedulerOps {
+            scheduler,
+            graph,
+            crawler: self.crawler,
+            refresher,
+            confirmer,
+            jobs,
+            cases,
+        })
     }
 }

@@ -118,9 +118,23 @@ impl OrgFile {
             ($($k:ident),*) => { $( if self.$k.is_some() { f.$k = self.$k.clone(); } )* };
         }
         set!(
-            drift_url, scim_url, token, scim_token, token_file, scim_token_file, rate_limit, webhook_token,
-            webhook_token_file, full_every, agents_every, refresh_share, known_ids_file, incremental, oauth,
-            cache_mb, case_allowance
+            drift_url,
+            scim_url,
+            token,
+            scim_token,
+            token_file,
+            scim_token_file,
+            rate_limit,
+            webhook_token,
+            webhook_token_file,
+            full_every,
+            agents_every,
+            refresh_share,
+            known_ids_file,
+            incremental,
+            oauth,
+            cache_mb,
+            case_allowance
         );
         f
     }
@@ -293,7 +307,12 @@ impl Env {
             "IDGRAPH_AGENTS_EVERY",
             "IDGRAPH_REFRESH_SHARE",
         ];
-        Env(self.0.iter().filter(|(k, _)| !ORG_KEYS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect())
+        Env(self
+            .0
+            .iter()
+            .filter(|(k, _)| !ORG_KEYS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Env {
@@ -453,7 +472,12 @@ impl Settings {
             let mut s = if mine {
                 Settings::resolve(flags, &merged, env)
             } else {
-                let f = Flags { config: flags.config.clone(), data_dir: flags.data_dir.clone(), listen: flags.listen.clone(), ..Flags::default() };
+                let f = Flags {
+                    config: flags.config.clone(),
+                    data_dir: flags.data_dir.clone(),
+                    listen: flags.listen.clone(),
+                    ..Flags::default()
+                };
                 Settings::resolve(&f, &merged, &env.without_org_keys())
             }
             .with_context(|| format!("[[org]] {}", o.name))?;
@@ -472,7 +496,10 @@ impl Settings {
     /// Fails when the config names several orgs and none was chosen (`--org`).
     pub fn require_org(&self) -> Result<()> {
         if self.org.is_none() && !self.orgs.is_empty() {
-            anyhow::bail!("the configuration names several orgs ({}): choose one with --org NAME", self.orgs.join(", "));
+            anyhow::bail!(
+                "the configuration names several orgs ({}): choose one with --org NAME",
+                self.orgs.join(", ")
+            );
         }
         Ok(())
     }
@@ -519,8 +546,8 @@ impl Settings {
             .unwrap_or_else(|| defaults::FULL_EVERY.to_string());
         let agents = pick(&flags.agents_every, "IDGRAPH_AGENTS_EVERY", &file.agents_every)
             .unwrap_or_else(|| defaults::AGENTS_EVERY.to_string());
-        let base_dir =
-            path(&flags.data_dir, "IDGRAPH_DATA_DIR", &file.data_dir).unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR));
+        let base_dir = path(&flags.data_dir, "IDGRAPH_DATA_DIR", &file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR));
         Ok(Settings {
             data_dir: base_dir.clone(),
             base_dir,

@@ -161,7 +161,10 @@ impl PersonAudit {
             self.agents.len(),
             self.orphans()
         );
-        t += &format!("{:<16} {:>12}  {:<12} {:<25} {:>9} {:>8}\n", "ORG", "AGENT", "STATUS", "GONE", "CONTACTS", "ORPHANS");
+        t += &format!(
+            "{:<16} {:>12}  {:<12} {:<25} {:>9} {:>8}\n",
+            "ORG", "AGENT", "STATUS", "GONE", "CONTACTS", "ORPHANS"
+        );
         for a in &self.agents {
             let gone = a.departed_at.as_deref().or(a.deactivated_at.as_deref()).unwrap_or("-");
             t += &format!(
@@ -186,7 +189,10 @@ impl PersonAudit {
                     );
                 }
                 if a.not_listed > 0 {
-                    t += &format!("{:<16} … and {} more (idgraph export orphans --org {})\n", a.org, a.not_listed, a.org);
+                    t += &format!(
+                        "{:<16} … and {} more (idgraph export orphans --org {})\n",
+                        a.org, a.not_listed, a.org
+                    );
                 }
             }
         }

@@ -45,7 +45,11 @@ pub fn gateway_config(a: GatewayArgs) -> Result<()> {
     for (i, p) in procs.iter().enumerate() {
         for o in &p.orgs {
             if let Some(j) = seen.insert(o.clone(), i) {
-                anyhow::bail!("org {o} is in two configurations ({} and {})", a.configs[j].display(), a.configs[i].display());
+                anyhow::bail!(
+                    "org {o} is in two configurations ({} and {})",
+                    a.configs[j].display(),
+                    a.configs[i].display()
+                );
             }
         }
     }
@@ -63,7 +67,11 @@ fn nginx(procs: &[Process], listen: &str) -> String {
          \x20   fastcgi_temp_path fastcgi_temp;\n    uwsgi_temp_path uwsgi_temp;\n    scgi_temp_path scgi_temp;\n\n",
     );
     for (i, p) in procs.iter().enumerate() {
-        t += &format!("    # {}\n    upstream idgraph_{i} {{ server {}; keepalive 64; }}\n", p.orgs.join(", "), p.listen);
+        t += &format!(
+            "    # {}\n    upstream idgraph_{i} {{ server {}; keepalive 64; }}\n",
+            p.orgs.join(", "),
+            p.listen
+        );
     }
     t += "\n    # The org a request names by its path, then by its header; none: the first process.\n";
     t += "    map $uri $idgraph_by_path {\n        default \"\";\n";

@@ -196,7 +196,12 @@ pub struct ServerArgs {
 
 impl StoreArgs {
     pub fn flags(&self) -> Flags {
-        Flags { config: self.config.clone(), data_dir: self.data_dir.clone(), org: self.org.clone(), ..Flags::default() }
+        Flags {
+            config: self.config.clone(),
+            data_dir: self.data_dir.clone(),
+            org: self.org.clone(),
+            ..Flags::default()
+        }
     }
 }
 

@@ -249,8 +249,13 @@ async fn serve_read_only(
         "serving the stored index read-only: it will not be refreshed"
     );
     let app = router(graph.clone(), Arc::new(idgraph_graphql::NoOperations), Arc::new(Metrics::default()), server_cfg);
-    serve_until_stopped(app, listener, data_dir, async move { graph.flush().map(|_| ()).context("cannot flush the store") })
-        .await
+    serve_until_stopped(
+        app,
+        listener,
+        data_dir,
+        async move { graph.flush().map(|_| ()).context("cannot flush the store") },
+    )
+    .await
 }
 
 /// How long requests in flight may take to finish once a stop is asked for.
@@ -342,8 +347,13 @@ async fn run_server(run: Run, listener: tokio::net::TcpListener) -> Result<()> {
     .start()?;
     let app = router(graph, Arc::new(ops), metrics, run.server_cfg);
     let g = run.graph.clone();
-    serve_until_stopped(app, listener, &run.data_dir, async move { g.flush().map(|_| ()).context("cannot flush the store") })
-        .await
+    serve_until_stopped(
+        app,
+        listener,
+        &run.data_dir,
+        async move { g.flush().map(|_| ()).context("cannot flush the store") },
+    )
+    .await
 }
 
 #[derive(Args)]

@@ -9,6 +9,8 @@ use std::process::Stdio;
 use drift_sim::{RunningSim, Sim, SimConfig};
 use idgraph_graph::Store;
 use idgraph_model::{Account, Contact, ScimUser, User};
+use serde_json::{json, Value};
+use std::time::Duration;
 
 pub const TOKEN: &str = "test-token";
 
@@ -214,4 +216,125 @@ pub async fn wait_confirmed(url: &str, reads: f64) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!("announced contacts were not read from Drift in time: {}", metrics(url).await);
+}
+
+/// Writes a configuration file (0600: it holds tokens): `data_dir`, the top-level keys `top`, the
+/// `[[org]]`s.
+pub fn write_config(path: &Path, data_dir: &Path, top: &str, orgs: &[String]) {
+    let text = format!("data_dir = \"{}\"\n{top}\n\n{}", data_dir.display(), orgs.concat());
+    std::fs::write(path, text).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
+/// Starts `idgraph serve --config` and returns it with its address once it listens.
+pub async fn serve_config(config: &Path) -> Server {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = idgraph()
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the server says where it listens")
+            .unwrap()
+            .expect("the server exited early");
+        if line.contains("serving GraphQL") {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            break v["fields"]["addr"].as_str().unwrap().to_string();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Server { child, url: format!("http://{addr}") }
+}
+
+/// A query to one org, by the header or the path.
+pub async fn org_gql(url: &str, org: Option<&str>, by_path: bool, token: &str, query: &str) -> (u16, Value) {
+    let http = reqwest::Client::new();
+    let target = match (org, by_path) {
+        (Some(o), true) => format!("{url}/orgs/{o}/graphql"),
+        _ => format!("{url}/graphql"),
+    };
+    let mut req = http.post(target).bearer_auth(token).json(&json!({"query": query}));
+    if let (Some(o), false) = (org, by_path) {
+        req = req.header("x-idgraph-org", o);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+// Many orgs (tests/orgs.rs, tests/gateway.rs).
+
+pub const LEAVER: &str = "lee.leaver@corp.example";
+
+/// A simulated org with the leaver as an agent who owns `owns` contacts.
+pub async fn org_with_leaver(seed: u64, owns: usize) -> (Sim, RunningSim, u64, Vec<u64>) {
+    let (sim, r) = sim(SimConfig { seed, contacts: 300, agents: 8, rate_limit: None, ..SimConfig::default() }).await;
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("{}/Users", r.scim_url()))
+        .bearer_auth(TOKEN)
+        .json(&json!({"userName": LEAVER, "displayName": "Lee Leaver"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let leaver: u64 = created["id"].as_str().unwrap().parse().unwrap();
+    let ids: Vec<u64> = sim.contacts_json().iter().filter_map(|c| c["id"].as_u64()).take(owns).collect();
+    for id in &ids {
+        let s = http
+            .patch(format!("{}/contacts/{id}", r.url()))
+            .bearer_auth(TOKEN)
+            .json(&json!({"attributes": {"ownerId": leaver}}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(s.is_success(), "PATCH contact {id}: {s}");
+    }
+    (sim, r, leaver, ids)
+}
+
+pub fn org_section(name: &str, r: &RunningSim, token: &str) -> String {
+    format!(
+        "[[org]]\nname = \"{name}\"\ndrift_url = \"{}\"\nscim_url = \"{}\"\ntoken = \"{token}\"\nrate_limit = \"2000/s\"\nfull_every = \"1h\"\nagents_every = \"1h\"\nrefresh_share = 0.0\n\n",
+        r.url(),
+        r.scim_url()
+    )
+}
+
+pub async fn token(data_dir: &Path, name: &str, role: &str, org: Option<&str>) -> String {
+    let mut c = idgraph();
+    c.args(["token", "create", name, "--role", role, "--data-dir"]).arg(data_dir);
+    if let Some(o) = org {
+        c.args(["--org", o]);
+    }
+    let out = c.output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Waits until the org's last run was `want` and it is idle.
+pub async fn wait_org(url: &str, org: &str, token: &str, want: &str) {
+    let mut last = Value::Null;
+    for _ in 0..600 {
+        let (_, v) = org_gql(url, Some(org), false, token, "{ indexStatus { crawling lastResult lastError } }").await;
+        let st = &v["data"]["indexStatus"];
+        if st["crawling"] == false && st["lastResult"].as_str().is_some_and(|r| r.contains(want)) {
+            return;
+        }
+        last = v;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("org {org}: no {want} finished: {last}");
 }

@@ -171,7 +171,8 @@ impl RoleMap {
             }
         }
         for (org, map) in &self.org {
-            for (role, list) in [(Role::Viewer, &map.viewer), (Role::Auditor, &map.auditor), (Role::Admin, &map.admin)] {
+            for (role, list) in [(Role::Viewer, &map.viewer), (Role::Auditor, &map.auditor), (Role::Admin, &map.admin)]
+            {
                 if has(list) {
                     out.push(Grant { role, org: Some(org.clone()) });
                 }

@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 pub use metrics::Metrics;
 pub use orgs::{front, OrgRouters, ORG_HEADER};
 pub use schema::{build_introspection_schema, build_schema, federation_sdl, sdl, AppSchema, Ctx};
-pub use server::{check_cors_origins, router, serve_connections, ApiTokens, AppState, ConnLimits, Directory, ServerConfig};
+pub use server::{
+    check_cors_origins, router, serve_connections, ApiTokens, AppState, ConnLimits, Directory, ServerConfig,
+};
 pub use signin::PeerAddr;
 pub use webhooks::WebhookConfig;
 

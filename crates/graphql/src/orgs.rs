@@ -25,7 +25,9 @@ pub(crate) struct AcrossOrgs;
 
 /// The routes that make sense without an org on a server with several.
 fn across_route(path: &str) -> bool {
-    matches!(path, "/graphql" | "/" | "/audit" | "/favicon.ico") || path.starts_with("/auth/") || path.starts_with("/assets/")
+    matches!(path, "/graphql" | "/" | "/audit" | "/favicon.ico")
+        || path.starts_with("/auth/")
+        || path.starts_with("/assets/")
 }
 
 struct Entry {

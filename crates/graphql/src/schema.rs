@@ -80,7 +80,10 @@ impl Guard for ServerAdmin {
         if everywhere {
             Ok(())
         } else {
-            Err(coded("FORBIDDEN", "this needs the admin role in every org (the server's tokens and access log are not one org's)"))
+            Err(coded(
+                "FORBIDDEN",
+                "this needs the admin role in every org (the server's tokens and access log are not one org's)",
+            ))
         }
     }
 }
