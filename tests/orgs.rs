@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use drift_sim::SimConfig;
+use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_person_across_two_orgs_and_each_org_its_own() {
@@ -76,6 +77,20 @@ async fn one_person_across_two_orgs_and_each_org_its_own() {
         want.sort();
         assert_eq!(got, want, "{org}'s orphans of the leaver");
     }
+    // Offboarding cases open per org, and person groups them: one case in each org.
+    let cq = format!("{{ person(email: \"{LEAVER}\") {{ agents {{ org cases {{ id agent {{ id }} }} }} }} }}");
+    let mut grouped = Value::Null;
+    for _ in 0..100 {
+        let (_, v) = org_gql(&url, None, false, &admin, &cq).await;
+        let agents = v["data"]["person"]["agents"].as_array().cloned().unwrap_or_default();
+        if agents.len() == 2 && agents.iter().all(|a| a["cases"].as_array().is_some_and(|c| c.len() == 1)) {
+            grouped = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!grouped.is_null(), "a case in each org, grouped under the person");
+
     // Without an org, the fields of one org are refused, naming what to do.
     let (_, v) = org_gql(&url, None, false, &admin, "{ indexStatus { contacts } }").await;
     assert_eq!(v["errors"][0]["extensions"]["code"], "ORG_REQUIRED", "{v}");

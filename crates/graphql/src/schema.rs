@@ -1495,7 +1495,12 @@ impl Query {
             return Err(bad_input("give the person's email"));
         }
         let mut out = Person { email: email.clone(), agents: Vec::new(), unavailable: Vec::new() };
-        for o in readable_orgs(c)? {
+        for (o, auditor) in readable_orgs(c)? {
+            // Cases are the auditors' (of that org).
+            let cases = match (&o.ops, auditor) {
+                (Some(ops), true) => ops.cases().map(|d| d.list(None)).unwrap_or_default(),
+                _ => Vec::new(),
+            };
             let Some(g) = o.graph.filter(|g| g.ready()) else {
                 out.unavailable.push(o.name);
                 continue;
@@ -1516,6 +1521,7 @@ impl Query {
                     accounts: ix.account_count_of(a.id),
                     orphans: if reason.is_some() { contacts } else { 0 },
                     orphan_reason: reason.map(Into::into),
+                    cases: cases.iter().filter(|k| k.agent.id == a.id).cloned().map(crate::cases::Case).collect(),
                     graph: g.clone(),
                     key: a.id,
                 });
@@ -1529,7 +1535,7 @@ impl Query {
     async fn orgs(&self, c: &Context<'_>) -> Result<Vec<OrgStatus>> {
         Ok(readable_orgs(c)?
             .into_iter()
-            .map(|o| {
+            .map(|(o, _)| {
                 let schedule = o.ops.as_ref().map(|ops| ops.schedule()).unwrap_or_default();
                 let info = o.graph.as_ref().and_then(|g| g.info());
                 let counts = o.graph.as_ref().filter(|g| g.ready()).map(|g| {
@@ -1848,18 +1854,29 @@ pub struct CreatedToken {
 }
 
 /// The orgs a request may read across: every org of the server (or its only one) where the
-/// caller holds at least viewer.
-fn readable_orgs(c: &Context<'_>) -> Result<Vec<crate::OrgView>> {
+/// caller holds at least viewer, each with whether the caller is an auditor there.
+fn readable_orgs(c: &Context<'_>) -> Result<Vec<(crate::OrgView, bool)>> {
     let p = c.data::<idgraph_access::Principal>()?;
     let me = c.data::<Ctx>()?;
     Ok(match &me.orgs {
-        Some(d) => d.orgs().into_iter().filter(|o| p.may(Role::Viewer, Some(&o.name))).collect(),
-        None => vec![crate::OrgView {
-            name: me.org.clone().unwrap_or_else(|| "default".into()),
-            graph: Some(me.graph.clone()),
-            ops: Some(me.ops.clone()),
-            error: None,
-        }],
+        Some(d) => d
+            .orgs()
+            .into_iter()
+            .filter(|o| p.may(Role::Viewer, Some(&o.name)))
+            .map(|o| {
+                let auditor = p.may(Role::Auditor, Some(&o.name));
+                (o, auditor)
+            })
+            .collect(),
+        None => vec![(
+            crate::OrgView {
+                name: me.org.clone().unwrap_or_else(|| "default".into()),
+                graph: Some(me.graph.clone()),
+                ops: Some(me.ops.clone()),
+                error: None,
+            },
+            p.may(Role::Auditor, me.org.as_deref()),
+        )],
     })
 }
 
@@ -1892,6 +1909,8 @@ pub struct PersonAgent {
     /// Contacts their leaving orphaned there (all they own when they are not active).
     orphans: usize,
     orphan_reason: Option<OrphanReason>,
+    /// The offboarding cases of this agent in this org (for the org's auditors; empty for others).
+    cases: Vec<crate::cases::Case>,
     #[graphql(skip)]
     graph: Arc<Graph>,
     #[graphql(skip)]
