@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 CONTACTS=${CONTACTS:-1000000}
 AGENTS=${AGENTS:-10000}
 DEPROVISION=${DEPROVISION:-20}
+# Skip the biggest owners before deprovisioning (a smaller leaver: fewer orphans).
+DEPROVISION_SKIP=${DEPROVISION_SKIP:-0}
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-32}
 SIM_PORT=${SIM_PORT:-18421}
@@ -22,12 +24,12 @@ WORK=$(mktemp -d)
 cleanup() { kill "${SERVE_PID:-}" "${SIM_PID:-}" 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-echo "== simulator: $CONTACTS contacts, $AGENTS agents; $DEPROVISION of the biggest owners deprovisioned"
+echo "== simulator: $CONTACTS contacts, $AGENTS agents; $DEPROVISION of the biggest owners (after the first $DEPROVISION_SKIP) deprovisioned"
 $BIN sim --port "$SIM_PORT" --contacts "$CONTACTS" --agents "$AGENTS" --token bench 2>"$WORK/sim.log" &
 SIM_PID=$!
 until curl -s -o /dev/null -H 'authorization: Bearer bench' "http://127.0.0.1:$SIM_PORT/users/list"; do sleep 0.5; done
 for id in $(curl -s -H 'authorization: Bearer bench' "http://127.0.0.1:$SIM_PORT/users/list" | python3 -c "
-import json,sys; print(' '.join(str(u['id']) for u in json.load(sys.stdin)['data'] if not u.get('bot'))[:100000])" | tr ' ' '\n' | head -"$DEPROVISION"); do
+import json,sys; print(' '.join(str(u['id']) for u in json.load(sys.stdin)['data'] if not u.get('bot'))[:100000])" | tr ' ' '\n' | tail -n +$((DEPROVISION_SKIP + 1)) | head -"$DEPROVISION"); do
   curl -s -o /dev/null -X DELETE -H 'authorization: Bearer bench' "http://127.0.0.1:$SIM_PORT/scim/v2/Users/$id"
 done
 $BIN crawl --drift-url "http://127.0.0.1:$SIM_PORT" --token bench --rate-limit 100000/s --data-dir "$WORK/data" 2>&1 | tail -1

@@ -160,7 +160,8 @@ async fn main() {
     let name = |i: usize| format!("org{i:03}");
     let port = free_port();
     let data = dir.path().join("many");
-    let top = format!("data_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\n\n", data.display());
+    let cache = std::env::var("CACHE_MB").map(|m| format!("cache_mb = {m}\n")).unwrap_or_default();
+    let top = format!("data_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\n{cache}\n", data.display());
     let mut sections: Vec<String> =
         sims.iter().enumerate().map(|(i, (_, r))| org_toml(&name(i), r, TOKEN, &rate)).collect();
     let config = dir.path().join("orgs.toml");

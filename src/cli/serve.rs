@@ -176,6 +176,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
 /// under `/orgs/NAME/` (and on `/graphql` with `X-Idgraph-Org`); SIGHUP reads the configuration
 /// again. `--org` serves that org alone.
 async fn serve_orgs(a: ServeArgs, base: Settings) -> Result<()> {
+    pipeline::purge_freed_memory_at_once();
     let srv = &base.server;
     idgraph_graphql::check_cors_origins(&srv.cors_origins).map_err(anyhow::Error::msg)?;
     crate::app::access::check_not_open(srv, &base.base_dir, a.insecure_no_auth)?;

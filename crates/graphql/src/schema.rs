@@ -88,15 +88,21 @@ impl Guard for ServerAdmin {
     }
 }
 
-/// The schema of one org (a GraphQL Federation v2 subgraph too: `_service { sdl }`, and `Agent`
-/// and `Contact` as entities).
-pub fn build_schema(ctx: Ctx) -> AppSchema {
-    Schema::build(Query, Mutation, EmptySubscription)
-        .limit_depth(DEPTH_MAX)
-        .limit_complexity(COMPLEXITY_MAX)
-        .enable_federation()
-        .data(ctx)
-        .finish()
+/// The schema (a GraphQL Federation v2 subgraph too: `_service { sdl }`, and `Agent` and
+/// `Contact` as entities). One for the whole process: what a request reads (its org's graph and
+/// operations) comes with the request as an `Arc<Ctx>`, so a server of a hundred orgs builds the
+/// schema's registry once, not a hundred times.
+pub fn build_schema() -> AppSchema {
+    static SCHEMA: std::sync::OnceLock<AppSchema> = std::sync::OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            Schema::build(Query, Mutation, EmptySubscription)
+                .limit_depth(DEPTH_MAX)
+                .limit_complexity(COMPLEXITY_MAX)
+                .enable_federation()
+                .finish()
+        })
+        .clone()
 }
 
 /// The Federation v2 SDL, as `_service { sdl }` answers it.
@@ -111,10 +117,15 @@ pub fn federation_sdl() -> String {
 /// same types, a depth limit that the standard introspection query fits in. It never resolves
 /// an ordinary field: requests reach it with `only_introspection()`.
 pub fn build_introspection_schema() -> AppSchema {
-    Schema::build(Query, Mutation, EmptySubscription)
-        .limit_depth(INTROSPECTION_DEPTH_MAX)
-        .limit_complexity(COMPLEXITY_MAX)
-        .finish()
+    static SCHEMA: std::sync::OnceLock<AppSchema> = std::sync::OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            Schema::build(Query, Mutation, EmptySubscription)
+                .limit_depth(INTROSPECTION_DEPTH_MAX)
+                .limit_complexity(COMPLEXITY_MAX)
+                .finish()
+        })
+        .clone()
 }
 
 /// An error with `extensions.code`, the part of an error a client can act on.
@@ -157,7 +168,7 @@ pub(crate) fn ctx<'a>(c: &'a Context<'_>) -> Result<&'a Ctx> {
             "this server holds several orgs: name one (/orgs/NAME/graphql, or the X-Idgraph-Org header); person and orgs answer across them",
         ));
     }
-    c.data::<Ctx>()
+    c.data::<Arc<Ctx>>().map(|a| a.as_ref())
 }
 
 pub(crate) fn time(ms: i64) -> Option<DateTime<Utc>> {
@@ -1597,7 +1608,7 @@ impl Mutation {
     /// untouched. Says what changed. Admins of every org.
     #[graphql(guard = "ServerAdmin")]
     async fn reload_config(&self, c: &Context<'_>) -> Result<String> {
-        let Some(dir) = c.data::<Ctx>()?.orgs.clone() else {
+        let Some(dir) = c.data::<Arc<Ctx>>()?.orgs.clone() else {
             return Err(coded("BAD_USER_INPUT", "this server holds one org: restart it to change its configuration"));
         };
         dir.reload().await.map_err(|e| coded("BAD_USER_INPUT", e))
@@ -1857,7 +1868,7 @@ pub struct CreatedToken {
 /// caller holds at least viewer, each with whether the caller is an auditor there.
 fn readable_orgs(c: &Context<'_>) -> Result<Vec<(crate::OrgView, bool)>> {
     let p = c.data::<idgraph_access::Principal>()?;
-    let me = c.data::<Ctx>()?;
+    let me = c.data::<Arc<Ctx>>()?;
     Ok(match &me.orgs {
         Some(d) => d
             .orgs()

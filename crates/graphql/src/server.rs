@@ -94,6 +94,8 @@ impl Default for ServerConfig {
 
 pub struct AppState {
     pub schema: AppSchema,
+    /// What this router's requests read: its org's graph and operations.
+    pub ctx: Arc<crate::schema::Ctx>,
     pub ops: Arc<dyn Operations>,
     /// Answers documents that select only introspection (see `introspection`).
     pub introspection_schema: AppSchema,
@@ -119,7 +121,8 @@ pub fn router(graph: Arc<Graph>, ops: Arc<dyn Operations>, metrics: Arc<Metrics>
         .clone()
         .unwrap_or_else(|| Arc::new(Access::with_tokens(cfg.tokens.read.clone(), cfg.tokens.admin.clone())));
     let state = Arc::new(AppState {
-        schema: build_schema(crate::schema::Ctx {
+        schema: build_schema(),
+        ctx: Arc::new(crate::schema::Ctx {
             graph: graph.clone(),
             ops: ops.clone(),
             org: cfg.org.clone(),
@@ -645,7 +648,11 @@ async fn execute(
     if let Some(Err(msg)) = &introspection {
         return (Answered::Graphql(request_failure("GRAPHQL_VALIDATION_FAILED", msg.clone())), Some(Trail::default()));
     }
-    let mut req = async_graphql::Request::new(query).data(role).data(principal.clone()).data(st.access.clone());
+    let mut req = async_graphql::Request::new(query)
+        .data(role)
+        .data(principal.clone())
+        .data(st.access.clone())
+        .data(st.ctx.clone());
     if get {
         req = req.data(crate::schema::SentWithGet);
     }
