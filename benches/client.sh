@@ -180,21 +180,24 @@ def arrow_table(b): return ipc.open_stream(io.BytesIO(b)).read_all()
 body = json.dumps(emails).encode()
 rows = [
   ("owners of 1,000 emails",
-   lambda: db.execute("select w.email, c.owner_email, c.owner_status from wanted w left join contacts c on c.contact_email = w.email").to_arrow_table(),
+   lambda: db.sql("select w.email, c.owner_email, c.owner_status from wanted w left join contacts c on c.contact_email = w.email").to_arrow_table(),
    [("JSON (contactsByEmails)", lambda: json.loads(fetch("/graphql", json.dumps({"query": "query($e: [String!]!) { contactsByEmails(emails: $e) { owner { email status } } }", "variables": {"e": emails}}).encode()))),
     ("Arrow (/lookup)", lambda: arrow_table(fetch("/lookup/contacts?by=email&format=arrow&columns=key,owner_email,owner_status", body))),
     ("Parquet (/lookup)", lambda: pq.read_table(io.BytesIO(fetch("/lookup/contacts?by=email&format=parquet&columns=key,owner_email,owner_status", body))))]),
   ("every orphan with its owner",
-   lambda: db.execute("select c.contact_id, c.contact_email, a.agent_id, a.email, a.status from contacts c join agents a on a.agent_id = c.owner_id where a.status <> 'ACTIVE' and a.status <> 'BOT'").to_arrow_table(),
+   lambda: db.sql("select c.contact_id, c.contact_email, a.agent_id, a.email, a.status from contacts c join agents a on a.agent_id = c.owner_id where a.status <> 'ACTIVE' and a.status <> 'BOT'").to_arrow_table(),
    [("NDJSON (/export)", lambda: [json.loads(l) for l in fetch("/export/orphans").splitlines()]),
     ("Arrow (/export)", lambda: arrow_table(fetch("/export/orphans?format=arrow"))),
     ("Parquet (/export)", lambda: pq.read_table(io.BytesIO(fetch("/export/orphans?format=parquet"))))]),
 ]
 for q, duck, ours in rows:
     d, _, _ = med(duck)
-    print(f"== {q}: DuckDB in process {d:.2f} ms")
+    print(f"== {q}: DuckDB in process {d:.2f} ms ({duck().num_rows} rows)")
     for name, f in ours:
         m, lo, hi = med(f)
+        got = f()
+        n = got.num_rows if hasattr(got, "num_rows") else len(got) if isinstance(got, list) else len(got["data"]["contactsByEmails"])
+        print(f"   ({n} rows)", end="")
         print(f"   idgraph {name}: {m:.2f} ms ({lo:.2f}..{hi:.2f}); DuckDB / idgraph = {d / m:.2f}x")
 m, lo, hi = med(lambda: arrow_table(fetch("/export/contacts?format=arrow")), n=5)
 print(f"== the whole contact list as Arrow into a pyarrow table: {m:.0f} ms ({lo:.0f}..{hi:.0f})")
