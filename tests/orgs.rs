@@ -120,6 +120,24 @@ async fn one_person_across_two_orgs_and_each_org_its_own() {
     let orgs_seen: Vec<&str> =
         v["data"]["person"]["agents"].as_array().unwrap().iter().filter_map(|a| a["org"].as_str()).collect();
     assert_eq!(orgs_seen, ["acme"], "{v}");
+    // The org's routes beside GraphQL: its export (Arrow) and its audit page, by path and header.
+    let r = http.get(format!("{url}/orgs/acme/export/orphans?format=arrow")).bearer_auth(&acme_auditor).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/vnd.apache.arrow.stream");
+    let r = http
+        .get(format!("{url}/export/orphans"))
+        .header("x-idgraph-org", "beta")
+        .bearer_auth(&acme_auditor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "beta's export for acme's auditor");
+    let r = http.get(format!("{url}/export/orphans")).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(r.status(), 400, "an export naming no org on a server of several");
+    let page = http.get(format!("{url}/orgs/acme/audit")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("<html"), "the org's audit page");
+
     // And the server's own tokens are not an org admin's.
     let (_, v) = org_gql(&url, Some("acme"), true, &acme_auditor, "{ serviceTokens { name } }").await;
     assert_eq!(v["errors"][0]["extensions"]["code"], "FORBIDDEN", "{v}");
