@@ -121,7 +121,12 @@ async fn one_person_across_two_orgs_and_each_org_its_own() {
         v["data"]["person"]["agents"].as_array().unwrap().iter().filter_map(|a| a["org"].as_str()).collect();
     assert_eq!(orgs_seen, ["acme"], "{v}");
     // The org's routes beside GraphQL: its export (Arrow) and its audit page, by path and header.
-    let r = http.get(format!("{url}/orgs/acme/export/orphans?format=arrow")).bearer_auth(&acme_auditor).send().await.unwrap();
+    let r = http
+        .get(format!("{url}/orgs/acme/export/orphans?format=arrow"))
+        .bearer_auth(&acme_auditor)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/vnd.apache.arrow.stream");
     let r = http
