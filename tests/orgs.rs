@@ -33,6 +33,10 @@ async fn one_person_across_two_orgs_and_each_org_its_own() {
     let url = server.url.clone();
     wait_org(&url, "acme", &admin, "full reindex").await;
     wait_org(&url, "beta", &admin, "full reindex").await;
+    // Each org's metrics are its pipeline's: its router shows its own crawl.
+    let m = reqwest::Client::new().get(format!("{url}/orgs/acme/metrics")).bearer_auth(&admin).send().await.unwrap();
+    let m = m.text().await.unwrap();
+    assert!(metric(&m, "idgraph_crawls_succeeded_total") >= 1.0, "{m}");
 
     // The revoked token: that org says why it fails; the others serve.
     let (_, v) = org_gql(&url, None, false, &admin, "{ orgs { name ready failing contacts } }").await;

@@ -165,6 +165,7 @@ impl Registry {
         name: &str,
         graph: Arc<Graph>,
         ops: Arc<dyn Operations>,
+        metrics: &Arc<Metrics>,
         settings: &Settings,
         error: Option<String>,
     ) {
@@ -174,7 +175,7 @@ impl Registry {
             webhook: settings.server.webhook_token.as_ref().map(|t| WebhookConfig::new(t.expose())),
             ..self.template.clone()
         };
-        let r = router(graph.clone(), ops.clone(), Arc::new(Metrics::default()), cfg);
+        let r = router(graph.clone(), ops.clone(), metrics.clone(), cfg);
         self.routers.insert(name, r, Some(graph.clone()));
         if let Some(run) = self.orgs.lock().get_mut(name) {
             run.graph = Some(graph);
@@ -336,16 +337,19 @@ async fn run_org(
             return None;
         }
     };
-    registry.install(&name, graph.clone(), Arc::new(Idle("starting".into())), &s, Some("starting".into()));
-    let started = if read_only { Err(anyhow::anyhow!("served read-only")) } else { pipeline(&graph, &s, force).await };
+    // One set of metrics for the org: its pipeline feeds them, its router shows them.
+    let metrics = Arc::new(Metrics::default());
+    registry.install(&name, graph.clone(), Arc::new(Idle("starting".into())), &metrics, &s, Some("starting".into()));
+    let started =
+        if read_only { Err(anyhow::anyhow!("served read-only")) } else { pipeline(&graph, &s, force, &metrics).await };
     match started {
         Ok(ops) => {
-            registry.install(&name, graph.clone(), ops, &s, None);
+            registry.install(&name, graph.clone(), ops, &metrics, &s, None);
             tracing::info!(org = %name, "org serving, its pipeline running");
         }
         Err(e) => {
             let why = format!("{e:#}");
-            registry.install(&name, graph.clone(), Arc::new(Idle(why.clone())), &s, Some(why.clone()));
+            registry.install(&name, graph.clone(), Arc::new(Idle(why.clone())), &metrics, &s, Some(why.clone()));
             tracing::warn!(org = %name, error = %why, "org served read-only: its pipeline did not start");
         }
     }
@@ -370,7 +374,12 @@ pub const ORG_CACHE_BYTES: u64 = 8 << 20;
 
 /// An org's pipeline: its credentials checked against its store, then the scheduler, refresher,
 /// confirmer, reassignment jobs and cases, as `serve` runs them for one org.
-async fn pipeline(graph: &Arc<Graph>, s: &Settings, force: bool) -> Result<Arc<dyn Operations>> {
+async fn pipeline(
+    graph: &Arc<Graph>,
+    s: &Settings,
+    force: bool,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<dyn Operations>> {
     let mut drift = s.drift.clone();
     crate::app::identity::reconcile(graph, &mut drift, force)?;
     let crawler = Crawler::new(drift.crawl_config()?)?;
@@ -386,7 +395,7 @@ async fn pipeline(graph: &Arc<Graph>, s: &Settings, force: bool) -> Result<Arc<d
         incremental: drift.incremental,
         refresh_share: s.schedule.refresh_share,
         cases: s.cases.clone(),
-        metrics: Arc::new(Metrics::default()),
+        metrics: metrics.clone(),
     };
     Ok(Arc::new(run.start()?))
 }

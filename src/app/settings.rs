@@ -142,11 +142,21 @@ impl OrgFile {
 
 /// An org name: lower-case letters, digits, `-` and `_`, at most 64 (it is a path segment and a
 /// directory name).
+/// The names of the config's `[[org]]`s, in order, each checked and none twice.
+fn org_names(file: &FileConfig) -> Result<Vec<String>> {
+    let mut names: Vec<String> = Vec::new();
+    for o in file.org.iter().flatten() {
+        check_org_name(&o.name)?;
+        if names.contains(&o.name) {
+            anyhow::bail!("[[org]] {:?} is named twice", o.name);
+        }
+        names.push(o.name.clone());
+    }
+    Ok(names)
+}
+
 pub fn check_org_name(name: &str) -> Result<()> {
-    let plain = !name.is_empty()
-        && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if !plain {
+    if !idgraph_access::is_org_name(name) {
         anyhow::bail!("org name {name:?} must be 1-64 lower-case letters, digits, '-' or '_'");
     }
     Ok(())
@@ -422,23 +432,25 @@ impl Settings {
     /// server-wide settings (`org` is `None`: `require_org` says to name one).
     pub fn load(flags: &Flags, env: &Env) -> Result<Settings> {
         let file = FileConfig::load(Settings::config_path(flags, env).as_deref())?;
-        let all = Settings::resolve_orgs(flags, &file, env)?;
-        if all.is_empty() {
+        let names = org_names(&file)?;
+        if names.is_empty() {
             if let Some(o) = &flags.org {
                 anyhow::bail!("--org {o}: the configuration names no orgs ([[org]] sections)");
             }
             return Settings::resolve(flags, &file, env);
         }
-        let names: Vec<String> = all.iter().filter_map(|s| s.org.clone()).collect();
         let chosen = match &flags.org {
-            Some(o) => Some(all.into_iter().find(|s| s.org.as_deref() == Some(o)).ok_or_else(|| {
-                anyhow::anyhow!("no org named {o:?} in the configuration (its orgs: {})", names.join(", "))
-            })?),
-            None if names.len() == 1 => all.into_iter().next(),
+            Some(o) if !names.contains(o) => {
+                anyhow::bail!("no org named {o:?} in the configuration (its orgs: {})", names.join(", "))
+            }
+            Some(o) => Some(o.as_str()),
+            None if names.len() == 1 => Some(names[0].as_str()),
             None => None,
         };
+        // Only the org chosen is resolved: another org's unreadable secret file does not stop a
+        // command about this one.
         match chosen {
-            Some(s) => Ok(s),
+            Some(name) => Settings::resolve_org(flags, &file, env, name, &names),
             None => {
                 let mut s = Settings::resolve(flags, &file, &env.without_org_keys())?;
                 s.orgs = names;
@@ -455,42 +467,31 @@ impl Settings {
     /// the top-level keys; Drift's flags and variables apply only to the org `--org` names.
     pub fn load_orgs(flags: &Flags, env: &Env) -> Result<Vec<Settings>> {
         let file = FileConfig::load(Settings::config_path(flags, env).as_deref())?;
-        Settings::resolve_orgs(flags, &file, env)
+        let names = org_names(&file)?;
+        names.iter().map(|n| Settings::resolve_org(flags, &file, env, n, &names)).collect()
     }
 
-    fn resolve_orgs(flags: &Flags, file: &FileConfig, env: &Env) -> Result<Vec<Settings>> {
-        let orgs = file.org.as_deref().unwrap_or_default();
-        let mut seen = std::collections::BTreeSet::new();
-        let mut out = Vec::with_capacity(orgs.len());
-        for o in orgs {
-            check_org_name(&o.name)?;
-            if !seen.insert(o.name.clone()) {
-                anyhow::bail!("[[org]] {:?} is named twice", o.name);
-            }
-            let mine = flags.org.as_deref() == Some(o.name.as_str());
-            let merged = o.over(file);
-            let mut s = if mine {
-                Settings::resolve(flags, &merged, env)
-            } else {
-                let f = Flags {
-                    config: flags.config.clone(),
-                    data_dir: flags.data_dir.clone(),
-                    listen: flags.listen.clone(),
-                    ..Flags::default()
-                };
-                Settings::resolve(&f, &merged, &env.without_org_keys())
-            }
-            .with_context(|| format!("[[org]] {}", o.name))?;
-            s.data_dir = s.base_dir.join("orgs").join(&o.name);
-            s.cases.org = Some(o.name.clone());
-            s.org = Some(o.name.clone());
-            out.push(s);
+    /// One org of the config (`name` is one of `names`), its keys over the top level's.
+    fn resolve_org(flags: &Flags, file: &FileConfig, env: &Env, name: &str, names: &[String]) -> Result<Settings> {
+        let o = file.org.iter().flatten().find(|o| o.name == name).context("no such org")?;
+        let merged = o.over(file);
+        let mut s = if flags.org.as_deref() == Some(name) {
+            Settings::resolve(flags, &merged, env)
+        } else {
+            let f = Flags {
+                config: flags.config.clone(),
+                data_dir: flags.data_dir.clone(),
+                listen: flags.listen.clone(),
+                ..Flags::default()
+            };
+            Settings::resolve(&f, &merged, &env.without_org_keys())
         }
-        let names: Vec<String> = out.iter().filter_map(|s| s.org.clone()).collect();
-        for s in &mut out {
-            s.orgs = names.clone();
-        }
-        Ok(out)
+        .with_context(|| format!("[[org]] {name}"))?;
+        s.data_dir = s.base_dir.join("orgs").join(name);
+        s.cases.org = Some(name.to_string());
+        s.org = Some(name.to_string());
+        s.orgs = names.to_vec();
+        Ok(s)
     }
 
     /// Fails when the config names several orgs and none was chosen (`--org`).
@@ -725,6 +726,30 @@ mod tests {
 
     fn file(text: &str) -> FileConfig {
         toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn each_org_over_the_top_level_and_only_the_chosen_one_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("c.toml");
+        let text = format!(
+            "data_dir = \"{}\"\nrate_limit = \"100/min\"\n[[org]]\nname = \"acme\"\ndrift_url = \"http://a.example\"\n\
+             [[org]]\nname = \"beta\"\ntoken_file = \"/nonexistent/token\"\n",
+            dir.path().display()
+        );
+        std::fs::write(&cfg, text).unwrap();
+        let env = Env::from_pairs([]);
+        let flags =
+            |org: Option<&str>| Flags { config: Some(cfg.clone()), org: org.map(str::to_string), ..Flags::default() };
+        let acme = Settings::load(&flags(Some("acme")), &env).unwrap();
+        assert_eq!(acme.data_dir, dir.path().join("orgs").join("acme"));
+        assert_eq!(acme.drift.drift_url, "http://a.example");
+        assert_eq!(acme.drift.budget, "100/min".parse().unwrap(), "the top level's keys are the org's defaults");
+        assert_eq!(acme.orgs, ["acme", "beta"]);
+        let none = Settings::load(&flags(None), &env).unwrap();
+        assert!(none.org.is_none() && none.require_org().is_err());
+        assert!(Settings::load(&flags(Some("beta")), &env).is_err(), "beta's token file is missing");
+        assert!(Settings::load(&flags(Some("gamma")), &env).is_err());
     }
 
     #[test]

@@ -78,6 +78,14 @@ impl Grant {
     }
 }
 
+/// Whether `name` is a plain org name: 1-64 lower-case letters, digits, `-` and `_` (it is a path
+/// segment, a header value and a directory name).
+pub fn is_org_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
 /// How a principal proved who it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -208,6 +216,15 @@ pub fn random_secret(prefix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn org_names_are_plain() {
+        assert!(is_org_name("acme-eu_2"));
+        assert!(!is_org_name("Acme"));
+        assert!(!is_org_name("a/b"));
+        assert!(!is_org_name(""));
+        assert!(!is_org_name(&"a".repeat(65)));
+    }
 
     #[test]
     fn roles_are_ordered_and_grants_are_per_org() {
