@@ -13,6 +13,10 @@
 #   bash benches/soak.sh                         # DURATION=1800 CONTACTS=1000000
 #   DURATION=120 CONTACTS=100000 bash benches/soak.sh
 #   REFRESH_SHARE=0 bash benches/soak.sh          # the same without the refresher
+#   DURATION=14400 RSS_LOG=soak.tsv bash benches/soak.sh   # four hours, RSS each minute in a file
+#   BIN=idgraph-sysalloc SERVE_WRAP="heaptrack -o heap" bash benches/soak.sh   # a heap profile
+# A run of two hours or more also prints RSS every 10 minutes and compares the median of its
+# last 30 minutes with that of minutes 60-90.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-1800}
@@ -23,8 +27,12 @@ CHANGES_PER_S=${CHANGES_PER_S:-20}
 REFRESH_SHARE=${REFRESH_SHARE:-0.5}
 SIM_PORT=${SIM_PORT:-18451}
 PORT=${PORT:-18452}
-cargo build --release -q
-BIN=target/release/idgraph
+RSS_LOG=${RSS_LOG:-}
+SERVE_WRAP=${SERVE_WRAP:-}
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -q
+  BIN=target/release/idgraph
+fi
 WORK=$(mktemp -d)
 cleanup() { kill "${SERVE_PID:-}" "${SIM_PID:-}" 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
@@ -40,17 +48,24 @@ until curl -s -o /dev/null -H 'authorization: Bearer soak' "$SIM/users/1"; do sl
 echo "== crawl"
 $BIN crawl --drift-url "$SIM" --token soak --rate-limit 100000/s --data-dir "$WORK/data" 2>&1 | tail -1
 echo "== serve (agents refresh every minute, the refresher at $REFRESH_SHARE of 500/s)"
-$BIN serve --listen "127.0.0.1:$PORT" --drift-url "$SIM" --token soak --rate-limit 500/s --data-dir "$WORK/data" \
+$SERVE_WRAP $BIN serve --listen "127.0.0.1:$PORT" --drift-url "$SIM" --token soak --rate-limit 500/s --data-dir "$WORK/data" \
   --read-token r --admin-token a --webhook-token hook --agents-every 60s --full-every 1000h --refresh-share "$REFRESH_SHARE" \
   2>"$WORK/serve.log" &
 SERVE_PID=$!
 until curl -sf -o /dev/null "$URL/readyz"; do sleep 0.2; done
+if [ -n "$SERVE_WRAP" ]; then
+  # The wrapper starts the server as its child: measure (and stop) the server itself.
+  WRAP_PID=$SERVE_PID
+  SERVE_PID=$(pgrep -n -f -- "serve --listen 127.0.0.1:$PORT" | grep -v "^$WRAP_PID\$" || true)
+  cleanup() { kill -TERM "${SERVE_PID:-}" 2>/dev/null || true; wait "${WRAP_PID:-}" 2>/dev/null || true; kill "${SIM_PID:-}" 2>/dev/null || true; rm -rf "$WORK"; }
+fi
 
-python3 - "$SIM" "$URL" "$SERVE_PID" "$DURATION" "$CHANGES_PER_S" "$WARMUP" <<'PY'
+python3 - "$SIM" "$URL" "$SERVE_PID" "$DURATION" "$CHANGES_PER_S" "$WARMUP" "$RSS_LOG" <<'PY'
 import json, random, sys, threading, time, urllib.request
 
 sim, url, pid, duration, per_s = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
 warmup = float(sys.argv[6])
+rss_log = open(sys.argv[7], "w", buffering=1) if sys.argv[7] else None
 rng = random.Random(7)
 
 def rss_mb():
@@ -122,6 +137,8 @@ while time.time() < stop:
     if time.time() >= next_report:
         next_report += 60
         print(f"   {int(time.time() - began)} s: {len(changed)} contacts changed, RSS {rss_mb():.0f} MB", flush=True)
+        if rss_log:
+            rss_log.write(f"{int(time.time() - began)}\t{rss_mb():.1f}\t{sum(changed.values())}\t{errors['patch'] + errors['query']}\n")
     time.sleep(1.0 / per_s)
 for t in threads:
     t.join()
@@ -136,6 +153,14 @@ if len(samples) >= 6:
     med = lambda xs: sorted(xs)[len(xs) // 2]
     first, last = med(samples[:k]), med(samples[-k:])
     print(f"   RSS medians: first {k * 10} s {first:.0f} MB, last {k * 10} s {last:.0f} MB ({100 * (last - first) / first:+.1f}%)")
+if len(samples) >= 6 * 120:
+    # Minutes after the warm-up: RSS every 10 minutes, then the plateau test (the median of the
+    # last 30 minutes against that of minutes 60-90).
+    print("   minute  RSS (median of the 10 minutes before, MB)")
+    for m in range(10, len(samples) // 6 + 1, 10):
+        print(f"   {m:6d}  {med(samples[(m - 10) * 6:m * 6]):.0f}")
+    base, tail = med(samples[360:540]), med(samples[-180:])
+    print(f"   RSS medians: minutes 60-90 {base:.0f} MB, last 30 minutes {tail:.0f} MB ({100 * (tail - base) / base:+.1f}%)")
 print(f"   {sum(changed.values())} owner changes on {len(changed)} contacts; errors: {errors}")
 
 # Quiet: no more changes; let the webhooks and an agents refresh land.

@@ -6,6 +6,7 @@ use clap::Parser;
 
 // mimalloc gives memory back to the system after a reindex drops the previous index; the
 // system allocator kept it (2.4 GB resident after a reindex of 1,000,000 contacts).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -61,7 +62,7 @@ fn raise_file_limit() {
 /// commands are short-lived.
 fn commit_memory_as_used() {
     const VAR: &str = "MIMALLOC_ARENA_EAGER_COMMIT";
-    #[cfg(unix)]
+    #[cfg(all(unix, not(feature = "system-alloc")))]
     if std::env::var_os(VAR).is_none() && std::env::args_os().any(|a| a == "serve") {
         use std::os::unix::process::CommandExt;
         if let Ok(exe) = std::env::current_exe() {

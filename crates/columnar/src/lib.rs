@@ -8,13 +8,14 @@ use std::io::Write;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, StringBuilder, StringDictionaryBuilder, TimestampMillisecondBuilder, UInt64Builder,
+    ArrayRef, BooleanBuilder, DictionaryArray, Int8Array, StringArray, StringBuilder, StringDictionaryBuilder,
+    TimestampMillisecondArray, TimestampMillisecondBuilder, UInt64Array, UInt64Builder,
 };
 pub use arrow::datatypes::SchemaRef;
 use arrow::datatypes::{DataType, Field, Int8Type, Schema, TimeUnit};
 pub use arrow::record_batch::RecordBatch;
 use idgraph_graph::export::{columns, reason_name, status_name, Table};
-use idgraph_graph::index::{AgentView, ContactView, Index};
+use idgraph_graph::index::{AgentStatus, AgentView, ContactView, Index};
 
 /// Rows in a record batch (and in a Parquet row group).
 pub const BATCH_ROWS: usize = 65_536;
@@ -203,23 +204,79 @@ fn time(ms: i64) -> Option<i64> {
     (ms > 0).then_some(ms)
 }
 
-/// A contact's row (the contacts export's columns).
-pub fn contact_row(r: &mut Rows, c: &ContactView, owner: Option<&AgentView>) {
-    contact_cells(r, c, owner);
-    r.end();
+/// A contact and its owner, borrowed from a snapshot.
+type ContactRef<'a> = (&'a ContactView, Option<&'a AgentView>);
+
+/// The statuses' names, the dictionary every `owner_status` column shares (an agent status's
+/// key is its place here): one array for the whole answer, so that an Arrow stream carries it
+/// once.
+fn status_values() -> ArrayRef {
+    Arc::new(StringArray::from(STATUSES.iter().map(|s| status_name(*s)).collect::<Vec<_>>()))
 }
 
-/// A contact's cells, without ending the row (a lookup's row starts with its key).
-fn contact_cells(r: &mut Rows, c: &ContactView, owner: Option<&AgentView>) {
-    r.id(Some(c.id));
-    r.text(c.email.as_deref());
-    r.text(c.name.as_deref());
-    r.text(c.external_id.as_deref());
-    r.id(c.owner_id);
-    r.text(owner.and_then(|o| o.email.as_deref()));
-    r.dict(owner.map(|o| status_name(o.status)));
-    r.time(time(c.updated_at_ms));
-    r.time(time(c.verified_at_ms));
+const STATUSES: [AgentStatus; 5] =
+    [AgentStatus::Active, AgentStatus::Deactivated, AgentStatus::Departed, AgentStatus::Unknown, AgentStatus::Bot];
+
+fn status_key(s: AgentStatus) -> i8 {
+    STATUSES.iter().position(|x| *x == s).unwrap_or(0) as i8
+}
+
+/// Contact columns (the contacts export's, and a lookup's with its `key`), each built in one pass
+/// over rows gathered first: the rows' memory is read column after column in tight loops rather
+/// than cell after cell across nine builders, which at a million rows is several times faster.
+/// A row of `None` is a key no contact has: every column but the key is null.
+#[derive(Clone)]
+struct ContactColumns {
+    schema: SchemaRef,
+    names: Vec<&'static str>,
+    statuses: ArrayRef,
+}
+
+impl ContactColumns {
+    fn new(all: &[&'static str], keep: &[usize]) -> ContactColumns {
+        let names: Vec<&'static str> = keep.iter().map(|k| all[*k]).collect();
+        let schema = Arc::new(Schema::new(names.iter().map(|n| field(n)).collect::<Vec<_>>()));
+        ContactColumns { schema, names, statuses: status_values() }
+    }
+
+    fn batch<'a>(&self, keys: &[&str], rows: &[Option<ContactRef<'a>>]) -> Result<RecordBatch, ColumnarError> {
+        let text = |f: &dyn Fn(&ContactRef<'a>) -> Option<&'a str>| -> ArrayRef {
+            let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 32);
+            for r in rows {
+                b.append_option(r.as_ref().and_then(f));
+            }
+            Arc::new(b.finish())
+        };
+        let id = |f: &dyn Fn(&ContactRef<'a>) -> Option<u64>| -> ArrayRef {
+            Arc::new(rows.iter().map(|r| r.as_ref().and_then(f)).collect::<UInt64Array>())
+        };
+        let at = |f: &dyn Fn(&ContactRef<'a>) -> Option<i64>| -> ArrayRef {
+            Arc::new(
+                rows.iter().map(|r| r.as_ref().and_then(f)).collect::<TimestampMillisecondArray>().with_timezone("UTC"),
+            )
+        };
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.names.len());
+        for name in &self.names {
+            arrays.push(match *name {
+                "key" => Arc::new(keys.iter().map(|k| Some(*k)).collect::<StringArray>()),
+                "contact_id" => id(&|(c, _)| Some(c.id)),
+                "contact_email" => text(&|(c, _)| c.email.as_deref()),
+                "contact_name" => text(&|(c, _)| c.name.as_deref()),
+                "external_id" => text(&|(c, _)| c.external_id.as_deref()),
+                "owner_id" => id(&|(c, _)| c.owner_id),
+                "owner_email" => text(&|(_, o)| o.and_then(|o| o.email.as_deref())),
+                "owner_status" => {
+                    let keys: Int8Array =
+                        rows.iter().map(|r| r.as_ref().and_then(|(_, o)| o.map(|o| status_key(o.status)))).collect();
+                    Arc::new(DictionaryArray::<Int8Type>::try_new(keys, self.statuses.clone())?)
+                }
+                "updated_at" => at(&|(c, _)| time(c.updated_at_ms)),
+                "verified_at" => at(&|(c, _)| time(c.verified_at_ms)),
+                other => return Err(ColumnarError::Columns(format!("no contact column named {other:?}"))),
+            });
+        }
+        Ok(RecordBatch::try_new(self.schema.clone(), arrays)?)
+    }
 }
 
 /// A table of one snapshot, batch by batch.
@@ -227,8 +284,12 @@ pub struct TableBatches {
     index: Arc<Index>,
     table: Table,
     rows: Rows,
+    contacts: ContactColumns,
     /// Contacts and agents by id; accounts by id.
-    ids: Vec<u64>,
+    ids: Arc<[u64]>,
+    /// Contacts: this part's batches are every `stride`-th, from the `next`-th row on.
+    stride: usize,
+    part: usize,
     account_ids: Vec<String>,
     /// Orphans: the last key written.
     after: Option<idgraph_graph::OrphanKey>,
@@ -240,17 +301,20 @@ impl TableBatches {
     pub fn new(index: Arc<Index>, table: Table, asked: Option<&[String]>) -> Result<TableBatches, ColumnarError> {
         let all = columns(table);
         let keep = select(all, asked).map_err(ColumnarError::Columns)?;
-        let ids = match table {
-            Table::Contacts => index.contact_ids_sorted(),
+        let ids: Arc<[u64]> = match table {
+            Table::Contacts => index.contact_ids_sorted().into(),
             Table::Agents => index.agents().into_iter().map(|a| a.id).collect(),
-            _ => Vec::new(),
+            _ => Arc::new([]),
         };
         let account_ids = if table == Table::Accounts { index.account_ids_sorted() } else { Vec::new() };
         Ok(TableBatches {
             rows: Rows::new(all, &keep),
+            contacts: ContactColumns::new(all, &keep),
             index,
             table,
             ids,
+            stride: 1,
+            part: 0,
             account_ids,
             after: None,
             next: 0,
@@ -262,20 +326,66 @@ impl TableBatches {
         self.rows.schema()
     }
 
+    /// The contacts' next batch (of this part's).
+    fn contact_batch(&mut self) -> Option<Result<RecordBatch, ColumnarError>> {
+        // The first part answers an empty table with one (empty) batch: the schema.
+        if self.next >= self.ids.len() && (self.done || self.part > 0) {
+            return None;
+        }
+        let from = self.next.min(self.ids.len());
+        let to = (from + BATCH_ROWS).min(self.ids.len());
+        let rows: Vec<Option<ContactRef<'_>>> =
+            self.ids[from..to].iter().filter_map(|id| self.index.contact_and_owner(*id)).map(Some).collect();
+        let batch = self.contacts.batch(&[], &rows);
+        self.done = true;
+        self.next = from + BATCH_ROWS * self.stride;
+        Some(batch)
+    }
+
+    /// The table's batches built on `threads` threads, each building every `threads`-th batch
+    /// ahead of the reader, taken in turn (so in order): the contacts of a large org. Smaller
+    /// tables, and a table of one batch, are built on the caller's thread. A reader that stops
+    /// early stops the builders at their next batch.
+    pub fn in_parallel(self, threads: usize) -> Result<InTurn, ColumnarError> {
+        if self.table != Table::Contacts || threads < 2 || self.ids.len() <= BATCH_ROWS {
+            return Ok(InTurn { schema: self.schema(), one: Some(self), parts: Vec::new(), turn: 0 });
+        }
+        let mut parts = Vec::with_capacity(threads);
+        for part in 0..threads {
+            let mut p = TableBatches {
+                index: self.index.clone(),
+                table: self.table,
+                rows: Rows::new(&[], &[]),
+                contacts: self.contacts.clone(),
+                ids: self.ids.clone(),
+                stride: threads,
+                part,
+                account_ids: Vec::new(),
+                after: None,
+                next: part * BATCH_ROWS,
+                done: false,
+            };
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            std::thread::Builder::new()
+                .name("idgraph-columnar".into())
+                .spawn(move || {
+                    while let Some(b) = p.contact_batch() {
+                        if tx.send(b).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .map_err(|e| ColumnarError::Columns(format!("cannot start a thread: {e}")))?;
+            parts.push(rx);
+        }
+        Ok(InTurn { schema: self.schema(), one: None, parts, turn: 0 })
+    }
+
     fn fill(&mut self) {
         let ix = self.index.clone();
         let r = &mut self.rows;
         match self.table {
-            Table::Contacts => {
-                let to = (self.next + BATCH_ROWS).min(self.ids.len());
-                for id in &self.ids[self.next..to] {
-                    if let Some((c, owner)) = ix.contact_and_owner(*id) {
-                        contact_row(r, c, owner);
-                    }
-                }
-                self.done = to == self.ids.len();
-                self.next = to;
-            }
+            Table::Contacts => {}
             Table::Orphans => {
                 let mut n = 0;
                 for (k, c, o) in ix.orphan_refs_between(self.after, None).take(BATCH_ROWS) {
@@ -343,6 +453,9 @@ impl Iterator for TableBatches {
     /// The next batch; an empty table still gives one (empty) batch, so that a reader learns
     /// the schema.
     fn next(&mut self) -> Option<Self::Item> {
+        if self.table == Table::Contacts {
+            return self.contact_batch();
+        }
         if self.done && self.next > 0 {
             return None;
         }
@@ -354,6 +467,35 @@ impl Iterator for TableBatches {
             self.next = 1;
         }
         Some(self.rows.batch())
+    }
+}
+
+/// A table's batches, from [`TableBatches::in_parallel`].
+pub struct InTurn {
+    schema: SchemaRef,
+    one: Option<TableBatches>,
+    parts: Vec<std::sync::mpsc::Receiver<Result<RecordBatch, ColumnarError>>>,
+    turn: usize,
+}
+
+impl InTurn {
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}
+
+impl Iterator for InTurn {
+    type Item = Result<RecordBatch, ColumnarError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(one) = self.one.as_mut() {
+            return one.next();
+        }
+        let n = self.parts.len();
+        // Parts build batches in turn: the first part that has no more ends the table.
+        let b = self.parts.get(self.turn % n.max(1))?.recv().ok()?;
+        self.turn += 1;
+        Some(b)
     }
 }
 
@@ -413,7 +555,7 @@ pub struct LookupBatches {
     index: Arc<Index>,
     by_email: bool,
     keys: Vec<String>,
-    rows: Rows,
+    columns: ContactColumns,
     next: usize,
 }
 
@@ -425,12 +567,12 @@ pub fn lookup_batches(
 ) -> Result<LookupBatches, ColumnarError> {
     let all = idgraph_graph::export::LOOKUP_COLUMNS;
     let keep = select(all, asked).map_err(ColumnarError::Columns)?;
-    Ok(LookupBatches { rows: Rows::new(all, &keep), index, by_email, keys, next: 0 })
+    Ok(LookupBatches { columns: ContactColumns::new(all, &keep), index, by_email, keys, next: 0 })
 }
 
 impl LookupBatches {
     pub fn schema(&self) -> SchemaRef {
-        self.rows.schema()
+        self.columns.schema.clone()
     }
 }
 
@@ -442,25 +584,121 @@ impl Iterator for LookupBatches {
             return None;
         }
         let to = (self.next + BATCH_ROWS).min(self.keys.len());
-        let ix = self.index.clone();
-        let r = &mut self.rows;
-        for (key, found) in idgraph_graph::export::lookup_contacts(&ix, self.by_email, &self.keys[self.next..to]) {
-            r.text(Some(key));
-            match found {
-                Some((c, owner)) => {
-                    contact_cells(r, c, owner);
-                    r.end();
-                }
-                None => {
-                    for _ in 1..idgraph_graph::export::LOOKUP_COLUMNS.len() {
-                        r.null();
-                    }
-                    r.end();
-                }
-            }
-        }
+        let part = &self.keys[self.next..to];
+        let found = idgraph_graph::export::lookup_contacts(&self.index, self.by_email, part);
+        let (keys, rows): (Vec<&str>, Vec<Option<ContactRef<'_>>>) = found.into_iter().unzip();
+        let batch = self.columns.batch(&keys, &rows);
         // An empty lookup still answers one (empty) batch: the schema.
         self.next = to.max(1);
-        Some(self.rows.batch())
+        Some(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, ArrayAccessor, AsArray};
+    use arrow::datatypes::UInt64Type;
+    use idgraph_graph::index::{remember, Inputs};
+    use idgraph_model::{Contact, User};
+
+    fn org(contacts: u64) -> Arc<Index> {
+        let users: Vec<User> = (0..30)
+            .map(|i| User {
+                id: 20_001 + i,
+                email: Some(format!("agent.{i}@example.com")),
+                name: None,
+                role: None,
+                bot: false,
+                created_at: 0,
+                updated_at: 0,
+            })
+            .collect();
+        let mut memory = std::collections::HashMap::new();
+        remember(&mut memory, &users, &[], 1);
+        // Ids out of order, some contacts without an owner, some owned by an unknown agent.
+        let contacts = (0..contacts)
+            .map(|i| Contact {
+                id: 1_000_001 + (i * 7_919) % contacts,
+                email: Some(format!("c{i}@example.com")),
+                name: (i % 3 == 0).then(|| format!("Contact {i}")),
+                owner_id: (i % 10 != 0).then_some(20_001 + i % 40),
+                external_id: None,
+                created_at: 0,
+                updated_at: 1_700_000_000_000 + i as i64,
+                extra: Default::default(),
+            })
+            .collect();
+        Arc::new(Index::build(
+            1,
+            Inputs { contacts, users, scim: vec![], accounts: vec![], memory, contact_verified: vec![] },
+        ))
+    }
+
+    fn batches(b: impl Iterator<Item = Result<RecordBatch, ColumnarError>>) -> Vec<RecordBatch> {
+        b.collect::<Result<Vec<_>, _>>().expect("batches")
+    }
+
+    #[test]
+    fn contacts_built_in_parallel_are_the_same_batches_in_id_order() {
+        let ix = org(2 * BATCH_ROWS as u64 + 7_001);
+        let one = batches(TableBatches::new(ix.clone(), Table::Contacts, None).expect("table"));
+        let two = batches(
+            TableBatches::new(ix.clone(), Table::Contacts, None).expect("table").in_parallel(2).expect("threads"),
+        );
+        assert_eq!(one.len(), 3);
+        assert_eq!(one, two);
+        let ids: Vec<u64> =
+            two.iter().flat_map(|b| b.column(0).as_primitive::<UInt64Type>().values().to_vec()).collect();
+        assert_eq!(ids, ix.contact_ids_sorted());
+        // An owner no agent has: its id, no email, the status UNKNOWN; an active owner: ACTIVE.
+        let b = &two[0];
+        let status = |r: usize| {
+            let d = b.column(6).as_dictionary::<Int8Type>();
+            let named = d.downcast_dict::<StringArray>().expect("strings");
+            (!b.column(6).is_null(r)).then(|| named.value(r).to_string())
+        };
+        let owner = |r: usize| b.column(4).as_primitive::<UInt64Type>().value(r);
+        let unknown =
+            (0..b.num_rows()).find(|r| !b.column(4).is_null(*r) && owner(*r) > 20_030).expect("unknown owner");
+        assert!(b.column(5).is_null(unknown));
+        assert_eq!(status(unknown).as_deref(), Some("UNKNOWN"));
+        let known = (0..b.num_rows()).find(|r| !b.column(4).is_null(*r) && owner(*r) <= 20_030).expect("an owner");
+        assert_eq!(status(known).as_deref(), Some("ACTIVE"));
+        let none = (0..b.num_rows()).find(|r| b.column(4).is_null(*r)).expect("a contact without an owner");
+        assert_eq!(status(none), None);
+    }
+
+    #[test]
+    fn an_empty_table_is_one_empty_batch_and_columns_are_chosen() {
+        let ix = org(0);
+        let b =
+            batches(TableBatches::new(ix.clone(), Table::Contacts, None).expect("table").in_parallel(2).expect("x"));
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].num_rows(), 0);
+        let asked = vec!["owner_status".to_string(), "contact_id".to_string()];
+        let ix = org(10);
+        let b = batches(TableBatches::new(ix, Table::Contacts, Some(&asked)).expect("table"));
+        assert_eq!(
+            b[0].schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>(),
+            ["owner_status", "contact_id"]
+        );
+        assert_eq!(b[0].num_rows(), 10);
+    }
+
+    #[test]
+    fn an_ipc_stream_of_several_batches_reads_back() {
+        let ix = org(2 * BATCH_ROWS as u64);
+        let b = TableBatches::new(ix, Table::Contacts, None).expect("table").in_parallel(2).expect("threads");
+        let schema = b.schema();
+        let mut out = Vec::new();
+        write(Columnar::Arrow, schema, b, &mut out).expect("write");
+        let r = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(out), None).expect("read");
+        let got = r.collect::<Result<Vec<_>, _>>().expect("batches");
+        assert_eq!(got.iter().map(RecordBatch::num_rows).sum::<usize>(), 2 * BATCH_ROWS);
+        // Every batch's statuses are spelled by the same dictionary.
+        let dict = |b: &RecordBatch| b.column(6).as_dictionary::<Int8Type>().values().clone();
+        assert_eq!(got.len(), 2);
+        assert_eq!(dict(&got[0]).as_ref(), dict(&got[1]).as_ref());
     }
 }

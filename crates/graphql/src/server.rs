@@ -858,8 +858,18 @@ struct ChannelWriter {
 
 impl std::io::Write for ChannelWriter {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if b.len() >= CHANNEL_CHUNK {
+            // A record batch's body (megabytes) goes as it is: copied once, not grown into the
+            // buffer by doubling.
+            self.flush()?;
+            self.send(Bytes::copy_from_slice(b))?;
+            return Ok(b.len());
+        }
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(CHANNEL_CHUNK);
+        }
         self.buf.extend_from_slice(b);
-        if self.buf.len() >= 256 * 1024 {
+        if self.buf.len() >= CHANNEL_CHUNK {
             self.flush()?;
         }
         Ok(b.len())
@@ -868,11 +878,20 @@ impl std::io::Write for ChannelWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         if !self.buf.is_empty() {
             let chunk = Bytes::from(std::mem::take(&mut self.buf));
-            self.tx
-                .blocking_send(chunk)
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))?;
+            self.send(chunk)?;
         }
         Ok(())
+    }
+}
+
+/// What a [`ChannelWriter`] gathers before sending.
+const CHANNEL_CHUNK: usize = 256 * 1024;
+
+impl ChannelWriter {
+    fn send(&mut self, chunk: Bytes) -> std::io::Result<()> {
+        self.tx
+            .blocking_send(chunk)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
     }
 }
 
@@ -914,7 +933,7 @@ fn columnar_body(
                 return;
             }
         };
-        let mut w = ChannelWriter { tx, buf: Vec::with_capacity(256 * 1024) };
+        let mut w = ChannelWriter { tx, buf: Vec::new() };
         if let Err(e) = idgraph_columnar::write(format, schema, batches, &mut w) {
             tracing::debug!(error = %e, "a columnar answer stopped");
             return;
@@ -983,7 +1002,8 @@ async fn export(
     let (body, ctype) = match format {
         OutFormat::Columnar(c) => {
             let make = move || {
-                let b = idgraph_columnar::TableBatches::new(snapshot, table, asked.as_deref())?;
+                let b = idgraph_columnar::TableBatches::new(snapshot, table, asked.as_deref())?
+                    .in_parallel(EXPORT_THREADS)?;
                 let schema = b.schema();
                 let batches: Box<dyn Iterator<Item = _> + Send> = Box::new(b);
                 Ok((schema, batches))
