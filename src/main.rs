@@ -55,20 +55,22 @@ fn raise_file_limit() {
     }
 }
 
+#[cfg(not(feature = "system-alloc"))]
+const EAGER_COMMIT: &str = "MIMALLOC_ARENA_EAGER_COMMIT";
+
 /// mimalloc commits its arenas eagerly on Linux, and its first arena is reserved before `main`
 /// runs, so the option must be in the environment when the process starts: a server sets it and
 /// executes itself again (same pid, same arguments) once. With it, a hundred orgs of 10,000
 /// contacts are 1.2 GB resident instead of 2.6 GB (`benches/orgs.rs`). Only `serve`: the other
 /// commands are short-lived.
 fn commit_memory_as_used() {
-    const VAR: &str = "MIMALLOC_ARENA_EAGER_COMMIT";
     #[cfg(all(unix, not(feature = "system-alloc")))]
-    if std::env::var_os(VAR).is_none() && std::env::args_os().any(|a| a == "serve") {
+    if std::env::var_os(EAGER_COMMIT).is_none() && std::env::args_os().any(|a| a == "serve") {
         use std::os::unix::process::CommandExt;
         if let Ok(exe) = std::env::current_exe() {
-            let err = std::process::Command::new(exe).args(std::env::args_os().skip(1)).env(VAR, "0").exec();
+            let err = std::process::Command::new(exe).args(std::env::args_os().skip(1)).env(EAGER_COMMIT, "0").exec();
             // Only on failure does `exec` return: serve as we are.
-            eprintln!("warning: could not restart with {VAR}=0 ({err}); serving with mimalloc's defaults");
+            eprintln!("warning: could not restart with {EAGER_COMMIT}=0 ({err}); serving with mimalloc's defaults");
         }
     }
 }

@@ -8,14 +8,15 @@ use std::io::Write;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, DictionaryArray, Int8Array, StringArray, StringBuilder, StringDictionaryBuilder,
-    TimestampMillisecondArray, TimestampMillisecondBuilder, UInt64Array, UInt64Builder,
+    ArrayRef, BooleanBuilder, DictionaryArray, Int32Array, Int8Array, StringArray, StringBuilder,
+    StringDictionaryBuilder, TimestampMillisecondArray, TimestampMillisecondBuilder, UInt64Array, UInt64Builder,
 };
 pub use arrow::datatypes::SchemaRef;
-use arrow::datatypes::{DataType, Field, Int8Type, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, Int32Type, Int8Type, Schema, TimeUnit};
 pub use arrow::record_batch::RecordBatch;
 use idgraph_graph::export::{columns, reason_name, status_name, Table};
 use idgraph_graph::index::{AgentStatus, AgentView, ContactView, Index};
+use rustc_hash::FxHashMap;
 
 /// Rows in a record batch (and in a Parquet row group).
 pub const BATCH_ROWS: usize = 65_536;
@@ -36,6 +37,8 @@ enum Kind {
     Text,
     Time,
     Dict,
+    /// Owners' emails: a few thousand values over a million rows.
+    Owner,
     Flag,
     Count,
 }
@@ -45,6 +48,7 @@ fn kind(name: &str) -> Kind {
         "contact_id" | "owner_id" | "agent_id" => Kind::Id,
         "contacts" | "accounts" => Kind::Count,
         "owner_status" | "status" | "reason" => Kind::Dict,
+        "owner_email" => Kind::Owner,
         "in_rest" | "in_scim" => Kind::Flag,
         n if n.ends_with("_at") => Kind::Time,
         _ => Kind::Text,
@@ -57,6 +61,7 @@ fn field(name: &str) -> Field {
         Kind::Text => DataType::Utf8,
         Kind::Time => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
         Kind::Dict => DataType::Dictionary(Box::new(DataType::Int8), Box::new(DataType::Utf8)),
+        Kind::Owner => DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
         Kind::Flag => DataType::Boolean,
     };
     Field::new(name, dt, true)
@@ -82,6 +87,7 @@ enum Col {
     Text(StringBuilder),
     Time(TimestampMillisecondBuilder),
     Dict(StringDictionaryBuilder<Int8Type>),
+    Owner(StringDictionaryBuilder<Int32Type>),
     Flag(BooleanBuilder),
 }
 
@@ -92,6 +98,7 @@ impl Col {
             Kind::Text => Col::Text(StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 24)),
             Kind::Time => Col::Time(TimestampMillisecondBuilder::with_capacity(BATCH_ROWS).with_timezone("UTC")),
             Kind::Dict => Col::Dict(StringDictionaryBuilder::new()),
+            Kind::Owner => Col::Owner(StringDictionaryBuilder::new()),
             Kind::Flag => Col::Flag(BooleanBuilder::with_capacity(BATCH_ROWS)),
         }
     }
@@ -102,6 +109,7 @@ impl Col {
             Col::Text(b) => Arc::new(b.finish()),
             Col::Time(b) => Arc::new(b.finish()),
             Col::Dict(b) => Arc::new(b.finish()),
+            Col::Owner(b) => Arc::new(b.finish()),
             Col::Flag(b) => Arc::new(b.finish()),
         }
     }
@@ -147,8 +155,15 @@ impl Rows {
     }
 
     pub fn text(&mut self, v: Option<&str>) {
-        if let Some(Col::Text(b)) = self.next() {
-            b.append_option(v);
+        match self.next() {
+            Some(Col::Text(b)) => b.append_option(v),
+            Some(Col::Owner(b)) => match v {
+                Some(s) => {
+                    b.append_value(s);
+                }
+                None => b.append_null(),
+            },
+            _ => {}
         }
     }
 
@@ -182,6 +197,7 @@ impl Rows {
             Some(Col::Text(b)) => b.append_null(),
             Some(Col::Time(b)) => b.append_null(),
             Some(Col::Dict(b)) => b.append_null(),
+            Some(Col::Owner(b)) => b.append_null(),
             Some(Col::Flag(b)) => b.append_null(),
             None => {}
         }
@@ -230,13 +246,36 @@ struct ContactColumns {
     schema: SchemaRef,
     names: Vec<&'static str>,
     statuses: ArrayRef,
+    /// A table's `owner_email` dictionary, shared by its batches; none: each batch its own,
+    /// of the owners it names (a lookup's few).
+    owners: Option<Arc<Owners>>,
+}
+
+/// Every agent's email as one dictionary, and each agent's key in it.
+struct Owners {
+    keys: FxHashMap<u64, i32>,
+    values: ArrayRef,
+}
+
+impl Owners {
+    fn of(ix: &Index) -> Owners {
+        let mut keys = FxHashMap::default();
+        let mut values = StringBuilder::new();
+        for a in ix.agents() {
+            if let Some(e) = a.email.as_deref() {
+                keys.insert(a.id, keys.len() as i32);
+                values.append_value(e);
+            }
+        }
+        Owners { keys, values: Arc::new(values.finish()) }
+    }
 }
 
 impl ContactColumns {
     fn new(all: &[&'static str], keep: &[usize]) -> ContactColumns {
         let names: Vec<&'static str> = keep.iter().map(|k| all[*k]).collect();
         let schema = Arc::new(Schema::new(names.iter().map(|n| field(n)).collect::<Vec<_>>()));
-        ContactColumns { schema, names, statuses: status_values() }
+        ContactColumns { schema, names, statuses: status_values(), owners: None }
     }
 
     fn batch<'a>(&self, keys: &[&str], rows: &[Option<ContactRef<'a>>]) -> Result<RecordBatch, ColumnarError> {
@@ -264,7 +303,33 @@ impl ContactColumns {
                 "contact_name" => text(&|(c, _)| c.name.as_deref()),
                 "external_id" => text(&|(c, _)| c.external_id.as_deref()),
                 "owner_id" => id(&|(c, _)| c.owner_id),
-                "owner_email" => text(&|(_, o)| o.and_then(|o| o.email.as_deref())),
+                "owner_email" => {
+                    let owner = |r: &Option<ContactRef<'a>>| r.as_ref().and_then(|(_, o)| *o);
+                    let (keys, values): (Int32Array, ArrayRef) = match &self.owners {
+                        Some(d) => (
+                            rows.iter().map(|r| owner(r).and_then(|o| d.keys.get(&o.id).copied())).collect(),
+                            d.values.clone(),
+                        ),
+                        None => {
+                            let mut seen: FxHashMap<u64, i32> = FxHashMap::default();
+                            let mut values = StringBuilder::new();
+                            let keys = rows
+                                .iter()
+                                .map(|r| {
+                                    let o = owner(r)?;
+                                    let email = o.email.as_deref()?;
+                                    let next = seen.len() as i32;
+                                    Some(*seen.entry(o.id).or_insert_with(|| {
+                                        values.append_value(email);
+                                        next
+                                    }))
+                                })
+                                .collect();
+                            (keys, Arc::new(values.finish()))
+                        }
+                    };
+                    Arc::new(DictionaryArray::<Int32Type>::try_new(keys, values)?)
+                }
                 "owner_status" => {
                     let keys: Int8Array =
                         rows.iter().map(|r| r.as_ref().and_then(|(_, o)| o.map(|o| status_key(o.status)))).collect();
@@ -307,9 +372,13 @@ impl TableBatches {
             _ => Arc::new([]),
         };
         let account_ids = if table == Table::Accounts { index.account_ids_sorted() } else { Vec::new() };
+        let mut contacts = ContactColumns::new(all, &keep);
+        if table == Table::Contacts && contacts.names.contains(&"owner_email") {
+            contacts.owners = Some(Arc::new(Owners::of(&index)));
+        }
         Ok(TableBatches {
             rows: Rows::new(all, &keep),
-            contacts: ContactColumns::new(all, &keep),
+            contacts,
             index,
             table,
             ids,
