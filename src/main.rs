@@ -34,7 +34,11 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: idgraph::cli::Cli) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_keep_alive(idgraph::app::pipeline::BLOCKING_KEEP_ALIVE)
+        .build()
+        .context("cannot start the runtime")?;
     rt.block_on(idgraph::cli::run(cli.command))
 }
 

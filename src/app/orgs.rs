@@ -277,7 +277,11 @@ impl Registry {
         let key = name.clone();
         let (read_only, force) = (self.read_only, self.force);
         let thread = std::thread::Builder::new().name(format!("org-{name}")).spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .thread_keep_alive(super::pipeline::BLOCKING_KEEP_ALIVE)
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     if let Some(r) = me.upgrade() {

@@ -113,10 +113,17 @@ pub(crate) fn give_back_memory() {
 // Cargo.lock); the crate exports no names for them.
 const MI_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Tells mimalloc to give freed pages back at once. A server of many orgs runs a thread (and a
-/// blocking pool) per org, each with mimalloc heaps, whose freed pages otherwise wait to be
-/// purged (with arenas committed as used, see `main`: 1.06 GB resident for a hundred orgs of
-/// 10,000 contacts instead of 1.24 GB, `benches/orgs.rs`).
+/// How long an idle thread of a runtime's blocking pool (sled reads and writes, exports) is kept
+/// (Tokio's default: 10 seconds). A thread that ends leaves its allocator heap's pages to be
+/// reclaimed by others later, still holding the blocks it allocated that others free: a server that
+/// started and ended such threads all day held more memory each hour; threads kept while the server
+/// is busy do not.
+pub const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Tells mimalloc to give freed pages back at once, not when their thread next allocates: a
+/// server's threads idle between requests, and a server of many orgs runs a thread (and a
+/// blocking pool) per org (with arenas committed as used, see `main`: 1.06 GB resident for a
+/// hundred orgs of 10,000 contacts instead of 1.24 GB, `benches/orgs.rs`).
 pub fn purge_freed_memory_at_once() {
     // SAFETY: `mi_option_set` takes two integers and may be called at any time.
     unsafe { libmimalloc_sys::mi_option_set(MI_PURGE_DELAY, 0) }

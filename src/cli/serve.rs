@@ -93,6 +93,9 @@ impl ServeArgs {
 }
 
 pub async fn serve(a: ServeArgs) -> Result<()> {
+    // A server runs for weeks: freed pages go back to the system as they are freed, not when
+    // the thread that held them next asks for memory (see `benches/soak.sh`).
+    pipeline::purge_freed_memory_at_once();
     let settings = Settings::load(&a.flags(), &Env::from_process())?;
     if !settings.orgs.is_empty() {
         return serve_orgs(a, settings).await;
@@ -176,7 +179,6 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
 /// under `/orgs/NAME/` (and on `/graphql` with `X-Idgraph-Org`); SIGHUP reads the configuration
 /// again. `--org` serves that org alone.
 async fn serve_orgs(a: ServeArgs, base: Settings) -> Result<()> {
-    pipeline::purge_freed_memory_at_once();
     let srv = &base.server;
     idgraph_graphql::check_cors_origins(&srv.cors_origins).map_err(anyhow::Error::msg)?;
     crate::app::access::check_not_open(srv, &base.base_dir, a.insecure_no_auth)?;
