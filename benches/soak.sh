@@ -15,6 +15,7 @@
 #   REFRESH_SHARE=0 bash benches/soak.sh          # the same without the refresher
 #   DURATION=14400 RSS_LOG=soak.tsv bash benches/soak.sh   # four hours, RSS each minute in a file
 #   BIN=idgraph-sysalloc SERVE_WRAP="heaptrack -o heap" bash benches/soak.sh   # a heap profile
+#   KEEP_LOG=serve.log bash benches/soak.sh       # keep the server's log
 # A run of two hours or more also prints RSS every 10 minutes and compares the median of its
 # last 30 minutes with that of minutes 60-90.
 set -euo pipefail
@@ -34,7 +35,7 @@ if [ -z "${BIN:-}" ]; then
   BIN=target/release/idgraph
 fi
 WORK=$(mktemp -d)
-cleanup() { kill "${SERVE_PID:-}" "${SIM_PID:-}" 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() { kill "${SERVE_PID:-}" "${SIM_PID:-}" 2>/dev/null || true; if [ -n "${KEEP_LOG:-}" ]; then cp "$WORK/serve.log" "$KEEP_LOG"; fi; rm -rf "$WORK"; }
 trap cleanup EXIT
 SIM="http://127.0.0.1:$SIM_PORT"
 URL="http://127.0.0.1:$PORT"

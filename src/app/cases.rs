@@ -364,7 +364,6 @@ impl Cases {
     /// Reads moved contacts back from Drift: confirmed when Drift shows the decided owner.
     /// Accounts (moved in Drift's UI) are confirmed when the index shows their new owner.
     async fn confirm(&self) -> Result<()> {
-        let ix = self.graph.read().clone();
         let waiting: Vec<u64> = self
             .cases
             .lock()
@@ -375,9 +374,14 @@ impl Cases {
             })
             .map(|c| c.id)
             .collect();
-        for id in waiting {
-            let owner = |account: &str| ix.account(account).and_then(|a| a.owner_id);
-            self.change(id, |c| Ok(c.confirm_accounts(&owner, now_ms()))).map_err(anyhow::Error::msg)?;
+        if !waiting.is_empty() {
+            // A snapshot only while it is read, never across the reads below: an in-place change
+            // made while one is held copies the whole index.
+            let ix = self.graph.read().clone();
+            for id in waiting {
+                let owner = |account: &str| ix.account(account).and_then(|a| a.owner_id);
+                self.change(id, |c| Ok(c.confirm_accounts(&owner, now_ms()))).map_err(anyhow::Error::msg)?;
+            }
         }
         let Some(crawler) = &self.crawler else { return Ok(()) };
         let todo: Vec<(u64, u64, u64)> = self

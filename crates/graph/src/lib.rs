@@ -286,6 +286,22 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+static INDEX_COPIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts (and logs) a change about to copy the index: a reader holds a snapshot of it.
+fn note_copy(ix: &Arc<Index>, what: &str) {
+    let readers = Arc::strong_count(ix) - 1;
+    if readers > 0 {
+        let n = INDEX_COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        tracing::info!(
+            readers,
+            copies = n,
+            contacts = ix.counts().0,
+            "{what} copies the index: a reader holds a snapshot of it"
+        );
+    }
+}
+
 impl Graph {
     /// The agent memory and every remembered agent's status, read under one guard.
     fn memory_and_statuses(&self) -> (HashMap<u64, AgentMemory>, HashMap<u64, AgentStatus>) {
@@ -599,6 +615,7 @@ impl Graph {
         w.info = Some(info.clone());
         let changes = self.store.commit_in_place(info.generation, &w)?;
         let mut ix = self.index.write();
+        note_copy(&ix, "an agents refresh");
         Arc::make_mut(&mut ix).apply_agents(&users, &scim_now, memory);
         *self.info.write() = Some(info);
         Ok(changes)
@@ -677,6 +694,7 @@ impl Graph {
         self.store.commit_in_place(info.generation, &w)?;
         {
             let mut guard = self.index.write();
+            note_copy(&guard, "an in-place change");
             let ix = Arc::make_mut(&mut guard);
             for (id, after) in effects {
                 ix.put_contact(id, after);
