@@ -380,6 +380,11 @@ impl ContactColumns {
     }
 }
 
+/// Whether a table's rows are contacts (with owners), built by [`ContactColumns`].
+fn contact_shaped(t: Table) -> bool {
+    matches!(t, Table::Contacts | Table::Orphans)
+}
+
 /// A table of one snapshot, batch by batch.
 pub struct TableBatches {
     index: Arc<Index>,
@@ -413,7 +418,9 @@ impl TableBatches {
             contacts.owners = Some(Arc::new(Owners::of(&index)));
         }
         Ok(TableBatches {
-            rows: Rows::new(all, &keep),
+            // Contacts and orphans are built column by column: no cell builders (each would
+            // reserve a batch's room on every request).
+            rows: if contact_shaped(table) { Rows::new(&[], &[]) } else { Rows::new(all, &keep) },
             contacts,
             index,
             table,
@@ -428,7 +435,11 @@ impl TableBatches {
     }
 
     pub fn schema(&self) -> SchemaRef {
-        self.rows.schema()
+        if contact_shaped(self.table) {
+            self.contacts.schema.clone()
+        } else {
+            self.rows.schema()
+        }
     }
 
     /// The contacts' next batch (of this part's).
