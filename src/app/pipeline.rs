@@ -241,7 +241,7 @@ mod tests {
         let good = crawler(&r.url(), &r.scim_url(), "t");
         let report = reindex(&graph, &good, &Quiet, ShrinkGuard::default(), true).await.unwrap();
         assert_eq!((report.generation, report.summary.contacts), (1, 1500));
-        assert_eq!(graph.read().counts().0, 1500);
+        assert_eq!(graph.read().contact_count(), 1500);
 
         // A crawl that cannot complete (Drift refuses the token) is an error, and generation 1
         // goes on being served, whole.
@@ -251,7 +251,7 @@ mod tests {
         assert!(err.contains("refused the credentials") && err.contains("scopes") && err.contains("revoked"), "{err}");
         assert!(err.contains("current index is still served") && !err.contains("generation"), "{err}");
         assert_eq!(graph.info().unwrap().generation, 1);
-        assert_eq!(graph.read().counts().0, 1500);
+        assert_eq!(graph.read().contact_count(), 1500);
 
         // An agents refresh applies in place.
         let changes = refresh_agents(&graph, &good, ShrinkGuard::default()).await.unwrap();

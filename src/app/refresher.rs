@@ -357,7 +357,7 @@ impl Refresher {
     /// whose last check is older than the orphan period, least recently verified first.
     fn orphans_due(&self, ix: &Index, listing: bool, n: usize, taken: &HashSet<u64>, urgent: bool) -> Vec<u64> {
         let now = now_ms();
-        let (contacts, orphans) = (ix.counts().0, ix.orphan_total());
+        let (contacts, orphans) = (ix.contact_count(), ix.orphan_total());
         let period = if listing { None } else { Some(self.orphan_period_ms(contacts, orphans)) };
         let due =
             |gone: i64, verified: i64| verified < gone || period.is_some_and(|p| verified < now.saturating_sub(p));

@@ -15,8 +15,10 @@ pub use arrow::datatypes::SchemaRef;
 use arrow::datatypes::{DataType, Field, Int32Type, Int8Type, Schema, TimeUnit};
 pub use arrow::record_batch::RecordBatch;
 use idgraph_graph::export::{columns, reason_name, status_name, Table};
-use idgraph_graph::index::{AgentStatus, AgentView, ContactView, Index, OrphanReason};
+use idgraph_graph::index::{AgentStatus, AgentView, ContactSlot, ContactView, Index, OrphanReason};
 use rustc_hash::FxHashMap;
+
+pub use arrow::buffer::Buffer;
 
 /// Rows in a record batch (and in a Parquet row group).
 pub const BATCH_ROWS: usize = 65_536;
@@ -391,8 +393,10 @@ pub struct TableBatches {
     table: Table,
     rows: Rows,
     contacts: ContactColumns,
-    /// Contacts and agents by id; accounts by id.
+    /// Agents by id.
     ids: Arc<[u64]>,
+    /// Contacts by id.
+    slots: Arc<[ContactSlot]>,
     /// Contacts: this part's batches are every `stride`-th, from the `next`-th row on.
     stride: usize,
     part: usize,
@@ -408,10 +412,10 @@ impl TableBatches {
         let all = columns(table);
         let keep = select(all, asked).map_err(ColumnarError::Columns)?;
         let ids: Arc<[u64]> = match table {
-            Table::Contacts => index.contact_ids_sorted().into(),
             Table::Agents => index.agents().into_iter().map(|a| a.id).collect(),
             _ => Arc::new([]),
         };
+        let slots = if table == Table::Contacts { index.contacts_in_order() } else { Arc::new([]) };
         let account_ids = if table == Table::Accounts { index.account_ids_sorted() } else { Vec::new() };
         let mut contacts = ContactColumns::new(all, &keep);
         if table == Table::Contacts && contacts.names.contains(&"owner_email") {
@@ -425,6 +429,7 @@ impl TableBatches {
             index,
             table,
             ids,
+            slots,
             stride: 1,
             part: 0,
             account_ids,
@@ -445,14 +450,14 @@ impl TableBatches {
     /// The contacts' next batch (of this part's).
     fn contact_batch(&mut self) -> Option<Result<RecordBatch, ColumnarError>> {
         // The first part answers an empty table with one (empty) batch: the schema.
-        if self.next >= self.ids.len() && (self.done || self.part > 0) {
+        if self.next >= self.slots.len() && (self.done || self.part > 0) {
             return None;
         }
-        let from = self.next.min(self.ids.len());
-        let to = (from + BATCH_ROWS).min(self.ids.len());
-        let rows: Vec<Option<Cells<'_>>> = self.ids[from..to]
+        let from = self.next.min(self.slots.len());
+        let to = (from + BATCH_ROWS).min(self.slots.len());
+        let rows: Vec<Option<Cells<'_>>> = self.slots[from..to]
             .iter()
-            .filter_map(|id| self.index.contact_and_owner(*id))
+            .filter_map(|s| self.index.contact_and_owner_at(*s))
             .map(|(c, o)| Some(Cells::of(c, o)))
             .collect();
         let batch = self.contacts.batch(&[], &rows);
@@ -485,7 +490,7 @@ impl TableBatches {
     /// tables, and a table of one batch, are built on the caller's thread. A reader that stops
     /// early stops the builders at their next batch.
     pub fn in_parallel(self, threads: usize) -> Result<InTurn, ColumnarError> {
-        if self.table != Table::Contacts || threads < 2 || self.ids.len() <= BATCH_ROWS {
+        if self.table != Table::Contacts || threads < 2 || self.slots.len() <= BATCH_ROWS {
             return Ok(InTurn { schema: self.schema(), one: Some(self), parts: Vec::new(), turn: 0 });
         }
         let mut parts = Vec::with_capacity(threads);
@@ -496,6 +501,7 @@ impl TableBatches {
                 rows: Rows::new(&[], &[]),
                 contacts: self.contacts.clone(),
                 ids: self.ids.clone(),
+                slots: self.slots.clone(),
                 stride: threads,
                 part,
                 account_ids: Vec::new(),
@@ -644,12 +650,8 @@ pub fn write(
 ) -> Result<(), ColumnarError> {
     match format {
         Columnar::Arrow => {
-            let mut w = arrow::ipc::writer::StreamWriter::try_new(out, &schema)?;
-            for b in batches {
-                w.write(&b?)?;
-                w.flush()?;
-            }
-            w.finish()?;
+            let mut out = out;
+            arrow_buffers(schema, batches, |b| Ok(out.write_all(&b).map_err(arrow::error::ArrowError::from)?))?;
         }
         Columnar::Parquet => {
             let props = parquet::file::properties::WriterProperties::builder()
@@ -663,6 +665,26 @@ pub fn write(
             }
             w.close()?;
         }
+    }
+    Ok(())
+}
+
+/// `batches` as an Arrow IPC stream, handed to `sink` buffer by buffer: the columns' own buffers
+/// as they are (a server sends them without copying them), between the messages' headers and
+/// padding. The bytes are [`write`]'s in the Arrow format.
+pub fn arrow_buffers(
+    schema: SchemaRef,
+    batches: impl Iterator<Item = Result<RecordBatch, ColumnarError>>,
+    mut sink: impl FnMut(arrow::buffer::Buffer) -> Result<(), ColumnarError>,
+) -> Result<(), ColumnarError> {
+    let mut enc = arrow::ipc::writer::StreamEncoder::try_new(&schema)?;
+    for b in batches {
+        for buf in enc.encode(&b?)? {
+            sink(buf)?;
+        }
+    }
+    for buf in enc.finish()? {
+        sink(buf)?;
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The in-memory identity graph, derived from stored records, and its queries.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, OnceLock};
 
 use idgraph_model::{normalize_email, Account, Contact, ScimUser, User};
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
@@ -187,7 +188,9 @@ pub struct Index {
     /// Agent id -> its contacts, sorted by id: stable pages.
     owned: HashMap<u64, BTreeSet<u64>>,
     owned_accounts: HashMap<u64, BTreeSet<String>>,
-    orphans: BTreeSet<OrphanKey>,
+    /// Orphans in key order, each with its contact's place (an export of the orphans reads them
+    /// without a hash probe each).
+    orphans: BTreeMap<OrphanKey, NodeIndex>,
     /// Orphans by reason, kept with the set so that counts cost nothing.
     orphan_by_reason: [usize; 3],
     orphan_accounts: BTreeSet<(OrphanReason, u64, String)>,
@@ -198,7 +201,16 @@ pub struct Index {
     /// does not, and its batch skips the re-ranking: the writer holds the lock for less).
     rank_stale: bool,
     pub memory: HashMap<u64, AgentMemory>,
+    /// Every contact's place, by id: made once for a snapshot when an export first asks, and kept
+    /// with it (an export of a million contacts then reads the contacts in order, without a sort
+    /// and a hash probe a row); a contact added or removed forgets it.
+    contact_order: OnceLock<Arc<[ContactSlot]>>,
 }
+
+/// A contact's place in an index, as [`Index::contacts_in_order`] lists them; read with
+/// [`Index::contact_and_owner_at`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContactSlot(NodeIndex);
 
 /// The inputs of an index: one generation's records and memory.
 #[derive(Debug, Default)]
@@ -461,20 +473,21 @@ impl Index {
         self.orphan_key(owner, contact)
     }
 
-    fn orphan_insert(&mut self, k: OrphanKey) {
-        if self.orphans.insert(k) {
+    fn orphan_insert(&mut self, k: OrphanKey, n: NodeIndex) {
+        if self.orphans.insert(k, n).is_none() {
             self.orphan_by_reason[k.0 as usize] += 1;
         }
     }
 
     fn orphan_remove(&mut self, k: &OrphanKey) {
-        if self.orphans.remove(k) {
+        if self.orphans.remove(k).is_some() {
             self.orphan_by_reason[k.0 as usize] -= 1;
         }
     }
 
     fn insert_contact(&mut self, c: ContactView) {
         self.rank_stale = true;
+        self.contact_order.take();
         let id = c.id;
         let email = c.email.as_deref().map(normalize_email);
         let owner = c.owner_id;
@@ -498,7 +511,7 @@ impl Index {
                 self.graph.add_edge(a, n, Edge::Owns);
                 self.owned.entry(o).or_default().insert(id);
                 if let Some(k) = self.orphan_key(o, id) {
-                    self.orphan_insert(k);
+                    self.orphan_insert(k, n);
                 }
             }
             None => {
@@ -509,6 +522,7 @@ impl Index {
 
     fn remove_contact(&mut self, id: u64) -> Option<ContactView> {
         self.rank_stale = true;
+        self.contact_order.take();
         let n = self.contacts.remove(&id)?;
         let Some(Node::Contact(c)) = self.graph.remove_node(n) else {
             return None;
@@ -614,7 +628,7 @@ impl Index {
         let max = ages.iter().copied().max();
         let unverified_orphans = self
             .orphans
-            .iter()
+            .keys()
             .filter(|k| {
                 self.contact_ref(k.3).is_none_or(|c| k.0 != OrphanReason::OwnerUnknown && c.verified_at_ms < k.1)
             })
@@ -656,8 +670,8 @@ impl Index {
                 }
             }
             for c in &contacts {
-                if let Some(k) = self.orphan_key(m.id, *c) {
-                    self.orphan_insert(k);
+                if let (Some(k), Some(n)) = (self.orphan_key(m.id, *c), self.contacts.get(c).copied()) {
+                    self.orphan_insert(k, n);
                 }
             }
             if let Some(reason) = self.agent_ref(m.id).and_then(|a| a.status.orphans()) {
@@ -679,6 +693,13 @@ impl Index {
 
     // ---- queries ----
 
+    /// How many contacts the index holds (O(1): every GraphQL request's cost check asks).
+    pub fn contact_count(&self) -> usize {
+        self.contacts.len()
+    }
+
+    /// Contacts, agents (those seen as agents: not an unknown owner) and accounts; counting the
+    /// agents walks them.
     pub fn counts(&self) -> (usize, usize, usize) {
         let agents = self
             .agents
@@ -714,13 +735,16 @@ impl Index {
     ) -> impl Iterator<Item = (OrphanKey, &ContactView, &AgentView)> {
         use std::ops::Bound::{Excluded, Included, Unbounded};
         let range = (after.map_or(Unbounded, Excluded), upto.map_or(Unbounded, Included));
-        self.orphans.range(range).filter_map(|k| Some((*k, self.contact_ref(k.3)?, self.agent_ref(k.2)?)))
+        self.orphans.range(range).filter_map(|(k, n)| match self.graph.node_weight(*n) {
+            Some(Node::Contact(c)) => Some((*k, c, self.agent_ref(k.2)?)),
+            _ => None,
+        })
     }
 
     /// Every `step`-th orphan key in order (the last of each run of `step`): where an export's
     /// chunks end, so that they can be encoded apart.
     pub fn orphan_key_marks(&self, step: usize) -> Vec<OrphanKey> {
-        self.orphans.iter().skip(step.saturating_sub(1)).step_by(step.max(1)).copied().collect()
+        self.orphans.keys().skip(step.saturating_sub(1)).step_by(step.max(1)).copied().collect()
     }
 
     pub fn contact(&self, id: u64) -> Option<ContactView> {
@@ -890,7 +914,8 @@ impl Index {
                 Some(a) if a >= lo => std::ops::Bound::Excluded(a),
                 _ => std::ops::Bound::Included(lo),
             };
-            for k in self.orphans.range((start, std::ops::Bound::Included(hi))).take(first - page.len()) {
+            for k in self.orphans.range((start, std::ops::Bound::Included(hi))).map(|(k, _)| k).take(first - page.len())
+            {
                 let (Some(contact), Some(owner)) = (self.contact(k.3), self.agent(k.2)) else {
                     continue;
                 };
@@ -997,9 +1022,27 @@ impl Index {
 
     /// Every contact id, sorted.
     pub fn contact_ids_sorted(&self) -> Vec<u64> {
-        let mut v: Vec<u64> = self.contacts.keys().copied().collect();
-        v.sort_unstable();
-        v
+        let order = self.contacts_in_order();
+        order.iter().filter_map(|s| self.contact_and_owner_at(*s)).map(|(c, _)| c.id).collect()
+    }
+
+    /// Every contact's place, by id (made on the first call for this index, then shared).
+    pub fn contacts_in_order(&self) -> Arc<[ContactSlot]> {
+        self.contact_order
+            .get_or_init(|| {
+                let mut v: Vec<(u64, NodeIndex)> = self.contacts.iter().map(|(id, n)| (*id, *n)).collect();
+                v.sort_unstable_by_key(|(id, _)| *id);
+                v.into_iter().map(|(_, n)| ContactSlot(n)).collect()
+            })
+            .clone()
+    }
+
+    /// The contact at a place from [`Index::contacts_in_order`] of this index, and its owner.
+    pub fn contact_and_owner_at(&self, slot: ContactSlot) -> Option<(&ContactView, Option<&AgentView>)> {
+        match self.graph.node_weight(slot.0) {
+            Some(Node::Contact(c)) => Some((c, self.owner_of_node(slot.0))),
+            _ => None,
+        }
     }
 
     /// Every account id, sorted.
@@ -1074,6 +1117,54 @@ mod tests {
         back.email = Some("c1@x.io".into());
         ix.put_contact(9, Some(contact_view(&back, 0)));
         assert_eq!(id(&ix, "c1@x.io"), Some(9));
+    }
+
+    /// The contacts' order kept with an index, and the orphans' places, follow every change: an
+    /// export after an in-place change lists what the index holds, in id order.
+    #[test]
+    fn kept_order_and_orphan_places_follow_changes() {
+        let mut memory = HashMap::new();
+        let users = vec![user(1, "a@x.io"), user(2, "b@x.io")];
+        remember(&mut memory, &users, &[], 100);
+        // 2 leaves: its contacts are orphans.
+        let st = remember(&mut memory, &users[..1], &[], 200);
+        assert_eq!(st[&2], AgentStatus::Departed);
+        let contacts = vec![contact(30, Some(1)), contact(10, Some(2)), contact(20, None)];
+        let mut ix = Index::build(
+            1,
+            Inputs {
+                contacts,
+                users: users[..1].to_vec(),
+                scim: vec![],
+                accounts: vec![],
+                memory,
+                contact_verified: vec![],
+            },
+        );
+        let listed = |ix: &Index| {
+            ix.contacts_in_order()
+                .iter()
+                .filter_map(|s| ix.contact_and_owner_at(*s))
+                .map(|(c, o)| (c.id, c.name.clone(), o.map(|o| o.id)))
+                .collect::<Vec<_>>()
+        };
+        let orphans = |ix: &Index| ix.orphan_refs_between(None, None).map(|(_, c, o)| (c.id, o.id)).collect::<Vec<_>>();
+        assert_eq!(listed(&ix), vec![(10, None, Some(2)), (20, None, None), (30, None, Some(1))]);
+        assert_eq!(orphans(&ix), vec![(10, 2)]);
+        // A snapshot taken now keeps its order; the index changes on (a copy, as a writer makes).
+        let snapshot = ix.clone();
+        let mut renamed = contact_view(&contact(30, Some(1)), 0);
+        renamed.name = Some("Renamed".into());
+        ix.put_contact(30, Some(renamed)); // in place: the same email and owner
+        ix.put_contact(5, Some(contact_view(&contact(5, Some(2)), 0))); // new, first by id
+        ix.put_contact(20, None); // gone
+        ix.put_contact(10, Some(contact_view(&contact(10, Some(1)), 0))); // moved to an active owner
+        ix.finish_batch();
+        assert_eq!(listed(&ix), vec![(5, None, Some(2)), (10, None, Some(1)), (30, Some("Renamed".into()), Some(1))]);
+        assert_eq!(ix.contact_ids_sorted(), vec![5, 10, 30]);
+        assert_eq!(orphans(&ix), vec![(5, 2)]);
+        assert_eq!(listed(&snapshot), vec![(10, None, Some(2)), (20, None, None), (30, None, Some(1))]);
+        assert_eq!(orphans(&snapshot), vec![(10, 2)]);
     }
 
     #[test]

@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use index::{
-    AccountView, AgentMemory, AgentStatus, AgentView, ContactView, Freshness, Index, OrphanKey, OrphanReason,
-    OrphanView, OwnershipRow,
+    AccountView, AgentMemory, AgentStatus, AgentView, ContactSlot, ContactView, Freshness, Index, OrphanKey,
+    OrphanReason, OrphanView, OwnershipRow,
 };
 pub use store::{backup_name_ok, BackupReport, CheckReport, GenInfo, InPlaceWrite, Override, Store};
 
@@ -296,7 +296,7 @@ fn note_copy(ix: &Arc<Index>, what: &str) {
         tracing::info!(
             readers,
             copies = n,
-            contacts = ix.counts().0,
+            contacts = ix.contact_count(),
             "{what} copies the index: a reader holds a snapshot of it"
         );
     }
@@ -641,7 +641,7 @@ impl Graph {
             let ix = self.read();
             // What each contact looks like after the updates decided so far in this batch.
             let mut overlay: HashMap<u64, Option<ContactView>> = HashMap::new();
-            let mut count = ix.counts().0 as i64;
+            let mut count = ix.contact_count() as i64;
             for ev in events {
                 if let Some(eid) = ev.id {
                     if !batch_ids.insert(eid.clone()) || self.store.seen(&eid)? {
@@ -958,7 +958,7 @@ mod tests {
         g.write(&s, &(1..=10).map(contact).collect::<Vec<_>>(), None).unwrap();
         let err = g.commit(s, Value::Null, false, ShrinkGuard::default()).unwrap_err();
         assert!(matches!(err, StoreError::Shrink(_)), "{err}");
-        assert_eq!(g.read().counts().0, 100, "the good index is still served");
+        assert_eq!(g.read().contact_count(), 100, "the good index is still served");
         let next = g.begin(true).unwrap();
         assert!(!next.resumed, "the refused generation is not resumed");
         drop(g);

@@ -622,7 +622,7 @@ async fn execute(
     // The document's cost before anything else looks at it (validation expands fragments one
     // spread at a time); computed once per document, checked against the org's size now.
     let cost = cached.cost.get_or_init(|| crate::cost::cost(&cached.doc));
-    let contacts = st.graph.read().counts().0;
+    let contacts = st.graph.read().contact_count();
     if let Err(msg) = cost.as_ref().map_err(Clone::clone).and_then(|c| c.check(contacts)) {
         return (Answered::Graphql(request_failure("BAD_USER_INPUT", msg)), Some(Trail::default()));
     }
@@ -888,6 +888,16 @@ impl std::io::Write for ChannelWriter {
 const CHANNEL_CHUNK: usize = 256 * 1024;
 
 impl ChannelWriter {
+    /// An Arrow buffer: a column's (large) sent as it is, without a copy; a message's header or
+    /// padding gathered with the next.
+    fn buffer(&mut self, b: idgraph_columnar::Buffer) -> std::io::Result<()> {
+        if b.len() < CHANNEL_CHUNK / 4 {
+            return std::io::Write::write_all(self, &b);
+        }
+        std::io::Write::flush(self)?;
+        self.send(Bytes::from_owner(b))
+    }
+
     fn send(&mut self, chunk: Bytes) -> std::io::Result<()> {
         self.tx
             .blocking_send(chunk)
@@ -916,7 +926,21 @@ fn columnar_body(
 ) -> axum::body::Body {
     if rows <= INLINE_ROWS {
         let mut out = Vec::with_capacity(64 * 1024);
-        match make().and_then(|(schema, batches)| idgraph_columnar::write(format, schema, batches, &mut out)) {
+        let written = make().and_then(|(schema, batches)| match format {
+            // The stream's buffers gathered, then copied once into a body of their size.
+            idgraph_columnar::Columnar::Arrow => {
+                let mut bufs = Vec::new();
+                idgraph_columnar::arrow_buffers(schema, batches, |b| {
+                    bufs.push(b);
+                    Ok(())
+                })?;
+                out = Vec::with_capacity(bufs.iter().map(|b| b.len()).sum());
+                bufs.iter().for_each(|b| out.extend_from_slice(b));
+                Ok(())
+            }
+            idgraph_columnar::Columnar::Parquet => idgraph_columnar::write(format, schema, batches, &mut out),
+        });
+        match written {
             Ok(()) => return axum::body::Body::from(out),
             Err(e) => {
                 tracing::warn!(error = %e, "a columnar answer could not be made");
@@ -934,7 +958,13 @@ fn columnar_body(
             }
         };
         let mut w = ChannelWriter { tx, buf: Vec::new() };
-        if let Err(e) = idgraph_columnar::write(format, schema, batches, &mut w) {
+        let written = match format {
+            idgraph_columnar::Columnar::Arrow => idgraph_columnar::arrow_buffers(schema, batches, |b| {
+                w.buffer(b).map_err(|e| idgraph_columnar::ColumnarError::Arrow(e.into()))
+            }),
+            idgraph_columnar::Columnar::Parquet => idgraph_columnar::write(format, schema, batches, &mut w),
+        };
+        if let Err(e) = written {
             tracing::debug!(error = %e, "a columnar answer stopped");
             return;
         }
@@ -993,7 +1023,7 @@ async fn export(
     let snapshot = st.graph.snapshot();
     let generation = snapshot.generation;
     let rows = match table {
-        Table::Contacts => snapshot.counts().0,
+        Table::Contacts => snapshot.contact_count(),
         Table::Agents => snapshot.counts().1,
         Table::Accounts => snapshot.counts().2,
         Table::Orphans => snapshot.orphans_len(),

@@ -341,7 +341,7 @@ async fn exports_stream_what_graphql_answers_from_one_generation() {
     let mut export = Export::new(g.snapshot(), Table::Contacts, Format::Ndjson);
     let first_chunk = export.next().unwrap();
     crawl(&g, 3000);
-    assert_eq!(g.read().counts().0, 3000);
+    assert_eq!(g.read().contact_count(), 3000);
     let rest: String = export.collect();
     assert_eq!(first_chunk.lines().count() + rest.lines().count(), 5000, "the old generation, whole");
 }
