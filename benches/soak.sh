@@ -190,4 +190,7 @@ while True:
     after = page["pageInfo"]["endCursor"]
 doubled = sum(max(0, n - changed.get(c, 0)) for c, n in moves.items() if c in changed)
 print(f"   lost changes: {lost} of {len(changed)} contacts checked against Drift; doubled changes: {doubled}")
+metrics = urllib.request.urlopen(urllib.request.Request(url + "/metrics", headers={"authorization": "Bearer a"}), timeout=60).read().decode()
+copies = [l.split()[1] for l in metrics.splitlines() if l.startswith("idgraph_index_copies_total ")]
+print(f"   in-place changes that copied the whole index (a reader held a snapshot): {copies[0] if copies else '?'}")
 PY

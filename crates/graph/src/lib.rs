@@ -288,6 +288,12 @@ pub fn now_ms() -> i64 {
 
 static INDEX_COPIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// In-place changes (in this process, every org's) that copied the whole index because a reader
+/// held a snapshot of it.
+pub fn index_copies() -> u64 {
+    INDEX_COPIES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Counts (and logs) a change about to copy the index: a reader holds a snapshot of it.
 fn note_copy(ix: &Arc<Index>, what: &str) {
     let readers = Arc::strong_count(ix) - 1;

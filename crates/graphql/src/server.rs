@@ -733,6 +733,10 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> Response {
         (ix.generation, c, a, ix.orphan_total())
     };
     let mut text = st.metrics.render(generation, contacts, agents, orphans);
+    text.push_str(&format!(
+        "# HELP idgraph_index_copies_total In-place changes that copied the whole index, a reader holding a snapshot of it (process-wide).\n# TYPE idgraph_index_copies_total counter\nidgraph_index_copies_total {}\n",
+        idgraph_graph::index_copies()
+    ));
     if let Some(log) = &st.access.log {
         text.push_str(&format!(
             "# HELP idgraph_access_log_entries_total Access log entries written.\n# TYPE idgraph_access_log_entries_total counter\nidgraph_access_log_entries_total {}\n# HELP idgraph_access_log_dropped_total Access log entries that could not be queued (never silently).\n# TYPE idgraph_access_log_dropped_total counter\nidgraph_access_log_dropped_total {}\n",
