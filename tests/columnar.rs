@@ -24,6 +24,18 @@ fn python_ready() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Whether pyarrow and DuckDB are here to read the exports; where they are required (CI), their
+/// absence fails the test rather than skipping it.
+fn readers_here() -> bool {
+    let required = std::env::var("IDGRAPH_COLUMNAR_TEST").is_ok_and(|v| v == "required");
+    if !python_ready() {
+        assert!(!required, "pyarrow and duckdb are missing: pip install pyarrow duckdb");
+        eprintln!("skipping: no pyarrow or duckdb here (CI installs them)");
+        return false;
+    }
+    true
+}
+
 /// Reads a file with Python and prints its rows as JSON (times as RFC 3339 seconds, like the
 /// NDJSON export), plus the column types.
 const READER: &str = r#"
@@ -75,10 +87,7 @@ fn ndjson(bytes: &[u8]) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_export_in_every_format_reads_back_row_for_row() {
-    let required = std::env::var("IDGRAPH_COLUMNAR_TEST").is_ok_and(|v| v == "required");
-    if !python_ready() {
-        assert!(!required, "pyarrow and duckdb are missing: pip install pyarrow duckdb");
-        eprintln!("skipping: no pyarrow or duckdb here (CI installs them)");
+    if !readers_here() {
         return;
     }
     let (_sim, r) = sim(SimConfig { contacts: 3000, agents: 20, ..SimConfig::default() }).await;
@@ -203,10 +212,7 @@ async fn every_export_in_every_format_reads_back_row_for_row() {
 /// does) and gets the NDJSON export's rows, in id order, with one owner dictionary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_export_of_many_batches_reads_back_from_the_response() {
-    let required = std::env::var("IDGRAPH_COLUMNAR_TEST").is_ok_and(|v| v == "required");
-    if !python_ready() {
-        assert!(!required, "pyarrow and duckdb are missing: pip install pyarrow duckdb");
-        eprintln!("skipping: no pyarrow or duckdb here (CI installs them)");
+    if !readers_here() {
         return;
     }
     let contacts = idgraph_columnar::BATCH_ROWS + 4_464;
