@@ -36,6 +36,25 @@ async fn pipes_logs_and_exports_behave_in_a_shell() {
         assert!(!err.contains("panicked"), "{err}");
     }
 
+    // A columnar export that cannot be written whole (a full disk) fails, and says so: never a
+    // shorter file and success.
+    for format in ["arrow", "parquet"] {
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let out = idgraph()
+            .args(["export", "contacts", "--format", format, "--data-dir"])
+            .arg(dir.path())
+            .stdout(Stdio::from(full))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+            .wait_with_output()
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{format} to a full disk succeeded: {err}");
+        assert!(err.contains("cannot write the export"), "{format}: {err}");
+    }
+
     // The orphans export from the data directory has the audit CSV's columns.
     let out =
         idgraph().args(["export", "orphans", "--format", "csv", "--data-dir"]).arg(dir.path()).output().await.unwrap();

@@ -59,10 +59,11 @@ fn main() {
         Inputs { contacts, users, scim: vec![], accounts: vec![], memory, contact_verified: vec![] },
     ));
     println!("org: {n} contacts, {agents} agents");
+    let t = std::time::Instant::now();
+    let made = ix.contacts_in_order().len();
+    println!("the contacts' order, made once an index: {:.0} ms ({made})", t.elapsed().as_secs_f64() * 1e3);
     let (ms, rows) = median(|| ix.contact_ids_sorted().len());
-    println!("sorted ids (again: kept with the index): {ms:.0} ms ({rows})");
-    let (ms, rows) = median(|| ix.contact_ids_sorted().len());
-    println!("sorted ids: {ms:.0} ms ({rows})");
+    println!("sorted ids (from the order kept with the index): {ms:.0} ms ({rows})");
     let ids = ix.contact_ids_sorted();
     let (ms, rows) = median(|| {
         ids.iter()

@@ -652,6 +652,8 @@ pub fn write(
         Columnar::Arrow => {
             let mut out = out;
             arrow_buffers(schema, batches, |b| Ok(out.write_all(&b).map_err(arrow::error::ArrowError::from)?))?;
+            // A buffered writer's last bytes: a full disk is an error, not a short file.
+            out.flush().map_err(arrow::error::ArrowError::from)?;
         }
         Columnar::Parquet => {
             let props = parquet::file::properties::WriterProperties::builder()
@@ -663,7 +665,8 @@ pub fn write(
                 w.write(&b?)?;
                 w.flush()?;
             }
-            w.close()?;
+            let mut out = w.into_inner()?;
+            out.flush().map_err(arrow::error::ArrowError::from)?;
         }
     }
     Ok(())

@@ -208,7 +208,8 @@ pub struct Index {
 }
 
 /// A contact's place in an index, as [`Index::contacts_in_order`] lists them; read with
-/// [`Index::contact_and_owner_at`].
+/// [`Index::contact_and_owner_at`] of the same index (a snapshot's places are its own: read
+/// against another index, a place names whatever that index keeps there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContactSlot(NodeIndex);
 
@@ -1023,7 +1024,13 @@ impl Index {
     /// Every contact id, sorted.
     pub fn contact_ids_sorted(&self) -> Vec<u64> {
         let order = self.contacts_in_order();
-        order.iter().filter_map(|s| self.contact_and_owner_at(*s)).map(|(c, _)| c.id).collect()
+        order
+            .iter()
+            .filter_map(|s| match self.graph.node_weight(s.0) {
+                Some(Node::Contact(c)) => Some(c.id),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Every contact's place, by id (made on the first call for this index, then shared).

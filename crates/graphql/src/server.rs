@@ -856,7 +856,7 @@ fn text_media(f: idgraph_graph::export::Format) -> &'static str {
 /// Bytes written on a blocking thread, sent to the socket as they come (a writer for the Arrow
 /// and Parquet writers).
 struct ChannelWriter {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<std::io::Result<Bytes>>,
     buf: Vec<u8>,
 }
 
@@ -904,7 +904,7 @@ impl ChannelWriter {
 
     fn send(&mut self, chunk: Bytes) -> std::io::Result<()> {
         self.tx
-            .blocking_send(chunk)
+            .blocking_send(Ok(chunk))
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
     }
 }
@@ -944,20 +944,18 @@ fn columnar_body(
             }
             idgraph_columnar::Columnar::Parquet => idgraph_columnar::write(format, schema, batches, &mut out),
         });
-        match written {
-            Ok(()) => return axum::body::Body::from(out),
-            Err(e) => {
-                tracing::warn!(error = %e, "a columnar answer could not be made");
-                return axum::body::Body::empty();
-            }
-        }
+        return match written {
+            Ok(()) => axum::body::Body::from(out),
+            Err(e) => broken_body(&e),
+        };
     }
-    let (tx, rx) = mpsc::channel::<Bytes>(EXPORT_CHUNKS_AHEAD);
+    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(EXPORT_CHUNKS_AHEAD);
     tokio::task::spawn_blocking(move || {
         let (schema, batches) = match make() {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "a columnar answer could not be made");
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
                 return;
             }
         };
@@ -969,16 +967,27 @@ fn columnar_body(
             idgraph_columnar::Columnar::Parquet => idgraph_columnar::write(format, schema, batches, &mut w),
         };
         if let Err(e) = written {
+            // The client gone, or the answer failed: either way the body must not end as if
+            // complete (a cut stream would read as a shorter, valid one).
             tracing::debug!(error = %e, "a columnar answer stopped");
+            let _ = w.tx.blocking_send(Err(std::io::Error::other(e.to_string())));
             return;
         }
         let _ = std::io::Write::flush(&mut w);
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         let chunk = rx.recv().await?;
-        Some((Ok::<_, std::convert::Infallible>(chunk), rx))
+        Some((chunk, rx))
     });
     axum::body::Body::from_stream(stream)
+}
+
+/// The body of an answer that failed once its status was decided: the connection is cut rather
+/// than the body ended, so that the client sees a failed transfer, not an empty answer.
+fn broken_body(e: &idgraph_columnar::ColumnarError) -> axum::body::Body {
+    tracing::warn!(error = %e, "a columnar answer could not be made");
+    let err = std::io::Error::other(e.to_string());
+    axum::body::Body::from_stream(futures::stream::once(async move { Err::<Bytes, _>(err) }))
 }
 
 /// `GET /export/{contacts|orphans|agents|accounts}?format=ndjson|csv|arrow|parquet&columns=a,b`:
