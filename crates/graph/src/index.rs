@@ -597,7 +597,18 @@ impl Index {
         if let (Some(c), Some(n)) = (&now, self.contacts.get(&id)) {
             if let Some(Node::Contact(old)) = self.graph.node_weight_mut(*n) {
                 if old.email == c.email && old.owner_id == c.owner_id {
-                    *old = c.clone();
+                    // Only what differs is written: a re-read that confirms a contact changes its
+                    // times alone, and the contact keeps its text where it was allocated (the
+                    // refresher confirms tens of thousands a second; replacing every string would
+                    // move the index, a little at a time, into whichever threads ran it).
+                    if old.name != c.name {
+                        old.name.clone_from(&c.name);
+                    }
+                    if old.external_id != c.external_id {
+                        old.external_id.clone_from(&c.external_id);
+                    }
+                    old.updated_at_ms = c.updated_at_ms;
+                    old.verified_at_ms = c.verified_at_ms;
                     return;
                 }
             }

@@ -774,6 +774,18 @@ impl Update {
 /// change to record and the override to store; `None` when it does not apply (older than what is
 /// known, or about a contact idgraph does not hold). The one place these rules live: the index
 /// only takes the result (`Index::put_contact`).
+/// Whether two versions of a contact differ at most in when Drift last confirmed them (compared
+/// without a copy: most re-reads ask).
+fn same_but_verified(a: &ContactView, b: &ContactView) -> bool {
+    let ContactView { id, email, name, owner_id, external_id, updated_at_ms, verified_at_ms: _ } = a;
+    *id == b.id
+        && *email == b.email
+        && *name == b.name
+        && *owner_id == b.owner_id
+        && *external_id == b.external_id
+        && *updated_at_ms == b.updated_at_ms
+}
+
 fn decide(
     u: &Update,
     before: Option<&ContactView>,
@@ -787,7 +799,7 @@ fn decide(
             let after = index::contact_view(c, now);
             // The version the index holds, confirmed (most re-reads): only the verified time is
             // new, and the store already has the record, so only that time is written.
-            if before.is_some_and(|b| ContactView { verified_at_ms: now, ..b.clone() } == after) {
+            if before.is_some_and(|b| same_but_verified(b, &after)) {
                 return Some((Some(after), None, None));
             }
             let kind = match before {
