@@ -72,7 +72,16 @@ fn commit_memory_as_used() {
     if std::env::var_os(EAGER_COMMIT).is_none() && std::env::args_os().any(|a| a == "serve") {
         use std::os::unix::process::CommandExt;
         if let Ok(exe) = std::env::current_exe() {
-            let err = std::process::Command::new(exe).args(std::env::args_os().skip(1)).env(EAGER_COMMIT, "0").exec();
+            let err = std::process::Command::new(exe)
+                .args(std::env::args_os().skip(1))
+                .env(EAGER_COMMIT, "0")
+                // A page freed into by other threads is not taken back by the freeing thread, and a
+                // full page is given up at once: its free space goes to whichever thread allocates
+                // next, rather than waiting for its own thread (mimalloc 3's options, read when a
+                // thread's heap starts: hence here).
+                .env("MIMALLOC_PAGE_RECLAIM_ON_FREE", "-1")
+                .env("MIMALLOC_PAGE_FULL_RETAIN", "0")
+                .exec();
             // Only on failure does `exec` return: serve as we are.
             eprintln!("warning: could not restart with {EAGER_COMMIT}=0 ({err}); serving with mimalloc's defaults");
         }

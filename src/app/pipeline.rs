@@ -102,15 +102,15 @@ pub async fn reindex(
     Ok(ReindexReport { generation, summary, changes, resumed, warnings })
 }
 
-/// Asks mimalloc (the binary's allocator) to return freed pages, abandoned threads' included.
-/// Harmless under another allocator: mimalloc's own heaps are then empty.
+/// Asks mimalloc (the binary's allocator) to return the calling thread's freed pages (mimalloc
+/// collects per thread). Harmless under another allocator: mimalloc's own heaps are then empty.
 pub(crate) fn give_back_memory() {
     // SAFETY: `mi_collect` takes no pointers and may be called from any thread at any time.
     unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
-// The number of `mi_option_purge_delay` in mimalloc 2's `mi_option_e` (c_src/mimalloc/v2/include/mimalloc.h of libmimalloc-sys 0.1.49, pinned in
-// Cargo.lock); the crate exports no names for them.
+// The number of `mi_option_purge_delay` in mimalloc 3's `mi_option_e` (c_src/mimalloc/v3/include/mimalloc.h of
+// libmimalloc-sys 0.1.49, pinned in Cargo.lock; the same in mimalloc 2); the crate exports no names for them.
 const MI_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// How long an idle thread of a runtime's blocking pool (sled reads and writes, exports) is kept
