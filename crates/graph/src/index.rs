@@ -727,7 +727,12 @@ impl Index {
     }
 
     pub fn contact_ref(&self, id: u64) -> Option<&ContactView> {
-        match self.graph.node_weight(*self.contacts.get(&id)?) {
+        self.contact_at(*self.contacts.get(&id)?)
+    }
+
+    /// The contact at a node of this index.
+    fn contact_at(&self, n: NodeIndex) -> Option<&ContactView> {
+        match self.graph.node_weight(n) {
             Some(Node::Contact(c)) => Some(c),
             _ => None,
         }
@@ -747,10 +752,7 @@ impl Index {
     ) -> impl Iterator<Item = (OrphanKey, &ContactView, &AgentView)> {
         use std::ops::Bound::{Excluded, Included, Unbounded};
         let range = (after.map_or(Unbounded, Excluded), upto.map_or(Unbounded, Included));
-        self.orphans.range(range).filter_map(|(k, n)| match self.graph.node_weight(*n) {
-            Some(Node::Contact(c)) => Some((*k, c, self.agent_ref(k.2)?)),
-            _ => None,
-        })
+        self.orphans.range(range).filter_map(|(k, n)| Some((*k, self.contact_at(*n)?, self.agent_ref(k.2)?)))
     }
 
     /// Every `step`-th orphan key in order (the last of each run of `step`): where an export's
@@ -806,11 +808,7 @@ impl Index {
 
     /// A contact and its owner, borrowed, with one lookup of the id (exports).
     pub fn contact_and_owner(&self, id: u64) -> Option<(&ContactView, Option<&AgentView>)> {
-        let n = *self.contacts.get(&id)?;
-        match self.graph.node_weight(n) {
-            Some(Node::Contact(c)) => Some((c, self.owner_of_node(n))),
-            _ => None,
-        }
+        self.contact_and_owner_at(ContactSlot(*self.contacts.get(&id)?))
     }
 
     pub fn agent(&self, id: u64) -> Option<AgentView> {
@@ -1035,13 +1033,7 @@ impl Index {
     /// Every contact id, sorted.
     pub fn contact_ids_sorted(&self) -> Vec<u64> {
         let order = self.contacts_in_order();
-        order
-            .iter()
-            .filter_map(|s| match self.graph.node_weight(s.0) {
-                Some(Node::Contact(c)) => Some(c.id),
-                _ => None,
-            })
-            .collect()
+        order.iter().filter_map(|s| self.contact_at(s.0)).map(|c| c.id).collect()
     }
 
     /// Every contact's place, by id (made on the first call for this index, then shared).
@@ -1057,10 +1049,7 @@ impl Index {
 
     /// The contact at a place from [`Index::contacts_in_order`] of this index, and its owner.
     pub fn contact_and_owner_at(&self, slot: ContactSlot) -> Option<(&ContactView, Option<&AgentView>)> {
-        match self.graph.node_weight(slot.0) {
-            Some(Node::Contact(c)) => Some((c, self.owner_of_node(slot.0))),
-            _ => None,
-        }
+        Some((self.contact_at(slot.0)?, self.owner_of_node(slot.0)))
     }
 
     /// Every account id, sorted.

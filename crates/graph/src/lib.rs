@@ -770,10 +770,6 @@ impl Update {
     }
 }
 
-/// What an update does to a contact as it stands (`None`: absent): the contact after it, the
-/// change to record and the override to store; `None` when it does not apply (older than what is
-/// known, or about a contact idgraph does not hold). The one place these rules live: the index
-/// only takes the result (`Index::put_contact`).
 /// Whether two versions of a contact differ at most in when Drift last confirmed them (compared
 /// without a copy: most re-reads ask).
 fn same_but_verified(a: &ContactView, b: &ContactView) -> bool {
@@ -786,6 +782,10 @@ fn same_but_verified(a: &ContactView, b: &ContactView) -> bool {
         && *updated_at_ms == b.updated_at_ms
 }
 
+/// What an update does to a contact as it stands (`None`: absent): the contact after it, the
+/// change to record and the override to store; `None` when it does not apply (older than what is
+/// known, or about a contact idgraph does not hold). The one place these rules live: the index
+/// only takes the result (`Index::put_contact`).
 fn decide(
     u: &Update,
     before: Option<&ContactView>,

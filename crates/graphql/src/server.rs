@@ -930,20 +930,7 @@ fn columnar_body(
 ) -> axum::body::Body {
     if rows <= INLINE_ROWS {
         let mut out = Vec::with_capacity(64 * 1024);
-        let written = make().and_then(|(schema, batches)| match format {
-            // The stream's buffers gathered, then copied once into a body of their size.
-            idgraph_columnar::Columnar::Arrow => {
-                let mut bufs = Vec::new();
-                idgraph_columnar::arrow_buffers(schema, batches, |b| {
-                    bufs.push(b);
-                    Ok(())
-                })?;
-                out = Vec::with_capacity(bufs.iter().map(|b| b.len()).sum());
-                bufs.iter().for_each(|b| out.extend_from_slice(b));
-                Ok(())
-            }
-            idgraph_columnar::Columnar::Parquet => idgraph_columnar::write(format, schema, batches, &mut out),
-        });
+        let written = make().and_then(|(schema, batches)| idgraph_columnar::write(format, schema, batches, &mut out));
         return match written {
             Ok(()) => axum::body::Body::from(out),
             Err(e) => broken_body(&e),
