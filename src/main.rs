@@ -6,9 +6,13 @@ use clap::Parser;
 
 // mimalloc gives memory back to the system after a reindex drops the previous index; the
 // system allocator kept it (2.4 GB resident after a reindex of 1,000,000 contacts).
-#[cfg(not(feature = "system-alloc"))]
+#[cfg(not(any(feature = "system-alloc", feature = "jemalloc")))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(all(feature = "jemalloc", not(feature = "system-alloc")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
     commit_memory_as_used();
@@ -59,7 +63,7 @@ fn raise_file_limit() {
     }
 }
 
-#[cfg(not(feature = "system-alloc"))]
+#[cfg(not(any(feature = "system-alloc", feature = "jemalloc")))]
 const EAGER_COMMIT: &str = "MIMALLOC_ARENA_EAGER_COMMIT";
 
 /// mimalloc commits its arenas eagerly on Linux, and its first arena is reserved before `main`
@@ -68,7 +72,7 @@ const EAGER_COMMIT: &str = "MIMALLOC_ARENA_EAGER_COMMIT";
 /// contacts are 1.2 GB resident instead of 2.6 GB (`benches/orgs.rs`). Only `serve`: the other
 /// commands are short-lived.
 fn commit_memory_as_used() {
-    #[cfg(all(unix, not(feature = "system-alloc")))]
+    #[cfg(all(unix, not(any(feature = "system-alloc", feature = "jemalloc"))))]
     if std::env::var_os(EAGER_COMMIT).is_none() && std::env::args_os().any(|a| a == "serve") {
         use std::os::unix::process::CommandExt;
         if let Ok(exe) = std::env::current_exe() {
