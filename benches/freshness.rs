@@ -120,6 +120,7 @@ fn main() {
         let schedule = ScheduleConfig {
             full: FullSchedule::Every(Duration::from_secs(1_000_000)),
             agents_every: Duration::from_secs_f64(300.0 / speedup),
+            rebuild_every: None,
             jitter: 0.0,
         };
         let scheduler = Scheduler::start(Arc::new(runner), Arc::new(Quiet), schedule, false);

@@ -394,6 +394,7 @@ async fn pipeline(
         schedule: crate::app::scheduler::ScheduleConfig {
             full: s.schedule.full.clone(),
             agents_every: s.schedule.agents_every,
+            rebuild_every: s.schedule.rebuild_every,
             jitter: 0.1,
         },
         incremental: drift.incremental,
@@ -402,6 +403,39 @@ async fn pipeline(
         metrics: metrics.clone(),
     };
     Ok(Arc::new(run.start()?))
+}
+
+/// Builds the org's index again from its store every `every` (see `Graph::rebuild_index`), on the
+/// blocking pool, then gives the old index's memory back; ends when the org's graph is dropped.
+async fn rebuild_now_and_then(graph: std::sync::Weak<Graph>, every: std::time::Duration, metrics: Arc<Metrics>) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(g) = graph.upgrade() else { return };
+        let started = std::time::Instant::now();
+        let done = tokio::task::spawn_blocking(move || {
+            let r = g.rebuild_index();
+            crate::app::pipeline::give_back_memory();
+            r
+        })
+        .await;
+        match done {
+            Ok(Ok(Some(generation))) => {
+                metrics.index_rebuilds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(
+                    generation,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "the index was built again from the store"
+                );
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the index could not be built again from the store; the one served is kept")
+            }
+            Err(e) => tracing::error!(error = %e, "the index rebuild task failed; the index served is kept"),
+        }
+    }
 }
 
 /// What one org's pipeline runs with.
@@ -423,6 +457,9 @@ impl Pipeline {
         use crate::app::observe::CrawlObserver;
         let graph = self.graph;
         let first_crawl = graph.info().is_none() || graph.fallback().is_some();
+        if let Some(every) = self.schedule.rebuild_every {
+            tokio::spawn(rebuild_now_and_then(Arc::downgrade(&graph), every, self.metrics.clone()));
+        }
         let observer = Arc::new(crate::app::http::MetricsObserver(self.metrics));
         let runner = crate::app::scheduler::PipelineRunner {
             graph: graph.clone(),

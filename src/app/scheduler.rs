@@ -73,6 +73,9 @@ fn jittered(d: Duration, jitter: f64) -> Duration {
 pub struct ScheduleConfig {
     pub full: FullSchedule,
     pub agents_every: Duration,
+    /// How often the served index is built again from the store (`None`: never): see
+    /// [`Graph::rebuild_index`](idgraph_graph::Graph::rebuild_index).
+    pub rebuild_every: Option<Duration>,
     /// Spread of each interval, as a fraction (0.1 = ±10%), so that many servers do not crawl
     /// in step.
     pub jitter: f64,
@@ -354,6 +357,7 @@ mod tests {
         ScheduleConfig {
             full: FullSchedule::Every(Duration::from_secs(3600)),
             agents_every: Duration::from_secs(300),
+            rebuild_every: None,
             jitter: 0.0,
         }
     }

@@ -23,6 +23,7 @@ pub mod defaults {
     pub const LISTEN: &str = "127.0.0.1:8080";
     pub const FULL_EVERY: &str = "6h";
     pub const AGENTS_EVERY: &str = "5m";
+    pub const REBUILD_EVERY: &str = "1h";
     pub const REFRESH_SHARE: f64 = 0.5;
     pub const INCREMENTAL: bool = true;
 }
@@ -49,6 +50,8 @@ pub struct FileConfig {
     pub webhook_token_file: Option<PathBuf>,
     pub full_every: Option<String>,
     pub agents_every: Option<String>,
+    /// How often a server builds its index again from the store (`off`: never).
+    pub rebuild_every: Option<String>,
     pub cors_origins: Option<Vec<String>>,
     /// Where server-side backups (`POST /admin/backup`) go, each by a plain name.
     pub backup_dir: Option<PathBuf>,
@@ -284,6 +287,7 @@ pub struct Flags {
     pub webhook_token: Option<String>,
     pub full_every: Option<String>,
     pub agents_every: Option<String>,
+    pub rebuild_every: Option<String>,
     pub refresh_share: Option<f64>,
     pub cors_origins: Vec<String>,
     pub backup_dir: Option<PathBuf>,
@@ -397,6 +401,8 @@ pub struct OidcSettings {
 pub struct ScheduleSettings {
     pub full: FullSchedule,
     pub agents_every: Duration,
+    /// How often a server builds its index again from the store (`None`: never).
+    pub rebuild_every: Option<Duration>,
     /// The share of the budget the refresher spends between full crawls (0: off).
     pub refresh_share: f64,
 }
@@ -547,6 +553,8 @@ impl Settings {
             .unwrap_or_else(|| defaults::FULL_EVERY.to_string());
         let agents = pick(&flags.agents_every, "IDGRAPH_AGENTS_EVERY", &file.agents_every)
             .unwrap_or_else(|| defaults::AGENTS_EVERY.to_string());
+        let rebuild = pick(&flags.rebuild_every, "IDGRAPH_REBUILD_EVERY", &file.rebuild_every)
+            .unwrap_or_else(|| defaults::REBUILD_EVERY.to_string());
         let base_dir = path(&flags.data_dir, "IDGRAPH_DATA_DIR", &file.data_dir)
             .unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR));
         Ok(Settings {
@@ -675,6 +683,10 @@ impl Settings {
             schedule: ScheduleSettings {
                 full: full.parse().map_err(|e: String| anyhow::anyhow!("full_every: {e}"))?,
                 agents_every: duration(&agents).context("agents_every")?,
+                rebuild_every: match rebuild.trim() {
+                    "off" => None,
+                    r => Some(duration(r).context("rebuild_every")?).filter(|d| !d.is_zero()),
+                },
                 refresh_share: refresh_share(flags, file, env)?,
             },
         })
@@ -762,6 +774,23 @@ mod tests {
         assert_eq!(s.schedule.agents_every, Duration::from_secs(300));
         assert!((s.drift.budget.per_second() - 200.0 / 60.0).abs() < 1e-9);
         assert_eq!(s.schedule.refresh_share, 0.5);
+        assert_eq!(s.schedule.rebuild_every, Some(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn rebuild_every_takes_a_duration_or_off() {
+        let at = |v: &str| {
+            Settings::resolve(&Flags::default(), &file(&format!("rebuild_every = \"{v}\"")), &Env::default())
+                .map(|s| s.schedule.rebuild_every)
+        };
+        assert_eq!(at("30m").unwrap(), Some(Duration::from_secs(1800)));
+        assert_eq!(at("off").unwrap(), None);
+        assert_eq!(at("0s").unwrap(), None);
+        let err = at("hourly").unwrap_err();
+        assert!(format!("{err:#}").contains("rebuild_every"), "{err:#}");
+        let env = Env::from_pairs([("IDGRAPH_REBUILD_EVERY", "2h")]);
+        let s = Settings::resolve(&Flags::default(), &file("rebuild_every = \"30m\""), &env).unwrap();
+        assert_eq!(s.schedule.rebuild_every, Some(Duration::from_secs(7200)), "the environment over the file");
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// Agents-only refresh interval (default 5m) [env: IDGRAPH_AGENTS_EVERY].
     #[arg(long)]
     pub agents_every: Option<String>,
+    /// How often the index is built again from the store, packed afresh in memory (default 1h;
+    /// `off`: never) [env: IDGRAPH_REBUILD_EVERY].
+    #[arg(long)]
+    pub rebuild_every: Option<String>,
     /// The share of the rate budget the refresher spends re-reading known contacts between full
     /// crawls (default 0.5; 0 turns it off) [env: IDGRAPH_REFRESH_SHARE].
     #[arg(long)]
@@ -84,6 +88,7 @@ impl ServeArgs {
             webhook_token: self.webhook_token.clone(),
             full_every: self.full_every.clone(),
             agents_every: self.agents_every.clone(),
+            rebuild_every: self.rebuild_every.clone(),
             refresh_share: self.refresh_share,
             cors_origins: self.cors_origins.clone(),
             backup_dir: self.backup_dir.clone(),
@@ -120,6 +125,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     let schedule = ScheduleConfig {
         full: settings.schedule.full.clone(),
         agents_every: settings.schedule.agents_every,
+        rebuild_every: settings.schedule.rebuild_every,
         jitter: 0.1,
     };
     idgraph_graphql::check_cors_origins(&srv.cors_origins).map_err(anyhow::Error::msg)?;
@@ -418,6 +424,7 @@ pub async fn demo(a: DemoArgs) -> Result<()> {
     let schedule = ScheduleConfig {
         full: FullSchedule::Every(Duration::from_secs(180)),
         agents_every: Duration::from_secs(20),
+        rebuild_every: Some(Duration::from_secs(3600)),
         jitter: 0.0,
     };
     let server_cfg = ServerConfig { webhook: Some(WebhookConfig::new(DEMO_WEBHOOK_TOKEN)), ..ServerConfig::default() };

@@ -585,6 +585,27 @@ impl Graph {
         Ok(changes)
     }
 
+    /// Builds the served index again from the store and serves it instead: the same contents
+    /// (the store is the ground truth, and every in-place change is written there before the
+    /// index shows it), laid out afresh. Months of in-place changes leave an index's pieces
+    /// scattered over memory that other, short-lived allocations shared, which the allocator
+    /// cannot give back while one piece stays; a rebuilt index is packed, and the old one goes
+    /// whole. Writers wait while it runs (seconds at a million contacts), readers do not; both
+    /// indexes are held meanwhile. Returns the generation rebuilt (`None`: none is served yet).
+    pub fn rebuild_index(&self) -> Result<Option<u64>, StoreError> {
+        let _writer = self.writer.lock();
+        let Some(served) = self.info() else { return Ok(None) };
+        let (index, info) = load(&self.store, served.generation)?;
+        let old = {
+            let mut ix = self.index.write();
+            *self.info.write() = Some(info);
+            std::mem::replace(&mut *ix, Arc::new(index))
+        };
+        // The old index is dropped here, outside the lock (or by its last reader).
+        drop(old);
+        Ok(Some(served.generation))
+    }
+
     /// An agents-only refresh: new users and SCIM users applied to the current generation in place.
     /// `scim` is `None` when SCIM was not available.
     pub fn refresh_agents(

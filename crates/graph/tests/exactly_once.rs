@@ -85,6 +85,8 @@ enum Op {
     Move { c: u64, to: u64 },
     /// An agents refresh (nothing changes among agents: it must not disturb contacts).
     Agents,
+    /// The served index is built again from the store (a long-running server's compaction).
+    Rebuild,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -98,6 +100,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Commit),
         2 => (1..=CONTACTS, 1..=AGENTS).prop_map(|(c, to)| Op::Move { c, to }),
         1 => Just(Op::Agents),
+        1 => Just(Op::Rebuild),
     ]
 }
 
@@ -254,8 +257,27 @@ impl World {
                 let scim: Option<Vec<ScimUser>> = None;
                 self.graph.refresh_agents(users, scim, ShrinkGuard::off()).unwrap();
             }
+            Op::Rebuild => {
+                self.graph.rebuild_index().unwrap();
+            }
         }
     }
+}
+
+/// Everything a reader can see of the served index, as text.
+fn picture(graph: &Graph) -> String {
+    let ix = graph.read();
+    let contacts: Vec<_> = (1..=CONTACTS + 1).map(|c| (c, ix.contact(c), ix.orphan_key_of(c))).collect();
+    let orphans: Vec<_> = ix.orphan_refs(None, usize::MAX).into_iter().map(|(k, c, a)| (k, c.id, a.id)).collect();
+    let mut owners: Vec<_> = ix.owner_map().into_iter().collect();
+    owners.sort();
+    format!(
+        "counts {:?}\ncontacts {contacts:?}\nagents {:?}\norphans {orphans:?}\nowners {owners:?}\nranking {:?}\ninfo {:?}",
+        ix.counts(),
+        ix.agents(),
+        ix.who_owns_whom(0, usize::MAX),
+        graph.info().map(|i| (i.generation, i.contacts, i.users)),
+    )
 }
 
 fn world(dir: &Path) -> World {
@@ -294,6 +316,10 @@ proptest! {
         for op in ops {
             w.run(op);
         }
+        // What a reader sees is what the store rebuilds: a rebuild (or a restart) changes nothing.
+        let before = picture(&w.graph);
+        w.graph.rebuild_index().unwrap();
+        prop_assert_eq!(&picture(&w.graph), &before, "the index rebuilt from the store differs from the one served");
         w.commit();
 
         // The index holds, for each contact, the newest of what idgraph was told (a tie between

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub crawls_failed: AtomicU64,
     pub agent_refreshes_ok: AtomicU64,
     pub agent_refreshes_failed: AtomicU64,
+    /// Indexes built again from the store (`rebuild_every`).
+    pub index_rebuilds: AtomicU64,
     pub last_crawl_success_s: AtomicI64,
     pub next_crawl_s: AtomicI64,
     pub next_agents_refresh_s: AtomicI64,
@@ -101,6 +103,11 @@ impl Metrics {
             "idgraph_agent_refreshes_failed_total",
             "Agents-only refreshes that failed.",
             l(&self.agent_refreshes_failed),
+        );
+        counter(
+            "idgraph_index_rebuilds_total",
+            "Times the served index was built again from the store (rebuild_every).",
+            l(&self.index_rebuilds),
         );
         let mut gauge = |name: &str, help: &str, v: i64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
