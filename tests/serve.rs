@@ -492,9 +492,9 @@ async fn a_hostile_corpus_gets_coded_errors_and_memory_stays_flat() {
     assert_eq!(d["indexStatus"]["contacts"], 2000, "still serving");
 }
 
-/// A server builds its index again from the store now and then (`--rebuild-every`, to give back
-/// the memory months of in-place changes scatter): a change applied in place survives every
-/// rebuild, and readers see the same org throughout.
+/// A server can derive its index again from the store while serving (`--rebuild-every`, as a
+/// restart would): a change applied in place survives every rebuild, and readers see the same org
+/// throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuilt_index_keeps_every_change_applied_in_place() {
     let (_sim, r) = sim(SimConfig { contacts: 300, agents: 10, ..SimConfig::default() }).await;

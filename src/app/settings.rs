@@ -23,7 +23,7 @@ pub mod defaults {
     pub const LISTEN: &str = "127.0.0.1:8080";
     pub const FULL_EVERY: &str = "6h";
     pub const AGENTS_EVERY: &str = "5m";
-    pub const REBUILD_EVERY: &str = "1h";
+    pub const REBUILD_EVERY: &str = "off";
     pub const REFRESH_SHARE: f64 = 0.5;
     pub const INCREMENTAL: bool = true;
 }
@@ -774,7 +774,7 @@ mod tests {
         assert_eq!(s.schedule.agents_every, Duration::from_secs(300));
         assert!((s.drift.budget.per_second() - 200.0 / 60.0).abs() < 1e-9);
         assert_eq!(s.schedule.refresh_share, 0.5);
-        assert_eq!(s.schedule.rebuild_every, Some(Duration::from_secs(3600)));
+        assert_eq!(s.schedule.rebuild_every, None);
     }
 
     #[test]

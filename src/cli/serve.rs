@@ -47,8 +47,8 @@ pub struct ServeArgs {
     /// Agents-only refresh interval (default 5m) [env: IDGRAPH_AGENTS_EVERY].
     #[arg(long)]
     pub agents_every: Option<String>,
-    /// How often the index is built again from the store, packed afresh in memory (default 1h;
-    /// `off`: never) [env: IDGRAPH_REBUILD_EVERY].
+    /// How often the index is derived again from the store while serving, as a restart would
+    /// (default `off`; it does not lower resident memory) [env: IDGRAPH_REBUILD_EVERY].
     #[arg(long)]
     pub rebuild_every: Option<String>,
     /// The share of the rate budget the refresher spends re-reading known contacts between full
@@ -424,7 +424,7 @@ pub async fn demo(a: DemoArgs) -> Result<()> {
     let schedule = ScheduleConfig {
         full: FullSchedule::Every(Duration::from_secs(180)),
         agents_every: Duration::from_secs(20),
-        rebuild_every: Some(Duration::from_secs(3600)),
+        rebuild_every: None,
         jitter: 0.0,
     };
     let server_cfg = ServerConfig { webhook: Some(WebhookConfig::new(DEMO_WEBHOOK_TOKEN)), ..ServerConfig::default() };

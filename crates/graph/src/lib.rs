@@ -587,11 +587,10 @@ impl Graph {
 
     /// Builds the served index again from the store and serves it instead: the same contents
     /// (the store is the ground truth, and every in-place change is written there before the
-    /// index shows it), laid out afresh. Months of in-place changes leave an index's pieces
-    /// scattered over memory that other, short-lived allocations shared, which the allocator
-    /// cannot give back while one piece stays; a rebuilt index is packed, and the old one goes
-    /// whole. Writers wait while it runs (seconds at a million contacts), readers do not; both
-    /// indexes are held meanwhile. Returns the generation rebuilt (`None`: none is served yet).
+    /// index shows it), derived as at start, without a restart. It does not lower resident
+    /// memory (the soak in docs/benchmarks.md measured it). Writers wait while it runs (seconds
+    /// at a million contacts), readers do not; both indexes are held meanwhile. Returns the
+    /// generation rebuilt (`None`: none is served yet).
     pub fn rebuild_index(&self) -> Result<Option<u64>, StoreError> {
         let _writer = self.writer.lock();
         let Some(served) = self.info() else { return Ok(None) };
